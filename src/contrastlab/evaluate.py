@@ -1,0 +1,51 @@
+"""What a trained encoder's embeddings are worth: t-SNE map and linear/kNN probes."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.manifold import TSNE
+from sklearn.metrics import confusion_matrix, top_k_accuracy_score
+from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+
+
+def tsne_map(embeddings: np.ndarray, *, perplexity: float, max_iter: int, seed: int) -> np.ndarray:
+    """2-d t-SNE coordinates (sklearn, PCA init) of the given embeddings."""
+    perplexity = min(perplexity, (len(embeddings) - 1) / 3)  # sklearn needs perplexity < n_samples
+    tsne = TSNE(n_components=2, perplexity=perplexity, max_iter=max_iter, init="pca", random_state=seed)
+    return tsne.fit_transform(embeddings.astype(np.float32))
+
+
+def probe(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    test_size: float,
+    knn_k: int,
+    max_iter: int,
+    seed: int,
+) -> dict:
+    """Score the embeddings with ONE stratified, seeded split and ONE logistic regression.
+
+    Top-1 and top-3 come from the same classifier (the study used two different splits and
+    classifiers); kNN and per-class accuracy use the same split.
+    """
+    x_fit, x_score, y_fit, y_score = train_test_split(
+        embeddings, labels, test_size=test_size, stratify=labels, random_state=seed
+    )
+    classifier = LogisticRegression(max_iter=max_iter).fit(x_fit, y_fit)
+    predicted = classifier.predict(x_score)
+    classes = np.unique(labels)
+    top3 = top_k_accuracy_score(y_score, classifier.predict_proba(x_score), k=min(3, len(classes)), labels=classifier.classes_)
+    knn = KNeighborsClassifier(n_neighbors=min(knn_k, len(x_fit))).fit(x_fit, y_fit)
+    matrix = confusion_matrix(y_score, predicted, labels=classes)
+    return {
+        "top1": float(np.mean(predicted == y_score)),
+        "top3": float(top3),
+        "knn": float(knn.score(x_score, y_score)),
+        "per_class": (matrix.diagonal() / matrix.sum(axis=1)).tolist(),
+        "confusion": matrix,
+        "y_true": y_score,
+        "y_pred": predicted,
+    }

@@ -1,0 +1,53 @@
+"""PNG figures (DVC's HTML plots need a CDN, so every plot also exists as a picture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def loss_curve(epoch_losses: list[float], title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
+    epochs = np.arange(1, len(epoch_losses) + 1)
+    ax.plot(epochs, epoch_losses, marker="o")
+    ax.set(xlabel="epoch", ylabel="mean training loss", title=title)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def tsne_scatter(coords: np.ndarray, labels: np.ndarray, class_names: list[str], title: str, path: Path) -> None:
+    """Scatter coloured by class with a legend of class names (tab10: ten distinct colours)."""
+    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
+    cmap = plt.get_cmap("tab10")
+    for c, name in enumerate(class_names):
+        points = coords[labels == c]
+        ax.scatter(points[:, 0], points[:, 1], s=8, color=cmap(c % 10), label=name, alpha=0.8, linewidths=0)
+    ax.set(title=title, xticks=[], yticks=[])
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2.5, frameon=False, title="class")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def confusion_heatmap(matrix: np.ndarray, class_names: list[str], title: str, path: Path) -> None:
+    """Row-normalised confusion matrix with counts written in each cell."""
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ticks = np.arange(len(class_names))
+    ax.set(xticks=ticks, yticks=ticks, xlabel="predicted", ylabel="actual", title=title)
+    ax.set_xticklabels(class_names, rotation=45, ha="right")
+    ax.set_yticklabels(class_names)
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, label="fraction of actual class")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

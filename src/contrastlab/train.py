@@ -1,0 +1,122 @@
+"""Train the Siamese encoder: one file, read top to bottom.
+
+Each step takes a batch of examples (pairs or triplets of image indices), turns every member
+into an input image (augmented on the fly where the example says so), embeds all members in
+ONE forward pass of the shared encoder, splits the embeddings back into members and applies
+the loss. Augmented views are fresh every epoch (`views="fresh"`) or drawn once before
+training and reused (`views="once"`, the study's way).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from contrastlab.augment import AUGMENTATIONS, normalize, to_unit
+from contrastlab.losses import LOSSES
+from contrastlab.model import make_encoder
+
+
+@dataclass
+class TrainResult:
+    encoder: torch.nn.Module
+    epoch_losses: list[float] = field(default_factory=list)
+    train_time_s: float = 0.0
+    images_seen: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images_seen / self.train_time_s if self.train_time_s else 0.0
+
+
+def draw_fixed_views(images, members, augmented, augment, generator, chunk=4096):
+    """The study's views: one augmented uint8 image per augmented member, drawn once.
+
+    Returns the views and a (N, k) table pointing each augmented member at its view (-1 elsewhere).
+    """
+    wanted = members[augmented]
+    views = torch.empty((len(wanted), *images.shape[1:]), dtype=torch.uint8, device=images.device)
+    for start in range(0, len(wanted), chunk):
+        view = augment(images[wanted[start : start + chunk]], generator)
+        views[start : start + chunk] = (view * 255).round().to(torch.uint8)
+    slot = torch.full(members.shape, -1, dtype=torch.long, device=images.device)
+    slot[augmented] = torch.arange(len(wanted), device=images.device)
+    return views, slot
+
+
+def train(
+    images: torch.Tensor,
+    examples: dict[str, np.ndarray],
+    *,
+    loss: str,
+    aug: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    views: str,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+) -> TrainResult:
+    """Train a fresh encoder on uint8 `images` (N, C, H, W) with the examples from `contrastlab.pairs`."""
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    shuffle_rng = torch.Generator().manual_seed(seed)
+    augment_rng = torch.Generator(device).manual_seed(seed + 1)
+    loss_fn = LOSSES[loss].fn
+    augment = AUGMENTATIONS[aug]
+
+    images = images.to(device)
+    members = torch.from_numpy(examples["members"]).long().to(device)
+    augmented = torch.from_numpy(examples["augmented"]).to(device)
+    target = torch.from_numpy(examples["target"]).float().to(device)
+    n_examples, k = members.shape
+
+    encoder = make_encoder(images.shape[1]).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(encoder.parameters(), lr=lr)
+    fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if views == "once" else None
+
+    def inputs_for(rows: torch.Tensor) -> torch.Tensor:
+        """All members of the chosen examples as one normalised batch, member by member."""
+        index = members[rows].T.reshape(-1)
+        is_view = augmented[rows].T.reshape(-1)
+        x = torch.empty((len(index), *images.shape[1:]), dtype=torch.float32, device=device)
+        x[~is_view] = to_unit(images[index[~is_view]])
+        if is_view.any():
+            if fixed_views is None:
+                x[is_view] = augment(images[index[is_view]], augment_rng)
+            else:
+                views_u8, slot = fixed_views
+                x[is_view] = to_unit(views_u8[slot[rows].T.reshape(-1)[is_view]])
+        return normalize(x).contiguous(memory_format=torch.channels_last)
+
+    result = TrainResult(encoder)
+    encoder.train()
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(n_examples, generator=shuffle_rng).to(device)
+        batches = range(0, n_examples, batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress, leave=True)
+        epoch_loss, epoch_start, epoch_images = 0.0, time.perf_counter(), 0
+        for start in bar:
+            rows = order[start : start + batch_size]
+            embeddings = encoder(inputs_for(rows)).chunk(k)
+            batch_loss = loss_fn(list(embeddings), target[rows])
+            optimizer.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            optimizer.step()
+
+            epoch_loss += batch_loss.item() * len(rows)
+            epoch_images += len(rows) * k
+            rate = epoch_images / (time.perf_counter() - epoch_start)
+            bar.set_postfix(loss=f"{batch_loss.item():.4f}", img_s=f"{rate:,.0f}")
+        result.train_time_s += time.perf_counter() - epoch_start
+        result.images_seen += epoch_images
+        result.epoch_losses.append(epoch_loss / n_examples)
+        bar.set_postfix(loss=f"{result.epoch_losses[-1]:.4f}", img_s=f"{epoch_images / (time.perf_counter() - epoch_start):,.0f}")
+        bar.close()
+    return result

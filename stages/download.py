@@ -1,0 +1,29 @@
+"""Stage `download`: fetch, verify and store every dataset in `download.datasets`."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from contrastlab import params
+from contrastlab.cli import run_stage
+from contrastlab.datasets import OFFICIAL_DIGESTS, fetch
+from contrastlab.tracking import project_root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="folder that receives one subfolder per dataset")
+    args = parser.parse_args()
+    p = params.load("download", top=False)["download"]
+
+    mirror = os.environ.get("CONTRASTLAB_MIRROR") or p["mirror"]
+    mirror = project_root() / mirror if mirror else None  # relative paths mean the repository root
+    digests = json.loads((project_root() / p["digests"]).read_text()) if p["digests"] else OFFICIAL_DIGESTS
+    for name in p["datasets"]:
+        source = fetch(name, args.out / name, mirror=mirror, sources=p["sources"], digests=digests)
+        print(f"{name}: verified and stored in {args.out / name} (source: {source})")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,46 @@
+"""Stage `probe`: linear probe (top-1, top-3), kNN and per-class accuracy on the test embeddings."""
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from contrastlab import params, plots
+from contrastlab.cli import run_stage, write_json
+from contrastlab.datasets import DATASETS
+from contrastlab.evaluate import probe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--embeddings", type=Path, required=True, help=".npz written by the embed stage")
+    parser.add_argument("--metrics", type=Path, required=True, help="probe metrics (JSON)")
+    parser.add_argument("--confusion-csv", type=Path, required=True, help="actual/predicted rows for `dvc plots`")
+    parser.add_argument("--confusion-png", type=Path, required=True)
+    args = parser.parse_args()
+    p = params.load("probe")
+    q = p["probe"]
+
+    saved = np.load(args.embeddings)
+    scores = probe(saved["embeddings"], saved["labels"], test_size=q["test_size"], knn_k=q["knn_k"],
+                   max_iter=q["max_iter"], seed=p["seed"])
+    classes = DATASETS[p["dataset"]].classes
+    write_json(args.metrics, {
+        "top1": round(scores["top1"], 4),
+        "top3": round(scores["top3"], 4),
+        "knn": round(scores["knn"], 4),
+        "per_class": {name: round(acc, 4) for name, acc in zip(classes, scores["per_class"])},
+    })
+    args.confusion_csv.parent.mkdir(parents=True, exist_ok=True)
+    with args.confusion_csv.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["actual", "predicted"])
+        writer.writerows((classes[a], classes[b]) for a, b in zip(scores["y_true"], scores["y_pred"]))
+    plots.confusion_heatmap(scores["confusion"], list(classes), f"linear probe: {params.scenario_name(p)}  "
+                            f"(top-1 {scores['top1']:.3f})", args.confusion_png)
+    print(f"probe top-1 {scores['top1']:.4f}  top-3 {scores['top3']:.4f}  kNN {scores['knn']:.4f} -> {args.metrics}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,71 @@
+"""Stage `track`: record this scenario's result as one MLflow run (params, metrics, figures, encoder).
+
+It runs after `probe` and only when a result changed, so a cached re-run adds no run. If MLflow
+fails (store unwritable, server down) it says so loudly and exits non-zero: every DVC output of
+the earlier stages is already stored, and the next `dvc repro` retries only this stage.
+"""
+
+import argparse
+import csv
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from contrastlab import params
+from contrastlab.cli import read_json, run_stage
+from contrastlab.tracking import git_commit, log_scenario, project_root, tracking_uri
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--train-metrics", type=Path, required=True)
+    parser.add_argument("--probe-metrics", type=Path, required=True)
+    parser.add_argument("--loss-csv", type=Path, required=True, help="per-epoch loss written by the train stage")
+    parser.add_argument("--artifacts", type=Path, nargs="+", required=True, help="figures and encoder to attach")
+    args = parser.parse_args()
+    p = params.load_all()
+
+    trained = read_json(args.train_metrics)
+    probed = read_json(args.probe_metrics)
+    with args.loss_csv.open() as f:
+        epoch_losses = [float(row["loss"]) for row in csv.DictReader(f)]
+    metrics = {
+        "probe_top1": probed["top1"],
+        "probe_top3": probed["top3"],
+        "knn_top1": probed["knn"],
+        **{f"class_acc.{name}": acc for name, acc in probed["per_class"].items()},
+        "final_loss": trained["final_loss"],
+        "train_time_s": trained["train_time_s"],
+        "images_per_s": trained["images_per_s"],
+    }
+    name = params.scenario_name(p)
+    tags = {
+        "scenario": name,
+        "dataset": p["dataset"],
+        "loss": p["loss"],
+        "aug": p["aug"],
+        "seed": str(p["seed"]),
+        "git_commit": git_commit(Path.cwd()),
+        "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
+    }
+    logged = {**p, "resolved": {"epochs": trained["epochs"], "lr": trained["lr"]}}
+    root = project_root()
+    try:
+        run_id, created = log_scenario(run_name=name, params=logged, metrics=metrics, epoch_losses=epoch_losses,
+                                       artifacts=args.artifacts, tags=tags, root=root)
+    except Exception:  # noqa: BLE001 - any tracking failure must be reported, not hidden
+        traceback.print_exc()
+        print(
+            "\n" + "!" * 78 + f"\nMLflow TRACKING FAILED for {name} (store: {tracking_uri(root)}).\n"
+            "All DVC outputs (model, embeddings, metrics, plots) are intact. Fix the store and run\n"
+            "`dvc repro` again: only this `track` stage will re-run.\n" + "!" * 78,
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    state = "logged new" if created else "already recorded as"
+    print(f"MLflow: {state} run {run_id} ({name}) in {tracking_uri(root)}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,68 @@
+"""Stage `train`: train the encoder on the pairs/triplets, augmenting on the fly."""
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from contrastlab import params, plots
+from contrastlab.cli import run_stage, write_json
+from contrastlab.datasets import load_split
+from contrastlab.losses import LOSSES
+from contrastlab.model import pick_device
+from contrastlab.train import train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder written by the download stage")
+    parser.add_argument("--pairs", type=Path, required=True, help=".npz written by the pairs stage")
+    parser.add_argument("--model", type=Path, required=True, help="where to save the encoder weights")
+    parser.add_argument("--metrics", type=Path, required=True, help="train metrics (JSON)")
+    parser.add_argument("--loss-csv", type=Path, required=True, help="per-epoch loss for `dvc plots`")
+    parser.add_argument("--loss-png", type=Path, required=True)
+    args = parser.parse_args()
+    p = params.load("train")
+    t = p["train"]
+    epochs = LOSSES[p["loss"]].epochs if t["epochs"] == params.AUTO else t["epochs"]
+    lr = LOSSES[p["loss"]].lr if t["lr"] == params.AUTO else t["lr"]
+
+    images, _ = load_split(args.data, "train")
+    device = pick_device()
+    print(f"training {params.scenario_name(p)} on {device}: {epochs} epochs, lr {lr}, batch {t['batch_size']}, {t['views']} views")
+    result = train(
+        torch.from_numpy(images),
+        dict(np.load(args.pairs)),
+        loss=p["loss"],
+        aug=p["aug"],
+        epochs=epochs,
+        batch_size=t["batch_size"],
+        lr=lr,
+        views=t["views"],
+        seed=p["seed"],
+        device=device,
+    )
+
+    args.model.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": result.encoder.cpu().state_dict(), "channels": images.shape[1]}, args.model)
+    write_json(args.metrics, {
+        "epochs": epochs,
+        "lr": lr,
+        "final_loss": result.epoch_losses[-1],
+        "train_time_s": round(result.train_time_s, 2),
+        "images_per_s": round(result.images_per_s, 1),
+        "device": device.type,
+    })
+    args.loss_csv.parent.mkdir(parents=True, exist_ok=True)
+    with args.loss_csv.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "loss"])
+        writer.writerows(enumerate(result.epoch_losses, start=1))
+    plots.loss_curve(result.epoch_losses, f"training loss: {params.scenario_name(p)}", args.loss_png)
+    print(f"{result.train_time_s:.0f} s, {result.images_per_s:,.0f} images/s, final loss {result.epoch_losses[-1]:.4f}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
