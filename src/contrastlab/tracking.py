@@ -73,7 +73,7 @@ def log_scenario(
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
-        artifact_root = (root / "mlruns").as_uri() if uri.startswith("sqlite:") else None
+        artifact_root = (root / "mlruns" / EXPERIMENT).as_uri() if uri.startswith("sqlite:") else None
         experiment_id = client.create_experiment(EXPERIMENT, artifact_location=artifact_root)
     else:
         experiment_id = experiment.experiment_id

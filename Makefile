@@ -1,0 +1,36 @@
+# Two commands a user needs: `make run` (default scenario) and `make test` (the test suite).
+# Both create the virtual environment first, pinned by requirements.lock.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup run test lock clean-env
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $@
+
+run: setup
+	dvc repro
+	@echo
+	@echo "Results of the scenario in params.yaml:"
+	@echo "  metrics:  metrics/probe.json, metrics/train.json   (dvc metrics show)"
+	@echo "  figures:  plots/tsne.png, plots/confusion.png, plots/train_loss.png"
+	@echo "  encoder:  models/encoder.pt"
+	@echo "  MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db   -> http://127.0.0.1:5000"
+	@dvc metrics show
+
+test: setup
+	$(BIN)/python -m pytest
+
+# Re-pin every dependency to what is installed now (after changing pyproject.toml).
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable > requirements.lock
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,49 @@
+import numpy as np
+
+from contrastlab.evaluate import probe, tsne_map
+
+RNG = np.random.default_rng(0)
+LABELS = np.repeat(np.arange(10), 100)
+
+
+def score(embeddings):
+    return probe(embeddings, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)
+
+
+def test_perfectly_separable_embeddings_score_one():
+    embeddings = np.eye(10)[LABELS] * 5 + RNG.normal(0, 0.01, (1000, 10))
+    s = score(embeddings)
+    assert s["top1"] == 1.0 and s["top3"] == 1.0 and s["knn"] == 1.0
+    assert s["per_class"] == [1.0] * 10
+
+
+def test_random_embeddings_score_about_chance():
+    s = score(RNG.normal(size=(1000, 32)))
+    assert 0.03 < s["top1"] < 0.2
+    assert 0.15 < s["top3"] < 0.45  # chance for top-3 is 0.3
+
+
+def test_split_is_stratified_and_confusion_matches_predictions():
+    s = score(RNG.normal(size=(1000, 32)))
+    assert np.bincount(s["y_true"]).tolist() == [20] * 10  # 20% of 100 per class
+    assert s["confusion"].sum() == 200
+    assert np.trace(s["confusion"]) == np.sum(s["y_true"] == s["y_pred"])
+
+
+def test_top1_and_top3_come_from_one_classifier():
+    # top-3 >= top-1 always holds for one classifier; two different classifiers could break it.
+    for seed in range(3):
+        s = probe(RNG.normal(size=(1000, 8)) + LABELS[:, None] * 0.1, LABELS, test_size=0.2, knn_k=5, max_iter=200, seed=seed)
+        assert s["top3"] >= s["top1"]
+
+
+def test_tsne_is_seeded_and_keeps_clusters_apart():
+    labels = np.tile(np.arange(10), 10)
+    points = np.eye(10)[labels] * 10 + RNG.normal(0, 0.1, (100, 10))
+    a = tsne_map(points, perplexity=20, max_iter=500, seed=0)
+    b = tsne_map(points, perplexity=20, max_iter=500, seed=0)
+    assert a.shape == (100, 2) and np.allclose(a, b)
+    centres = np.array([a[labels == c].mean(0) for c in range(10)])
+    spread = np.mean([np.linalg.norm(a[labels == c] - centres[c], axis=1).mean() for c in range(10)])
+    gaps = np.linalg.norm(centres[:, None] - centres[None], axis=2)[~np.eye(10, dtype=bool)]
+    assert gaps.min() > 2 * spread

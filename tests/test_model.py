@@ -1,0 +1,33 @@
+import numpy as np
+import torch
+
+from contrastlab.model import embed_images, make_encoder
+
+
+def test_output_is_32_d_for_mnist_and_cifar_shapes():
+    for channels, size in [(1, 28), (3, 32)]:
+        out = make_encoder(channels)(torch.zeros(4, channels, size, size))
+        assert out.shape == (4, 32)
+
+
+def test_parameter_count_matches_the_protocol():
+    # conv weights 1*32*4 + 32*64*4 + 64*128*4 + 128*256*4 + 256*8*4, BatchNorm 2*(64+128+256)
+    expected = 128 + 8192 + 32768 + 131072 + 8192 + 2 * (64 + 128 + 256)
+    assert sum(p.numel() for p in make_encoder(1).parameters()) == expected == 181248
+
+
+def test_embeddings_lie_in_the_sigmoid_range():
+    out = make_encoder(3)(torch.randn(8, 3, 32, 32))
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_embed_images_uses_eval_mode_so_results_do_not_depend_on_the_batch():
+    torch.manual_seed(0)
+    encoder = make_encoder(1)
+    encoder.train()
+    encoder(torch.randn(64, 1, 28, 28))  # move BatchNorm running statistics away from defaults
+    images = np.random.default_rng(0).integers(0, 256, (10, 1, 28, 28), dtype=np.uint8)
+    whole = embed_images(encoder, images, batch_size=10)
+    one_by_one = embed_images(encoder, images, batch_size=1)  # batch statistics of 1 image would differ
+    assert not encoder.training
+    np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
