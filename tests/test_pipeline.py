@@ -1,0 +1,135 @@
+"""End to end: the real `dvc repro` / `dvc exp run` in a temporary copy of the repository, on tiny
+data in the official file formats. Slow-ish (about a minute): every stage is a fresh process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tinydata import write_tiny_mirror
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvcignore", ".gitignore"]
+ALL_STAGES = {"download", "pairs", "train", "embed", "tsne", "probe", "track"}
+
+pytestmark = pytest.mark.e2e
+
+
+def sh(*cmd: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w@-]+)'", output))
+
+
+def mlflow_runs(repo: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        return db.execute(
+            "SELECT r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            "WHERE t.key = 'dvc_experiment' ORDER BY r.start_time"
+        ).fetchall()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    repo = tmp / "repo"
+    repo.mkdir()
+    for name in COPIED:
+        src, dst = ROOT / name, repo / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, dst)
+    digests = write_tiny_mirror(tmp / "mirror", per_class_train=12, per_class_test=10)
+    (tmp / "digests.json").write_text(json.dumps(digests))
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["download"].update(mirror=str(tmp / "mirror"), sources=["mirror"], digests=str(tmp / "digests.json"))
+    params["pairs"]["anchors_per_class"] = 10
+    params["train"].update(epochs=2, batch_size=16)
+    params["tsne"].update(n_points=80, perplexity=5, max_iter=250)
+    params["probe"]["knn_k"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "CONTRASTLAB_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(repo / "src")  # the copy's code, not the checkout's
+    git = ("git", "-c", "user.name=test", "-c", "user.email=test@example.com")
+    sh("git", "init", "-q", cwd=repo, env=env)
+    sh("git", "add", "-A", cwd=repo, env=env)
+    sh(*git, "commit", "-qm", "copy", cwd=repo, env=env)
+    return repo, env
+
+
+@pytest.fixture(scope="module")
+def first_repro(repo):
+    path, env = repo
+    return sh("dvc", "repro", cwd=path, env=env)
+
+
+def test_first_repro_runs_every_stage_and_writes_every_output(repo, first_repro):
+    path, _ = repo
+    assert stages_run(first_repro.stdout) == ALL_STAGES
+    for name in ("mnist", "cifar10"):
+        for array in ("train_images", "train_labels", "test_images", "test_labels"):
+            assert (path / f"data/datasets/{name}/{array}.npy").exists()
+    assert np.load(path / "data/embeddings.npz")["embeddings"].shape == (100, 32)
+    assert (path / "models/encoder.pt").stat().st_size > 500_000  # ~181k float32 weights
+
+    probe = json.loads((path / "metrics/probe.json").read_text())
+    assert 0 <= probe["top1"] <= probe["top3"] <= 1 and 0 <= probe["knn"] <= 1
+    assert list(probe["per_class"]) == [str(d) for d in range(10)]
+    train = json.loads((path / "metrics/train.json").read_text())
+    assert (train["epochs"], train["lr"], train["device"]) == (2, 0.15, "cpu")
+    assert train["images_per_s"] > 0
+
+    assert (path / "plots/train_loss.csv").read_text().splitlines()[0] == "epoch,loss"
+    assert len((path / "plots/train_loss.csv").read_text().splitlines()) == 3
+    assert len((path / "plots/tsne.csv").read_text().splitlines()) == 81
+    assert len((path / "plots/confusion.csv").read_text().splitlines()) == 21  # 20% of 100
+    for png in ("tsne", "confusion", "train_loss"):
+        assert (path / f"plots/{png}.png").read_bytes()[:4] == b"\x89PNG"
+    assert mlflow_runs(path) == [("mnist-triplet-simclr", "workspace")]
+
+
+def test_second_repro_recomputes_nothing(repo, first_repro):
+    path, env = repo
+    again = sh("dvc", "repro", cwd=path, env=env)
+    assert stages_run(again.stdout) == set()
+    assert len(mlflow_runs(path)) == 1
+
+
+def test_exp_run_with_another_aug_reruns_only_train_and_later(repo, first_repro):
+    path, env = repo
+    git = ("git", "-c", "user.name=test", "-c", "user.email=test@example.com")
+    sh("git", "add", "-A", cwd=path, env=env)
+    sh(*git, "commit", "-qm", "baseline results", cwd=path, env=env)
+    run = sh("dvc", "exp", "run", "-n", "aug-none", "-S", "aug=none", cwd=path, env=env)
+    assert stages_run(run.stdout) == {"train", "embed", "tsne", "probe", "track"}
+    assert mlflow_runs(path) == [("mnist-triplet-simclr", "workspace"), ("mnist-triplet-none", "aug-none")]
+
+
+def test_bad_value_stops_the_stage_with_one_line_and_no_output(repo, first_repro):
+    path, env = repo
+    failed = sh("dvc", "exp", "run", "-S", "aug=simclar", cwd=path, env=env, check=False)
+    assert failed.returncode != 0
+    assert "error: params.yaml: aug='simclar' is not allowed; expected one of none, pad_rotate_scale, simclr" in (
+        failed.stderr + failed.stdout
+    )
+    assert not (path / "models/encoder.pt").exists()
