@@ -13,7 +13,7 @@ normalised (see `normalize`).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -117,9 +117,10 @@ def sample_crop_boxes(
     crop_h = torch.where(found, crop_h, fallback_h)
     crop_w = torch.where(found, crop_w, fallback_w)
 
-    # Offsets uniform over the positions that keep the box inside; the fallback is centred.
-    top = (torch.rand(n, generator=generator, device=device) * (height - crop_h + 1)).long()
-    left = (torch.rand(n, generator=generator, device=device) * (width - crop_w + 1)).long()
+    # Offsets uniform over the positions that keep the box inside (float64, so that u * count
+    # cannot round up to count); the fallback is centred.
+    top = (torch.rand(n, generator=generator, device=device, dtype=torch.float64) * (height - crop_h + 1)).long()
+    left = (torch.rand(n, generator=generator, device=device, dtype=torch.float64) * (width - crop_w + 1)).long()
     top = torch.where(found, top, (height - fallback_h) // 2)
     left = torch.where(found, left, (width - fallback_w) // 2)
     return torch.stack((top, left, crop_h, crop_w), dim=1)
@@ -128,23 +129,28 @@ def sample_crop_boxes(
 # --- geometry ----------------------------------------------------------------------------------
 
 
-def rotate_zoomed_out(x01: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate each image by its angle (counter-clockwise, as torchvision) and zoom out by ZOOM_OUT.
+def _pixel_centres(size: int, device: torch.device) -> torch.Tensor:
+    """Pixel centres in grid_sample's normalised coordinates (align_corners=False)."""
+    return (torch.arange(size, device=device, dtype=torch.float32) * 2 + 1) / size - 1
 
-    Both happen about the image centre and uncovered pixels are black, which is what
-    Resize(2S) -> Pad(18) -> RandomRotation -> CenterCrop(2S * 1.125) -> Resize(S) amounts to.
+
+def rotate_zoomed_out(x01: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each image by its angle (counter-clockwise, as torchvision) and zoom out by ZOOM_OUT
+    about the centre, filling with black.
+
+    That is what Resize(2S) -> Pad(18) -> RandomRotation -> CenterCrop(2S * 1.125) -> Resize(S)
+    amounts to, except that at S = 28 torchvision's crop rounding shifts its output by 0.2 pixel.
     """
-    batch, _, height, width = x01.shape
-    radians = torch.deg2rad(degrees.to(device=x01.device, dtype=torch.float32))
+    _, _, height, width = x01.shape
+    radians = torch.deg2rad(degrees.to(device=x01.device, dtype=torch.float32)).view(-1, 1, 1, 1)
     cos, sin = torch.cos(radians) * ZOOM_OUT, torch.sin(radians) * ZOOM_OUT
-    # affine_grid maps output to input in coordinates normalised per axis, so the rotation's
-    # off-diagonal terms carry the aspect ratio; y points down, hence the signs.
-    theta = torch.zeros(batch, 2, 3, device=x01.device)
-    theta[:, 0, 0] = cos
-    theta[:, 0, 1] = -sin * (height / width)
-    theta[:, 1, 0] = sin * (width / height)
-    theta[:, 1, 1] = cos
-    grid = F.affine_grid(theta, list(x01.shape), align_corners=False)
+    xs = _pixel_centres(width, x01.device).view(1, 1, width, 1)
+    ys = _pixel_centres(height, x01.device).view(1, height, 1, 1)
+    # Output -> input map in coordinates normalised per axis (hence the aspect ratios), y down.
+    # Built by broadcasting: F.affine_grid materialises a (B, H*W, 3) base grid and is slower.
+    x_terms = torch.cat((cos, sin * (width / height)), dim=-1) * xs
+    y_terms = torch.cat((-sin * (height / width), cos), dim=-1) * ys
+    grid = x_terms + y_terms
     return F.grid_sample(x01, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -152,22 +158,27 @@ def resized_crop_flip(x01: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor
     """Crop each image to its (top, left, height, width) box, resize it back to full size, and
     mirror it left-right where `flip` is true: torchvision's resized_crop (bilinear) + hflip.
 
-    Sampling positions are clamped to the box's pixel centres so that, like PIL and
-    F.interpolate, the edge rows of a box are repeated rather than mixed with pixels outside it.
+    The crop is axis-aligned, so its sampling grid is built per axis. Positions are clamped to
+    the box's pixel centres so that, like PIL and F.interpolate, a box's edge rows are repeated
+    rather than mixed with the pixels just outside it.
     """
     batch, _, height, width = x01.shape
     top, left, crop_h, crop_w = boxes.to(device=x01.device, dtype=torch.float32).unbind(dim=1)
-    mirror = torch.where(flip.to(x01.device), -1.0, 1.0)
-    theta = torch.zeros(batch, 2, 3, device=x01.device)
-    theta[:, 0, 0] = crop_w / width * mirror
-    theta[:, 0, 2] = (2 * left + crop_w) / width - 1
-    theta[:, 1, 1] = crop_h / height
-    theta[:, 1, 2] = (2 * top + crop_h) / height - 1
-    grid = F.affine_grid(theta, list(x01.shape), align_corners=False)
-    x_min, x_max = (2 * left + 1) / width - 1, (2 * (left + crop_w) - 1) / width - 1
-    y_min, y_max = (2 * top + 1) / height - 1, (2 * (top + crop_h) - 1) / height - 1
-    grid[..., 0].clamp_(x_min.view(-1, 1, 1), x_max.view(-1, 1, 1))
-    grid[..., 1].clamp_(y_min.view(-1, 1, 1), y_max.view(-1, 1, 1))
+
+    def source_centres(size: int, start: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        # Output pixel i samples the box at start + (i + 0.5) * length / size - 0.5 (pixels).
+        steps = torch.arange(size, device=x01.device, dtype=torch.float32) + 0.5
+        position = start[:, None] + steps * (length / size)[:, None] - 0.5
+        position = torch.minimum(torch.maximum(position, start[:, None]), (start + length - 1)[:, None])
+        return (2 * position + 1) / size - 1
+
+    grid_x = source_centres(width, left, crop_w)
+    grid_x = torch.where(flip.to(x01.device)[:, None], grid_x.flip(1), grid_x)
+    grid_y = source_centres(height, top, crop_h)
+    grid = torch.stack(
+        (grid_x[:, None, :].expand(batch, height, width), grid_y[:, :, None].expand(batch, height, width)),
+        dim=-1,
+    )
     return F.grid_sample(x01, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -183,9 +194,8 @@ def to_grayscale(x01: torch.Tensor) -> torch.Tensor:
 
 
 def _blend(x01: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """factor * x + (1 - factor) * other, clamped, as PIL's ImageEnhance."""
-    factor = _per_sample(factor)
-    return (x01 * factor).add_(other * (1 - factor)).clamp_(0, 1)
+    """factor * x + (1 - factor) * other, clamped, as PIL's ImageEnhance; one fused lerp."""
+    return torch.lerp(other, x01, _per_sample(factor)).clamp_(0, 1)
 
 
 def adjust_brightness(x01: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -210,63 +220,84 @@ def adjust_hue(x01: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Rotate each image's hue by its shift (in turns) keeping saturation and value, as
     RGB -> HSV -> RGB does; nothing to do on 1 channel, as torchvision.
 
-    Uses the closed form of HSV -> RGB, channel = V - C * clamp(min(k, 4 - k), 0, 1) with
-    k = (n + 6 H) mod 6 and n = 5, 3, 1 for R, G, B, which avoids a six-way case split.
+    Branch-free float arithmetic throughout: on CPU, comparisons, masks and torch.where cost
+    several times more than a float op. HSV -> RGB uses the closed form
+    channel = V - C * clamp(2 - |k - 2|, 0, 1), k = (H + n) mod 6, n = 5, 3, 1 for R, G, B.
     """
     if x01.shape[1] == 1:
         return x01
     red, green, blue = x01.unbind(dim=1)
     value = x01.amax(dim=1)
     chroma = value - x01.amin(dim=1)
-    safe_chroma = torch.where(chroma > 0, chroma, 1.0)
-    # Hue in sixths of a turn; ties go to red, then green, as torchvision's _rgb2hsv.
-    hue_sixths = torch.where(
-        value == red,
-        (green - blue) / safe_chroma,
-        torch.where(value == green, 2 + (blue - red) / safe_chroma, 4 + (red - green) / safe_chroma),
-    )
-    hue_sixths += 6 * shift.view(-1, 1, 1)
-    channels = []
-    for offset in (5.0, 3.0, 1.0):
-        k = torch.remainder(hue_sixths + offset, 6)
-        channels.append(value - chroma * torch.minimum(k, 4 - k).clamp_(0, 1))
-    return torch.stack(channels, dim=1)
+    # 1.0 where that channel holds the maximum; ties go to red, then green, as in torchvision.
+    red_max = 1 - torch.sign(value - red)
+    green_max = (1 - torch.sign(value - green)) * (1 - red_max)
+    blue_max = 1 - red_max - green_max
+    # Hue in sixths of a turn (red 0, green 2, blue 4); gray pixels get 0 over a clamped chroma.
+    hue = red_max * (green - blue) + green_max * (blue - red + 2 * chroma) + blue_max * (red - green + 4 * chroma)
+    hue = hue / chroma.clamp_min(1e-12) + 6 * shift.view(-1, 1, 1)
+    hue -= 6 * torch.floor(hue / 6)
+    # k + n lies in [1, 11], so the triangle wave's nearest peak is at 2 or 8.
+    k = hue.unsqueeze(1) + torch.tensor([5.0, 3.0, 1.0], device=x01.device).view(1, 3, 1, 1)
+    peak_distance = torch.minimum((k - 2).abs_(), k.sub_(8).abs_())
+    return value.unsqueeze(1) - chroma.unsqueeze(1) * (2 - peak_distance).clamp_(0, 1)
 
 
-def color_jitter(x01: torch.Tensor, generator: torch.Generator, apply_p: float = JITTER_P) -> torch.Tensor:
-    """RandomApply([ColorJitter(0.8, 0.8, 0.8, 0.2)], p) with parameters and op order per sample.
+JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)  # torchvision's indices
 
-    Loops over the 4 slots of each sample's random order: at each slot every op runs once, on
-    the jittered samples that have it in that slot.
+
+class JitterParams(NamedTuple):
+    """One sample per row: whether ColorJitter applies, its four factors, and its op order."""
+
+    applied: torch.Tensor  # (n,) bool
+    factors: torch.Tensor  # (n, 4): brightness, contrast, saturation, hue shift
+    order: torch.Tensor  # (n, 4): a permutation of the indices into JITTER_OPS
+
+
+def sample_jitter_params(n: int, generator: torch.Generator, p: float = JITTER_P) -> JitterParams:
+    """RandomApply([ColorJitter(0.8, 0.8, 0.8, 0.2)], p) draws, with a fresh op order per sample
+    as torchvision draws one per call."""
+    device = generator.device
+    applied = torch.rand(n, generator=generator, device=device) < p
+    strength = torch.tensor([JITTER_STRENGTH] * 3 + [HUE_SHIFT], device=device)
+    centre = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device)
+    factors = centre + strength * (2 * torch.rand(n, 4, generator=generator, device=device) - 1)
+    order = torch.rand(n, 4, generator=generator, device=device).argsort(dim=1)
+    return JitterParams(applied, factors, order)
+
+
+def color_jitter_(x01: torch.Tensor, params: JitterParams) -> torch.Tensor:
+    """Jitter each sample in its own op order, in place (the pipeline owns the buffer).
+
+    Loops over the 4 slots of the order: at each slot every op runs once, on the jittered
+    samples that have it in that slot, gathered with index_select and written back with
+    index_copy_ (plain indexing is 5x slower on CPU). Saturation and hue are skipped on
+    1-channel images, where they do nothing.
     """
-    batch, device = x01.shape[0], x01.device
-    applied = torch.rand(batch, generator=generator, device=device) < apply_p
-    low, high = 1 - JITTER_STRENGTH, 1 + JITTER_STRENGTH
-    brightness = _uniform(batch, low, high, generator)
-    contrast = _uniform(batch, low, high, generator)
-    saturation = _uniform(batch, low, high, generator)
-    hue = _uniform(batch, -HUE_SHIFT, HUE_SHIFT, generator)
-    order = torch.rand(batch, 4, generator=generator, device=device).argsort(dim=1)
-    ops = [(adjust_brightness, brightness), (adjust_contrast, contrast)]
-    if x01.shape[1] == 3:
-        ops += [(adjust_saturation, saturation), (adjust_hue, hue)]
+    ops = JITTER_OPS if x01.shape[1] == 3 else JITTER_OPS[:2]
     for slot in range(4):
-        for op_index, (op, factors) in enumerate(ops):
-            chosen = (applied & (order[:, slot] == op_index)).nonzero().squeeze(1)
+        for op_index, op in enumerate(ops):
+            chosen = (params.applied & (params.order[:, slot] == op_index)).nonzero().squeeze(1)
             if chosen.numel():
-                x01[chosen] = op(x01[chosen], factors[chosen])
+                jittered = op(x01.index_select(0, chosen), params.factors[chosen, op_index])
+                x01.index_copy_(0, chosen, jittered)
     return x01
 
 
-def random_grayscale(x01: torch.Tensor, generator: torch.Generator, p: float = GRAYSCALE_P) -> torch.Tensor:
-    """RandomGrayscale(p): chosen RGB images become gray in all three channels."""
-    chosen = (torch.rand(x01.shape[0], generator=generator, device=x01.device) < p).nonzero().squeeze(1)
-    if x01.shape[1] == 3 and chosen.numel():
-        x01[chosen] = to_grayscale(x01[chosen]).expand(-1, 3, -1, -1)
+def grayscale_(x01: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """Make the chosen RGB images gray in all three channels, in place, as RandomGrayscale does."""
+    indices = chosen.nonzero().squeeze(1)
+    if x01.shape[1] == 3 and indices.numel():
+        x01.index_copy_(0, indices, to_grayscale(x01.index_select(0, indices)).expand(-1, 3, -1, -1))
     return x01
 
 
 # --- blur --------------------------------------------------------------------------------------
+
+
+def sample_blur_sigma(n: int, generator: torch.Generator) -> torch.Tensor:
+    """One sigma per sample, uniform on BLUR_SIGMA, as GaussianBlur.get_params."""
+    return _uniform(n, BLUR_SIGMA[0], BLUR_SIGMA[1], generator)
 
 
 def gaussian_blur3(x01: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -301,14 +332,13 @@ def pad_rotate_scale(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 @register("simclr")
 def simclr(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """SimCLR's view: RandomResizedCrop -> HorizontalFlip -> ColorJitter(p=0.8) ->
+    """SimCLR's view: RandomResizedCrop -> HorizontalFlip -> RandomApply(ColorJitter, 0.8) ->
     RandomGrayscale(0.2) -> GaussianBlur(3, sigma in [0.1, 2])."""
     batch, _, height, width = x.shape
     boxes = sample_crop_boxes(batch, height, width, generator)
     flip = torch.rand(batch, generator=generator, device=x.device) < FLIP_P
     views = resized_crop_flip(to_unit(x), boxes, flip)
-    views = color_jitter(views, generator)
-    views = random_grayscale(views, generator)
-    sigma = _uniform(batch, BLUR_SIGMA[0], BLUR_SIGMA[1], generator)
+    color_jitter_(views, sample_jitter_params(batch, generator))
+    grayscale_(views, torch.rand(batch, generator=generator, device=x.device) < GRAYSCALE_P)
     # The blur's normalised kernel can overshoot 1 by a rounding error; the contract is [0, 1].
-    return gaussian_blur3(views, sigma).clamp_(0, 1)
+    return gaussian_blur3(views, sample_blur_sigma(batch, generator)).clamp_(0, 1)
