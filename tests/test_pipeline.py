@@ -19,7 +19,7 @@ import yaml
 from tinydata import write_tiny_mirror
 
 ROOT = Path(__file__).resolve().parents[1]
-COPIED = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvcignore", ".gitignore"]
+COPIED = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
 ALL_STAGES = {"download", "pairs", "train", "embed", "tsne", "probe", "track"}
 
 pytestmark = pytest.mark.e2e

@@ -1,0 +1,62 @@
+"""The stage scripts as DVC runs them: subprocesses in a folder holding params.yaml."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def stage(name: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def write_params(folder: Path, section: str | None, key: str, value) -> None:
+    params = json.loads(json.dumps(DEFAULTS))
+    (params[section] if section else params)[key] = value
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.mark.parametrize(
+    "section, key, value, line",
+    [
+        (None, "aug", "simclar", "error: params.yaml: aug='simclar' is not allowed; expected one of none, pad_rotate_scale, simclr"),
+        ("train", "epochs", -1, "error: params.yaml: train.epochs=-1 is not allowed; expected 'auto' or an integer >= 1"),
+        ("train", "batch_size", 0, "error: params.yaml: train.batch_size=0 is not allowed; expected an integer >= 1"),
+    ],
+)
+def test_bad_value_stops_train_before_any_work_with_one_line(tmp_path, section, key, value, line):
+    write_params(tmp_path, section, key, value)
+    result = stage("train", "--data", "missing", "--pairs", "missing.npz", "--model", "models/encoder.pt",
+                   "--metrics", "metrics/train.json", "--loss-csv", "plots/l.csv", "--loss-png", "plots/l.png", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+def test_tracking_failure_is_loud_exits_nonzero_and_leaves_outputs_alone(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path)
+    (tmp_path / "train.json").write_text(json.dumps({"epochs": 1, "lr": 0.15, "final_loss": 0.5,
+                                                     "train_time_s": 1.0, "images_per_s": 10.0}))
+    (tmp_path / "probe.json").write_text(json.dumps({"top1": 0.5, "top3": 0.8, "knn": 0.4, "per_class": {"0": 0.5}}))
+    (tmp_path / "loss.csv").write_text("epoch,loss\n1,0.5\n")
+    (tmp_path / "encoder.pt").write_bytes(b"weights")
+    (tmp_path / "not-a-folder").write_text("")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    result = stage("track", "--train-metrics", "train.json", "--probe-metrics", "probe.json", "--loss-csv", "loss.csv",
+                   "--artifacts", "encoder.pt", cwd=tmp_path,
+                   env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/not-a-folder/mlflow.db", "DVC_ROOT": str(tmp_path)})
+    assert result.returncode == 1
+    assert "MLflow TRACKING FAILED for mnist-triplet-simclr" in result.stderr
+    assert "only this `track` stage will re-run" in result.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
