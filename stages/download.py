@@ -21,8 +21,7 @@ def main() -> None:
     mirror = project_root() / mirror if mirror else None  # relative paths mean the repository root
     digests = json.loads((project_root() / p["digests"]).read_text()) if p["digests"] else OFFICIAL_DIGESTS
     for name in p["datasets"]:
-        source = fetch(name, args.out / name, mirror=mirror, sources=p["sources"], digests=digests)
-        print(f"{name}: verified and stored in {args.out / name} (source: {source})")
+        fetch(name, args.out / name, mirror=mirror, sources=p["sources"], digests=digests)
 
 
 if __name__ == "__main__":
