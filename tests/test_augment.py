@@ -2,6 +2,7 @@
 distributions, hand-computed helper values, and agreement with the torchvision PIL pipelines
 that the batched augmentations replace."""
 
+import contextlib
 import math
 
 import numpy as np
@@ -16,6 +17,18 @@ from contrastlab.augment import AUGMENTATIONS
 
 SHAPES = [(16, 1, 28, 28), (16, 3, 32, 32)]
 RANDOM_AUGMENTATIONS = ["pad_rotate_scale", "simclr"]
+
+
+@contextlib.contextmanager
+def one_thread():
+    """For torchvision's one-image-at-a-time loops: threads gain nothing on such tiny tensors
+    and stall them badly when the CPUs are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -95,6 +108,17 @@ def test_registry_holds_the_three_augmentations():
     assert set(AUGMENTATIONS) == {"none", "pad_rotate_scale", "simclr"}
 
 
+def test_register_adds_an_augmentation_under_its_name():
+    @augment.register("test_invert")
+    def invert(x, generator):
+        return 1 - augment.to_unit(x)
+
+    try:
+        assert AUGMENTATIONS["test_invert"] is invert
+    finally:
+        del AUGMENTATIONS["test_invert"]
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
 def test_shape_dtype_and_range(name, shape):
@@ -163,7 +187,7 @@ def fits_ranges_up_to_rounding(boxes: torch.Tensor, height: int, width: int) -> 
 
 
 def torchvision_crop_boxes(n: int, height: int, width: int) -> torch.Tensor:
-    with torch.random.fork_rng():
+    with one_thread(), torch.random.fork_rng():
         torch.manual_seed(0)
         image = torch.zeros(1, height, width)
         params = [T.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)]
@@ -265,7 +289,7 @@ def test_simclr_statistics_match_torchvision_pipeline(image):
     n = 2000
     size = image.size[0]
     pipeline = torchvision_simclr(size)
-    with torch.random.fork_rng():
+    with one_thread(), torch.random.fork_rng():
         torch.manual_seed(0)
         theirs = torch.stack([pipeline(image) for _ in range(n)])
     x = TF.pil_to_tensor(image).expand(n, -1, -1, -1).contiguous()
@@ -413,3 +437,13 @@ def test_blur_matches_torchvision_with_reflect_padding():
     sigma = augment.sample_blur_sigma(8, seeded(1))
     theirs = torch.stack([TF.gaussian_blur(image, [3, 3], [s.item(), s.item()]) for image, s in zip(x, sigma)])
     assert torch.allclose(augment.gaussian_blur3(x, sigma), theirs, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
+def test_runs_on_cuda_with_a_cuda_generator(name):
+    x = random_images((16, 3, 32, 32)).cuda()
+    out = AUGMENTATIONS[name](x, torch.Generator(device="cuda").manual_seed(0))
+    assert out.device == x.device and out.dtype == torch.float32 and out.shape == x.shape
+    assert out.min() >= 0 and out.max() <= 1
+    assert torch.equal(out, AUGMENTATIONS[name](x, torch.Generator(device="cuda").manual_seed(0)))

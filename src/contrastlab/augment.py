@@ -3,8 +3,8 @@
 Each augmentation reproduces a torchvision PIL pipeline statistically: the same random parameter
 ranges and probabilities, drawn independently for every sample of the batch from the generator
 passed in, so a seeded generator reproduces a batch exactly. The work is done by a few batched
-kernels (one `grid_sample` for all the geometry, masked blends for colour, one grouped convolution
-for the blur) so that augmenting a fresh view every step costs far less than the training step.
+kernels (one `grid_sample` for all the geometry, per-sample blends for colour, one grouped
+convolution for the blur) so that a fresh view every step costs far less than the training step.
 
 Inputs are uint8 (B, C, H, W) with C = 1 or 3, on any device; outputs are float32 in [0, 1], not
 normalised (see `normalize`).
@@ -50,8 +50,8 @@ def register(name: str) -> Callable[[Augmentation], Augmentation]:
 
 
 def to_unit(x_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels to float32 in [0, 1], bit for bit as torchvision's ToTensor."""
-    return x_uint8.float().div_(255)
+    """uint8 pixels to float32 in [0, 1], bit for bit as torchvision's ToTensor, in one pass."""
+    return x_uint8 / 255
 
 
 def normalize(x01: torch.Tensor) -> torch.Tensor:
@@ -233,14 +233,19 @@ def adjust_hue(x01: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     red_max = 1 - torch.sign(value - red)
     green_max = (1 - torch.sign(value - green)) * (1 - red_max)
     blue_max = 1 - red_max - green_max
-    # Hue in sixths of a turn (red 0, green 2, blue 4); gray pixels get 0 over a clamped chroma.
-    hue = red_max * (green - blue) + green_max * (blue - red + 2 * chroma) + blue_max * (red - green + 4 * chroma)
-    hue = hue / chroma.clamp_min(1e-12) + 6 * shift.view(-1, 1, 1)
+    # Hue in sixths of a turn (red 0, green 2, blue 4), shifted, then wrapped into [0, 6).
+    hue = red_max * (green - blue)
+    hue += green_max * (blue - red + 2 * chroma)
+    hue += blue_max * (red - green + 4 * chroma)
+    hue /= chroma.clamp_min(1e-12)  # gray pixels: 0 / tiny = 0
+    hue += 6 * shift.view(-1, 1, 1)
     hue -= 6 * torch.floor(hue / 6)
-    # k + n lies in [1, 11], so the triangle wave's nearest peak is at 2 or 8.
-    k = hue.unsqueeze(1) + torch.tensor([5.0, 3.0, 1.0], device=x01.device).view(1, 3, 1, 1)
-    peak_distance = torch.minimum((k - 2).abs_(), k.sub_(8).abs_())
-    return value.unsqueeze(1) - chroma.unsqueeze(1) * (2 - peak_distance).clamp_(0, 1)
+    channels = []
+    for offset in (5.0, 3.0, 1.0):
+        k = hue + offset  # in [1, 11], so the triangle wave's nearest peak is at 2 or 8
+        peak_distance = torch.minimum((k - 2).abs_(), k.sub_(8).abs_())
+        channels.append(value - chroma * (2 - peak_distance).clamp_(0, 1))
+    return torch.stack(channels, dim=1)
 
 
 JITTER_OPS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)  # torchvision's indices

@@ -1,9 +1,9 @@
 """Train the Siamese encoder: one file, read top to bottom.
 
 Each step takes a batch of examples (pairs or triplets of image indices), turns every member
-into an input image (augmented on the fly where the example says so), embeds all members in
-ONE forward pass of the shared encoder, splits the embeddings back into members and applies
-the loss. Augmented views are fresh every epoch (`views="fresh"`) or drawn once before
+into an input image (augmented on the fly where the example says so), embeds each member with
+the shared encoder in its own forward pass (as the study did: BatchNorm then normalises anchors,
+augmented positives and negatives each with their own batch statistics) and applies the loss. Augmented views are fresh every epoch (`views="fresh"`) or drawn once before
 training and reused (`views="once"`, the study's way).
 """
 
@@ -82,7 +82,7 @@ def train(
     fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if views == "once" else None
 
     def inputs_for(rows: torch.Tensor) -> torch.Tensor:
-        """All members of the chosen examples as one normalised batch, member by member."""
+        """All members of the chosen examples as one normalised batch, member after member."""
         index = members[rows].T.reshape(-1)
         is_view = augmented[rows].T.reshape(-1)
         x = torch.empty((len(index), *images.shape[1:]), dtype=torch.float32, device=device)
@@ -104,8 +104,8 @@ def train(
         epoch_loss, epoch_start, epoch_images = 0.0, time.perf_counter(), 0
         for start in bar:
             rows = order[start : start + batch_size]
-            embeddings = encoder(inputs_for(rows)).chunk(k)
-            batch_loss = loss_fn(list(embeddings), target[rows])
+            embeddings = [encoder(member) for member in inputs_for(rows).chunk(k)]
+            batch_loss = loss_fn(embeddings, target[rows])
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimizer.step()
