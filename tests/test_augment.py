@@ -181,7 +181,8 @@ def fits_ranges_up_to_rounding(boxes: torch.Tensor, height: int, width: int) -> 
     """Whether some unrounded area fraction in [0.08, 1] and aspect ratio in [3/4, 4/3] round to
     each box's integer height and width (torchvision rounds both sides)."""
     h, w = boxes[:, 2].double(), boxes[:, 3].double()
-    area_low, area_high = (w - 0.5) * (h - 0.5) / (height * width), (w + 0.5) * (h + 0.5) / (height * width)
+    area_low = (w - 0.5) * (h - 0.5) / (height * width)
+    area_high = (w + 0.5) * (h + 0.5) / (height * width)
     ratio_low, ratio_high = (w - 0.5) / (h + 0.5), (w + 0.5) / (h - 0.5)
     return (area_high >= 0.08) & (area_low <= 1) & (ratio_high >= 3 / 4) & (ratio_low <= 4 / 3)
 
@@ -194,8 +195,11 @@ def torchvision_crop_boxes(n: int, height: int, width: int) -> torch.Tensor:
     return torch.tensor(params)
 
 
-@pytest.mark.parametrize(("height", "width", "n"), [(28, 28, 20_000), (8, 64, 4_000)])
-def test_crop_boxes_follow_torchvision_sampler(height, width, n):
+# centre_tolerance (pixels) is about 3 standard errors: an offset that is off by one moves it 0.5.
+@pytest.mark.parametrize(
+    ("height", "width", "n", "centre_tolerance"), [(28, 28, 20_000, 0.2), (8, 64, 4_000, 0.4)]
+)
+def test_crop_boxes_follow_torchvision_sampler(height, width, n, centre_tolerance):
     ours = augment.sample_crop_boxes(n, height, width, seeded(0))
     theirs = torchvision_crop_boxes(n, height, width)
     assert ours.dtype == torch.int64 and ours.shape == (n, 4)
@@ -204,7 +208,7 @@ def test_crop_boxes_follow_torchvision_sampler(height, width, n):
     assert (top + h <= height).all() and (left + w <= width).all()
 
     # The centre-crop fallback of torchvision, for a 8x64 image: full height, width 11, centred.
-    fallback = torch.tensor([0, 26, 8, 11]) if width / height > 4 / 3 else torch.tensor([0, 0, height, width])
+    fallback = torch.tensor([0, 26, 8, 11] if width / height > 4 / 3 else [0, 0, height, width])
     ours_fallback = (ours == fallback).all(dim=1)
     theirs_fallback = (theirs == fallback).all(dim=1)
     assert fits_ranges_up_to_rounding(ours[~ours_fallback], height, width).all()
@@ -213,15 +217,16 @@ def test_crop_boxes_follow_torchvision_sampler(height, width, n):
     def summary(boxes):
         top, left, h, w = boxes.double().unbind(dim=1)
         area = h * w / (height * width)
-        return area.mean(), area.std(), torch.log(w / h).mean(), (top + h / 2).mean(), (left + w / 2).mean()
+        centre_y, centre_x = (top + h / 2).mean(), (left + w / 2).mean()
+        return area.mean(), area.std(), torch.log(w / h).mean(), centre_y, centre_x
 
     ours_area, ours_area_std, ours_log_ratio, ours_centre_y, ours_centre_x = summary(ours)
     theirs_area, theirs_area_std, theirs_log_ratio, theirs_centre_y, theirs_centre_x = summary(theirs)
     assert abs(ours_area - theirs_area) < 0.01
     assert abs(ours_area_std - theirs_area_std) < 0.01
     assert abs(ours_log_ratio - theirs_log_ratio) < 0.02
-    assert abs(ours_centre_y - theirs_centre_y) < 0.02 * height
-    assert abs(ours_centre_x - theirs_centre_x) < 0.02 * width
+    assert abs(ours_centre_y - theirs_centre_y) < centre_tolerance
+    assert abs(ours_centre_x - theirs_centre_x) < centre_tolerance
 
 
 def test_jitter_params_ranges_and_orders():
@@ -304,12 +309,13 @@ def test_simclr_statistics_match_torchvision_pipeline(image):
     # Both images are brighter on one side, so the mean left-right tilt shows the flip rate
     # (without flips it would be off by 0.07).
     def tilt(views):
-        return (views[..., : size // 2].mean(dim=(1, 2, 3)) - views[..., size // 2 :].mean(dim=(1, 2, 3))).mean()
+        return views[..., : size // 2].mean() - views[..., size // 2 :].mean()
 
     assert abs(tilt(ours) - tilt(theirs)) < 0.025
     if image.mode == "RGB":
         def gray_share(views):
-            return ((views[:, 0] == views[:, 1]) & (views[:, 1] == views[:, 2])).flatten(1).all(1).float().mean()
+            gray = (views[:, 0] == views[:, 1]) & (views[:, 1] == views[:, 2])
+            return gray.flatten(start_dim=1).all(dim=1).float().mean()
 
         assert abs(gray_share(ours) - 0.2) < 0.04
         assert abs(gray_share(theirs) - 0.2) < 0.04
@@ -328,7 +334,8 @@ def test_grayscale_weights():
 def test_brightness():
     x = torch.tensor([0.2, 0.6, 1.0]).view(1, 1, 1, 3)
     assert torch.allclose(augment.adjust_brightness(x, torch.tensor([0.5])), x / 2)
-    assert torch.allclose(augment.adjust_brightness(x, torch.tensor([1.8])).flatten(), torch.tensor([0.36, 1, 1]))
+    brighter = augment.adjust_brightness(x, torch.tensor([1.8]))
+    assert torch.allclose(brighter.flatten(), torch.tensor([0.36, 1, 1]))
 
 
 def test_contrast_zero_gives_the_grayscale_mean():
@@ -337,13 +344,15 @@ def test_contrast_zero_gives_the_grayscale_mean():
     assert torch.allclose(flat, torch.full_like(flat, (0.299 + 0.114) / 2))
     gray = torch.tensor([0.2, 0.6]).view(1, 1, 1, 2)
     assert torch.allclose(augment.adjust_contrast(gray, torch.tensor([0.0])), torch.full_like(gray, 0.4))
-    assert torch.allclose(augment.adjust_contrast(gray, torch.tensor([2.0])).flatten(), torch.tensor([0.0, 0.8]))
+    steeper = augment.adjust_contrast(gray, torch.tensor([2.0]))
+    assert torch.allclose(steeper.flatten(), torch.tensor([0.0, 0.8]))
 
 
 def test_saturation():
     orange = torch.tensor([1.0, 0.5, 0.0]).view(1, 3, 1, 1)
     luma = 0.299 + 0.587 * 0.5
-    assert torch.allclose(augment.adjust_saturation(orange, torch.tensor([0.0])).flatten(), torch.full((3,), luma))
+    desaturated = augment.adjust_saturation(orange, torch.tensor([0.0]))
+    assert torch.allclose(desaturated.flatten(), torch.full((3,), luma))
     assert torch.allclose(augment.adjust_saturation(orange, torch.tensor([1.0])), orange)
     gray = torch.rand(2, 1, 4, 4, generator=seeded(0))
     assert augment.adjust_saturation(gray, torch.tensor([0.2, 1.8])) is gray
@@ -353,8 +362,9 @@ def test_hue():
     x = torch.rand(4, 3, 8, 8, generator=seeded(0))
     assert torch.allclose(augment.adjust_hue(x, torch.zeros(4)), x, atol=1e-6)
     red = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
-    assert torch.allclose(augment.adjust_hue(red, torch.tensor([1 / 3])).flatten(), torch.tensor([0.0, 1, 0]), atol=1e-6)
-    assert torch.allclose(augment.adjust_hue(red, torch.tensor([-1 / 3])).flatten(), torch.tensor([0.0, 0, 1]), atol=1e-6)
+    green, blue = torch.tensor([0.0, 1, 0]), torch.tensor([0.0, 0, 1])
+    assert torch.allclose(augment.adjust_hue(red, torch.tensor([1 / 3])).flatten(), green, atol=1e-6)
+    assert torch.allclose(augment.adjust_hue(red, torch.tensor([-1 / 3])).flatten(), blue, atol=1e-6)
     orange = torch.tensor([1.0, 0.5, 0.0]).view(1, 3, 1, 1)
     azure = torch.tensor([0.0, 0.5, 1.0])
     assert torch.allclose(augment.adjust_hue(orange, torch.tensor([0.5])).flatten(), azure, atol=1e-6)
@@ -411,8 +421,9 @@ def test_resized_crop_flip_matches_torchvision_resized_crop():
         theirs = TF.resized_crop(image, *box, [height, width], antialias=False)
         assert torch.allclose(view, theirs.flip(-1) if flipped else theirs, atol=1e-5)
     whole = torch.tensor([[0, 0, height, width]] * n)
-    assert torch.allclose(augment.resized_crop_flip(x, whole, torch.zeros(n, dtype=torch.bool)), x, atol=1e-6)
-    assert torch.allclose(augment.resized_crop_flip(x, whole, torch.ones(n, dtype=torch.bool)), x.flip(-1), atol=1e-6)
+    never, always = torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
+    assert torch.allclose(augment.resized_crop_flip(x, whole, never), x, atol=1e-6)
+    assert torch.allclose(augment.resized_crop_flip(x, whole, always), x.flip(-1), atol=1e-6)
 
 
 def test_blur_keeps_constants_and_mass():
@@ -435,7 +446,7 @@ def test_blur_keeps_constants_and_mass():
 def test_blur_matches_torchvision_with_reflect_padding():
     x = torch.rand(8, 3, 7, 7, generator=seeded(0))
     sigma = augment.sample_blur_sigma(8, seeded(1))
-    theirs = torch.stack([TF.gaussian_blur(image, [3, 3], [s.item(), s.item()]) for image, s in zip(x, sigma)])
+    theirs = torch.stack([TF.gaussian_blur(image, [3, 3], [s.item()] * 2) for image, s in zip(x, sigma)])
     assert torch.allclose(augment.gaussian_blur3(x, sigma), theirs, atol=1e-6)
 
 

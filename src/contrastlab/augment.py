@@ -119,8 +119,10 @@ def sample_crop_boxes(
 
     # Offsets uniform over the positions that keep the box inside (float64, so that u * count
     # cannot round up to count); the fallback is centred.
-    top = (torch.rand(n, generator=generator, device=device, dtype=torch.float64) * (height - crop_h + 1)).long()
-    left = (torch.rand(n, generator=generator, device=device, dtype=torch.float64) * (width - crop_w + 1)).long()
+    top = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+    top = (top * (height - crop_h + 1)).long()
+    left = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+    left = (left * (width - crop_w + 1)).long()
     top = torch.where(found, top, (height - fallback_h) // 2)
     left = torch.where(found, left, (width - fallback_w) // 2)
     return torch.stack((top, left, crop_h, crop_w), dim=1)
@@ -175,10 +177,8 @@ def resized_crop_flip(x01: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor
     grid_x = source_centres(width, left, crop_w)
     grid_x = torch.where(flip.to(x01.device)[:, None], grid_x.flip(1), grid_x)
     grid_y = source_centres(height, top, crop_h)
-    grid = torch.stack(
-        (grid_x[:, None, :].expand(batch, height, width), grid_y[:, :, None].expand(batch, height, width)),
-        dim=-1,
-    )
+    shape = (batch, height, width)
+    grid = torch.stack((grid_x[:, None, :].expand(shape), grid_y[:, :, None].expand(shape)), dim=-1)
     return F.grid_sample(x01, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
