@@ -1,0 +1,169 @@
+"""Training throughput in ONE run: this CPU's matmul rate, the notebook way, and the project's path.
+
+For each dataset x loss x augmentation it times a few training steps of the study's encoder
+(same loss, batch size and data) along two paths:
+- notebook: views made once with per-image PIL transforms, a DataLoader over a list of tensor
+  tuples, one forward per member, default memory layout (benchmarks/notebook_style.py);
+- project: `contrastlab.train.train`, fresh batched augmentation every step, as `dvc repro` runs it;
+and reports images/s, FLOP efficiency against the measured fp32 matmul rate and their ratio.
+`--full` also times the whole default scenario (mnist / triplet / simclr, 10 epochs) both ways.
+
+    python benchmarks/bench_training.py --out BENCHMARKS.md            # about 15 minutes
+    python benchmarks/bench_training.py --steps 2 --datasets mnist     # a quick look
+
+Needs the arrays of the download stage (`dvc repro download`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import notebook_style  # noqa: E402
+
+from contrastlab.augment import AUGMENTATIONS  # noqa: E402
+from contrastlab.datasets import load_split  # noqa: E402
+from contrastlab.losses import LOSSES  # noqa: E402
+from contrastlab.model import make_encoder  # noqa: E402
+from contrastlab.pairs import build  # noqa: E402
+from contrastlab.train import train  # noqa: E402
+
+BATCH = 1024
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> float:
+    """Median rate of a square matrix product: the yardstick for FLOP efficiency."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def training_flop_per_image(channels: int, size: int) -> float:
+    """Forward multiply-adds of every convolution, x2 for FLOP, x3 for forward plus backward."""
+    macs = []
+
+    def count(module, inputs, output):
+        macs.append(output.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+
+    encoder = make_encoder(channels)
+    for conv in (m for m in encoder if isinstance(m, torch.nn.Conv2d)):
+        conv.register_forward_hook(count)
+    with torch.no_grad():
+        encoder(torch.zeros(1, channels, size, size))
+    return 3 * 2 * sum(macs)
+
+
+def cpu_description() -> str:
+    model = "unknown CPU"
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}, {torch.get_num_threads()} threads, {platform.machine()}, {' '.join(simd) or 'no AVX'}"
+
+
+@dataclass
+class Measured:
+    images_per_s: float
+    seconds: float
+    images: int
+
+
+def time_project(images: torch.Tensor, examples: dict, loss: str, aug: str, epochs: int = 1) -> Measured:
+    result = train(images, examples, loss=loss, aug=aug, epochs=epochs, batch_size=BATCH,
+                   lr=LOSSES[loss].lr, views="fresh", seed=0, device=torch.device("cpu"), progress=False)
+    return Measured(result.images_per_s, result.train_time_s, result.images_seen)
+
+
+def subset(examples: dict, n: int, seed: int = 0) -> dict:
+    rows = np.random.default_rng(seed).permutation(len(examples["target"]))[:n]
+    return {key: value[rows] for key, value in examples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("data/datasets"))
+    parser.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"])
+    parser.add_argument("--steps", type=int, default=8, help="timed training steps per path and scenario")
+    parser.add_argument("--full", action="store_true", help="also time the whole default scenario both ways")
+    parser.add_argument("--out", type=Path, help="write the Markdown report here")
+    args = parser.parse_args()
+
+    fp32 = matmul_gflops(torch.float32)
+    bf16 = matmul_gflops(torch.bfloat16)
+    lines = [
+        f"- CPU: {cpu_description()}; torch {torch.__version__}",
+        f"- fp32 matmul: {fp32:.0f} GFLOP/s; bf16 matmul: {bf16:.0f} GFLOP/s (2048 x 2048, median of 7)",
+        "",
+        "| dataset | loss | aug | notebook views (s per 50k) | notebook img/s | project img/s | "
+        "project FLOP eff. | notebook FLOP eff. | project / notebook |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    n = args.steps * BATCH
+    for name in args.datasets:
+        images_np, labels = load_split(args.data / name, "train")
+        images = torch.from_numpy(images_np)
+        flop = training_flop_per_image(images.shape[1], images.shape[-1])
+        for loss in LOSSES:
+            examples = subset(build(labels, LOSSES[loss].examples, 5000, seed=0), n)
+            for aug in AUGMENTATIONS:
+                time_project(images, subset(examples, BATCH), loss, aug)  # warm-up
+                ours = time_project(images, examples, loss, aug)
+                start = time.perf_counter()
+                dataset = notebook_style.build_dataset(images_np, examples, aug)
+                views_s = (time.perf_counter() - start) / examples["augmented"].sum() * 50_000
+                seen, seconds = notebook_style.train_steps(dataset, loss, images.shape[1], LOSSES[loss].lr, BATCH)
+                notebook = seen / seconds
+                row = (
+                    f"| {name} | {loss} | {aug} | {views_s:.0f} | {notebook:,.0f} | {ours.images_per_s:,.0f} | "
+                    f"{ours.images_per_s * flop / 1e9 / fp32:.0%} | {notebook * flop / 1e9 / fp32:.0%} | "
+                    f"{ours.images_per_s / notebook:.2f}x |"
+                )
+                lines.append(row)
+                print(row, flush=True)
+
+    if args.full:
+        images_np, labels = load_split(args.data / "mnist", "train")
+        examples = build(labels, "triplets", 5000, seed=0)
+        start = time.perf_counter()
+        dataset = notebook_style.build_dataset(images_np, examples, "simclr")
+        views_s = time.perf_counter() - start
+        train_s = sum(notebook_style.train_steps(dataset, "triplet", 1, 0.15, BATCH)[1] for _ in range(10))
+        ours = time_project(torch.from_numpy(images_np), examples, "triplet", "simclr", epochs=10)
+        full = [
+            "",
+            "Whole default scenario (mnist / triplet / simclr, 50k triplets, 10 epochs):",
+            f"- notebook way: {views_s:.0f} s making views + {train_s:.0f} s training = {views_s + train_s:.0f} s",
+            f"- project, fresh views every epoch: {ours.seconds:.0f} s "
+            f"({(views_s + train_s) / ours.seconds:.2f}x faster)",
+        ]
+        lines += full
+        print("\n".join(full), flush=True)
+
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

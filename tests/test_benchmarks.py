@@ -1,0 +1,57 @@
+"""The benchmark's yardsticks: FLOP counted by hand, and a notebook-style path that trains what the project trains."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_training  # noqa: E402
+import notebook_style  # noqa: E402
+
+from contrastlab.pairs import build  # noqa: E402
+
+RNG = np.random.default_rng(0)
+LABELS = np.repeat(np.arange(10), 4)
+
+
+def test_training_flop_per_image_counted_by_hand():
+    # Forward multiply-adds per convolution: output elements x (in channels x 2 x 2).
+    mnist = 32 * 15 * 15 * 4 + 64 * 8 * 8 * 128 + 128 * 5 * 5 * 256 + 256 * 3 * 3 * 512 + 8 * 2 * 2 * 1024
+    cifar = 32 * 17 * 17 * 12 + 64 * 9 * 9 * 128 + 128 * 5 * 5 * 256 + 256 * 3 * 3 * 512 + 8 * 2 * 2 * 1024
+    assert bench_training.training_flop_per_image(1, 28) == 6 * mnist == 15_508_224  # the issue's 15.5 MFLOP
+    assert bench_training.training_flop_per_image(3, 32) == 6 * cifar
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (3, 32)])
+@pytest.mark.parametrize("aug", ["none", "pad_rotate_scale", "simclr"])
+def test_study_transforms_give_normalised_images_of_the_input_size(aug, channels, size):
+    image = RNG.integers(0, 256, (channels, size, size), dtype=np.uint8)
+    out = notebook_style.study_transform(aug, size)(notebook_style.to_pil(image))
+    assert out.shape == (channels, size, size)
+    assert out.min() >= -1 and out.max() <= 1
+    if aug == "none":
+        assert torch.allclose(out, torch.from_numpy(image) / 127.5 - 1, atol=1e-6)
+
+
+@pytest.mark.parametrize(("layout", "members"), [("triplets", 3), ("pairs", 2)])
+def test_notebook_dataset_holds_one_tuple_per_example(layout, members):
+    images = RNG.integers(0, 256, (len(LABELS), 1, 28, 28), dtype=np.uint8)
+    examples = build(LABELS, layout, 4, seed=0)
+    dataset = notebook_style.build_dataset(images, examples, "simclr")
+    assert len(dataset) == len(examples["target"])
+    anchor = torch.from_numpy(images[examples["members"][0, 0]]) / 127.5 - 1
+    assert torch.allclose(dataset[0][0], anchor, atol=1e-6)  # anchors are not augmented
+    if layout == "pairs":
+        assert sorted({float(row[2]) for row in dataset}) == [-1.0, 1.0]
+    else:
+        assert len(dataset[0]) == members
+
+
+def test_notebook_training_counts_the_images_it_embeds():
+    images = RNG.integers(0, 256, (len(LABELS), 1, 28, 28), dtype=np.uint8)
+    dataset = notebook_style.build_dataset(images, build(LABELS, "triplets", 4, seed=0), "none")
+    seen, seconds = notebook_style.train_steps(dataset, "triplet", 1, 0.1, batch_size=8, max_steps=3)
+    assert seen == 3 * 8 * 3 and seconds > 0
