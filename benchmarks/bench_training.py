@@ -5,10 +5,13 @@ For each dataset x loss x augmentation it times a few training steps of the stud
 - notebook: views made once with per-image PIL transforms, a DataLoader over a list of tensor
   tuples, one forward per member, default memory layout (benchmarks/notebook_style.py);
 - project: `contrastlab.train.train`, fresh batched augmentation every step, as `dvc repro` runs it;
-and reports images/s, FLOP efficiency against the measured fp32 matmul rate and their ratio.
-`--full` also times the whole default scenario (mnist / triplet / simclr, 10 epochs) both ways.
+and reports images/s, FLOP efficiency against the measured fp32 matmul rate and their ratio, for
+the project's path also with bf16 autocast (`train.precision: bf16`).
+`--full` also times the whole default scenario (mnist / triplet / simclr, 10 epochs) both ways,
+and scores the project's encoders with the linear probe: fp32 with seeds 0-2 (the seed-to-seed
+spread) and bf16 with seed 0.
 
-    python benchmarks/bench_training.py --out BENCHMARKS.md            # about 15 minutes
+    python benchmarks/bench_training.py --full --out BENCHMARKS.md     # about an hour
     python benchmarks/bench_training.py --steps 2 --datasets mnist     # a quick look
 
 Needs the arrays of the download stage (`dvc repro download`).
@@ -32,8 +35,9 @@ import notebook_style  # noqa: E402
 
 from contrastlab.augment import AUGMENTATIONS  # noqa: E402
 from contrastlab.datasets import load_split  # noqa: E402
+from contrastlab.evaluate import probe  # noqa: E402
 from contrastlab.losses import LOSSES  # noqa: E402
-from contrastlab.model import make_encoder  # noqa: E402
+from contrastlab.model import embed_images, make_encoder  # noqa: E402
 from contrastlab.pairs import build  # noqa: E402
 from contrastlab.train import train  # noqa: E402
 
@@ -86,13 +90,19 @@ def cpu_description() -> str:
 class Measured:
     images_per_s: float
     seconds: float
-    images: int
+    encoder: torch.nn.Module
 
 
-def time_project(images: torch.Tensor, examples: dict, loss: str, aug: str, epochs: int = 1) -> Measured:
-    result = train(images, examples, loss=loss, aug=aug, epochs=epochs, batch_size=BATCH,
-                   lr=LOSSES[loss].lr, views="fresh", seed=0, device=torch.device("cpu"), progress=False)
-    return Measured(result.images_per_s, result.train_time_s, result.images_seen)
+def time_project(images: torch.Tensor, examples: dict, loss: str, aug: str, epochs: int = 1,
+                 precision: str = "fp32", seed: int = 0) -> Measured:
+    result = train(images, examples, loss=loss, aug=aug, epochs=epochs, batch_size=BATCH, lr=LOSSES[loss].lr,
+                   views="fresh", seed=seed, device=torch.device("cpu"), progress=False, precision=precision)
+    return Measured(result.images_per_s, result.train_time_s, result.encoder)
+
+
+def probe_top1(encoder: torch.nn.Module, test_images: np.ndarray, test_labels: np.ndarray, seed: int) -> float:
+    embeddings = embed_images(encoder, test_images, batch_size=2048)
+    return probe(embeddings, test_labels, test_size=0.2, knn_k=30, max_iter=1000, seed=seed)["top1"]
 
 
 def subset(examples: dict, n: int, seed: int = 0) -> dict:
@@ -116,8 +126,8 @@ def main() -> None:
         f"- fp32 matmul: {fp32:.0f} GFLOP/s; bf16 matmul: {bf16:.0f} GFLOP/s (2048 x 2048, median of 7)",
         "",
         "| dataset | loss | aug | notebook views (s per 50k) | notebook img/s | project img/s | "
-        "project FLOP eff. | notebook FLOP eff. | project / notebook |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "project FLOP eff. | notebook FLOP eff. | project / notebook | project bf16 img/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     n = args.steps * BATCH
@@ -130,6 +140,7 @@ def main() -> None:
             for aug in AUGMENTATIONS:
                 time_project(images, subset(examples, BATCH), loss, aug)  # warm-up
                 ours = time_project(images, examples, loss, aug)
+                ours_bf16 = time_project(images, examples, loss, aug, precision="bf16")
                 start = time.perf_counter()
                 dataset = notebook_style.build_dataset(images_np, examples, aug)
                 views_s = (time.perf_counter() - start) / examples["augmented"].sum() * 50_000
@@ -138,7 +149,7 @@ def main() -> None:
                 row = (
                     f"| {name} | {loss} | {aug} | {views_s:.0f} | {notebook:,.0f} | {ours.images_per_s:,.0f} | "
                     f"{ours.images_per_s * flop / 1e9 / fp32:.0%} | {notebook * flop / 1e9 / fp32:.0%} | "
-                    f"{ours.images_per_s / notebook:.2f}x |"
+                    f"{ours.images_per_s / notebook:.2f}x | {ours_bf16.images_per_s:,.0f} |"
                 )
                 lines.append(row)
                 print(row, flush=True)
@@ -149,17 +160,24 @@ def main() -> None:
         start = time.perf_counter()
         dataset = notebook_style.build_dataset(images_np, examples, "simclr")
         views_s = time.perf_counter() - start
-        train_s = sum(notebook_style.train_steps(dataset, "triplet", 1, 0.15, BATCH)[1] for _ in range(10))
-        ours = time_project(torch.from_numpy(images_np), examples, "triplet", "simclr", epochs=10)
+        train_s = notebook_style.train_steps(dataset, "triplet", 1, 0.15, BATCH, epochs=10)[1]
+        notebook_s = views_s + train_s
+        test_images, test_labels = load_split(args.data / "mnist", "test")
         full = [
             "",
             "Whole default scenario (mnist / triplet / simclr, 50k triplets, 10 epochs):",
-            f"- notebook way: {views_s:.0f} s making views + {train_s:.0f} s training = {views_s + train_s:.0f} s",
-            f"- project, fresh views every epoch: {ours.seconds:.0f} s "
-            f"({(views_s + train_s) / ours.seconds:.2f}x faster)",
+            f"- notebook way: {views_s:.0f} s making views + {train_s:.0f} s training = {notebook_s:.0f} s",
         ]
-        lines += full
         print("\n".join(full), flush=True)
+        for precision, seeds in (("fp32", (0, 1, 2)), ("bf16", (0,))):
+            for seed in seeds:
+                ours = time_project(torch.from_numpy(images_np), examples, "triplet", "simclr", epochs=10,
+                                    precision=precision, seed=seed)
+                top1 = probe_top1(ours.encoder, test_images, test_labels, seed=0)
+                full.append(f"- project {precision}, seed {seed}, fresh views every epoch: {ours.seconds:.0f} s "
+                            f"({notebook_s / ours.seconds:.2f}x faster), probe top-1 {top1:.4f}")
+                print(full[-1], flush=True)
+        lines += full
 
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")

@@ -64,25 +64,28 @@ def build_dataset(images: np.ndarray, examples: dict[str, np.ndarray], aug: str)
 
 
 def train_steps(dataset: list[tuple], loss: str, channels: int, lr: float, batch_size: int,
-                max_steps: int | None = None, seed: int = 0) -> tuple[int, float]:
-    """Train as the notebook did; return (images embedded, seconds) over at most `max_steps` batches."""
+                max_steps: int | None = None, epochs: int = 1, seed: int = 0) -> tuple[int, float]:
+    """Train as the notebook did for `epochs` (or at most `max_steps` batches in all);
+    return (images embedded, seconds)."""
     torch.manual_seed(seed)
     encoder = make_encoder(channels)
     optimizer = torch.optim.SGD(encoder.parameters(), lr=lr)
     loss_fn = LOSSES[loss].fn
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    images, start = 0, time.perf_counter()
-    for step, batch in enumerate(loader):
-        if max_steps is not None and step == max_steps:
-            break
-        if loss == "triplet":
-            members, target = batch, torch.ones(len(batch[0]))
-        else:
-            members, target = batch[:2], batch[2]
-        embeddings = [encoder(member) for member in members]
-        batch_loss = loss_fn(embeddings, target)
-        optimizer.zero_grad()
-        batch_loss.backward()
-        optimizer.step()
-        images += len(members) * len(members[0])
+    images, steps, start = 0, 0, time.perf_counter()
+    for _ in range(epochs):
+        for batch in loader:
+            if steps == max_steps:
+                return images, time.perf_counter() - start
+            if loss == "triplet":
+                members, target = batch, torch.ones(len(batch[0]))
+            else:
+                members, target = batch[:2], batch[2]
+            embeddings = [encoder(member) for member in members]
+            batch_loss = loss_fn(embeddings, target)
+            optimizer.zero_grad()
+            batch_loss.backward()
+            optimizer.step()
+            images += len(members) * len(members[0])
+            steps += 1
     return images, time.perf_counter() - start

@@ -31,7 +31,7 @@ def main() -> None:
 
     images, _ = load_split(args.data, "train")
     device = pick_device()
-    print(f"training {params.scenario_name(p)} on {device}: {epochs} epochs, lr {lr}, batch {t['batch_size']}, {t['views']} views")
+    print(f"training {params.scenario_name(p)} on {device}: {epochs} epochs, lr {lr}, batch {t['batch_size']}, {t['views']} views, {t['precision']}")
     result = train(
         torch.from_numpy(images),
         dict(np.load(args.pairs)),
@@ -41,6 +41,7 @@ def main() -> None:
         batch_size=t["batch_size"],
         lr=lr,
         views=t["views"],
+        precision=t["precision"],
         seed=p["seed"],
         device=device,
     )

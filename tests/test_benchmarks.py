@@ -55,3 +55,5 @@ def test_notebook_training_counts_the_images_it_embeds():
     dataset = notebook_style.build_dataset(images, build(LABELS, "triplets", 4, seed=0), "none")
     seen, seconds = notebook_style.train_steps(dataset, "triplet", 1, 0.1, batch_size=8, max_steps=3)
     assert seen == 3 * 8 * 3 and seconds > 0
+    seen, _ = notebook_style.train_steps(dataset, "triplet", 1, 0.1, batch_size=8, epochs=2)
+    assert seen == 2 * len(dataset) * 3

@@ -25,6 +25,7 @@ def test_repository_defaults_are_the_protocol():
     assert (p["dataset"], p["loss"], p["aug"]) == ("mnist", "triplet", "simclr")
     assert p["pairs"]["anchors_per_class"] == 5000
     assert p["train"]["batch_size"] == 1024 and p["train"]["views"] == "fresh"
+    assert p["train"]["precision"] == "fp32"
     assert p["train"]["epochs"] == "auto" and p["train"]["lr"] == "auto"
     assert p["tsne"]["n_points"] == 1000 and p["tsne"]["perplexity"] == 20
     assert p["probe"]["test_size"] == 0.2 and p["probe"]["knn_k"] == 30
@@ -41,6 +42,7 @@ def test_repository_defaults_are_the_protocol():
         ("train.batch_size", "big", "train", "train.batch_size='big' is not allowed"),
         ("train.lr", True, "train", "train.lr=True is not allowed; expected 'auto' or a number > 0"),
         ("train.views", "twice", "train", "expected one of fresh, once"),
+        ("train.precision", "fp16", "train", "train.precision='fp16' is not allowed; expected one of fp32, bf16"),
         ("probe.test_size", 1.5, "probe", "probe.test_size=1.5 is not allowed; expected a number strictly between 0 and 1"),
         ("seed", 1.5, "embed", "seed=1.5 is not allowed; expected an integer >= 0"),
         ("download.sources", ["ftp"], "download", "download.sources=['ftp'] is not allowed"),

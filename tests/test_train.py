@@ -12,10 +12,10 @@ LABELS = np.repeat(np.arange(10), 8)
 IMAGES = torch.from_numpy(np.clip(LABELS[:, None, None, None] * 25 + RNG.normal(0, 20, (80, 1, 28, 28)), 0, 255).astype(np.uint8))
 
 
-def run(loss="triplet", aug="simclr", views="fresh", seed=0, epochs=2):
+def run(loss="triplet", aug="simclr", views="fresh", seed=0, epochs=2, precision="fp32"):
     examples = build(LABELS, "triplets" if loss == "triplet" else "pairs", 8, seed=0)
     return train(IMAGES, examples, loss=loss, aug=aug, epochs=epochs, batch_size=16, lr=0.1, views=views,
-                 seed=seed, device=torch.device("cpu"), progress=False)
+                 seed=seed, device=torch.device("cpu"), progress=False, precision=precision)
 
 
 def weights(result):
@@ -54,3 +54,10 @@ def test_fixed_views_are_drawn_once_per_augmented_member():
 
 def test_once_and_fresh_views_train_differently():
     assert not torch.equal(weights(run(views="once")), weights(run(views="fresh")))
+
+
+def test_bf16_autocast_trains_fp32_weights_that_differ_from_fp32_training():
+    bf16, fp32 = run(precision="bf16", aug="none", epochs=8), run(aug="none", epochs=8)
+    assert all(p.dtype == torch.float32 for p in bf16.encoder.state_dict().values() if p.is_floating_point())
+    assert bf16.epoch_losses[-1] < bf16.epoch_losses[0]
+    assert not torch.equal(weights(bf16), weights(fp32))

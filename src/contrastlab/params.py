@@ -107,6 +107,7 @@ SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
         "batch_size": int_at_least(1),
         "lr": positive_number(auto=True),
         "views": one_of("fresh", "once"),
+        "precision": one_of("fp32", "bf16"),
     },
     "embed": {"batch_size": int_at_least(1)},
     "tsne": {

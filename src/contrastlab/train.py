@@ -59,10 +59,14 @@ def train(
     lr: float,
     views: str,
     seed: int,
+    precision: str = "fp32",
     device: torch.device,
     progress: bool = True,
 ) -> TrainResult:
-    """Train a fresh encoder on uint8 `images` (N, C, H, W) with the examples from `contrastlab.pairs`."""
+    """Train a fresh encoder on uint8 `images` (N, C, H, W) with the examples from `contrastlab.pairs`.
+
+    `precision="bf16"` runs the forward passes under bfloat16 autocast (weights and optimizer stay fp32).
+    """
     torch.manual_seed(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -104,7 +108,8 @@ def train(
         epoch_loss, epoch_start, epoch_images = 0.0, time.perf_counter(), 0
         for start in bar:
             rows = order[start : start + batch_size]
-            embeddings = [encoder(member) for member in inputs_for(rows).chunk(k)]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                embeddings = [encoder(member).float() for member in inputs_for(rows).chunk(k)]
             batch_loss = loss_fn(embeddings, target[rows])
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
