@@ -1,5 +1,6 @@
 """The benchmark's yardsticks: FLOP counted by hand, and a notebook-style path that trains what the project trains."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_pipeline  # noqa: E402
 import bench_training  # noqa: E402
 import notebook_style  # noqa: E402
 
@@ -57,3 +59,10 @@ def test_notebook_training_counts_the_images_it_embeds():
     assert seen == 3 * 8 * 3 and seconds > 0
     seen, _ = notebook_style.train_steps(dataset, "triplet", 1, 0.1, batch_size=8, epochs=2)
     assert seen == 2 * len(dataset) * 3
+
+
+def test_pipeline_benchmark_reports_the_peak_memory_of_a_child_process(tmp_path):
+    allocate = "import time; block = bytearray(300 * 2**20); time.sleep(0.2)"
+    seconds, peak_mb = bench_pipeline.run([sys.executable, "-c", allocate], tmp_path, env=dict(os.environ))
+    assert seconds >= 0.2
+    assert 300 <= peak_mb < 400
