@@ -11,7 +11,8 @@ the project's path also with bf16 autocast (`train.precision: bf16`).
 and scores the project's encoders with the linear probe: fp32 with seeds 0-2 (the seed-to-seed
 spread) and bf16 with seed 0.
 
-    python benchmarks/bench_training.py --full --out BENCHMARKS.md     # about an hour
+    python benchmarks/bench_training.py --full --out BENCHMARKS.md     # about an hour; writes the file anew
+    python benchmarks/bench_pipeline.py --append BENCHMARKS.md         # then the pipeline section
     python benchmarks/bench_training.py --steps 2 --datasets mnist     # a quick look
 
 Needs the arrays of the download stage (`dvc repro download`).
@@ -39,6 +40,7 @@ from contrastlab.evaluate import probe  # noqa: E402
 from contrastlab.losses import LOSSES  # noqa: E402
 from contrastlab.model import embed_images, make_encoder  # noqa: E402
 from contrastlab.pairs import build  # noqa: E402
+from contrastlab.params import PRECISIONS  # noqa: E402
 from contrastlab.train import train  # noqa: E402
 
 BATCH = 1024
@@ -72,6 +74,7 @@ def training_flop_per_image(channels: int, size: int) -> float:
 
 
 def cpu_description() -> str:
+    """Model, threads and the SIMD flags that decide the fp32 and bf16 rates."""
     model = "unknown CPU"
     flags: set[str] = set()
     try:
@@ -88,6 +91,8 @@ def cpu_description() -> str:
 
 @dataclass
 class Measured:
+    """One timing of the project's path: its time includes fresh augmentation, not set-up."""
+
     images_per_s: float
     seconds: float
     encoder: torch.nn.Module
@@ -95,17 +100,20 @@ class Measured:
 
 def time_project(images: torch.Tensor, examples: dict, loss: str, aug: str, epochs: int = 1,
                  precision: str = "fp32", seed: int = 0) -> Measured:
+    """Train exactly as the `train` stage does (fresh views every step) and time it."""
     result = train(images, examples, loss=loss, aug=aug, epochs=epochs, batch_size=BATCH, lr=LOSSES[loss].lr,
                    views="fresh", seed=seed, device=torch.device("cpu"), progress=False, precision=precision)
     return Measured(result.images_per_s, result.train_time_s, result.encoder)
 
 
 def probe_top1(encoder: torch.nn.Module, test_images: np.ndarray, test_labels: np.ndarray, seed: int) -> float:
+    """The probe stage's top-1 (eval-mode embeddings, stratified 80/20 split)."""
     embeddings = embed_images(encoder, test_images, batch_size=2048)
     return probe(embeddings, test_labels, test_size=0.2, knn_k=30, max_iter=1000, seed=seed)["top1"]
 
 
 def subset(examples: dict, n: int, seed: int = 0) -> dict:
+    """n examples drawn at random: the first n rows would all be anchors of class 0."""
     rows = np.random.default_rng(seed).permutation(len(examples["target"]))[:n]
     return {key: value[rows] for key, value in examples.items()}
 
@@ -128,7 +136,7 @@ def main() -> None:
         "",
         f"Images/s are medians of {args.rounds} alternating timings of {args.steps} steps of {BATCH}.",
         "",
-        "| dataset | loss | aug | notebook views (s per 50k) | notebook img/s | project img/s | "
+        "| dataset | loss | aug | notebook PIL views (s per 50k) | notebook img/s | project img/s | "
         "project FLOP eff. | notebook FLOP eff. | project / notebook | project bf16 img/s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -141,10 +149,16 @@ def main() -> None:
         for loss in LOSSES:
             examples = subset(build(labels, LOSSES[loss].examples, 5000, seed=0), n)
             for aug in AUGMENTATIONS:
+                wanted = examples["members"][examples["augmented"]]
                 start = time.perf_counter()
+                notebook_style.make_views(images_np, wanted, aug)
+                views_s = (time.perf_counter() - start) / len(wanted) * 50_000
                 dataset = notebook_style.build_dataset(images_np, examples, aug)
-                views_s = (time.perf_counter() - start) / examples["augmented"].sum() * 50_000
-                time_project(images, subset(examples, BATCH), loss, aug)  # warm-up
+                # Warm-up of every path: first calls pay one-off kernel set-up.
+                warm_up = subset(examples, BATCH)
+                for precision in PRECISIONS:
+                    time_project(images, warm_up, loss, aug, precision=precision)
+                notebook_style.train_steps(dataset, loss, images.shape[1], LOSSES[loss].lr, BATCH, max_steps=1)
                 # Alternate the two paths so that a change in the machine's load hits both alike.
                 project_rates, notebook_rates = [], []
                 for _ in range(args.rounds):

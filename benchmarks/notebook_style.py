@@ -72,11 +72,11 @@ def train_steps(dataset: list[tuple], loss: str, channels: int, lr: float, batch
     optimizer = torch.optim.SGD(encoder.parameters(), lr=lr)
     loss_fn = LOSSES[loss].fn
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
-    images, steps, start = 0, 0, time.perf_counter()
+    seen, steps, start = 0, 0, time.perf_counter()
     for _ in range(epochs):
         for batch in loader:
             if steps == max_steps:
-                return images, time.perf_counter() - start
+                return seen, time.perf_counter() - start
             if loss == "triplet":
                 members, target = batch, torch.ones(len(batch[0]))
             else:
@@ -86,6 +86,6 @@ def train_steps(dataset: list[tuple], loss: str, channels: int, lr: float, batch
             optimizer.zero_grad()
             batch_loss.backward()
             optimizer.step()
-            images += len(members) * len(members[0])
+            seen += len(members) * len(members[0])
             steps += 1
-    return images, time.perf_counter() - start
+    return seen, time.perf_counter() - start

@@ -31,7 +31,8 @@ def main() -> None:
 
     images, _ = load_split(args.data, "train")
     device = pick_device()
-    print(f"training {params.scenario_name(p)} on {device}: {epochs} epochs, lr {lr}, batch {t['batch_size']}, {t['views']} views, {t['precision']}")
+    print(f"training {params.scenario_name(p)} on {device}: {epochs} epochs, lr {lr}, "
+          f"batch {t['batch_size']}, {t['views']} views, {t['precision']}")
     result = train(
         torch.from_numpy(images),
         dict(np.load(args.pairs)),
@@ -55,6 +56,7 @@ def main() -> None:
         "train_time_s": round(result.train_time_s, 2),
         "images_per_s": round(result.images_per_s, 1),
         "device": device.type,
+        "precision": t["precision"],
     })
     args.loss_csv.parent.mkdir(parents=True, exist_ok=True)
     with args.loss_csv.open("w", newline="") as f:

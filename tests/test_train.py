@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import torch
 
+import contrastlab.train
+from contrastlab.model import make_encoder
 from contrastlab.pairs import build
 from contrastlab.train import draw_fixed_views, train
 from contrastlab.augment import AUGMENTATIONS
@@ -56,8 +58,33 @@ def test_once_and_fresh_views_train_differently():
     assert not torch.equal(weights(run(views="once")), weights(run(views="fresh")))
 
 
-def test_bf16_autocast_trains_fp32_weights_that_differ_from_fp32_training():
+def first_conv_input_and_output_dtype(precision, monkeypatch):
+    """What the encoder's first convolution receives, and the dtype it returns, in a run's first step."""
+    seen = []
+
+    def recording_encoder(channels):
+        encoder = make_encoder(channels)
+        encoder[0].register_forward_hook(lambda module, args, out: seen.append((args[0].clone(), out.dtype)))
+        return encoder
+
+    monkeypatch.setattr(contrastlab.train, "make_encoder", recording_encoder)
+    run(precision=precision, aug="simclr", epochs=1)
+    return seen[0]
+
+
+def test_bf16_autocasts_the_encoder_but_not_the_augmentation(monkeypatch):
+    fp32_input, fp32_out = first_conv_input_and_output_dtype("fp32", monkeypatch)
+    bf16_input, bf16_out = first_conv_input_and_output_dtype("bf16", monkeypatch)
+    assert bf16_input.dtype == torch.float32 and torch.equal(bf16_input, fp32_input)  # the same fp32 views
+    assert (fp32_out, bf16_out) == (torch.float32, torch.bfloat16)
+
+
+def test_bf16_training_learns_and_differs_from_fp32():
     bf16, fp32 = run(precision="bf16", aug="none", epochs=8), run(aug="none", epochs=8)
-    assert all(p.dtype == torch.float32 for p in bf16.encoder.state_dict().values() if p.is_floating_point())
     assert bf16.epoch_losses[-1] < bf16.epoch_losses[0]
     assert not torch.equal(weights(bf16), weights(fp32))
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="expected one of fp32, bf16"):
+        run(precision="fp16")

@@ -86,6 +86,7 @@ def registered_list(kind: str) -> Callable[[], Rule]:
 
 
 SOURCES = ("mirror", "torchvision", "pypi")
+PRECISIONS = ("fp32", "bf16")  # bf16: bfloat16 autocast of the encoder's forward passes
 
 # section -> key -> rule (or a factory for rules that depend on the registries).
 SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
@@ -107,7 +108,7 @@ SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
         "batch_size": int_at_least(1),
         "lr": positive_number(auto=True),
         "views": one_of("fresh", "once"),
-        "precision": one_of("fp32", "bf16"),
+        "precision": one_of(*PRECISIONS),
     },
     "embed": {"batch_size": int_at_least(1)},
     "tsne": {

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from contrastlab.augment import AUGMENTATIONS, normalize, to_unit
 from contrastlab.losses import LOSSES
 from contrastlab.model import make_encoder
+from contrastlab.params import PRECISIONS
 
 
 @dataclass
@@ -65,8 +66,11 @@ def train(
 ) -> TrainResult:
     """Train a fresh encoder on uint8 `images` (N, C, H, W) with the examples from `contrastlab.pairs`.
 
-    `precision="bf16"` runs the forward passes under bfloat16 autocast (weights and optimizer stay fp32).
+    `precision="bf16"` runs the encoder's forward passes under bfloat16 autocast; augmentation, loss,
+    weights and optimizer stay fp32.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; expected one of {', '.join(PRECISIONS)}")
     torch.manual_seed(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -108,8 +112,9 @@ def train(
         epoch_loss, epoch_start, epoch_images = 0.0, time.perf_counter(), 0
         for start in bar:
             rows = order[start : start + batch_size]
+            x = inputs_for(rows)  # augmentation stays fp32: autocast would also turn the blur into bf16
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                embeddings = [encoder(member).float() for member in inputs_for(rows).chunk(k)]
+                embeddings = [encoder(member).float() for member in x.chunk(k)]
             batch_loss = loss_fn(embeddings, target[rows])
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
