@@ -15,11 +15,13 @@ How: for each n it embeds the FIRST n rows of `embeddings` (as the project does)
                        openTSNE's, i.e. N/12 in openTSNE units), Barnes-Hut with theta 0.5;
 - `openTSNE-fft`       the same with the FFT-interpolation gradient (openTSNE's choice for
                        n >= 10,000);
-- `openTSNE-fft-defaults`  openTSNE's own defaults for everything not fixed by the brief
-                       (approximate kNN with Annoy, momentum 0.8 throughout, learning rate
-                       N/12 during exaggeration and N afterwards), still 250 + 4,750 iterations;
-- `openTSNE-fft-750`   as above but openTSNE's default length, 250 + 500 iterations (NOT
-                       equivalent: it shows what a shorter run costs in quality).
+- `openTSNE-defaults`  openTSNE's own defaults for everything but perplexity, PCA init, seed,
+                       threads and length: approximate kNN with Annoy, momentum 0.8 throughout,
+                       learning rate N/12 during exaggeration and N afterwards, Barnes-Hut below
+                       10,000 points and FFT from 10,000; still 250 + 4,750 iterations;
+- `openTSNE-defaults-750`  as above but openTSNE's default length, 250 + 500 iterations (NOT
+                       equivalent: with its larger learning rate openTSNE needs far fewer
+                       iterations; this shows what the shorter run costs in quality).
 All openTSNE runs use random_state 0 and n_jobs = the number of usable cores.
 
 Each fit runs in a fresh spawned process (so peak memory and CPU time are its own); repeats
@@ -28,7 +30,10 @@ all methods alike; the table shows the median wall time of the fit. Quality is m
 process on the returned map: `sklearn.manifold.trustworthiness(X, Y, n_neighbors=10)` and the
 5-fold stratified cross-validated accuracy of a 10-nearest-neighbour classifier on the 2-d map.
 "Deterministic" compares the coordinates of the repeats (all from random_state 0) bit for bit.
-If a case's first repeat shows that all repeats would exceed `--budget` seconds, it is run once.
+If a method's first fit at a size shows that all its repeats would exceed `--budget` seconds,
+that case is run once (sklearn on 10k points with 5,000 iterations; openTSNE's FFT gradient,
+whose cost per iteration grows with the map's extent, which 5,000 iterations make large); a fit
+still running after `--timeout` seconds is stopped and reported as such.
 
     python benchmarks/bench_tsne.py --data /path/embeddings.npz --out benchmarks/tsne_results.md
     python benchmarks/bench_tsne.py --sizes 1000 --max-iter 1000 --repeats 2   # a quick look
@@ -46,7 +51,6 @@ import platform
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +60,7 @@ PERPLEXITY = 20.0
 EXAGGERATION = 12.0
 EXAGGERATION_ITER = 250  # sklearn's TSNE._EXPLORATION_MAX_ITER
 SEED = 0
-METHODS = ("sklearn", "openTSNE-bh", "openTSNE-fft", "openTSNE-fft-defaults", "openTSNE-fft-750")
+METHODS = ("sklearn", "openTSNE-bh", "openTSNE-fft", "openTSNE-defaults", "openTSNE-defaults-750")
 
 
 def n_cores() -> int:
@@ -98,10 +102,10 @@ def _fit(method: str, x: np.ndarray, max_iter: int, n_jobs: int) -> tuple[np.nda
                 final_momentum=0.8,
                 negative_gradient_method="bh" if method == "openTSNE-bh" else "fft",
             )
-        elif method == "openTSNE-fft-defaults":
-            common.update(negative_gradient_method="fft")
-        elif method == "openTSNE-fft-750":
-            common.update(negative_gradient_method="fft", n_iter=500)
+        elif method == "openTSNE-defaults":
+            pass  # openTSNE's own choices: Annoy kNN, learning rate N/12 then N, momentum 0.8, bh/fft by n
+        elif method == "openTSNE-defaults-750":
+            common.update(n_iter=500)
         else:
             raise ValueError(method)
         info["call"] = common
@@ -118,16 +122,41 @@ def _fit(method: str, x: np.ndarray, max_iter: int, n_jobs: int) -> tuple[np.nda
         seconds=seconds,
         cpu_per_wall=cpu / seconds,
         peak_rss_mb=after.ru_maxrss / 1024,  # Linux reports KiB
-        n_iter=int(getattr(model, "n_iter_", max_iter)),
+        # sklearn may stop early (no progress for 300 iterations); openTSNE always runs all
+        n_iter=int(model.n_iter_) + 1 if method == "sklearn" else EXAGGERATION_ITER + model.n_iter,
     )
     # KL divergence as each library reports it at the end (each with its own approximation)
     info["kl"] = float(model.kl_divergence_ if method == "sklearn" else result.kl_divergence)
-    return np.array(result, dtype=np.float64), info
+    y = np.array(result, dtype=np.float64)
+    info["extent"] = float(np.ptp(y, axis=0).max())  # FFT cost per iteration grows with it
+    return y, info
 
 
-def fit_in_fresh_process(method: str, x: np.ndarray, max_iter: int, n_jobs: int) -> tuple[np.ndarray, dict]:
-    with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        return pool.submit(_fit, method, x, max_iter, n_jobs).result()
+def _child(conn, method: str, x: np.ndarray, max_iter: int, n_jobs: int) -> None:
+    conn.send(_fit(method, x, max_iter, n_jobs))
+    conn.close()
+
+
+def fit_in_fresh_process(
+    method: str, x: np.ndarray, max_iter: int, n_jobs: int, timeout: float
+) -> tuple[np.ndarray, dict] | None:
+    """`_fit` in a new interpreter; None if it has not finished after `timeout` seconds (it is stopped)."""
+    ctx = mp.get_context("spawn")
+    receiver, sender = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child, args=(sender, method, x, max_iter, n_jobs))
+    process.start()
+    sender.close()
+    try:
+        if receiver.poll(timeout):
+            result = receiver.recv()  # EOFError if the child died
+            process.join()
+            return result
+        return None
+    finally:
+        if process.is_alive():
+            process.terminate()
+            process.join()
+        receiver.close()
 
 
 def knn_accuracy(y: np.ndarray, labels: np.ndarray) -> float:
@@ -147,6 +176,7 @@ class Case:
     infos: list[dict] = field(default_factory=list)
     trust: float | None = None
     knn: float | None = None
+    timed_out: bool = False
 
     def deterministic(self) -> str:
         if len(self.maps) < 2:
@@ -165,7 +195,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--repeats", type=int, default=3, help="timed fits per method and size (median shown)")
     parser.add_argument("--max-iter", type=int, default=5000, help="total iterations incl. 250 of exaggeration")
-    parser.add_argument("--budget", type=float, default=600.0, help="seconds allowed for all repeats of one case")
+    parser.add_argument("--budget", type=float, default=600.0, help="seconds allowed for all repeats of one method and size")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="stop a single fit after this many seconds")
     parser.add_argument("--n-jobs", type=int, default=n_cores(), help="openTSNE threads (default: usable cores)")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args()
@@ -185,21 +216,30 @@ def main() -> None:
             x = embeddings[:n]
             for method in args.methods:
                 case = cases[(method, n)]
-                if case.seconds and case.seconds[0] * args.repeats > args.budget:
-                    continue  # too slow for all repeats: keep the single run
-                y, info = fit_in_fresh_process(method, x, args.max_iter, args.n_jobs)
+                if case.timed_out or (case.seconds and case.seconds[0] * args.repeats > args.budget):
+                    continue  # too slow to repeat: keep the single fit
+                load = os.getloadavg()[0]
+                fitted = fit_in_fresh_process(method, x, args.max_iter, args.n_jobs, args.timeout)
+                if fitted is None:
+                    case.timed_out = True
+                    print(f"[{time.perf_counter() - t0:7.0f}s] repeat {rep + 1} n={n:>6} {method:<22} "
+                          f"stopped after {args.timeout:.0f}s  load before {load:.1f}", file=sys.stderr, flush=True)
+                    continue
+                y, info = fitted
                 case.seconds.append(info["seconds"])
                 case.maps.append(y)
-                case.infos.append(info)
+                case.infos.append(info | {"load": load})
                 print(
                     f"[{time.perf_counter() - t0:7.0f}s] repeat {rep + 1} n={n:>6} {method:<22} "
-                    f"{info['seconds']:8.1f}s  cpu/wall {info['cpu_per_wall']:.2f}  "
-                    f"peak {info['peak_rss_mb']:.0f} MB  iters {info['n_iter']}  KL {info['kl']:.3f}",
+                    f"{info['seconds']:8.1f}s  load before {load:.1f}  cpu/wall {info['cpu_per_wall']:.2f}  "
+                    f"peak {info['peak_rss_mb']:.0f} MB  iters {info['n_iter']}  extent {info['extent']:.0f}  KL {info['kl']:.3f}",
                     file=sys.stderr,
                     flush=True,
                 )
 
     for case in cases.values():
+        if not case.maps:
+            continue
         x = embeddings[: case.n]
         case.trust = float(trustworthiness(x, case.maps[0], n_neighbors=10))
         case.knn = knn_accuracy(case.maps[0], labels[: case.n])
@@ -214,32 +254,44 @@ def main() -> None:
         f"Python {platform.python_version()}, {n_cores()} cores ({platform.processor() or platform.machine()}), "
         f"openTSNE n_jobs={args.n_jobs}. Seconds: wall time of the fit, median of the repeats (interleaved, "
         "each in a fresh process). Quality from the first repeat's map: trustworthiness (k=10) and 5-fold "
-        "kNN (k=10) accuracy on the 2-d map.",
+        "kNN (k=10) accuracy on the 2-d map. Deterministic: the repeats' coordinates are identical. "
+        "KL: final KL divergence as each library reports it (each with its own approximation). CPU/wall: CPU "
+        "seconds per wall second of the fit (median; 2 = both cores busy). Peak RSS: largest resident size "
+        "of the fitting process, including ~200 MB of Python, numpy, sklearn and openTSNE. Map extent: the "
+        "larger side of the map's bounding box (openTSNE's FFT grid, hence its cost, grows with it).",
         "",
-        "| method | n | seconds (median) | repeats | vs sklearn | trustworthiness | kNN acc. | deterministic "
-        "| KL (reported) | CPU/wall | peak RSS MB | iterations run |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| method | n | seconds (median) | repeats | speed-up vs sklearn | trustworthiness | kNN acc. | deterministic "
+        "| KL (reported) | CPU/wall | peak RSS MB | iterations run | map extent |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for n in sizes:
         base = cases.get(("sklearn", n))
-        base_median = statistics.median(base.seconds) if base else None
+        base_median = statistics.median(base.seconds) if base and base.seconds else None
         for method in args.methods:
             case = cases[(method, n)]
+            if not case.seconds:
+                lines.append(f"| {method} | {n} | > {args.timeout:.0f} (stopped) | 0 | < {base_median / args.timeout:.2f}x "
+                             f"| - | - | - | - | - | - | - | - |" if base_median else f"| {method} | {n} | > {args.timeout:.0f} "
+                             "(stopped) | 0 | - | - | - | - | - | - | - | - | - |")
+                continue
             median = statistics.median(case.seconds)
-            ratio = f"{base_median / median:.1f}x faster" if base_median and method != "sklearn" else "-"
+            ratio = f"{base_median / median:.2f}x" if base_median and method != "sklearn" else "-"
             cpu = statistics.median(i["cpu_per_wall"] for i in case.infos)
             rss = max(i["peak_rss_mb"] for i in case.infos)
             iters = sorted({i["n_iter"] for i in case.infos})
             lines.append(
                 f"| {method} | {n} | {median:.1f} | {len(case.seconds)} | {ratio} | {case.trust:.4f} | "
                 f"{case.knn:.4f} | {case.deterministic()} | {case.infos[0]['kl']:.3f} | {cpu:.2f} | {rss:.0f} | "
-                f"{'/'.join(map(str, iters))} |"
+                f"{'/'.join(map(str, iters))} | {case.infos[0]['extent']:.0f} |"
             )
         ref = knn_accuracy(embeddings[:n], labels[:n])
-        lines.append(f"| (32-d embeddings, no t-SNE) | {n} | - | - | - | 1 | {ref:.4f} | - | - | - | - |")
-    lines += ["", "All times (s), in run order:", ""]
+        lines.append(f"| (32-d embeddings, no t-SNE) | {n} | - | - | - | 1 | {ref:.4f} | - | - | - | - | - | - |")
+    lines += ["", "All times (s), in run order, with the machine's 1-minute load average before each fit:", ""]
     for case in cases.values():
-        lines.append(f"- {case.method}, n={case.n}: " + ", ".join(f"{s:.1f}" for s in case.seconds))
+        runs = [f"{i['seconds']:.1f} (load {i['load']:.1f})" for i in case.infos]
+        if case.timed_out:
+            runs.append(f"stopped after {args.timeout:.0f}")
+        lines.append(f"- {case.method}, n={case.n}: " + ", ".join(runs))
     calls = {c.method: c.infos[0].get("call") for c in cases.values() if c.infos and c.infos[0].get("call")}
     if calls:
         lines += ["", "openTSNE calls (`openTSNE.TSNE(**kwargs).fit(X)`; learning_rate shown for the largest n):", ""]
