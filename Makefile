@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lock clean-env
+.PHONY: setup run study report test lock clean-env
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,15 @@ run: setup
 	@echo "  encoder:  models/encoder.pt"
 	@echo "  MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000   -> http://127.0.0.1:5000"
 	@dvc metrics show
+
+# The 12-scenario study (study.* in params.yaml) as DVC experiments, then its report.
+# Resumes where it stopped; `make study SEEDS=1` for one seed per scenario.
+study: setup
+	$(BIN)/python -m contrastlab.study --results study/results $(if $(SEEDS),--seeds $(SEEDS))
+	$(BIN)/python -m contrastlab.report --results study/results --out report
+
+report: setup
+	$(BIN)/python -m contrastlab.report --results study/results --out report
 
 test: setup
 	$(BIN)/python -m pytest

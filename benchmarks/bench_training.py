@@ -141,6 +141,13 @@ def main() -> None:
     bf16 = matmul_gflops(torch.bfloat16, size=2048 if has_native_bf16() else 512, repeats=3)
     precisions = PRECISIONS if has_native_bf16() else ("fp32",)
     lines = [
+        "# Benchmarks",
+        "",
+        f"Produced on {time.strftime('%Y-%m-%d')} by `python {' '.join(sys.argv)}` "
+        "(and its pipeline section by `python benchmarks/bench_pipeline.py --append BENCHMARKS.md`).",
+        "",
+        "## Training throughput",
+        "",
         f"- CPU: {cpu_description()}; torch {torch.__version__}",
         f"- fp32 matmul: {fp32:.0f} GFLOP/s (2048 x 2048, median of 7); bf16 matmul: {bf16:.2f} GFLOP/s"
         + ("" if has_native_bf16() else " (512 x 512: no native bf16 on this CPU, so bf16 training is not timed)"),

@@ -10,7 +10,7 @@ import torch
 from contrastlab import params, plots
 from contrastlab.cli import run_stage, write_json
 from contrastlab.datasets import load_split
-from contrastlab.losses import LOSSES
+from contrastlab.losses import epochs_and_lr
 from contrastlab.model import pick_device
 from contrastlab.train import train
 
@@ -26,8 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     p = params.load("train")
     t = p["train"]
-    epochs = LOSSES[p["loss"]].epochs if t["epochs"] == params.AUTO else t["epochs"]
-    lr = LOSSES[p["loss"]].lr if t["lr"] == params.AUTO else t["lr"]
+    epochs, lr = epochs_and_lr(p["loss"], t)
 
     images, _ = load_split(args.data, "train")
     device = pick_device()

@@ -4,32 +4,18 @@ data in the official file formats. Slow-ish (about a minute): every stage is a f
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from tinydata import write_tiny_mirror
+from tinydata import GIT, make_tiny_repo, sh
 
-ROOT = Path(__file__).resolve().parents[1]
-COPIED = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
 ALL_STAGES = {"download", "pairs", "train", "embed", "tsne", "probe", "track"}
 
 pytestmark = pytest.mark.e2e
-
-
-def sh(*cmd: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def stages_run(output: str) -> set[str]:
@@ -46,35 +32,7 @@ def mlflow_runs(repo: Path) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> tuple[Path, dict]:
-    tmp = tmp_path_factory.mktemp("e2e")
-    repo = tmp / "repo"
-    repo.mkdir()
-    for name in COPIED:
-        src, dst = ROOT / name, repo / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy(src, dst)
-    digests = write_tiny_mirror(tmp / "mirror", per_class_train=12, per_class_test=10)
-    (tmp / "digests.json").write_text(json.dumps(digests))
-
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["download"].update(mirror=str(tmp / "mirror"), sources=["mirror"], digests=str(tmp / "digests.json"))
-    params["pairs"]["anchors_per_class"] = 10
-    params["train"].update(epochs=2, batch_size=16)
-    params["tsne"].update(n_points=80, perplexity=5, max_iter=250)
-    params["probe"]["knn_k"] = 3
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "CONTRASTLAB_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env["PYTHONPATH"] = str(repo / "src")  # the copy's code, not the checkout's
-    git = ("git", "-c", "user.name=test", "-c", "user.email=test@example.com")
-    sh("git", "init", "-q", cwd=repo, env=env)
-    sh("git", "add", "-A", cwd=repo, env=env)
-    sh(*git, "commit", "-qm", "copy", cwd=repo, env=env)
-    return repo, env
+    return make_tiny_repo(tmp_path_factory.mktemp("e2e"))
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +75,8 @@ def test_second_repro_recomputes_nothing(repo, first_repro):
 
 def test_exp_run_with_another_aug_reruns_only_train_and_later(repo, first_repro):
     path, env = repo
-    git = ("git", "-c", "user.name=test", "-c", "user.email=test@example.com")
     sh("git", "add", "-A", cwd=path, env=env)
-    sh(*git, "commit", "-qm", "baseline results", cwd=path, env=env)
+    sh(*GIT, "commit", "-qm", "baseline results", cwd=path, env=env)
     run = sh("dvc", "exp", "run", "-n", "aug-none", "-S", "aug=none", cwd=path, env=env)
     assert stages_run(run.stdout) == {"train", "embed", "tsne", "probe", "track"}
     assert mlflow_runs(path) == [("mnist-triplet-simclr", "workspace"), ("mnist-triplet-none", "aug-none")]

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import os
 import pickle
+import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from contrastlab.datasets import CIFAR_ARCHIVE, DATASETS, content_digest
 
@@ -105,3 +111,48 @@ def write_tiny_mirror(root: Path, per_class_train: int = 12, per_class_test: int
             for split, (images, labels) in splits.items()
         }
     return digests
+
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvc/.gitignore",
+          ".dvcignore", ".gitignore"]
+GIT = ("git", "-c", "user.name=test", "-c", "user.email=test@example.com")
+
+
+def sh(*cmd: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_tiny_repo(tmp: Path) -> tuple[Path, dict]:
+    """A git copy of this repository at `tmp/repo` whose params point at a tiny mirror and train for
+    seconds; returns it with an environment that runs the copy's code and its own MLflow store."""
+    repo = tmp / "repo"
+    repo.mkdir()
+    for name in COPIED:
+        src, dst = ROOT / name, repo / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(src, dst)
+    digests = write_tiny_mirror(tmp / "mirror", per_class_train=12, per_class_test=10)
+    (tmp / "digests.json").write_text(json.dumps(digests))
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["download"].update(mirror=str(tmp / "mirror"), sources=["mirror"], digests=str(tmp / "digests.json"))
+    params["pairs"]["anchors_per_class"] = 10
+    params["train"].update(epochs=2, batch_size=16)
+    params["tsne"].update(n_points=80, perplexity=5, max_iter=250)
+    params["probe"]["knn_k"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "CONTRASTLAB_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["PYTHONPATH"] = str(repo / "src")  # the copy's code, not the checkout's
+    sh("git", "init", "-q", cwd=repo, env=env)
+    sh("git", "add", "-A", cwd=repo, env=env)
+    sh(*GIT, "commit", "-qm", "copy", cwd=repo, env=env)
+    return repo, env

@@ -12,6 +12,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from contrastlab.params import AUTO
+
 
 @dataclass(frozen=True)
 class Loss:
@@ -37,3 +39,10 @@ LOSSES: dict[str, Loss] = {
     "pairwise": Loss(pairwise, examples="pairs", lr=0.05, epochs=5),
     "triplet": Loss(triplet, examples="triplets", lr=0.15, epochs=10),
 }
+
+
+def epochs_and_lr(loss: str, train: dict) -> tuple[int, float]:
+    """`train.epochs` and `train.lr` with 'auto' replaced by the loss's published value."""
+    epochs = LOSSES[loss].epochs if train["epochs"] == AUTO else train["epochs"]
+    lr = LOSSES[loss].lr if train["lr"] == AUTO else train["lr"]
+    return epochs, lr

@@ -27,6 +27,8 @@ def _registered(kind: str) -> list[str]:
         from contrastlab.datasets import DATASETS as registry
     elif kind == "loss":
         from contrastlab.losses import LOSSES as registry
+    elif kind == "baseline":
+        from contrastlab.baselines import BASELINES as registry
     else:
         from contrastlab.augment import AUGMENTATIONS as registry
     return sorted(registry)
@@ -70,6 +72,14 @@ def list_of(*options: str) -> Rule:
     return Rule(
         "a non-empty list drawn from " + ", ".join(options),
         lambda v: isinstance(v, list) and len(v) > 0 and all(x in options for x in v),
+    )
+
+
+def grid() -> Rule:
+    return Rule(
+        "a mapping of param names (as `-S` takes them) to non-empty lists of values",
+        lambda v: isinstance(v, dict) and len(v) > 0
+        and all(isinstance(k, str) and isinstance(x, list) and len(x) > 0 for k, x in v.items()),
     )
 
 
@@ -121,7 +131,14 @@ SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
         "knn_k": int_at_least(1),
         "max_iter": int_at_least(1),
     },
+    # Read by the study command only, never by a stage: not part of any scenario's params.
+    "study": {
+        "seeds": int_at_least(1),
+        "grid": grid(),
+        "baselines": registered_list("baseline"),
+    },
 }
+STUDY_ONLY = ("study",)
 
 
 def _check(name: str, value: Any, rule: Rule | Callable[[], Rule]) -> None:
@@ -161,20 +178,25 @@ def validate(raw: dict, section: str | None, top: bool = True) -> dict:
 
 def load(section: str | None, path: str | Path = "params.yaml", top: bool = True) -> dict:
     """Read params.yaml and return one validated section, plus the top-level keys unless `top` is False."""
-    return validate(_read(path), section, top)
+    return validate(read(path), section, top)
 
 
 def load_all(path: str | Path = "params.yaml") -> dict:
-    """Every section, validated: what a tracking run records."""
-    raw = _read(path)
+    """Every section a scenario reads, validated: what a tracking run records."""
+    return validate_all(read(path))
+
+
+def validate_all(raw: dict) -> dict:
+    """`raw` checked section by section (without the study's own section)."""
     params = validate(raw, None)
     for section in SCHEMA:
-        if section is not None:
+        if section is not None and section not in STUDY_ONLY:
             params.update(validate(raw, section, top=False))
     return params
 
 
-def _read(path: str | Path) -> Any:
+def read(path: str | Path) -> Any:
+    """params.yaml as parsed YAML, not yet validated."""
     try:
         return yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:

@@ -22,16 +22,35 @@ def loss_curve(epoch_losses: list[float], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def tsne_scatter(coords: np.ndarray, labels: np.ndarray, class_names: list[str], title: str, path: Path) -> None:
-    """Scatter coloured by class with a legend of class names (tab10: ten distinct colours)."""
-    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
+def _scatter_classes(ax, coords: np.ndarray, labels: np.ndarray, class_names: list[str], size: float) -> None:
+    """Points coloured by class (tab10: ten distinct colours), one legend entry per class."""
     cmap = plt.get_cmap("tab10")
     for c, name in enumerate(class_names):
         points = coords[labels == c]
-        ax.scatter(points[:, 0], points[:, 1], s=8, color=cmap(c % 10), label=name, alpha=0.8, linewidths=0)
-    ax.set(title=title, xticks=[], yticks=[])
+        ax.scatter(points[:, 0], points[:, 1], s=size, color=cmap(c % 10), label=name, alpha=0.8, linewidths=0)
+    ax.set(xticks=[], yticks=[])
+
+
+def tsne_scatter(coords: np.ndarray, labels: np.ndarray, class_names: list[str], title: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
+    _scatter_classes(ax, coords, labels, class_names, size=8)
+    ax.set_title(title)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2.5, frameon=False, title="class")
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def tsne_panels(panels: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str], title: str,
+                path: Path) -> None:
+    """Side-by-side t-SNE maps, one per (panel title, coords, labels), sharing one class legend."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1.5, 5), layout="constrained", squeeze=False)
+    for ax, (panel_title, coords, labels) in zip(axes[0], panels):
+        _scatter_classes(ax, coords, labels, class_names, size=5)
+        ax.set_title(panel_title)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", markerscale=2.5, frameon=False, title="class")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -49,5 +68,30 @@ def confusion_heatmap(matrix: np.ndarray, class_names: list[str], title: str, pa
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, label="fraction of actual class")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, float]], path: Path) -> None:
+    """One panel per dataset: mean probe top-1 per scenario with +-1 std error bars, the published
+    value as a black marker and the baselines as horizontal lines.
+
+    groups: dataset -> [{"label", "mean", "std", "published" (or None)}]; references: dataset -> {name: top-1}.
+    """
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.8), layout="constrained", squeeze=False)
+    line_styles = ["--", ":", "-."]
+    for ax, (dataset, bars) in zip(axes[0], groups.items()):
+        x = np.arange(len(bars))
+        ax.bar(x, [b["mean"] for b in bars], yerr=[b["std"] for b in bars], capsize=3, color="tab:blue", alpha=0.75,
+               label="this project (mean, +-1 std over seeds)")
+        published = [(i, b["published"]) for i, b in enumerate(bars) if b["published"] is not None]
+        if published:
+            ax.scatter(*zip(*published), marker="D", color="black", zorder=3, label="published study")
+        for (name, value), style in zip(references.get(dataset, {}).items(), line_styles * 3):
+            ax.axhline(value, color="tab:red", linestyle=style, linewidth=1.2, label=f"{name}: {value:.3f}")
+        ax.set_xticks(x, [b["label"] for b in bars], rotation=35, ha="right")
+        ax.set(ylabel="linear-probe top-1", title=dataset, ylim=(0, 1))
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
     fig.savefig(path, dpi=120)
     plt.close(fig)

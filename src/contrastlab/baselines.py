@@ -1,0 +1,79 @@
+"""The floor and the ceiling that give a contrastive probe score its meaning.
+
+Each baseline turns a dataset into test-set features that the study's probe scores on the very
+same split (same seed, same `probe` params) as the scenarios:
+- `raw_pixels`: the test images themselves, scaled to [0, 1] (no learning at all);
+- `random_init`: the study's encoder as initialised with the seed, never trained;
+- `supervised`: the same encoder trained with labels (cross-entropy through a linear head on its
+  32-d output) on the same anchors, epochs, batch size and SGD learning rate as the triplet loss.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from contrastlab.augment import normalize, to_unit
+from contrastlab.model import EMBEDDING_DIM, embed_images, make_encoder
+from contrastlab.pairs import anchors_and_negatives
+
+
+def train_supervised(images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+                     seed: int, device: torch.device, progress: bool = True) -> tuple[nn.Module, list[float]]:
+    """The encoder trained with cross-entropy through a linear head: the encoder without the head, and
+    the mean loss of each epoch."""
+    torch.manual_seed(seed)
+    shuffle_rng = torch.Generator().manual_seed(seed)
+    encoder = make_encoder(images.shape[1]).to(device, memory_format=torch.channels_last)
+    model = nn.Sequential(encoder, nn.Linear(EMBEDDING_DIM, int(labels.max()) + 1)).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    images, labels = images.to(device), labels.long().to(device)
+    model.train()
+    epoch_losses = []
+    for epoch in range(1, epochs + 1):
+        total = 0.0
+        order = torch.randperm(len(images), generator=shuffle_rng).to(device)
+        for start in tqdm(range(0, len(images), batch_size), desc=f"supervised epoch {epoch}/{epochs}",
+                          unit="batch", disable=not progress):
+            rows = order[start : start + batch_size]
+            x = normalize(to_unit(images[rows])).contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(model(x), labels[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(rows)
+        epoch_losses.append(total / len(images))
+    return encoder, epoch_losses
+
+
+def raw_pixels(data: dict, **_) -> np.ndarray:
+    test = data["test_images"]
+    return test.reshape(len(test), -1).astype(np.float32) / 255
+
+
+def random_init(data: dict, *, seed: int, embed_batch: int, **_) -> np.ndarray:
+    torch.manual_seed(seed)
+    return embed_images(make_encoder(data["test_images"].shape[1]), data["test_images"], embed_batch)
+
+
+def supervised(data: dict, *, seed: int, embed_batch: int, anchors_per_class: int, epochs: int, batch_size: int,
+               lr: float, device: torch.device, progress: bool = True, **_) -> np.ndarray:
+    anchors, _ = anchors_and_negatives(data["train_labels"], anchors_per_class, seed)
+    encoder, _ = train_supervised(torch.from_numpy(data["train_images"][anchors]),
+                               torch.from_numpy(data["train_labels"][anchors]),
+                               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                               progress=progress)
+    return embed_images(encoder, data["test_images"], embed_batch)
+
+
+# name -> features of the test set; every function takes the same keyword arguments.
+BASELINES: dict[str, Callable[..., np.ndarray]] = {
+    "raw_pixels": raw_pixels,
+    "random_init": random_init,
+    "supervised": supervised,
+}

@@ -1,0 +1,307 @@
+"""The study report: one table, the figures and generated findings, from the kept results alone.
+
+    python -m contrastlab.report --results study/results --out report
+
+It reads only the folders the study command keeps (so it also runs on a machine that never trained)
+and writes `<out>/README.md`, `<out>/results.csv` and PNG figures. Scenarios are compared with the
+published study (`published_results.csv`, copied from the study's report) and with the baselines of
+the same dataset, all scored on the same probe split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from contrastlab import plots
+from contrastlab.datasets import DATASETS
+
+METRICS = ("top1", "top3", "knn")
+BASELINE_NAMES = {
+    "raw_pixels": "raw pixels (logistic regression)",
+    "random_init": "encoder at random init",
+    "supervised": "encoder trained supervised (cross-entropy)",
+}
+PANELS = ("none", "pad_rotate_scale", "simclr")
+
+
+@dataclass
+class Group:
+    """All seeds of one scenario (or one baseline on one dataset)."""
+
+    dataset: str
+    label: str                      # "<loss> / <aug>" or the baseline's name
+    runs: list[dict] = field(default_factory=list)
+
+    def values(self, metric: str) -> list[float]:
+        return [run["probe"][metric] for run in self.runs]
+
+    def mean(self, metric: str) -> float:
+        return statistics.fmean(self.values(metric))
+
+    def std(self, metric: str) -> float:
+        """Sample standard deviation over seeds (0 with one seed, where the spread is unknown)."""
+        values = self.values(metric)
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def mean_of(self, key: str) -> float | None:
+        found = [run["study"][key] for run in self.runs if key in run["study"]]
+        return statistics.fmean(found) if found else None
+
+
+def published_results() -> dict[tuple[str, str, str], dict[str, float]]:
+    """(dataset, loss, aug) -> the study's published probe_top1, probe_top3, knn_top1."""
+    text = resources.files("contrastlab").joinpath("published_results.csv").read_text()
+    return {
+        (row["dataset"], row["loss"], row["aug"]): {
+            "top1": float(row["probe_top1"]), "top3": float(row["probe_top3"]), "knn": float(row["knn_top1"])
+        }
+        for row in csv.DictReader(text.splitlines())
+    }
+
+
+def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
+    """Scenario groups and baseline groups keyed by name without the seed, in the order of the study."""
+    scenarios: dict[str, Group] = {}
+    baselines: dict[str, Group] = {}
+    runs = []
+    for folder in results.iterdir():
+        if folder.is_dir() and (folder / "study.json").exists():
+            study = json.loads((folder / "study.json").read_text())
+            run = {"folder": folder, "study": study, "probe": json.loads((folder / "probe.json").read_text())}
+            if (folder / "train.json").exists():
+                run["train"] = json.loads((folder / "train.json").read_text())
+            runs.append(run)
+    for run in sorted(runs, key=lambda r: (r["study"].get("overrides", r["study"])["seed"], r["study"]["finished"])):
+        study = run["study"]
+        key = study["name"].rsplit("-s", 1)[0]
+        if "baseline" in study:
+            group = baselines.setdefault(key, Group(study["dataset"], BASELINE_NAMES[study["baseline"]]))
+        else:
+            o = study["overrides"]
+            extras = [f"{k}={v}" for k, v in o.items() if k not in ("dataset", "loss", "aug", "seed")]
+            group = scenarios.setdefault(key, Group(o["dataset"], " / ".join([o["loss"], o["aug"], *extras])))
+        group.runs.append(run)
+    return scenarios, baselines
+
+
+def spread_test(a: Group, b: Group, metric: str = "top1") -> str:
+    """Whether mean(a) - mean(b) is larger than the seed-to-seed spread: |diff| > 2 standard errors."""
+    if len(a.runs) < 2 or len(b.runs) < 2:
+        return "one seed only: spread unknown"
+    error = (a.std(metric) ** 2 / len(a.runs) + b.std(metric) ** 2 / len(b.runs)) ** 0.5
+    diff = a.mean(metric) - b.mean(metric)
+    return "larger than the seed spread" if abs(diff) > 2 * error else "within the seed spread"
+
+
+def fmt(group: Group, metric: str) -> str:
+    return f"{group.mean(metric):.4f} ± {group.std(metric):.4f}"
+
+
+def table(scenarios: dict[str, Group], baselines: dict[str, Group], published: dict) -> tuple[list[str], list[list]]:
+    """The Markdown table (scenarios, then baselines, per dataset) and the same numbers as CSV rows."""
+    lines = [
+        "| dataset | scenario (loss / aug) | seeds | probe top-1 | study | Δ | top-3 | study | kNN | study | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = [["dataset", "scenario", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std", "study")),
+             "train_time_s"]]
+    for dataset in dict.fromkeys(g.dataset for g in [*scenarios.values(), *baselines.values()]):
+        for group in [g for g in scenarios.values() if g.dataset == dataset]:
+            o = group.runs[0]["study"]["overrides"]
+            ref = published.get((o["dataset"], o["loss"], o["aug"])) if len(o) == 4 else None
+            cells = []
+            for metric in METRICS:
+                cells.append(fmt(group, metric))
+                cells.append(f"{ref[metric]:.4f}" if ref else "")
+                if metric == "top1":
+                    cells.append(f"{group.mean('top1') - ref['top1']:+.4f}" if ref else "")
+            train_s = statistics.fmean(run["train"]["train_time_s"] for run in group.runs)
+            lines.append(f"| {dataset} | {group.label} | {len(group.runs)} | " + " | ".join(cells) + f" | {train_s:.0f} |")
+            rows.append([dataset, group.label, len(group.runs),
+                         *(x for m in METRICS for x in (round(group.mean(m), 4), round(group.std(m), 4),
+                                                        ref[m] if ref else "")), round(train_s, 1)])
+        for group in [g for g in baselines.values() if g.dataset == dataset]:
+            lines.append(f"| {dataset} | *baseline:* {group.label} | {len(group.runs)} | {fmt(group, 'top1')} | | | "
+                         f"{fmt(group, 'top3')} | | {fmt(group, 'knn')} | | |")
+            rows.append([dataset, f"baseline: {group.label}", len(group.runs),
+                         *(x for m in METRICS for x in (round(group.mean(m), 4), round(group.std(m), 4), "")), ""])
+    return lines, rows
+
+
+def read_points(path: Path, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    with path.open() as f:
+        points = list(csv.DictReader(f))
+    coords = np.array([[float(p["x"]), float(p["y"])] for p in points])
+    return coords, np.array([classes.index(p["class"]) for p in points])
+
+
+def summed_confusion(group: Group, classes: tuple[str, ...]) -> np.ndarray:
+    """The probe's confusion matrix summed over the group's seeds."""
+    counts: Counter = Counter()
+    for run in group.runs:
+        with (run["folder"] / "confusion.csv").open() as f:
+            counts.update((row["actual"], row["predicted"]) for row in csv.DictReader(f))
+    return np.array([[counts[(a, p)] for p in classes] for a in classes])
+
+
+def figures(scenarios: dict[str, Group], baselines: dict[str, Group], published: dict, out: Path) -> list[str]:
+    """Write the figures; return Markdown lines that show them."""
+    lines = []
+    by_dataset: dict[str, list[Group]] = defaultdict(list)
+    for group in scenarios.values():
+        by_dataset[group.dataset].append(group)
+
+    bars = {
+        dataset: [{"label": g.label, "mean": g.mean("top1"), "std": g.std("top1"),
+                   "published": published.get(tuple(g.runs[0]["study"]["overrides"][k] for k in ("dataset", "loss", "aug")),
+                                              {}).get("top1")} for g in groups]
+        for dataset, groups in by_dataset.items()
+    }
+    references = {d: {g.label: g.mean("top1") for g in baselines.values() if g.dataset == d} for d in by_dataset}
+    plots.top1_bars(bars, references, out / "top1.png")
+    lines += ["### Probe top-1 of every scenario", "", "![top-1 of every scenario](top1.png)", ""]
+
+    lines += ["### t-SNE maps (first seed; panels as in the study's figures 10-13)", ""]
+    for dataset, groups in by_dataset.items():
+        classes = DATASETS[dataset].classes
+        for loss in dict.fromkeys(g.runs[0]["study"]["overrides"]["loss"] for g in groups):
+            panels = []
+            for letter, aug in zip("ABC", PANELS):
+                match = [g for g in groups if g.runs[0]["study"]["overrides"]["loss"] == loss
+                         and g.runs[0]["study"]["overrides"]["aug"] == aug and len(g.runs[0]["study"]["overrides"]) == 4]
+                if match:
+                    coords, labels = read_points(match[0].runs[0]["folder"] / "tsne.csv", classes)
+                    panels.append((f"({letter}) {aug}  top-1 {match[0].mean('top1'):.3f}", coords, labels))
+            if panels:
+                name = f"tsne_{dataset}_{loss}.png"
+                plots.tsne_panels(panels, list(classes), f"{dataset}, {loss} loss: t-SNE of test embeddings", out / name)
+                lines += [f"![t-SNE {dataset} {loss}]({name})", ""]
+
+    lines += ["### Confusion matrices of the best scenario per dataset (summed over seeds)", ""]
+    for dataset, groups in by_dataset.items():
+        best = max(groups, key=lambda g: g.mean("top1"))
+        classes = DATASETS[dataset].classes
+        name = f"confusion_{dataset}.png"
+        plots.confusion_heatmap(summed_confusion(best, classes), list(classes),
+                                f"{dataset}: {best.label}, probe top-1 {best.mean('top1'):.3f}", out / name)
+        lines += [f"![confusion {dataset}]({name})", ""]
+    return lines
+
+
+def factor_effect(groups: list[Group], factor: str) -> tuple[float, dict[str, float]]:
+    """Range of the factor's marginal means (averaged over the other factors) and the means themselves."""
+    levels: dict[str, list[float]] = defaultdict(list)
+    for g in groups:
+        levels[g.runs[0]["study"]["overrides"][factor]].append(g.mean("top1"))
+    means = {level: statistics.fmean(v) for level, v in levels.items()}
+    return max(means.values()) - min(means.values()), means
+
+
+def findings(scenarios: dict[str, Group], baselines: dict[str, Group], published: dict) -> list[str]:
+    lines = []
+    by_dataset: dict[str, list[Group]] = defaultdict(list)
+    for group in scenarios.values():
+        by_dataset[group.dataset].append(group)
+    for dataset, groups in by_dataset.items():
+        ranked = sorted(groups, key=lambda g: g.mean("top1"), reverse=True)
+        best = ranked[0]
+        base = {g.label: g for g in baselines.values() if g.dataset == dataset}
+        lines += [f"**{dataset}**", ""]
+        lines.append(f"- Best: {best.label}, probe top-1 {fmt(best, 'top1')} over {len(best.runs)} seed(s)"
+                     + (f"; runner-up {ranked[1].label} ({ranked[1].mean('top1'):.4f}): the gap is "
+                        f"{spread_test(best, ranked[1])}." if len(ranked) > 1 else "."))
+        effects = {factor: factor_effect(groups, factor) for factor in ("loss", "aug")}
+        effects = {factor: effect for factor, effect in effects.items() if len(effect[1]) > 1}  # varied factors
+        strongest = max(effects, key=lambda f: effects[f][0], default=None)
+        for factor, (span, means) in effects.items():
+            levels = ", ".join(f"{level} {value:.3f}" for level, value in means.items())
+            lines.append(f"- {factor}: mean top-1 by level {levels} (range {span:.3f})"
+                         + (" — the factor that matters most here." if factor == strongest and len(effects) > 1 else "."))
+        for aug in dict.fromkeys(g.runs[0]["study"]["overrides"]["aug"] for g in groups):
+            pair = {g.runs[0]["study"]["overrides"]["loss"]: g for g in groups
+                    if g.runs[0]["study"]["overrides"]["aug"] == aug}
+            if {"triplet", "pairwise"} <= set(pair):
+                diff = pair["triplet"].mean("top1") - pair["pairwise"].mean("top1")
+                lines.append(f"- {aug}: triplet - pairwise = {diff:+.4f}, {spread_test(pair['triplet'], pair['pairwise'])}.")
+        raw = base.get(BASELINE_NAMES["raw_pixels"])
+        if raw:
+            beat = [g for g in groups if g.mean("top1") > raw.mean("top1")]
+            lines.append(f"- {len(beat)} of {len(groups)} scenarios beat raw pixels ({raw.mean('top1'):.4f}).")
+        supervised = base.get(BASELINE_NAMES["supervised"])
+        if supervised:
+            lines.append(f"- The supervised ceiling is {supervised.mean('top1'):.4f}; the best scenario reaches "
+                         f"{best.mean('top1') / supervised.mean('top1'):.0%} of it.")
+        compared = [(g, published[k]) for g in groups
+                    if (k := tuple(g.runs[0]["study"]["overrides"][x] for x in ("dataset", "loss", "aug"))) in published]
+        if compared:
+            beat = sum(g.mean("top1") > ref["top1"] for g, ref in compared)
+            lines.append(f"- {beat} of {len(compared)} scenarios beat the published study's top-1.")
+        lines.append("")
+    return lines
+
+
+def timing(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
+    runs = [run for g in [*scenarios.values(), *baselines.values()] for run in g.runs]
+    total = sum(run["study"]["wall_s"] for run in runs)
+    first_seed = sum(run["study"]["wall_s"] for g in scenarios.values() for run in g.runs[:1])
+    return [
+        f"- Total wall time of all {len(runs)} runs (scenarios and baselines): {total / 3600:.2f} h.",
+        f"- The {len(scenarios)} scenarios with one seed: {first_seed / 60:.0f} min.",
+        "- Per scenario, mean wall time of one run (train + embed + t-SNE + probe + tracking, via `dvc exp run`): "
+        + ", ".join(f"{g.dataset} {g.label} {g.mean_of('wall_s'):.0f} s" for g in scenarios.values()) + ".",
+    ]
+
+
+def write_report(results: Path, out: Path) -> None:
+    scenarios, baselines = load(results)
+    if not scenarios:
+        raise SystemExit(f"error: no finished scenario in {results}; run the study first (make study)")
+    published = published_results()
+    out.mkdir(parents=True, exist_ok=True)
+    lines, rows = table(scenarios, baselines, published)
+    with (out / "results.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    text = [
+        "# Study report",
+        "",
+        f"Generated by `python -m contrastlab.report --results {results} --out {out}` from {sum(len(g.runs) for g in scenarios.values())} "
+        f"scenario runs and {sum(len(g.runs) for g in baselines.values())} baseline runs. Probe scores are mean ± std "
+        "over seeds on the test set's stratified 80/20 split; `study` is the published number; Δ = ours - study. "
+        "Numbers as CSV: [results.csv](results.csv).",
+        "",
+        *lines,
+        "",
+        "## Findings",
+        "",
+        *findings(scenarios, baselines, published),
+        "## Time",
+        "",
+        *timing(scenarios, baselines),
+        "",
+        "## Figures",
+        "",
+        *figures(scenarios, baselines, published, out),
+    ]
+    (out / "README.md").write_text("\n".join(text) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=Path("study/results"))
+    parser.add_argument("--out", type=Path, default=Path("report"))
+    args = parser.parse_args()
+    write_report(args.results, args.out)
+    print(f"report -> {args.out / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""The study: every scenario of `study.grid` x `study.seeds` as a DVC experiment, plus the baselines.
+
+    python -m contrastlab.study --results study/results          # `make study` also builds the report
+
+Each scenario and seed runs as `dvc exp run --temp -n <name> -S ...` (the workspace is left alone,
+DVC restores unchanged stages from its run cache, the track stage logs one MLflow run). Its small
+results (metrics, t-SNE points, probe predictions, wall time) are then copied out of the
+experiment into `<results>/<name>/`, a folder small enough to commit. A folder that exists is a
+finished run: an interrupted study resumes where it stopped, also on another machine that has
+the committed folders. Runs go seed by seed, so the first seed of every scenario is done first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from contrastlab import params as params_module
+from contrastlab.datasets import DataError, load_split
+from contrastlab.params import ParamError
+
+# What each finished scenario keeps: path in the experiment -> file name in its results folder.
+KEPT = {
+    "metrics/train.json": "train.json",
+    "metrics/probe.json": "probe.json",
+    "plots/train_loss.csv": "train_loss.csv",
+    "plots/tsne.csv": "tsne.csv",
+    "plots/confusion.csv": "confusion.csv",
+}
+MAIN_AXES = ("dataset", "loss", "aug")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One scenario with one seed (`overrides` are its `-S` values), or one baseline on one dataset and seed."""
+
+    name: str
+    overrides: dict = field(hash=False)
+    baseline: str | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.overrides["seed"]
+
+
+def set_param(raw: dict, path: str, value) -> None:
+    """raw["train"]["lr"] = value for path "train.lr", as `dvc exp run -S train.lr=value` would."""
+    *parents, key = path.split(".")
+    node = raw
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            raise ParamError(f"params.yaml: study.grid axis '{path}' is not a param (no section '{part}')")
+        node = node[part]
+    if key not in node:
+        raise ParamError(f"params.yaml: study.grid axis '{path}' is not a param")
+    node[key] = value
+
+
+def run_name(scenario: dict, extra_axes: list[str], seed: int) -> str:
+    """`<dataset>-<loss>-<aug>[-<axis>-<value>...]-s<seed>`: a valid DVC experiment name."""
+    extras = [f"{axis.split('.')[-1]}-{scenario[axis]}" for axis in extra_axes]
+    return "-".join([*(str(scenario[axis]) for axis in MAIN_AXES), *extras, f"s{seed}"])
+
+
+def plan(raw: dict, seeds: int) -> list[Run]:
+    """Every grid point, then every baseline, for seeds 0..seeds-1, seed by seed; all validated up front."""
+    grid = raw["study"]["grid"]
+    extra_axes = [axis for axis in grid if axis not in MAIN_AXES]
+    runs: list[Run] = []
+    for seed in range(seeds):
+        scenarios: list[Run] = []
+        for values in itertools.product(*grid.values()):
+            point = dict(zip(grid, values))
+            scenario = copy.deepcopy(raw)
+            for path, value in {**point, "seed": seed}.items():
+                set_param(scenario, path, value)
+            params_module.validate_all(scenario)
+            overrides = {**{axis: scenario[axis] for axis in MAIN_AXES}, **point, "seed": seed}
+            scenarios.append(Run(run_name(overrides, extra_axes, seed), overrides))
+        runs += scenarios
+        for dataset in dict.fromkeys(run.overrides["dataset"] for run in scenarios):
+            for kind in raw["study"]["baselines"]:
+                runs.append(Run(f"baseline-{dataset}-{kind}-s{seed}", {"dataset": dataset, "seed": seed}, kind))
+    return runs
+
+
+def set_flag(path: str, value) -> str:
+    """`-S path=value` with value written as YAML reads it back (a string stays a string)."""
+    return f"{path}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def experiment_ref(root: Path, name: str) -> str | None:
+    """The experiment `name` made on the current commit, if DVC has it."""
+    head = git(root, "rev-parse", "HEAD")
+    ref = f"refs/exps/{head[:2]}/{head[2:]}/{name}"
+    found = subprocess.run(["git", "rev-parse", "--verify", "--quiet", ref], cwd=root, capture_output=True)
+    return ref if found.returncode == 0 else None
+
+
+def keep(folder: Path, files: dict[str, str]) -> None:
+    """Write a finished run's files into `folder` all at once: a folder that exists is complete."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    for name, text in files.items():
+        (partial / name).write_text(text)
+    partial.rename(folder)
+
+
+def finished(info: dict, start: float) -> str:
+    """study.json: how and when a run was made, and its wall time."""
+    stamp = {"wall_s": round(time.perf_counter() - start, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return json.dumps({**info, **stamp}, indent=2) + "\n"
+
+
+def run_scenario(root: Path, run: Run, folder: Path) -> None:
+    """`dvc exp run` the scenario unless DVC already holds it, then keep its results."""
+    ref = experiment_ref(root, run.name)
+    start = time.perf_counter()
+    if ref is None:
+        flags = [arg for path, value in run.overrides.items() for arg in ("-S", set_flag(path, value))]
+        subprocess.run(["dvc", "exp", "run", "--temp", "-n", run.name, *flags], cwd=root, check=True)
+        ref = experiment_ref(root, run.name)
+        if ref is None:
+            raise RuntimeError(f"dvc exp run finished but experiment {run.name} is missing")
+    files = {name: git(root, "show", f"{ref}:{path}") + "\n" for path, name in KEPT.items()}
+    files["study.json"] = finished({"name": run.name, "overrides": run.overrides,
+                                    "experiment_commit": git(root, "rev-parse", ref),
+                                    "baseline_commit": git(root, "rev-parse", "HEAD")}, start)
+    keep(folder, files)
+
+
+def run_baseline(root: Path, raw: dict, run: Run, folder: Path) -> None:
+    """Score one baseline on the probe split of its seed; keep and track its metrics."""
+    from contrastlab.baselines import BASELINES
+    from contrastlab.evaluate import probe
+    from contrastlab.losses import epochs_and_lr
+    from contrastlab.model import pick_device
+    from contrastlab.tracking import git_commit, log_scenario
+
+    dataset, seed = run.overrides["dataset"], run.seed
+    data_dir = root / "data" / "datasets" / dataset
+    train_images, train_labels = load_split(data_dir, "train")
+    test_images, test_labels = load_split(data_dir, "test")
+    epochs, lr = epochs_and_lr("triplet", raw["train"])
+    start = time.perf_counter()
+    features = BASELINES[run.baseline](
+        {"train_images": train_images, "train_labels": train_labels, "test_images": test_images},
+        seed=seed, embed_batch=raw["embed"]["batch_size"], anchors_per_class=raw["pairs"]["anchors_per_class"],
+        epochs=epochs, batch_size=raw["train"]["batch_size"], lr=lr, device=pick_device(),
+    )
+    q = raw["probe"]
+    scores = probe(features, test_labels, test_size=q["test_size"], knn_k=q["knn_k"], max_iter=q["max_iter"], seed=seed)
+    metrics = {"top1": round(scores["top1"], 4), "top3": round(scores["top3"], 4), "knn": round(scores["knn"], 4)}
+    settings = {"dataset": dataset, "baseline": run.baseline, "seed": seed, "probe": q}
+    if run.baseline == "supervised":
+        settings["train"] = {"epochs": epochs, "lr": lr, "batch_size": raw["train"]["batch_size"]}
+    scenario = f"{dataset}-baseline-{run.baseline}"
+    log_scenario(run_name=scenario, params=settings,
+                 metrics={"probe_top1": metrics["top1"], "probe_top3": metrics["top3"], "knn_top1": metrics["knn"]},
+                 epoch_losses=[], artifacts=[],
+                 tags={"scenario": scenario, "dataset": dataset, "baseline": run.baseline, "seed": str(seed),
+                       "git_commit": git_commit(root)},
+                 root=root)
+    keep(folder, {"probe.json": json.dumps(metrics, indent=2) + "\n",
+                  "study.json": finished({"name": run.name, **settings}, start)})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=Path("study/results"), help="one folder per finished run")
+    parser.add_argument("--seeds", type=int, help="seeds per scenario (default: study.seeds in params.yaml)")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args()
+    root = Path.cwd()
+    raw = params_module.read(args.params)
+    study = params_module.validate(raw, "study", top=False)["study"]
+    seeds = study["seeds"] if args.seeds is None else args.seeds
+    if seeds < 1:
+        raise ParamError(f"--seeds {seeds}: a study needs at least one seed")
+    runs = plan(raw, seeds)
+    missing = sorted({run.overrides["dataset"] for run in runs} - set(raw["download"]["datasets"]))
+    if missing:
+        raise ParamError(f"params.yaml: study.grid uses {', '.join(missing)}, not in download.datasets")
+
+    subprocess.run(["dvc", "repro", "download"], cwd=root, check=True)  # the baselines read the arrays
+    todo = [run for run in runs if not (args.results / run.name).is_dir()]
+    print(f"study: {len(runs)} runs (scenarios and baselines x {seeds} seeds); "
+          f"{len(runs) - len(todo)} already in {args.results}, {len(todo)} to run", flush=True)
+    durations: list[float] = []
+    for done, run in enumerate(todo):
+        left = len(todo) - done - 1
+        eta = f"; about {np.mean(durations) * left / 60:.0f} min left after it" if durations else ""
+        print(f"\n=== study [{done + 1}/{len(todo)}] {run.name} ({left} to go{eta}) ===", flush=True)
+        start = time.perf_counter()
+        if run.baseline:
+            run_baseline(root, raw, run, args.results / run.name)
+        else:
+            run_scenario(root, run, args.results / run.name)
+        durations.append(time.perf_counter() - start)
+    print(f"\nstudy complete: {len(runs)} runs in {args.results}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ParamError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except subprocess.CalledProcessError as err:
+        print(f"error: `{' '.join(map(str, err.cmd))}` failed (exit {err.returncode}); its output is above. "
+              "Fix the cause and run the study again: finished runs are kept.", file=sys.stderr)
+        sys.exit(1)

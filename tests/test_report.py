@@ -1,0 +1,92 @@
+"""The report from hand-made results: the numbers in its table and findings are checked by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from contrastlab.report import Group, factor_effect, published_results, spread_test, write_report
+
+
+def write_scenario(results: Path, loss: str, aug: str, seed: int, top1: float, train_s: float = 100.0) -> None:
+    folder = results / f"mnist-{loss}-{aug}-s{seed}"
+    folder.mkdir(parents=True)
+    overrides = {"dataset": "mnist", "loss": loss, "aug": aug, "seed": seed}
+    (folder / "study.json").write_text(json.dumps({"name": folder.name, "overrides": overrides, "wall_s": 120.0,
+                                                   "finished": f"2026-11-25T10:0{seed}:00"}))
+    (folder / "probe.json").write_text(json.dumps({"top1": top1, "top3": 0.99, "knn": top1 - 0.01}))
+    (folder / "train.json").write_text(json.dumps({"train_time_s": train_s}))
+    points = [("x", "y", "class"), *((str(i), str(-i), str(i % 10)) for i in range(20))]
+    (folder / "tsne.csv").write_text("\n".join(",".join(p) for p in points) + "\n")
+    pairs = [("actual", "predicted"), ("0", "0"), ("0", "1"), ("1", "1")]
+    (folder / "confusion.csv").write_text("\n".join(",".join(p) for p in pairs) + "\n")
+
+
+def write_baseline(results: Path, kind: str, seed: int, top1: float) -> None:
+    folder = results / f"baseline-mnist-{kind}-s{seed}"
+    folder.mkdir(parents=True)
+    (folder / "study.json").write_text(json.dumps({"name": folder.name, "dataset": "mnist", "baseline": kind,
+                                                   "seed": seed, "wall_s": 10.0, "finished": "2026-11-25T11:00:00"}))
+    (folder / "probe.json").write_text(json.dumps({"top1": top1, "top3": 0.98, "knn": top1}))
+
+
+@pytest.fixture
+def report(tmp_path) -> Path:
+    results = tmp_path / "results"
+    for seed, (a, b) in enumerate([(0.90, 0.80), (0.92, 0.81)]):
+        write_scenario(results, "triplet", "simclr", seed, a)
+        write_scenario(results, "pairwise", "simclr", seed, b)
+        write_baseline(results, "raw_pixels", seed, 0.85)
+    write_report(results, tmp_path / "report")
+    return tmp_path / "report"
+
+
+def test_table_has_mean_std_and_difference_to_the_published_number(report):
+    text = (report / "README.md").read_text()
+    # triplet/simclr: mean 0.91, sample std 0.01414; published 0.928 -> difference -0.018
+    assert "| mnist | triplet / simclr | 2 | 0.9100 ± 0.0141 | 0.9280 | -0.0180 |" in text
+    assert "| mnist | pairwise / simclr | 2 | 0.8050 ± 0.0071 | 0.5575 | +0.2475 |" in text
+    assert "| mnist | *baseline:* raw pixels (logistic regression) | 2 | 0.8500 ± 0.0000 |" in text
+    rows = list(csv.reader((report / "results.csv").open()))
+    assert rows[1][:6] == ["mnist", "triplet / simclr", "2", "0.91", "0.0141", "0.928"]
+
+
+def test_findings_name_the_best_scenario_and_what_beats_what(report):
+    text = (report / "README.md").read_text()
+    assert "- Best: triplet / simclr, probe top-1 0.9100 ± 0.0141 over 2 seed(s); runner-up pairwise / simclr" in text
+    assert "- 1 of 2 scenarios beat raw pixels (0.8500)." in text
+    assert "- 1 of 2 scenarios beat the published study's top-1." in text
+    assert "- simclr: triplet - pairwise = +0.1050, larger than the seed spread." in text
+    assert "- Total wall time of all 6 runs (scenarios and baselines): 0.14 h." in text  # (4 x 120 + 2 x 10) s
+    for png in ("top1.png", "tsne_mnist_triplet.png", "tsne_mnist_pairwise.png", "confusion_mnist.png"):
+        assert (report / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def group(values: list[float], loss="triplet", aug="none") -> Group:
+    return Group("mnist", f"{loss}/{aug}", [
+        {"probe": {"top1": v}, "study": {"overrides": {"loss": loss, "aug": aug}}} for v in values])
+
+
+def test_spread_test_compares_the_difference_with_two_standard_errors():
+    # std 0.1 each, 2 seeds: standard error sqrt(2 * 0.01 / 2) = 0.1; the difference must exceed 0.2
+    assert spread_test(group([0.50, 0.6414]), group([0.40, 0.5414])) == "within the seed spread"
+    assert spread_test(group([0.80, 0.9414]), group([0.40, 0.5414])) == "larger than the seed spread"
+    assert spread_test(group([0.9]), group([0.4])) == "one seed only: spread unknown"
+
+
+def test_factor_effect_is_the_range_of_marginal_means():
+    groups = [group([0.9], "triplet", "none"), group([0.7], "triplet", "simclr"),
+              group([0.5], "pairwise", "none"), group([0.5], "pairwise", "simclr")]
+    span, means = factor_effect(groups, "loss")
+    assert means == {"triplet": pytest.approx(0.8), "pairwise": pytest.approx(0.5)}
+    assert span == pytest.approx(0.3)
+    assert factor_effect(groups, "aug")[0] == pytest.approx(0.1)
+
+
+def test_published_results_are_the_studys_twelve_numbers():
+    published = published_results()
+    assert len(published) == 12
+    assert published[("cifar10", "triplet", "simclr")] == {"top1": 0.364, "top3": 0.691, "knn": 0.357}
