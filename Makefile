@@ -26,9 +26,12 @@ run: setup
 	@dvc metrics show
 
 # The 12-scenario study (study.* in params.yaml) as DVC experiments, then its report.
-# Resumes where it stopped; `make study SEEDS=1` for one seed per scenario.
+# Resumes where it stopped. `make study SEEDS=1` for one seed per scenario;
+# `make study GRID=losses RECIPE=tuned` for another grid or recipe of params.yaml.
+GRID ?= main
+RECIPE ?= protocol
 study: setup
-	$(BIN)/python -m contrastlab.study --results study/results $(if $(SEEDS),--seeds $(SEEDS))
+	$(BIN)/python -m contrastlab.study --results study/results --grid $(GRID) --recipe $(RECIPE) $(if $(SEEDS),--seeds $(SEEDS))
 	$(BIN)/python -m contrastlab.report --results study/results --out report
 
 report: setup

@@ -1,4 +1,5 @@
-"""Stage `embed`: embed every test image with the trained encoder in eval mode."""
+"""Stage `embed`: embed every test image with the trained encoder in eval mode, also shifted
+horizontally by each of `embed.shifts` pixels (for the probe's robustness scores)."""
 
 import argparse
 from pathlib import Path
@@ -9,6 +10,7 @@ import torch
 from contrastlab import params
 from contrastlab.cli import run_stage
 from contrastlab.datasets import load_split
+from contrastlab.evaluate import shift_horizontally
 from contrastlab.model import embed_images, make_encoder, pick_device
 
 
@@ -21,13 +23,16 @@ def main() -> None:
     p = params.load("embed")
 
     checkpoint = torch.load(args.model, map_location="cpu")
-    encoder = make_encoder(checkpoint["channels"])
+    encoder = make_encoder(checkpoint["channels"], checkpoint.get("head", "sigmoid")).to(pick_device())
     encoder.load_state_dict(checkpoint["state_dict"])
     images, labels = load_split(args.data, "test")
-    embeddings = embed_images(encoder.to(pick_device()), images, p["embed"]["batch_size"])
+    batch = p["embed"]["batch_size"]
+    embeddings = embed_images(encoder, images, batch)
+    shifted = {f"shift{s:+d}": embed_images(encoder, shift_horizontally(images, s), batch) for s in p["embed"]["shifts"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, embeddings=embeddings, labels=labels)
-    print(f"{embeddings.shape[0]} test images -> {embeddings.shape[1]}-d embeddings in {args.out}")
+    np.savez(args.out, embeddings=embeddings, labels=labels, **shifted)
+    print(f"{embeddings.shape[0]} test images (and {len(shifted)} shifted copies) -> "
+          f"{embeddings.shape[1]}-d embeddings in {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Stage `probe`: linear probe (top-1, top-3), kNN and per-class accuracy on the test embeddings."""
+"""Stage `probe`: linear probe (top-1, top-3), kNN and per-class accuracy on the test embeddings,
+and the same probe's top-1 on the held-out images shifted horizontally (robustness)."""
 
 import argparse
 import csv
@@ -23,14 +24,16 @@ def main() -> None:
     q = p["probe"]
 
     saved = np.load(args.embeddings)
+    shifted = {str(int(name.removeprefix("shift"))): saved[name] for name in saved.files if name.startswith("shift")}
     scores = probe(saved["embeddings"], saved["labels"], test_size=q["test_size"], knn_k=q["knn_k"],
-                   max_iter=q["max_iter"], seed=p["seed"])
+                   max_iter=q["max_iter"], seed=p["seed"], shifted=shifted)
     classes = DATASETS[p["dataset"]].classes
     write_json(args.metrics, {
         "top1": round(scores["top1"], 4),
         "top3": round(scores["top3"], 4),
         "knn": round(scores["knn"], 4),
         "per_class": {name: round(acc, 4) for name, acc in zip(classes, scores["per_class"])},
+        "shifted_top1": {name: round(acc, 4) for name, acc in scores["shifted_top1"].items()},
     })
     args.confusion_csv.parent.mkdir(parents=True, exist_ok=True)
     with args.confusion_csv.open("w", newline="") as f:
@@ -39,7 +42,9 @@ def main() -> None:
         writer.writerows((classes[a], classes[b]) for a, b in zip(scores["y_true"], scores["y_pred"]))
     plots.confusion_heatmap(scores["confusion"], list(classes), f"linear probe: {params.scenario_name(p)}  "
                             f"(top-1 {scores['top1']:.3f})", args.confusion_png)
-    print(f"probe top-1 {scores['top1']:.4f}  top-3 {scores['top3']:.4f}  kNN {scores['knn']:.4f} -> {args.metrics}")
+    robustness = "".join(f"  shift {name}: {acc:.4f}" for name, acc in scores["shifted_top1"].items())
+    print(f"probe top-1 {scores['top1']:.4f}  top-3 {scores['top3']:.4f}  kNN {scores['knn']:.4f}{robustness}"
+          f" -> {args.metrics}")
 
 
 if __name__ == "__main__":

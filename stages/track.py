@@ -21,6 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--train-metrics", type=Path, required=True)
     parser.add_argument("--probe-metrics", type=Path, required=True)
+    parser.add_argument("--pairs-metrics", type=Path, required=True)
     parser.add_argument("--loss-csv", type=Path, required=True, help="per-epoch loss written by the train stage")
     parser.add_argument("--artifacts", type=Path, nargs="+", required=True, help="figures and encoder to attach")
     args = parser.parse_args()
@@ -28,6 +29,7 @@ def main() -> None:
 
     trained = read_json(args.train_metrics)
     probed = read_json(args.probe_metrics)
+    paired = read_json(args.pairs_metrics)
     with args.loss_csv.open() as f:
         epoch_losses = [float(row["loss"]) for row in csv.DictReader(f)]
     metrics = {
@@ -35,6 +37,8 @@ def main() -> None:
         "probe_top3": probed["top3"],
         "knn_top1": probed["knn"],
         **{f"class_acc.{name}": acc for name, acc in probed["per_class"].items()},
+        **{f"shift_top1.{name}": acc for name, acc in probed["shifted_top1"].items()},
+        "false_negative_rate": paired["false_negative_rate"],
         "final_loss": trained["final_loss"],
         "train_time_s": trained["train_time_s"],
         "images_per_s": trained["images_per_s"],

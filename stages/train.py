@@ -10,9 +10,9 @@ import torch
 from contrastlab import params, plots
 from contrastlab.cli import run_stage, write_json
 from contrastlab.datasets import load_split
-from contrastlab.losses import epochs_and_lr
+from contrastlab.losses import LossOptions, epochs_and_lr
 from contrastlab.model import pick_device
-from contrastlab.train import train
+from contrastlab.train import Recipe, train
 
 
 def main() -> None:
@@ -30,8 +30,9 @@ def main() -> None:
 
     images, _ = load_split(args.data, "train")
     device = pick_device()
-    print(f"training {params.scenario_name(p)} on {device}: {epochs} epochs, lr {lr}, "
-          f"batch {t['batch_size']}, {t['views']} views, {t['precision']}")
+    recipe = Recipe(t["optimizer"], t["momentum"], t["weight_decay"], t["schedule"], t["warmup_epochs"])
+    print(f"training {params.scenario_name(p)} on {device}: {epochs} epochs, lr {lr}, batch {t['batch_size']}, "
+          f"{t['views']} views, {t['precision']}, {t['head']} head, {recipe}")
     result = train(
         torch.from_numpy(images),
         dict(np.load(args.pairs)),
@@ -42,12 +43,16 @@ def main() -> None:
         lr=lr,
         views=t["views"],
         precision=t["precision"],
+        head=t["head"],
+        recipe=recipe,
+        options=LossOptions(margin=t["margin"], temperature=t["temperature"]),
         seed=p["seed"],
         device=device,
     )
 
     args.model.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": result.encoder.cpu().state_dict(), "channels": images.shape[1]}, args.model)
+    torch.save({"state_dict": result.encoder.cpu().state_dict(), "channels": images.shape[1], "head": t["head"]},
+               args.model)
     write_json(args.metrics, {
         "epochs": epochs,
         "lr": lr,

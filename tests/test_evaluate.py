@@ -1,6 +1,6 @@
 import numpy as np
 
-from contrastlab.evaluate import probe, tsne_map
+from contrastlab.evaluate import probe, shift_horizontally, tsne_map
 
 RNG = np.random.default_rng(0)
 LABELS = np.repeat(np.arange(10), 100)
@@ -47,3 +47,19 @@ def test_tsne_is_seeded_and_keeps_clusters_apart():
     spread = np.mean([np.linalg.norm(a[labels == c] - centres[c], axis=1).mean() for c in range(10)])
     gaps = np.linalg.norm(centres[:, None] - centres[None], axis=2)[~np.eye(10, dtype=bool)]
     assert gaps.min() > 2 * spread
+
+
+def test_shift_moves_columns_and_fills_the_gap_with_zero():
+    images = np.arange(1, 7, dtype=np.uint8).reshape(1, 1, 1, 6)  # one row: 1 2 3 4 5 6
+    assert shift_horizontally(images, 2).ravel().tolist() == [0, 0, 1, 2, 3, 4]
+    assert shift_horizontally(images, -3).ravel().tolist() == [4, 5, 6, 0, 0, 0]
+    assert shift_horizontally(images, 0).ravel().tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_shifted_embeddings_are_scored_by_the_classifier_fitted_on_the_unshifted_ones():
+    clean = np.eye(10)[LABELS] * 5 + RNG.normal(0, 0.01, (1000, 10))
+    scrambled = np.eye(10)[(LABELS + 1) % 10] * 5  # every image now looks like the next class
+    s = probe(clean, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0,
+              shifted={"same": clean, "+1": scrambled})
+    assert s["shifted_top1"] == {"same": 1.0, "+1": 0.0}
+    assert s["top1"] == score(clean)["top1"]  # the unshifted scores do not change

@@ -31,3 +31,11 @@ def test_embed_images_uses_eval_mode_so_results_do_not_depend_on_the_batch():
     one_by_one = embed_images(encoder, images, batch_size=1)  # batch statistics of 1 image would differ
     assert not encoder.training
     np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
+
+
+def test_l2_head_keeps_the_weights_and_gives_unit_vectors_that_can_point_apart():
+    sigmoid, l2 = make_encoder(1), make_encoder(1, head="l2")
+    assert sigmoid.state_dict().keys() == l2.state_dict().keys()  # a checkpoint fits either head
+    out = l2.eval()(torch.randn(16, 1, 28, 28))
+    assert torch.allclose(out.norm(dim=1), torch.ones(16), atol=1e-5)
+    assert out.min() < 0  # unlike sigmoid outputs, components can be negative, so a cosine can be too

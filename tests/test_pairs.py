@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from contrastlab.datasets import DataError
-from contrastlab.pairs import anchors_and_negatives, build
+from contrastlab.pairs import anchors_and_negatives, build, false_negative_rate
+from contrastlab.params import ParamError
 
 LABELS = np.repeat(np.arange(10), 8)[np.random.default_rng(1).permutation(80)]
 
@@ -48,3 +49,38 @@ def test_pairs_are_half_positive_half_negative():
 def test_too_many_anchors_is_a_clear_error():
     with pytest.raises(DataError, match="anchors_per_class=9 but class"):
         anchors_and_negatives(LABELS, 9, seed=0)
+
+
+def test_label_aware_negatives_have_no_false_negatives():
+    t = build(LABELS, "triplets", 5, seed=0)
+    assert np.array_equal(t["labels"], LABELS[t["members"]])
+    assert false_negative_rate(t) == 0.0
+
+
+def test_random_negatives_ignore_labels_and_never_pick_the_anchor_itself():
+    labels = np.repeat(np.arange(10), 400)
+    anchor, negative = anchors_and_negatives(labels, 300, seed=0, negatives="random")
+    assert np.all(anchor != negative)
+    t = build(labels, "triplets", 300, seed=0, negatives="random")
+    # about 1 in 10 negatives shares the anchor's class (399 of the 3,999 other images)
+    assert 0.08 < false_negative_rate(t) < 0.12
+    assert false_negative_rate(t) == np.mean(labels[t["members"][:, 2]] == labels[t["members"][:, 0]])
+
+
+def test_views_augment_both_members_and_count_in_batch_false_negatives():
+    v = build(LABELS, "views", 5, seed=0)
+    assert v["members"].shape == (50, 2) and v["augmented"].all()
+    assert np.array_equal(v["members"][:, 0], v["members"][:, 1])
+    # 10 classes x 5 anchors: another anchor shares the class with probability 4/49
+    assert false_negative_rate(v) == pytest.approx(10 * 5 * 4 / (50 * 49))
+
+
+def test_augment_anchor_marks_the_anchor_as_a_view_too():
+    t = build(LABELS, "triplets", 5, seed=0, augment_anchor=True)
+    assert t["augmented"].tolist() == [[True, True, False]] * 50
+
+
+def test_hard_negatives_need_triplets():
+    assert str(build(LABELS, "triplets", 5, seed=0, negatives="hard")["negatives"]) == "hard"
+    with pytest.raises(ParamError, match="pairs.negatives='hard' mines semi-hard negatives for triplets"):
+        build(LABELS, "pairs", 5, seed=0, negatives="hard")

@@ -25,7 +25,10 @@ def test_repository_defaults_are_the_protocol():
     assert (p["dataset"], p["loss"], p["aug"]) == ("mnist", "triplet", "simclr")
     assert p["pairs"]["anchors_per_class"] == 5000
     assert p["train"]["batch_size"] == 1024 and p["train"]["views"] == "fresh"
-    assert p["train"]["precision"] == "fp32"
+    assert p["train"]["precision"] == "fp32" and p["train"]["head"] == "sigmoid"
+    assert (p["train"]["optimizer"], p["train"]["momentum"], p["train"]["weight_decay"]) == ("sgd", 0.0, 0.0)
+    assert (p["train"]["schedule"], p["train"]["warmup_epochs"], p["train"]["margin"]) == ("constant", 0, 1.0)
+    assert (p["pairs"]["negatives"], p["pairs"]["augment_anchor"]) == ("label_aware", False)
     assert p["train"]["epochs"] == "auto" and p["train"]["lr"] == "auto"
     assert p["tsne"]["n_points"] == 1000 and p["tsne"]["perplexity"] == 20
     assert p["probe"]["test_size"] == 0.2 and p["probe"]["knn_k"] == 30
@@ -36,7 +39,19 @@ def test_repository_defaults_are_the_protocol():
     "key, value, section, message",
     [
         ("aug", "simclar", "train", "aug='simclar' is not allowed; expected one of none, pad_rotate_scale, simclr"),
-        ("loss", "quadruplet", "pairs", "loss='quadruplet' is not allowed; expected one of pairwise, triplet"),
+        ("loss", "quadruplet", "pairs",
+         "loss='quadruplet' is not allowed; expected one of contrastive, ntxent, pairwise, supcon, triplet"),
+        ("pairs.negatives", "hardest", "pairs",
+         "pairs.negatives='hardest' is not allowed; expected one of label_aware, random, hard"),
+        ("pairs.augment_anchor", "yes", "pairs", "pairs.augment_anchor='yes' is not allowed; expected true or false"),
+        ("train.head", "tanh", "train", "train.head='tanh' is not allowed; expected one of l2, sigmoid"),
+        ("train.optimizer", "adam", "train", "train.optimizer='adam' is not allowed; expected one of sgd, adamw"),
+        ("train.momentum", 1.0, "train", "train.momentum=1.0 is not allowed; expected a number >= 0 and < 1"),
+        ("train.weight_decay", -0.1, "train", "train.weight_decay=-0.1 is not allowed; expected a number >= 0"),
+        ("train.schedule", "step", "train", "expected one of constant, cosine, onecycle"),
+        ("train.warmup_epochs", 0.5, "train", "train.warmup_epochs=0.5 is not allowed; expected an integer >= 0"),
+        ("train.temperature", 0, "train", "train.temperature=0 is not allowed; expected a number > 0"),
+        ("embed.shifts", [3, "6"], "embed", "embed.shifts=[3, '6'] is not allowed; expected a list of integers"),
         ("train.epochs", -1, "train", "train.epochs=-1 is not allowed; expected 'auto' or an integer >= 1"),
         ("train.batch_size", 0, "train", "train.batch_size=0 is not allowed; expected an integer >= 1"),
         ("train.batch_size", "big", "train", "train.batch_size='big' is not allowed"),

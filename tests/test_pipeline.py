@@ -53,6 +53,8 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo, first_repro)
     probe = json.loads((path / "metrics/probe.json").read_text())
     assert 0 <= probe["top1"] <= probe["top3"] <= 1 and 0 <= probe["knn"] <= 1
     assert list(probe["per_class"]) == [str(d) for d in range(10)]
+    assert list(probe["shifted_top1"]) == ["-6", "-3", "3", "6"]
+    assert json.loads((path / "metrics/pairs.json").read_text()) == {"false_negative_rate": 0.0}
     train = json.loads((path / "metrics/train.json").read_text())
     assert (train["epochs"], train["lr"], train["device"]) == (2, 0.15, "cpu")
     assert train["images_per_s"] > 0
@@ -90,3 +92,26 @@ def test_bad_value_stops_the_stage_with_one_line_and_no_output(repo, first_repro
         failed.stderr + failed.stdout
     )
     assert not (path / "models/encoder.pt").exists()
+
+
+@pytest.mark.parametrize("settings, fnr", [
+    (["loss=contrastive", "pairs.negatives=random", "train.optimizer=adamw", "train.schedule=onecycle"], (0.0, 0.3)),
+    (["loss=ntxent", "train.head=l2", "train.schedule=cosine", "train.warmup_epochs=1", "dataset=fashion_mnist"],
+     (0.05, 0.15)),
+    (["loss=supcon", "train.temperature=0.1", "dataset=cifar10", "train.momentum=0.9"], (0.05, 0.15)),
+    (["pairs.negatives=hard", "pairs.augment_anchor=true", "train.weight_decay=0.01"], (0.0, 0.0)),
+])
+def test_every_option_runs_through_dvc_exp_run_and_lands_in_mlflow(repo, first_repro, settings, fnr):
+    path, env = repo
+    sh("git", "checkout", "--", "params.yaml", cwd=path, env=env)  # undo what an earlier test left
+    flags = [arg for setting in settings for arg in ("-S", setting)]
+    run = sh("dvc", "exp", "run", *flags, cwd=path, env=env)
+    assert "train" in stages_run(run.stdout)
+    rate = json.loads((path / "metrics/pairs.json").read_text())["false_negative_rate"]
+    assert fnr[0] <= rate <= fnr[1]
+    with sqlite3.connect(path / "mlflow.db") as db:
+        logged = dict(db.execute("SELECT p.key, p.value FROM params p JOIN runs r ON r.run_uuid = p.run_uuid "
+                                 "ORDER BY r.start_time DESC").fetchall()[:200][::-1])
+    for setting in settings:
+        key, value = setting.split("=")
+        assert logged[key].lower() == value.lower()

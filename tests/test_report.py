@@ -11,13 +11,16 @@ import pytest
 from contrastlab.report import Group, factor_effect, published_results, spread_test, write_report
 
 
-def write_scenario(results: Path, loss: str, aug: str, seed: int, top1: float, train_s: float = 100.0) -> None:
-    folder = results / f"mnist-{loss}-{aug}-s{seed}"
+def write_scenario(results: Path, loss: str, aug: str, seed: int, top1: float, train_s: float = 100.0,
+                   variant: str = "", recipe: str = "protocol", shifted: dict | None = None) -> None:
+    name = "-".join(["mnist", loss, aug, *([variant] if variant else []), *([recipe] if recipe != "protocol" else [])])
+    folder = results / f"{name}-s{seed}"
     folder.mkdir(parents=True)
     overrides = {"dataset": "mnist", "loss": loss, "aug": aug, "seed": seed}
     (folder / "study.json").write_text(json.dumps({"name": folder.name, "overrides": overrides, "wall_s": 120.0,
-                                                   "finished": f"2026-11-25T10:0{seed}:00"}))
-    (folder / "probe.json").write_text(json.dumps({"top1": top1, "top3": 0.99, "knn": top1 - 0.01}))
+                                                   "recipe": recipe, "finished": f"2026-11-25T10:0{seed}:00"}))
+    (folder / "probe.json").write_text(json.dumps({"top1": top1, "top3": 0.99, "knn": top1 - 0.01,
+                                                   "shifted_top1": shifted or {}}))
     (folder / "train.json").write_text(json.dumps({"train_time_s": train_s}))
     points = [("x", "y", "class"), *((str(i), str(-i), str(i % 10)) for i in range(20))]
     (folder / "tsne.csv").write_text("\n".join(",".join(p) for p in points) + "\n")
@@ -60,7 +63,7 @@ def test_findings_name_the_best_scenario_and_what_beats_what(report):
     assert "- 1 of 2 scenarios beat raw pixels (0.8500)." in text
     assert "- 1 of 2 scenarios beat the published study's top-1." in text
     assert "- simclr: triplet - pairwise = +0.1050, larger than the seed spread." in text
-    assert "- Total wall time of all 6 runs (scenarios and baselines): 0.14 h." in text  # (4 x 120 + 2 x 10) s
+    assert "- Total wall time of all 6 runs (scenarios, baselines and beyond): 0.14 h." in text  # 4 x 120 + 2 x 10 s
     for png in ("top1.png", "tsne_mnist_triplet.png", "tsne_mnist_pairwise.png", "confusion_mnist.png"):
         assert (report / png).read_bytes()[:4] == b"\x89PNG"
 
@@ -84,6 +87,23 @@ def test_factor_effect_is_the_range_of_marginal_means():
     assert means == {"triplet": pytest.approx(0.8), "pairwise": pytest.approx(0.5)}
     assert span == pytest.approx(0.3)
     assert factor_effect(groups, "aug")[0] == pytest.approx(0.1)
+
+
+def test_methods_beyond_the_study_get_their_own_table_against_the_best_of_the_twelve(tmp_path):
+    results = tmp_path / "results"
+    for seed, (a, b, c) in enumerate([(0.90, 0.95, 0.80), (0.92, 0.97, 0.80)]):
+        write_scenario(results, "triplet", "simclr", seed, a)
+        write_scenario(results, "ntxent", "simclr", seed, b, shifted={"-3": 0.5, "3": 0.7, "-6": 0.1, "6": 0.3})
+        write_scenario(results, "triplet", "simclr", seed, c, variant="negatives-random", recipe="tuned")
+    write_report(results, tmp_path / "report")
+    text = (tmp_path / "report/README.md").read_text()
+    assert "| mnist | triplet / simclr | 2 | 0.9100 ± 0.0141 | 0.9280 |" in text  # the 12-scenario table
+    assert ("| mnist | ntxent / simclr | 2 | 0.9600 ± 0.0141 | 0.9900 ± 0.0000 | 0.9500 ± 0.0141 | 0.6000 | 0.2000 | "
+            "+0.0500, larger than the seed spread |") in text
+    assert "| mnist | triplet / simclr / negatives-random (tuned recipe) | 2 | 0.8000 ± 0.0000 |" in text
+    assert "| mnist | triplet / simclr | 2 | 0.9100 ± 0.0141 | 0.9900 ± 0.0000 | 0.9000 ± 0.0141 |  |  | (best of 12) |" in text
+    assert "| mnist | **best: ntxent / simclr** |" in text
+    assert (tmp_path / "report/top1_beyond.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_published_results_are_the_studys_twelve_numbers():

@@ -48,12 +48,15 @@ def test_tracking_failure_is_loud_exits_nonzero_and_leaves_outputs_alone(tmp_pat
     shutil.copy(ROOT / "params.yaml", tmp_path)
     (tmp_path / "train.json").write_text(json.dumps({"epochs": 1, "lr": 0.15, "final_loss": 0.5,
                                                      "train_time_s": 1.0, "images_per_s": 10.0}))
-    (tmp_path / "probe.json").write_text(json.dumps({"top1": 0.5, "top3": 0.8, "knn": 0.4, "per_class": {"0": 0.5}}))
+    (tmp_path / "probe.json").write_text(json.dumps({"top1": 0.5, "top3": 0.8, "knn": 0.4, "per_class": {"0": 0.5},
+                                                     "shifted_top1": {"-3": 0.4}}))
+    (tmp_path / "pairs.json").write_text(json.dumps({"false_negative_rate": 0.0}))
     (tmp_path / "loss.csv").write_text("epoch,loss\n1,0.5\n")
     (tmp_path / "encoder.pt").write_bytes(b"weights")
     (tmp_path / "not-a-folder").write_text("")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    result = stage("track", "--train-metrics", "train.json", "--probe-metrics", "probe.json", "--loss-csv", "loss.csv",
+    result = stage("track", "--train-metrics", "train.json", "--probe-metrics", "probe.json",
+                   "--pairs-metrics", "pairs.json", "--loss-csv", "loss.csv",
                    "--artifacts", "encoder.pt", cwd=tmp_path,
                    env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/not-a-folder/mlflow.db", "DVC_ROOT": str(tmp_path)})
     assert result.returncode == 1

@@ -12,7 +12,7 @@ import yaml
 
 from contrastlab.params import ParamError
 from contrastlab.report import BASELINE_NAMES
-from contrastlab.study import plan, run_name, set_flag
+from contrastlab.study import plan, set_flag
 from tinydata import ROOT, make_tiny_repo, sh
 
 RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -30,24 +30,42 @@ def test_plan_runs_seed_by_seed_with_baselines_after_each_seeds_scenarios():
     assert runs[12].baseline == "raw_pixels" and runs[12].overrides == {"dataset": "mnist", "seed": 0}
 
 
-def test_an_extra_axis_becomes_part_of_the_name_and_the_overrides():
-    raw = {**RAW, "study": {**RAW["study"], "grid": {"loss": ["triplet"], "train.lr": [0.1, 0.2]}, "baselines": []}}
-    runs = plan(raw, seeds=1)
-    assert [run.name for run in runs] == ["mnist-triplet-simclr-lr-0.1-s0", "mnist-triplet-simclr-lr-0.2-s0"]
-    assert runs[0].overrides == {"dataset": "mnist", "loss": "triplet", "aug": "simclr", "train.lr": 0.1, "seed": 0}
-    assert run_name({"dataset": "d", "loss": "l", "aug": "a", "pairs.negatives": "random"}, ["pairs.negatives"], 2) \
-        == "d-l-a-negatives-random-s2"
+def with_grid(grid: dict, **study) -> dict:
+    return {**RAW, "study": {**RAW["study"], "grids": {**RAW["study"]["grids"], "test": grid}, **study}}
+
+
+def test_an_extra_axis_is_named_only_where_it_differs_from_params_yaml():
+    raw = with_grid({"loss": ["triplet"], "pairs.negatives": ["label_aware", "random"]}, baselines=[])
+    runs = plan(raw, seeds=1, grid_name="test")
+    assert [run.name for run in runs] == ["mnist-triplet-simclr-s0", "mnist-triplet-simclr-negatives-random-s0"]
+    assert runs[1].overrides == {"dataset": "mnist", "loss": "triplet", "aug": "simclr",
+                                 "pairs.negatives": "random", "seed": 0}
+
+
+def test_a_recipe_applies_to_every_point_and_names_the_runs():
+    raw = with_grid({"loss": ["pairwise", "triplet"]}, baselines=[],
+                    recipes={"protocol": {}, "fast": {"train.epochs": 1, "train.optimizer": "adamw"}})
+    runs = plan(raw, seeds=1, grid_name="test", recipe="fast")
+    assert [run.name for run in runs] == ["mnist-pairwise-simclr-fast-s0", "mnist-triplet-simclr-fast-s0"]
+    assert runs[0].overrides["train.epochs"] == 1 and runs[0].overrides["train.optimizer"] == "adamw"
+
+
+def test_unknown_grid_or_recipe_names_the_known_ones():
+    with pytest.raises(ParamError, match="no study grid 'mian'; known: main, losses, negatives"):
+        plan(RAW, seeds=1, grid_name="mian")
+    with pytest.raises(ParamError, match="no study recipe 'fast'; known: protocol"):
+        plan(RAW, seeds=1, recipe="fast")
 
 
 @pytest.mark.parametrize("grid, message", [
     ({"aug": ["simclar"]}, "aug='simclar' is not allowed"),
-    ({"train.momentum": [0.9]}, "study.grid axis 'train.momentum' is not a param"),
-    ({"optim.lr": [0.1]}, "study.grid axis 'optim.lr' is not a param (no section 'optim')"),
+    ({"train.momentun": [0.9]}, "study axis 'train.momentun' is not a param"),
+    ({"optim.lr": [0.1]}, "study axis 'optim.lr' is not a param (no section 'optim')"),
     ({"train.epochs": [0]}, "train.epochs=0 is not allowed"),
 ])
 def test_a_bad_grid_fails_before_anything_runs(grid, message):
     with pytest.raises(ParamError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        plan({**RAW, "study": {**RAW["study"], "grid": grid}}, seeds=1)
+        plan(with_grid(grid), seeds=1, grid_name="test")
 
 
 def test_set_flag_writes_values_as_yaml_reads_them():
@@ -67,7 +85,7 @@ def mlflow_scenarios(repo) -> list[str]:
 def study(tmp_path_factory):
     repo, env = make_tiny_repo(tmp_path_factory.mktemp("study"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["study"].update(seeds=1, grid={"dataset": ["mnist"], "loss": ["triplet"], "aug": ["none", "simclr"]})
+    params["study"].update(seeds=1, grids={"main": {"dataset": ["mnist"], "loss": ["triplet"], "aug": ["none", "simclr"]}})
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     cmd = (sys.executable, "-m", "contrastlab.study", "--results", "study/results")
     first = sh(*cmd, cwd=repo, env=env)
@@ -85,7 +103,7 @@ def test_study_keeps_every_run_and_tracks_each_once(study):
         "baseline-mnist-raw_pixels-s0", "baseline-mnist-random_init-s0", "baseline-mnist-supervised-s0"])
     kept = results / "mnist-triplet-none-s0"
     assert sorted(p.name for p in kept.iterdir()) == [
-        "confusion.csv", "probe.json", "study.json", "train.json", "train_loss.csv", "tsne.csv"]
+        "confusion.csv", "pairs.json", "probe.json", "study.json", "train.json", "train_loss.csv", "tsne.csv"]
     info = json.loads((kept / "study.json").read_text())
     assert info["overrides"] == {"dataset": "mnist", "loss": "triplet", "aug": "none", "seed": 0}
     assert info["wall_s"] > 0

@@ -5,8 +5,9 @@ import torch
 import contrastlab.train
 from contrastlab.model import make_encoder
 from contrastlab.pairs import build
-from contrastlab.train import draw_fixed_views, train
 from contrastlab.augment import AUGMENTATIONS
+from contrastlab.losses import LOSSES
+from contrastlab.train import Recipe, draw_fixed_views, make_optimizer, make_schedule, train
 
 RNG = np.random.default_rng(0)
 LABELS = np.repeat(np.arange(10), 8)
@@ -14,10 +15,11 @@ LABELS = np.repeat(np.arange(10), 8)
 IMAGES = torch.from_numpy(np.clip(LABELS[:, None, None, None] * 25 + RNG.normal(0, 20, (80, 1, 28, 28)), 0, 255).astype(np.uint8))
 
 
-def run(loss="triplet", aug="simclr", views="fresh", seed=0, epochs=2, precision="fp32"):
-    examples = build(LABELS, "triplets" if loss == "triplet" else "pairs", 8, seed=0)
+def run(loss="triplet", aug="simclr", views="fresh", seed=0, epochs=2, precision="fp32", negatives="label_aware",
+        **options):
+    examples = build(LABELS, LOSSES[loss].examples, 8, seed=0, negatives=negatives)
     return train(IMAGES, examples, loss=loss, aug=aug, epochs=epochs, batch_size=16, lr=0.1, views=views,
-                 seed=seed, device=torch.device("cpu"), progress=False, precision=precision)
+                 seed=seed, device=torch.device("cpu"), progress=False, precision=precision, **options)
 
 
 def weights(result):
@@ -30,12 +32,11 @@ def test_same_seed_gives_identical_weights_other_seed_does_not():
     assert not torch.equal(weights(a), weights(c))
 
 
-@pytest.mark.parametrize("loss", ["pairwise", "triplet"])
-def test_training_records_losses_and_throughput(loss):
+@pytest.mark.parametrize("loss, examples, members", [
+    ("pairwise", 160, 2), ("triplet", 80, 3), ("contrastive", 160, 2), ("ntxent", 80, 2), ("supcon", 80, 2)])
+def test_training_records_losses_and_throughput(loss, examples, members):
     result = run(loss=loss, epochs=3)
     assert len(result.epoch_losses) == 3 and all(np.isfinite(result.epoch_losses))
-    members = 2 if loss == "pairwise" else 3
-    examples = 160 if loss == "pairwise" else 80
     assert result.images_seen == 3 * examples * members
     assert result.images_per_s > 0
 
@@ -62,8 +63,8 @@ def first_conv_input_and_output_dtype(precision, monkeypatch):
     """What the encoder's first convolution receives, and the dtype it returns, in a run's first step."""
     seen = []
 
-    def recording_encoder(channels):
-        encoder = make_encoder(channels)
+    def recording_encoder(channels, head):
+        encoder = make_encoder(channels, head)
         encoder[0].register_forward_hook(lambda module, args, out: seen.append((args[0].clone(), out.dtype)))
         return encoder
 
@@ -88,3 +89,57 @@ def test_bf16_training_learns_and_differs_from_fp32():
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match="expected one of fp32, bf16"):
         run(precision="fp16")
+
+
+def test_hard_negatives_change_training_and_still_learn():
+    hard, label_aware = run(aug="none", epochs=8, negatives="hard"), run(aug="none", epochs=8)
+    assert hard.epoch_losses[-1] < hard.epoch_losses[0]
+    assert not torch.equal(weights(hard), weights(label_aware))
+
+
+def test_l2_head_gives_unit_embeddings():
+    result = run(head="l2")
+    out = result.encoder.eval()(torch.randn(4, 1, 28, 28))
+    assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-5)
+
+
+def lrs(recipe: Recipe, lr=1.0, steps_per_epoch=2, epochs=4) -> list[float]:
+    """The learning rate used at each optimizer step."""
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], recipe, lr)
+    schedule = make_schedule(optimizer, recipe, lr, steps_per_epoch, epochs)
+    seen = []
+    for _ in range(steps_per_epoch * epochs):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+    return seen
+
+
+def test_protocol_recipe_is_plain_sgd_at_a_constant_rate():
+    assert make_schedule(make_optimizer([torch.nn.Parameter(torch.zeros(1))], Recipe(), 0.1), Recipe(), 0.1, 2, 4) is None
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], Recipe(), 0.1)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert (optimizer.defaults["momentum"], optimizer.defaults["weight_decay"]) == (0.0, 0.0)
+    assert lrs(Recipe()) == [1.0] * 8
+
+
+def test_warmup_then_cosine_by_hand():
+    got = lrs(Recipe(schedule="cosine", warmup_epochs=1))  # 2 warm-up steps, then 6 cosine steps to 0
+    cosine = [0.5 * (1 + np.cos(np.pi * t / 6)) for t in range(6)]
+    assert got == pytest.approx([0.5, 1.0, *cosine])
+
+
+def test_warmup_alone_ramps_linearly_then_holds():
+    assert lrs(Recipe(warmup_epochs=2)) == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def test_onecycle_rises_to_the_rate_then_falls_far_below():
+    got = lrs(Recipe(optimizer="adamw", schedule="onecycle"), steps_per_epoch=10, epochs=2)
+    assert got[0] == pytest.approx(1.0 / 25) and max(got) == pytest.approx(1.0, rel=0.05)
+    assert got.index(max(got)) == 5 and got[-1] < 0.01  # peak at 30% of 20 steps
+
+
+def test_adamw_with_weight_decay_trains_differently_from_sgd():
+    adamw = run(recipe=Recipe(optimizer="adamw", weight_decay=0.05))
+    assert not torch.equal(weights(adamw), weights(run()))

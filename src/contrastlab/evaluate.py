@@ -17,6 +17,16 @@ def tsne_map(embeddings: np.ndarray, *, perplexity: float, max_iter: int, seed: 
     return tsne.fit_transform(embeddings.astype(np.float32))
 
 
+def shift_horizontally(images: np.ndarray, pixels: int) -> np.ndarray:
+    """(N, C, H, W) images moved `pixels` to the right (left if negative), the gap filled with 0."""
+    shifted = np.zeros_like(images)
+    if pixels >= 0:
+        shifted[..., pixels:] = images[..., : images.shape[-1] - pixels]
+    else:
+        shifted[..., :pixels] = images[..., -pixels:]
+    return shifted
+
+
 def probe(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -25,15 +35,17 @@ def probe(
     knn_k: int,
     max_iter: int,
     seed: int,
+    shifted: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Score the embeddings with ONE stratified, seeded split and ONE logistic regression.
 
     Top-1 and top-3 come from the same classifier (the study used two different splits and
-    classifiers); kNN and per-class accuracy use the same split.
+    classifiers); kNN and per-class accuracy use the same split. `shifted` maps a name to the
+    embeddings of the same images after a change (e.g. a shift): the classifier fitted on the
+    unchanged images is scored on the changed versions of the held-out images.
     """
-    x_fit, x_score, y_fit, y_score = train_test_split(
-        embeddings, labels, test_size=test_size, stratify=labels, random_state=seed
-    )
+    fit, score = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
+    x_fit, x_score, y_fit, y_score = embeddings[fit], embeddings[score], labels[fit], labels[score]
     classifier = LogisticRegression(max_iter=max_iter).fit(x_fit, y_fit)
     predicted = classifier.predict(x_score)
     classes = np.unique(labels)
@@ -45,6 +57,7 @@ def probe(
         "top3": float(top3),
         "knn": float(knn.score(x_score, y_score)),
         "per_class": (matrix.diagonal() / matrix.sum(axis=1)).tolist(),
+        "shifted_top1": {name: float(classifier.score(x[score], y_score)) for name, x in (shifted or {}).items()},
         "confusion": matrix,
         "y_true": y_score,
         "y_pred": predicted,

@@ -4,12 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 EMBEDDING_DIM = 32
 
 
-def make_encoder(channels: int) -> nn.Sequential:
+class L2Normalize(nn.Module):
+    """Scale each embedding to unit length."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1)
+
+
+# The last conv's 32 outputs are a linear projection; the head decides what is done with them.
+# `sigmoid` (the protocol) squashes them into (0, 1): every embedding is non-negative, so the cosine
+# similarity of any two is >= 0 and a cosine loss with margin 0 can never push negatives apart.
+# `l2` keeps the projection and scales it to unit length instead.
+HEADS = {"sigmoid": lambda: [nn.Sigmoid(), nn.Flatten()], "l2": lambda: [nn.Flatten(), L2Normalize()]}
+
+
+def make_encoder(channels: int, head: str = "sigmoid") -> nn.Sequential:
     """The protocol's encoder, layer for layer (about 181k parameters for any input size 28-32)."""
     return nn.Sequential(
         nn.Conv2d(channels, 32, kernel_size=2, stride=2, padding=1, bias=False),
@@ -24,8 +39,7 @@ def make_encoder(channels: int) -> nn.Sequential:
         nn.BatchNorm2d(256),
         nn.LeakyReLU(0.2),
         nn.Conv2d(256, 8, kernel_size=2, stride=1, padding=0, bias=False),
-        nn.Sigmoid(),
-        nn.Flatten(),
+        *HEADS[head](),
     )
 
 

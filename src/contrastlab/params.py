@@ -29,6 +29,8 @@ def _registered(kind: str) -> list[str]:
         from contrastlab.losses import LOSSES as registry
     elif kind == "baseline":
         from contrastlab.baselines import BASELINES as registry
+    elif kind == "head":
+        from contrastlab.model import HEADS as registry
     else:
         from contrastlab.augment import AUGMENTATIONS as registry
     return sorted(registry)
@@ -60,6 +62,20 @@ def positive_number(auto: bool = False) -> Rule:
     return Rule(f"{prefix}a number > 0", lambda v: (auto and v == AUTO) or (_is_number(v) and v > 0))
 
 
+def number_at_least(lo: float, below: float | None = None) -> Rule:
+    upper = f" and < {below}" if below is not None else ""
+    return Rule(f"a number >= {lo}{upper}",
+                lambda v: _is_number(v) and v >= lo and (below is None or v < below))
+
+
+def boolean() -> Rule:
+    return Rule("true or false", lambda v: isinstance(v, bool))
+
+
+def int_list() -> Rule:
+    return Rule("a list of integers (may be empty)", lambda v: isinstance(v, list) and all(_is_int(x) for x in v))
+
+
 def fraction() -> Rule:
     return Rule("a number strictly between 0 and 1", lambda v: _is_number(v) and 0 < v < 1)
 
@@ -75,11 +91,23 @@ def list_of(*options: str) -> Rule:
     )
 
 
-def grid() -> Rule:
+def _is_grid(v: Any) -> bool:
+    return isinstance(v, dict) and len(v) > 0 and all(
+        isinstance(k, str) and isinstance(x, list) and len(x) > 0 for k, x in v.items())
+
+
+def named_grids() -> Rule:
     return Rule(
-        "a mapping of param names (as `-S` takes them) to non-empty lists of values",
-        lambda v: isinstance(v, dict) and len(v) > 0
-        and all(isinstance(k, str) and isinstance(x, list) and len(x) > 0 for k, x in v.items()),
+        "a mapping of grid names to grids (param names as `-S` takes them -> non-empty lists of values)",
+        lambda v: isinstance(v, dict) and len(v) > 0 and all(isinstance(k, str) and _is_grid(g) for k, g in v.items()),
+    )
+
+
+def named_overrides() -> Rule:
+    return Rule(
+        "a mapping of recipe names to mappings of param names (as `-S` takes them) to values",
+        lambda v: isinstance(v, dict) and len(v) > 0 and all(
+            isinstance(k, str) and isinstance(o, dict) and all(isinstance(x, str) for x in o) for k, o in v.items()),
     )
 
 
@@ -97,6 +125,9 @@ def registered_list(kind: str) -> Callable[[], Rule]:
 
 SOURCES = ("mirror", "torchvision", "pypi")
 PRECISIONS = ("fp32", "bf16")  # bf16: bfloat16 autocast of the encoder's forward passes
+NEGATIVES = ("label_aware", "random", "hard")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle")
 
 # section -> key -> rule (or a factory for rules that depend on the registries).
 SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
@@ -112,15 +143,27 @@ SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
         "sources": list_of(*SOURCES),
         "digests": optional_text(),
     },
-    "pairs": {"anchors_per_class": int_at_least(1)},
+    "pairs": {
+        "anchors_per_class": int_at_least(1),
+        "negatives": one_of(*NEGATIVES),
+        "augment_anchor": boolean(),
+    },
     "train": {
         "epochs": int_at_least(1, auto=True),
         "batch_size": int_at_least(1),
         "lr": positive_number(auto=True),
         "views": one_of("fresh", "once"),
         "precision": one_of(*PRECISIONS),
+        "head": registered("head"),
+        "optimizer": one_of(*OPTIMIZERS),
+        "momentum": number_at_least(0, below=1),
+        "weight_decay": number_at_least(0),
+        "schedule": one_of(*SCHEDULES),
+        "warmup_epochs": int_at_least(0),
+        "margin": positive_number(),
+        "temperature": positive_number(),
     },
-    "embed": {"batch_size": int_at_least(1)},
+    "embed": {"batch_size": int_at_least(1), "shifts": int_list()},
     "tsne": {
         "n_points": int_at_least(2),
         "perplexity": positive_number(),
@@ -134,7 +177,8 @@ SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
     # Read by the study command only, never by a stage: not part of any scenario's params.
     "study": {
         "seeds": int_at_least(1),
-        "grid": grid(),
+        "grids": named_grids(),
+        "recipes": named_overrides(),
         "baselines": registered_list("baseline"),
     },
 }

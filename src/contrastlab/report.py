@@ -38,8 +38,9 @@ class Group:
     """All seeds of one scenario (or one baseline on one dataset)."""
 
     dataset: str
-    label: str                      # "<loss> / <aug>" or the baseline's name
+    label: str                      # "<loss> / <aug>[ / <variant>]" or the baseline's name
     runs: list[dict] = field(default_factory=list)
+    main: bool = True               # one of the study's scenarios: its losses, no variant, its recipe
 
     def values(self, metric: str) -> list[float]:
         return [run["probe"][metric] for run in self.runs]
@@ -68,6 +69,9 @@ def published_results() -> dict[tuple[str, str, str], dict[str, float]]:
     }
 
 
+PUBLISHED = published_results()
+
+
 def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
     """Scenario groups and baseline groups keyed by name without the seed, in the order of the study."""
     scenarios: dict[str, Group] = {}
@@ -86,9 +90,12 @@ def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
         if "baseline" in study:
             group = baselines.setdefault(key, Group(study["dataset"], BASELINE_NAMES[study["baseline"]]))
         else:
-            o = study["overrides"]
-            extras = [f"{k}={v}" for k, v in o.items() if k not in ("dataset", "loss", "aug", "seed")]
-            group = scenarios.setdefault(key, Group(o["dataset"], " / ".join([o["loss"], o["aug"], *extras])))
+            o, recipe = study["overrides"], study.get("recipe", "protocol")
+            variant = key.removeprefix(f"{o['dataset']}-{o['loss']}-{o['aug']}").removesuffix(f"-{recipe}").strip("-")
+            label = " / ".join([o["loss"], o["aug"], *([variant] if variant else [])])
+            label += f" ({recipe} recipe)" if recipe != "protocol" else ""
+            main = recipe == "protocol" and not variant and (o["dataset"], o["loss"], o["aug"]) in PUBLISHED
+            group = scenarios.setdefault(key, Group(o["dataset"], label, main=main))
         group.runs.append(run)
     return scenarios, baselines
 
@@ -249,15 +256,50 @@ def findings(scenarios: dict[str, Group], baselines: dict[str, Group], published
     return lines
 
 
-def timing(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
-    runs = [run for g in [*scenarios.values(), *baselines.values()] for run in g.runs]
+def shift_top1(group: Group, pixels: int) -> str:
+    """Mean probe top-1 over seeds on test images shifted by +-pixels ("" where not measured)."""
+    found = [run["probe"]["shifted_top1"][key] for run in group.runs
+             for key in (str(pixels), str(-pixels)) if key in run["probe"].get("shifted_top1", {})]
+    return f"{statistics.fmean(found):.4f}" if found else ""
+
+
+def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
+    """Methods beyond the study's 12 scenarios, each against the best of the 12 on its dataset."""
+    if not beyond:
+        return []
+    lines = ["## Beyond the study", "",
+             "Other losses, negatives, heads and recipes, with the same probe; \"vs best of 12\" compares with the "
+             "best of the study's scenarios on the same dataset (mean difference; spread test as above). "
+             "Shift columns: the probe's top-1 on held-out test images shifted horizontally by ±3 / ±6 pixels.", "",
+             "| dataset | method | seeds | probe top-1 | top-3 | kNN | shift ±3 | shift ±6 | vs best of 12 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    bars: dict[str, list[dict]] = defaultdict(list)
+    for dataset in dict.fromkeys(g.dataset for g in beyond.values()):
+        reference = max((g for g in main.values() if g.dataset == dataset), key=lambda g: g.mean("top1"), default=None)
+        rows = sorted([*(g for g in beyond.values() if g.dataset == dataset), *([reference] if reference else [])],
+                      key=lambda g: g.mean("top1"), reverse=True)
+        for g in rows:
+            versus = ("(best of 12)" if g is reference else
+                      f"{g.mean('top1') - reference.mean('top1'):+.4f}, {spread_test(g, reference)}" if reference else "")
+            lines.append(f"| {dataset} | {g.label} | {len(g.runs)} | {fmt(g, 'top1')} | {fmt(g, 'top3')} | "
+                         f"{fmt(g, 'knn')} | {shift_top1(g, 3)} | {shift_top1(g, 6)} | {versus} |")
+            bars[dataset].append({"label": g.label, "mean": g.mean("top1"), "std": g.std("top1"), "published": None})
+        best = rows[0]
+        lines.append(f"| {dataset} | **best: {best.label}** | | | | | | | |")
+    references = {d: {g.label: g.mean("top1") for g in baselines.values() if g.dataset == d} for d in bars}
+    plots.top1_bars(bars, references, out / "top1_beyond.png")
+    return [*lines, "", "![top-1 beyond the study](top1_beyond.png)", ""]
+
+
+def timing(main: dict[str, Group], beyond: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
+    runs = [run for g in [*main.values(), *beyond.values(), *baselines.values()] for run in g.runs]
     total = sum(run["study"]["wall_s"] for run in runs)
-    first_seed = sum(run["study"]["wall_s"] for g in scenarios.values() for run in g.runs[:1])
+    first_seed = sum(run["study"]["wall_s"] for g in main.values() for run in g.runs[:1])
     return [
-        f"- Total wall time of all {len(runs)} runs (scenarios and baselines): {total / 3600:.2f} h.",
-        f"- The {len(scenarios)} scenarios with one seed: {first_seed / 60:.0f} min.",
+        f"- Total wall time of all {len(runs)} runs (scenarios, baselines and beyond): {total / 3600:.2f} h.",
+        f"- The {len(main)} scenarios with one seed: {first_seed / 60:.0f} min.",
         "- Per scenario, mean wall time of one run (train + embed + t-SNE + probe + tracking, via `dvc exp run`): "
-        + ", ".join(f"{g.dataset} {g.label} {g.mean_of('wall_s'):.0f} s" for g in scenarios.values()) + ".",
+        + ", ".join(f"{g.dataset} {g.label} {g.mean_of('wall_s'):.0f} s" for g in main.values()) + ".",
     ]
 
 
@@ -265,7 +307,9 @@ def write_report(results: Path, out: Path) -> None:
     scenarios, baselines = load(results)
     if not scenarios:
         raise SystemExit(f"error: no finished scenario in {results}; run the study first (make study)")
-    published = published_results()
+    published = PUBLISHED
+    beyond = {key: g for key, g in scenarios.items() if not g.main}
+    scenarios = {key: g for key, g in scenarios.items() if g.main}
     out.mkdir(parents=True, exist_ok=True)
     lines, rows = table(scenarios, baselines, published)
     with (out / "results.csv").open("w", newline="") as f:
@@ -285,11 +329,12 @@ def write_report(results: Path, out: Path) -> None:
         *findings(scenarios, baselines, published),
         "## Time",
         "",
-        *timing(scenarios, baselines),
+        *timing(scenarios, beyond, baselines),
         "",
         "## Figures",
         "",
         *figures(scenarios, baselines, published, out),
+        *beyond_section(beyond, scenarios, baselines, out),
     ]
     (out / "README.md").write_text("\n".join(text) + "\n")
 

@@ -1,6 +1,7 @@
-"""The study: every scenario of `study.grid` x `study.seeds` as a DVC experiment, plus the baselines.
+"""The study: every scenario of a grid x `study.seeds` as a DVC experiment, plus the baselines.
 
-    python -m contrastlab.study --results study/results          # `make study` also builds the report
+    python -m contrastlab.study --results study/results                  # grid `main`, recipe `protocol`
+    python -m contrastlab.study --grid losses --recipe tuned              # any grid and recipe of params.yaml
 
 Each scenario and seed runs as `dvc exp run --temp -n <name> -S ...` (the workspace is left alone,
 DVC restores unchanged stages from its run cache, the track stage logs one MLflow run). Its small
@@ -37,7 +38,9 @@ KEPT = {
     "plots/train_loss.csv": "train_loss.csv",
     "plots/tsne.csv": "tsne.csv",
     "plots/confusion.csv": "confusion.csv",
+    "metrics/pairs.json": "pairs.json",
 }
+OPTIONAL = {"metrics/pairs.json"}  # not written by versions of the pipeline before it existed
 MAIN_AXES = ("dataset", "loss", "aug")
 
 
@@ -48,6 +51,7 @@ class Run:
     name: str
     overrides: dict = field(hash=False)
     baseline: str | None = None
+    recipe: str = "protocol"
 
     @property
     def seed(self) -> int:
@@ -60,37 +64,51 @@ def set_param(raw: dict, path: str, value) -> None:
     node = raw
     for part in parents:
         if not isinstance(node.get(part), dict):
-            raise ParamError(f"params.yaml: study.grid axis '{path}' is not a param (no section '{part}')")
+            raise ParamError(f"params.yaml: study axis '{path}' is not a param (no section '{part}')")
         node = node[part]
     if key not in node:
-        raise ParamError(f"params.yaml: study.grid axis '{path}' is not a param")
+        raise ParamError(f"params.yaml: study axis '{path}' is not a param")
     node[key] = value
 
 
-def run_name(scenario: dict, extra_axes: list[str], seed: int) -> str:
-    """`<dataset>-<loss>-<aug>[-<axis>-<value>...]-s<seed>`: a valid DVC experiment name."""
-    extras = [f"{axis.split('.')[-1]}-{scenario[axis]}" for axis in extra_axes]
-    return "-".join([*(str(scenario[axis]) for axis in MAIN_AXES), *extras, f"s{seed}"])
+def run_name(overrides: dict, axes: list[str], defaults: dict, recipe: str) -> str:
+    """`<dataset>-<loss>-<aug>[-<axis>-<value>...][-<recipe>]-s<seed>`, a valid DVC experiment name.
+    Other grid axes appear only where they differ from params.yaml, so that the same scenario has
+    one name in every grid; the recipe's own values are named by the recipe."""
+    extras = [f"{path.split('.')[-1]}-{overrides[path]}" for path in axes
+              if path not in MAIN_AXES and overrides[path] != get_param(defaults, path)]
+    tail = [] if recipe == "protocol" else [recipe]
+    return "-".join([*(str(overrides[axis]) for axis in MAIN_AXES), *extras, *tail, f"s{overrides['seed']}"])
 
 
-def plan(raw: dict, seeds: int) -> list[Run]:
-    """Every grid point, then every baseline, for seeds 0..seeds-1, seed by seed; all validated up front."""
-    grid = raw["study"]["grid"]
-    extra_axes = [axis for axis in grid if axis not in MAIN_AXES]
+def get_param(raw: dict, path: str):
+    node = raw
+    for part in path.split("."):
+        node = node[part]
+    return node
+
+
+def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol") -> list[Run]:
+    """Every point of the grid, then every baseline, for seeds 0..seeds-1, seed by seed; all validated up front."""
+    study = raw["study"]
+    for kind, name, known in (("grid", grid_name, study["grids"]), ("recipe", recipe, study["recipes"])):
+        if name not in known:
+            raise ParamError(f"params.yaml: no study {kind} '{name}'; known: {', '.join(known)}")
+    grid, recipe_values = study["grids"][grid_name], study["recipes"][recipe]
     runs: list[Run] = []
     for seed in range(seeds):
         scenarios: list[Run] = []
         for values in itertools.product(*grid.values()):
-            point = dict(zip(grid, values))
+            point = {**recipe_values, **dict(zip(grid, values)), "seed": seed}
             scenario = copy.deepcopy(raw)
-            for path, value in {**point, "seed": seed}.items():
+            for path, value in point.items():
                 set_param(scenario, path, value)
             params_module.validate_all(scenario)
-            overrides = {**{axis: scenario[axis] for axis in MAIN_AXES}, **point, "seed": seed}
-            scenarios.append(Run(run_name(overrides, extra_axes, seed), overrides))
+            overrides = {**{axis: scenario[axis] for axis in MAIN_AXES}, **point}
+            scenarios.append(Run(run_name(overrides, list(grid), raw, recipe), overrides, recipe=recipe))
         runs += scenarios
         for dataset in dict.fromkeys(run.overrides["dataset"] for run in scenarios):
-            for kind in raw["study"]["baselines"]:
+            for kind in study["baselines"]:
                 runs.append(Run(f"baseline-{dataset}-{kind}-s{seed}", {"dataset": dataset, "seed": seed}, kind))
     return runs
 
@@ -138,8 +156,10 @@ def run_scenario(root: Path, run: Run, folder: Path) -> None:
         ref = experiment_ref(root, run.name)
         if ref is None:
             raise RuntimeError(f"dvc exp run finished but experiment {run.name} is missing")
-    files = {name: git(root, "show", f"{ref}:{path}") + "\n" for path, name in KEPT.items()}
-    files["study.json"] = finished({"name": run.name, "overrides": run.overrides,
+    present = set(git(root, "ls-tree", "-r", "--name-only", ref).splitlines())
+    files = {name: git(root, "show", f"{ref}:{path}") + "\n" for path, name in KEPT.items()
+             if path in present or path not in OPTIONAL}
+    files["study.json"] = finished({"name": run.name, "overrides": run.overrides, "recipe": run.recipe,
                                     "experiment_commit": git(root, "rev-parse", ref),
                                     "baseline_commit": git(root, "rev-parse", "HEAD")}, start)
     keep(folder, files)
@@ -185,6 +205,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("study/results"), help="one folder per finished run")
     parser.add_argument("--seeds", type=int, help="seeds per scenario (default: study.seeds in params.yaml)")
+    parser.add_argument("--grid", default="main", help="which of study.grids to run (default: main)")
+    parser.add_argument("--recipe", default="protocol", help="which of study.recipes to train with")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     root = Path.cwd()
@@ -193,10 +215,10 @@ def main() -> None:
     seeds = study["seeds"] if args.seeds is None else args.seeds
     if seeds < 1:
         raise ParamError(f"--seeds {seeds}: a study needs at least one seed")
-    runs = plan(raw, seeds)
+    runs = plan(raw, seeds, args.grid, args.recipe)
     missing = sorted({run.overrides["dataset"] for run in runs} - set(raw["download"]["datasets"]))
     if missing:
-        raise ParamError(f"params.yaml: study.grid uses {', '.join(missing)}, not in download.datasets")
+        raise ParamError(f"params.yaml: the study uses {', '.join(missing)}, not in download.datasets")
 
     subprocess.run(["dvc", "repro", "download"], cwd=root, check=True)  # the baselines read the arrays
     todo = [run for run in runs if not (args.results / run.name).is_dir()]

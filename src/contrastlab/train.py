@@ -1,10 +1,13 @@
 """Train the Siamese encoder: one file, read top to bottom.
 
-Each step takes a batch of examples (pairs or triplets of image indices), turns every member
-into an input image (augmented on the fly where the example says so), embeds each member with
-the shared encoder in its own forward pass (as the study did: BatchNorm then normalises anchors,
-augmented positives and negatives each with their own batch statistics) and applies the loss. Augmented views are fresh every epoch (`views="fresh"`) or drawn once before
-training and reused (`views="once"`, the study's way).
+Each step takes a batch of examples (pairs, triplets or two views of image indices), turns every
+member into an input image (augmented on the fly where the example says so), embeds each member
+with the shared encoder in its own forward pass (as the study did: BatchNorm then normalises
+anchors, augmented positives and negatives each with their own batch statistics), optionally
+swaps each negative for a semi-hard one from the batch, and applies the loss. Augmented views are
+fresh every epoch (`views="fresh"`) or drawn once before training and reused (`views="once"`,
+the study's way). The optimizer and learning-rate schedule default to the protocol's plain SGD
+at a fixed rate; AdamW, momentum, weight decay, warm-up, cosine and one-cycle schedules are options.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from contrastlab.augment import AUGMENTATIONS, normalize, to_unit
-from contrastlab.losses import LOSSES
+from contrastlab.losses import LOSSES, LossOptions, semi_hard_negatives
 from contrastlab.model import make_encoder
 from contrastlab.params import PRECISIONS
 
@@ -49,6 +52,37 @@ def draw_fixed_views(images, members, augmented, augment, generator, chunk=4096)
     return views, slot
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How the weights move: the protocol is plain SGD at a constant learning rate."""
+
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+
+
+def make_optimizer(parameters, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(parameters, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, lr: float, steps_per_epoch: int,
+                  epochs: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-step learning rate: linear warm-up, then constant or cosine to 0; one-cycle has its own warm-up."""
+    total, warmup = steps_per_epoch * epochs, steps_per_epoch * recipe.warmup_epochs
+    sched = torch.optim.lr_scheduler
+    if recipe.schedule == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total)
+    after = sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup)) if recipe.schedule == "cosine" else None
+    if not warmup:
+        return after
+    ramp = sched.LinearLR(optimizer, start_factor=1 / warmup, total_iters=max(1, warmup - 1))  # lr*(step+1)/warmup
+    return ramp if after is None else sched.SequentialLR(optimizer, [ramp, after], milestones=[warmup])
+
+
 def train(
     images: torch.Tensor,
     examples: dict[str, np.ndarray],
@@ -61,6 +95,9 @@ def train(
     views: str,
     seed: int,
     precision: str = "fp32",
+    head: str = "sigmoid",
+    recipe: Recipe = Recipe(),
+    options: LossOptions = LossOptions(),
     device: torch.device,
     progress: bool = True,
 ) -> TrainResult:
@@ -83,10 +120,13 @@ def train(
     members = torch.from_numpy(examples["members"]).long().to(device)
     augmented = torch.from_numpy(examples["augmented"]).to(device)
     target = torch.from_numpy(examples["target"]).float().to(device)
+    labels = torch.from_numpy(examples["labels"]).long().to(device)
+    mine = str(examples.get("negatives", "label_aware")) == "hard"
     n_examples, k = members.shape
 
-    encoder = make_encoder(images.shape[1]).to(device, memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(encoder.parameters(), lr=lr)
+    encoder = make_encoder(images.shape[1], head).to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(encoder.parameters(), recipe, lr)
+    schedule = make_schedule(optimizer, recipe, lr, -(-n_examples // batch_size), epochs)
     fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if views == "once" else None
 
     def inputs_for(rows: torch.Tensor) -> torch.Tensor:
@@ -115,10 +155,16 @@ def train(
             x = inputs_for(rows)  # augmentation stays fp32: autocast would also turn the blur into bf16
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 embeddings = [encoder(member).float() for member in x.chunk(k)]
-            batch_loss = loss_fn(embeddings, target[rows])
+            if mine:  # members are (anchor, positive, negative): the pool is every anchor and negative
+                pool, pool_labels = torch.cat([embeddings[0], embeddings[2]]), labels[rows][:, [0, 2]].T.reshape(-1)
+                embeddings[2] = semi_hard_negatives(embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels,
+                                                    options.margin)
+            batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
 
             epoch_loss += batch_loss.item() * len(rows)
             epoch_images += len(rows) * k
