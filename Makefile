@@ -27,7 +27,7 @@ run: setup
 
 # The 12-scenario study (study.* in params.yaml) as DVC experiments, then its report.
 # Resumes where it stopped. `make study SEEDS=1` for one seed per scenario;
-# `make study GRID=losses RECIPE=tuned` for another grid or recipe of params.yaml.
+# `make study GRID=losses RECIPE=<name>` for another grid or recipe of params.yaml.
 GRID ?= main
 RECIPE ?= protocol
 study: setup

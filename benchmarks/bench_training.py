@@ -124,7 +124,7 @@ def probe_top1(encoder: torch.nn.Module, test_images: np.ndarray, test_labels: n
 def subset(examples: dict, n: int, seed: int = 0) -> dict:
     """n examples drawn at random: the first n rows would all be anchors of class 0."""
     rows = np.random.default_rng(seed).permutation(len(examples["target"]))[:n]
-    return {key: value[rows] for key, value in examples.items()}
+    return {key: value[rows] if value.ndim else value for key, value in examples.items()}
 
 
 def main() -> None:

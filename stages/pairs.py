@@ -26,7 +26,7 @@ def main() -> None:
                      augment_anchor=q["augment_anchor"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, **examples)
-    rate = false_negative_rate(examples)
+    rate = 0.0 if LOSSES[p["loss"]].uses_labels else false_negative_rate(examples)
     write_json(args.metrics, {"false_negative_rate": round(rate, 4)})
     print(f"{len(examples['members'])} {layout}, {q['negatives']} negatives "
           f"(false-negative rate {rate:.3f}) -> {args.out}")

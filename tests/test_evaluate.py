@@ -54,6 +54,7 @@ def test_shift_moves_columns_and_fills_the_gap_with_zero():
     assert shift_horizontally(images, 2).ravel().tolist() == [0, 0, 1, 2, 3, 4]
     assert shift_horizontally(images, -3).ravel().tolist() == [4, 5, 6, 0, 0, 0]
     assert shift_horizontally(images, 0).ravel().tolist() == [1, 2, 3, 4, 5, 6]
+    assert shift_horizontally(images, -9).ravel().tolist() == [0] * 6  # wider than the image: nothing left
 
 
 def test_shifted_embeddings_are_scored_by_the_classifier_fitted_on_the_unshifted_ones():

@@ -89,10 +89,10 @@ def test_semi_hard_negative_is_farther_than_the_positive_but_within_the_margin()
     assert chosen.tolist() == [[1.5], [1.25]]
 
 
-def test_without_a_semi_hard_candidate_the_closest_other_class_is_taken():
-    chosen = semi_hard_negatives(torch.zeros(1, 1), torch.tensor([[1.0]]), torch.tensor([[5.0], [0.25], [0.125]]),
+def test_without_a_semi_hard_candidate_the_farthest_other_class_is_taken():
+    chosen = semi_hard_negatives(torch.zeros(1, 1), torch.tensor([[1.0]]), torch.tensor([[5.0], [0.25], [9.0]]),
                                  torch.tensor([0]), torch.tensor([1, 1, 0]), margin=1.0)
-    assert chosen.tolist() == [[0.25]]
+    assert chosen.tolist() == [[5.0]]  # 9.0 is farther but of the anchor's own class
 
 
 def test_protocol_defaults_per_loss():

@@ -80,6 +80,11 @@ def test_augment_anchor_marks_the_anchor_as_a_view_too():
     assert t["augmented"].tolist() == [[True, True, False]] * 50
 
 
+def test_random_negatives_are_refused_where_the_batch_is_the_negatives():
+    with pytest.raises(ParamError, match="pairs.negatives='random' has no effect on two-view losses"):
+        build(LABELS, "views", 5, seed=0, negatives="random")
+
+
 def test_hard_negatives_need_triplets():
     assert str(build(LABELS, "triplets", 5, seed=0, negatives="hard")["negatives"]) == "hard"
     with pytest.raises(ParamError, match="pairs.negatives='hard' mines semi-hard negatives for triplets"):

@@ -95,10 +95,10 @@ def test_bad_value_stops_the_stage_with_one_line_and_no_output(repo, first_repro
 
 
 @pytest.mark.parametrize("settings, fnr", [
-    (["loss=contrastive", "pairs.negatives=random", "train.optimizer=adamw", "train.schedule=onecycle"], (0.0, 0.3)),
+    (["loss=contrastive", "pairs.negatives=random", "train.optimizer=adamw", "train.schedule=onecycle"], (0.02, 0.3)),
     (["loss=ntxent", "train.head=l2", "train.schedule=cosine", "train.warmup_epochs=1", "dataset=fashion_mnist"],
      (0.05, 0.15)),
-    (["loss=supcon", "train.temperature=0.1", "dataset=cifar10", "train.momentum=0.9"], (0.05, 0.15)),
+    (["loss=supcon", "train.temperature=0.1", "dataset=cifar10", "train.momentum=0.9"], (0.0, 0.0)),
     (["pairs.negatives=hard", "pairs.augment_anchor=true", "train.weight_decay=0.01"], (0.0, 0.0)),
 ])
 def test_every_option_runs_through_dvc_exp_run_and_lands_in_mlflow(repo, first_repro, settings, fnr):

@@ -62,10 +62,17 @@ def test_unknown_grid_or_recipe_names_the_known_ones():
     ({"train.momentun": [0.9]}, "study axis 'train.momentun' is not a param"),
     ({"optim.lr": [0.1]}, "study axis 'optim.lr' is not a param (no section 'optim')"),
     ({"train.epochs": [0]}, "train.epochs=0 is not allowed"),
+    ({"loss": ["pairwise"], "pairs.negatives": ["hard"]}, "pairs.negatives='hard' mines semi-hard negatives"),
+    ({"train.batch_size": [1024, 64], "embed.batch_size": [64, 2048]}, "gives two scenarios the name"),
 ])
 def test_a_bad_grid_fails_before_anything_runs(grid, message):
     with pytest.raises(ParamError, match=message.replace("(", r"\(").replace(")", r"\)")):
         plan(with_grid(grid), seeds=1, grid_name="test")
+
+
+def test_names_are_valid_git_refs_even_for_list_values():
+    runs = plan(with_grid({"loss": ["triplet"], "embed.shifts": [[-3, 3]]}, baselines=[]), seeds=1, grid_name="test")
+    assert runs[0].name == "mnist-triplet-simclr-shifts-_-3_3_-s0"
 
 
 def test_set_flag_writes_values_as_yaml_reads_them():

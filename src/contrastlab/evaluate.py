@@ -20,6 +20,8 @@ def tsne_map(embeddings: np.ndarray, *, perplexity: float, max_iter: int, seed: 
 def shift_horizontally(images: np.ndarray, pixels: int) -> np.ndarray:
     """(N, C, H, W) images moved `pixels` to the right (left if negative), the gap filled with 0."""
     shifted = np.zeros_like(images)
+    if abs(pixels) >= images.shape[-1]:
+        return shifted
     if pixels >= 0:
         shifted[..., pixels:] = images[..., : images.shape[-1] - pixels]
     else:

@@ -30,6 +30,7 @@ class Loss:
     examples: str      # layout the pair builder makes for it: "pairs", "triplets" or "views"
     lr: float          # default learning rate (the study's value for its two losses)
     epochs: int        # default epochs (as in the published results)
+    uses_labels: bool = False  # same-class samples are positives, so no negative is a false one
 
 
 def pairwise(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
@@ -77,22 +78,23 @@ LOSSES: dict[str, Loss] = {
     "triplet": Loss(triplet, examples="triplets", lr=0.15, epochs=10),
     "contrastive": Loss(contrastive, examples="pairs", lr=0.05, epochs=5),
     "ntxent": Loss(ntxent, examples="views", lr=0.15, epochs=10),
-    "supcon": Loss(supcon, examples="views", lr=0.15, epochs=10),
+    "supcon": Loss(supcon, examples="views", lr=0.15, epochs=10, uses_labels=True),
 }
 
 
 def semi_hard_negatives(anchor: torch.Tensor, positive: torch.Tensor, pool: torch.Tensor,
                         anchor_labels: torch.Tensor, pool_labels: torch.Tensor, margin: float) -> torch.Tensor:
     """For each anchor, the pool embedding of another class that is semi-hard (FaceNet): farther than
-    the positive but within the margin, the closest such; where none is, the closest of another class."""
+    the positive but within the margin, the closest such. Where none is, the farthest of another class
+    (as TensorFlow Addons does): the hardest one instead can collapse training early on."""
     distance = torch.cdist(anchor.detach(), pool.detach())
     positive_distance = (anchor - positive).detach().norm(dim=1, keepdim=True)
     other_class = anchor_labels[:, None] != pool_labels[None, :]
     semi_hard = other_class & (distance > positive_distance) & (distance < positive_distance + margin)
     inf = torch.tensor(float("inf"), device=distance.device)
     closest_semi_hard = torch.where(semi_hard, distance, inf).argmin(dim=1)
-    closest_other = torch.where(other_class, distance, inf).argmin(dim=1)
-    return pool[torch.where(semi_hard.any(dim=1), closest_semi_hard, closest_other)]
+    farthest_other = torch.where(other_class, distance, -inf).argmax(dim=1)
+    return pool[torch.where(semi_hard.any(dim=1), closest_semi_hard, farthest_other)]
 
 
 def epochs_and_lr(loss: str, train: dict) -> tuple[int, float]:

@@ -83,12 +83,20 @@ def build_views(anchor: np.ndarray, negative: np.ndarray) -> dict[str, np.ndarra
 BUILDERS = {"pairs": build_pairs, "triplets": build_triplets, "views": build_views}
 
 
-def build(labels: np.ndarray, layout: str, anchors_per_class: int, seed: int, negatives: str = "label_aware",
-          augment_anchor: bool = False) -> dict[str, np.ndarray]:
-    """The training examples in `layout` ("pairs", "triplets" or "views", as the loss asks)."""
+def check_negatives(layout: str, negatives: str) -> None:
+    """Refuse negatives the layout would silently ignore."""
     if negatives == "hard" and layout != "triplets":
         raise ParamError("params.yaml: pairs.negatives='hard' mines semi-hard negatives for triplets; "
                          "use it with loss=triplet")
+    if negatives == "random" and layout == "views":
+        raise ParamError("params.yaml: pairs.negatives='random' has no effect on two-view losses (ntxent, supcon), "
+                         "whose negatives are the rest of the batch; leave it at label_aware")
+
+
+def build(labels: np.ndarray, layout: str, anchors_per_class: int, seed: int, negatives: str = "label_aware",
+          augment_anchor: bool = False) -> dict[str, np.ndarray]:
+    """The training examples in `layout` ("pairs", "triplets" or "views", as the loss asks)."""
+    check_negatives(layout, negatives)
     anchor, negative = anchors_and_negatives(labels, anchors_per_class, seed, negatives)
     examples = BUILDERS[layout](anchor, negative)
     if augment_anchor:
@@ -106,4 +114,4 @@ def false_negative_rate(examples: dict[str, np.ndarray]) -> float:
         return float(np.mean((labels == labels[:, :1])[examples["negative"]]))
     counts = np.bincount(labels[:, 0])
     n = counts.sum()
-    return float((counts * (counts - 1)).sum() / (n * (n - 1)))
+    return float((counts * (counts - 1)).sum() / (n * (n - 1))) if n > 1 else 0.0

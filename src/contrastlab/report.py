@@ -78,7 +78,7 @@ def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
     baselines: dict[str, Group] = {}
     runs = []
     for folder in results.iterdir():
-        if folder.is_dir() and (folder / "study.json").exists():
+        if folder.is_dir() and not folder.name.endswith(".partial") and (folder / "study.json").exists():
             study = json.loads((folder / "study.json").read_text())
             run = {"folder": folder, "study": study, "probe": json.loads((folder / "probe.json").read_text())}
             if (folder / "train.json").exists():
@@ -124,7 +124,7 @@ def table(scenarios: dict[str, Group], baselines: dict[str, Group], published: d
     for dataset in dict.fromkeys(g.dataset for g in [*scenarios.values(), *baselines.values()]):
         for group in [g for g in scenarios.values() if g.dataset == dataset]:
             o = group.runs[0]["study"]["overrides"]
-            ref = published.get((o["dataset"], o["loss"], o["aug"])) if len(o) == 4 else None
+            ref = published.get((o["dataset"], o["loss"], o["aug"]))
             cells = []
             for metric in METRICS:
                 cells.append(fmt(group, metric))
@@ -184,7 +184,7 @@ def figures(scenarios: dict[str, Group], baselines: dict[str, Group], published:
             panels = []
             for letter, aug in zip("ABC", PANELS):
                 match = [g for g in groups if g.runs[0]["study"]["overrides"]["loss"] == loss
-                         and g.runs[0]["study"]["overrides"]["aug"] == aug and len(g.runs[0]["study"]["overrides"]) == 4]
+                         and g.runs[0]["study"]["overrides"]["aug"] == aug]
                 if match:
                     coords, labels = read_points(match[0].runs[0]["folder"] / "tsne.csv", classes)
                     panels.append((f"({letter}) {aug}  top-1 {match[0].mean('top1'):.3f}", coords, labels))
@@ -305,8 +305,8 @@ def timing(main: dict[str, Group], beyond: dict[str, Group], baselines: dict[str
 
 def write_report(results: Path, out: Path) -> None:
     scenarios, baselines = load(results)
-    if not scenarios:
-        raise SystemExit(f"error: no finished scenario in {results}; run the study first (make study)")
+    if not any(g.main for g in scenarios.values()):
+        raise SystemExit(f"error: no finished scenario of the study's 12 in {results}; run `make study` first")
     published = PUBLISHED
     beyond = {key: g for key, g in scenarios.items() if not g.main}
     scenarios = {key: g for key, g in scenarios.items() if g.main}

@@ -1,14 +1,16 @@
 """The study: every scenario of a grid x `study.seeds` as a DVC experiment, plus the baselines.
 
     python -m contrastlab.study --results study/results                  # grid `main`, recipe `protocol`
-    python -m contrastlab.study --grid losses --recipe tuned              # any grid and recipe of params.yaml
+    python -m contrastlab.study --grid losses --recipe <name>             # any grid and recipe of params.yaml
 
 Each scenario and seed runs as `dvc exp run --temp -n <name> -S ...` (the workspace is left alone,
 DVC restores unchanged stages from its run cache, the track stage logs one MLflow run). Its small
 results (metrics, t-SNE points, probe predictions, wall time) are then copied out of the
 experiment into `<results>/<name>/`, a folder small enough to commit. A folder that exists is a
 finished run: an interrupted study resumes where it stopped, also on another machine that has
-the committed folders. Runs go seed by seed, so the first seed of every scenario is done first.
+the committed folders. A folder counts as done whatever params.yaml says now: after changing a param
+that is not a grid axis, or the code, delete the folders to recompute. Runs go seed by seed, so the
+first seed of every scenario is done first. Baselines use params.yaml's `train` values, not the recipe.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import argparse
 import copy
 import itertools
 import json
-import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +31,8 @@ import numpy as np
 
 from contrastlab import params as params_module
 from contrastlab.datasets import DataError, load_split
+from contrastlab.losses import LOSSES
+from contrastlab.pairs import check_negatives
 from contrastlab.params import ParamError
 
 # What each finished scenario keeps: path in the experiment -> file name in its results folder.
@@ -78,7 +82,8 @@ def run_name(overrides: dict, axes: list[str], defaults: dict, recipe: str) -> s
     extras = [f"{path.split('.')[-1]}-{overrides[path]}" for path in axes
               if path not in MAIN_AXES and overrides[path] != get_param(defaults, path)]
     tail = [] if recipe == "protocol" else [recipe]
-    return "-".join([*(str(overrides[axis]) for axis in MAIN_AXES), *extras, *tail, f"s{overrides['seed']}"])
+    name = "-".join([*(str(overrides[axis]) for axis in MAIN_AXES), *extras, *tail, f"s{overrides['seed']}"])
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)  # lists, spaces, ':' or '/' cannot be in a git ref
 
 
 def get_param(raw: dict, path: str):
@@ -104,8 +109,14 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
             for path, value in point.items():
                 set_param(scenario, path, value)
             params_module.validate_all(scenario)
+            check_negatives(LOSSES[scenario["loss"]].examples, scenario["pairs"]["negatives"])
             overrides = {**{axis: scenario[axis] for axis in MAIN_AXES}, **point}
             scenarios.append(Run(run_name(overrides, list(grid), raw, recipe), overrides, recipe=recipe))
+        names = [run.name for run in scenarios]
+        if len(set(names)) < len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise ParamError(f"params.yaml: study grid '{grid_name}' gives two scenarios the name {twice[0]}; "
+                             "axes whose last name part is the same need different values")
         runs += scenarios
         for dataset in dict.fromkeys(run.overrides["dataset"] for run in scenarios):
             for kind in study["baselines"]:

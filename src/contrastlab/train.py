@@ -71,11 +71,12 @@ def make_optimizer(parameters, recipe: Recipe, lr: float) -> torch.optim.Optimiz
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, lr: float, steps_per_epoch: int,
                   epochs: int) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Per-step learning rate: linear warm-up, then constant or cosine to 0; one-cycle has its own warm-up."""
+    """Per-step learning rate: linear warm-up, then constant or cosine to 0; one-cycle has its own warm-up
+    (30% of the steps) and ignores `warmup_epochs`."""
     total, warmup = steps_per_epoch * epochs, steps_per_epoch * recipe.warmup_epochs
     sched = torch.optim.lr_scheduler
     if recipe.schedule == "onecycle":
-        return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total)
+        return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, cycle_momentum=False)  # keep train.momentum
     after = sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup)) if recipe.schedule == "cosine" else None
     if not warmup:
         return after
