@@ -10,7 +10,7 @@ import numpy as np
 from contrastlab import params, plots
 from contrastlab.cli import run_stage, write_json
 from contrastlab.datasets import DATASETS
-from contrastlab.evaluate import probe
+from contrastlab.evaluate import headline, probe
 
 
 def main() -> None:
@@ -29,9 +29,7 @@ def main() -> None:
                    max_iter=q["max_iter"], seed=p["seed"], shifted=shifted)
     classes = DATASETS[p["dataset"]].classes
     write_json(args.metrics, {
-        "top1": round(scores["top1"], 4),
-        "top3": round(scores["top3"], 4),
-        "knn": round(scores["knn"], 4),
+        **headline(scores),
         "per_class": {name: round(acc, 4) for name, acc in zip(classes, scores["per_class"])},
         "shifted_top1": {name: round(acc, 4) for name, acc in scores["shifted_top1"].items()},
     })

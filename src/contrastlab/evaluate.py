@@ -64,3 +64,8 @@ def probe(
         "y_true": y_score,
         "y_pred": predicted,
     }
+
+
+def headline(scores: dict) -> dict[str, float]:
+    """The probe's top-1, top-3 and kNN accuracy, rounded as every results file stores them."""
+    return {name: round(scores[name], 4) for name in ("top1", "top3", "knn")}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import statistics
 from collections import Counter, defaultdict
@@ -58,6 +59,7 @@ class Group:
         return statistics.fmean(found) if found else None
 
 
+@functools.cache
 def published_results() -> dict[tuple[str, str, str], dict[str, float]]:
     """(dataset, loss, aug) -> the study's published probe_top1, probe_top3, knn_top1."""
     text = resources.files("contrastlab").joinpath("published_results.csv").read_text()
@@ -67,9 +69,6 @@ def published_results() -> dict[tuple[str, str, str], dict[str, float]]:
         }
         for row in csv.DictReader(text.splitlines())
     }
-
-
-PUBLISHED = published_results()
 
 
 def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
@@ -94,7 +93,7 @@ def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
             variant = key.removeprefix(f"{o['dataset']}-{o['loss']}-{o['aug']}").removesuffix(f"-{recipe}").strip("-")
             label = " / ".join([o["loss"], o["aug"], *([variant] if variant else [])])
             label += f" ({recipe} recipe)" if recipe != "protocol" else ""
-            main = recipe == "protocol" and not variant and (o["dataset"], o["loss"], o["aug"]) in PUBLISHED
+            main = recipe == "protocol" and not variant and (o["dataset"], o["loss"], o["aug"]) in published_results()
             group = scenarios.setdefault(key, Group(o["dataset"], label, main=main))
         group.runs.append(run)
     return scenarios, baselines
@@ -307,7 +306,7 @@ def write_report(results: Path, out: Path) -> None:
     scenarios, baselines = load(results)
     if not any(g.main for g in scenarios.values()):
         raise SystemExit(f"error: no finished scenario of the study's 12 in {results}; run `make study` first")
-    published = PUBLISHED
+    published = published_results()
     beyond = {key: g for key, g in scenarios.items() if not g.main}
     scenarios = {key: g for key, g in scenarios.items() if g.main}
     out.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from contrastlab import params as params_module
-from contrastlab.datasets import DataError, load_split
+from contrastlab.cli import run_stage
+from contrastlab.datasets import load_split
 from contrastlab.losses import LOSSES
 from contrastlab.pairs import check_negatives
 from contrastlab.params import ParamError
@@ -62,8 +63,8 @@ class Run:
         return self.overrides["seed"]
 
 
-def set_param(raw: dict, path: str, value) -> None:
-    """raw["train"]["lr"] = value for path "train.lr", as `dvc exp run -S train.lr=value` would."""
+def _parent(raw: dict, path: str) -> tuple[dict, str]:
+    """The section holding `path` ("train.lr" -> raw["train"], "lr"), or a ParamError if there is no such param."""
     *parents, key = path.split(".")
     node = raw
     for part in parents:
@@ -72,7 +73,18 @@ def set_param(raw: dict, path: str, value) -> None:
         node = node[part]
     if key not in node:
         raise ParamError(f"params.yaml: study axis '{path}' is not a param")
+    return node, key
+
+
+def set_param(raw: dict, path: str, value) -> None:
+    """raw["train"]["lr"] = value for path "train.lr", as `dvc exp run -S train.lr=value` would."""
+    node, key = _parent(raw, path)
     node[key] = value
+
+
+def get_param(raw: dict, path: str):
+    node, key = _parent(raw, path)
+    return node[key]
 
 
 def run_name(overrides: dict, axes: list[str], defaults: dict, recipe: str) -> str:
@@ -84,13 +96,6 @@ def run_name(overrides: dict, axes: list[str], defaults: dict, recipe: str) -> s
     tail = [] if recipe == "protocol" else [recipe]
     name = "-".join([*(str(overrides[axis]) for axis in MAIN_AXES), *extras, *tail, f"s{overrides['seed']}"])
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", name)  # lists, spaces, ':' or '/' cannot be in a git ref
-
-
-def get_param(raw: dict, path: str):
-    node = raw
-    for part in path.split("."):
-        node = node[part]
-    return node
 
 
 def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol") -> list[Run]:
@@ -179,7 +184,7 @@ def run_scenario(root: Path, run: Run, folder: Path) -> None:
 def run_baseline(root: Path, raw: dict, run: Run, folder: Path) -> None:
     """Score one baseline on the probe split of its seed; keep and track its metrics."""
     from contrastlab.baselines import BASELINES
-    from contrastlab.evaluate import probe
+    from contrastlab.evaluate import headline, probe
     from contrastlab.losses import epochs_and_lr
     from contrastlab.model import pick_device
     from contrastlab.tracking import git_commit, log_scenario
@@ -197,7 +202,7 @@ def run_baseline(root: Path, raw: dict, run: Run, folder: Path) -> None:
     )
     q = raw["probe"]
     scores = probe(features, test_labels, test_size=q["test_size"], knn_k=q["knn_k"], max_iter=q["max_iter"], seed=seed)
-    metrics = {"top1": round(scores["top1"], 4), "top3": round(scores["top3"], 4), "knn": round(scores["knn"], 4)}
+    metrics = headline(scores)
     settings = {"dataset": dataset, "baseline": run.baseline, "seed": seed, "probe": q}
     if run.baseline == "supervised":
         settings["train"] = {"epochs": epochs, "lr": lr, "batch_size": raw["train"]["batch_size"]}
@@ -251,10 +256,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     try:
-        main()
-    except (ParamError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        run_stage(main)  # a bad param or missing data: one line, exit 2
     except subprocess.CalledProcessError as err:
         print(f"error: `{' '.join(map(str, err.cmd))}` failed (exit {err.returncode}); its output is above. "
               "Fix the cause and run the study again: finished runs are kept.", file=sys.stderr)
