@@ -54,6 +54,14 @@ class Group:
         values = self.values(metric)
         return statistics.stdev(values) if len(values) > 1 else 0.0
 
+    def setting(self, name: str):
+        """A param of the scenario as the study set it (the same for every seed)."""
+        return self.runs[0]["study"]["overrides"][name]
+
+    def published(self) -> dict[str, float] | None:
+        """The published study's numbers for this scenario, if it has any."""
+        return published_results().get((self.setting("dataset"), self.setting("loss"), self.setting("aug")))
+
     def mean_of(self, key: str) -> float | None:
         found = [run["study"][key] for run in self.runs if key in run["study"]]
         return statistics.fmean(found) if found else None
@@ -99,6 +107,13 @@ def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
     return scenarios, baselines
 
 
+def by_dataset(groups: dict[str, Group]) -> dict[str, list[Group]]:
+    grouped: dict[str, list[Group]] = defaultdict(list)
+    for group in groups.values():
+        grouped[group.dataset].append(group)
+    return grouped
+
+
 def spread_test(a: Group, b: Group, metric: str = "top1") -> str:
     """Whether mean(a) - mean(b) is larger than the seed-to-seed spread: |diff| > 2 standard errors."""
     if len(a.runs) < 2 or len(b.runs) < 2:
@@ -112,7 +127,7 @@ def fmt(group: Group, metric: str) -> str:
     return f"{group.mean(metric):.4f} ± {group.std(metric):.4f}"
 
 
-def table(scenarios: dict[str, Group], baselines: dict[str, Group], published: dict) -> tuple[list[str], list[list]]:
+def table(scenarios: dict[str, Group], baselines: dict[str, Group]) -> tuple[list[str], list[list]]:
     """The Markdown table (scenarios, then baselines, per dataset) and the same numbers as CSV rows."""
     lines = [
         "| dataset | scenario (loss / aug) | seeds | probe top-1 | study | Δ | top-3 | study | kNN | study | train s |",
@@ -122,8 +137,7 @@ def table(scenarios: dict[str, Group], baselines: dict[str, Group], published: d
              "train_time_s"]]
     for dataset in dict.fromkeys(g.dataset for g in [*scenarios.values(), *baselines.values()]):
         for group in [g for g in scenarios.values() if g.dataset == dataset]:
-            o = group.runs[0]["study"]["overrides"]
-            ref = published.get((o["dataset"], o["loss"], o["aug"]))
+            ref = group.published()
             cells = []
             for metric in METRICS:
                 cells.append(fmt(group, metric))
@@ -159,31 +173,26 @@ def summed_confusion(group: Group, classes: tuple[str, ...]) -> np.ndarray:
     return np.array([[counts[(a, p)] for p in classes] for a in classes])
 
 
-def figures(scenarios: dict[str, Group], baselines: dict[str, Group], published: dict, out: Path) -> list[str]:
+def figures(scenarios: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
     """Write the figures; return Markdown lines that show them."""
     lines = []
-    by_dataset: dict[str, list[Group]] = defaultdict(list)
-    for group in scenarios.values():
-        by_dataset[group.dataset].append(group)
-
+    grouped = by_dataset(scenarios)
     bars = {
         dataset: [{"label": g.label, "mean": g.mean("top1"), "std": g.std("top1"),
-                   "published": published.get(tuple(g.runs[0]["study"]["overrides"][k] for k in ("dataset", "loss", "aug")),
-                                              {}).get("top1")} for g in groups]
-        for dataset, groups in by_dataset.items()
+                   "published": (g.published() or {}).get("top1")} for g in groups]
+        for dataset, groups in grouped.items()
     }
-    references = {d: {g.label: g.mean("top1") for g in baselines.values() if g.dataset == d} for d in by_dataset}
+    references = {d: {g.label: g.mean("top1") for g in baselines.values() if g.dataset == d} for d in grouped}
     plots.top1_bars(bars, references, out / "top1.png")
     lines += ["### Probe top-1 of every scenario", "", "![top-1 of every scenario](top1.png)", ""]
 
     lines += ["### t-SNE maps (first seed; panels as in the study's figures 10-13)", ""]
-    for dataset, groups in by_dataset.items():
+    for dataset, groups in grouped.items():
         classes = DATASETS[dataset].classes
-        for loss in dict.fromkeys(g.runs[0]["study"]["overrides"]["loss"] for g in groups):
+        for loss in dict.fromkeys(g.setting("loss") for g in groups):
             panels = []
             for letter, aug in zip("ABC", PANELS):
-                match = [g for g in groups if g.runs[0]["study"]["overrides"]["loss"] == loss
-                         and g.runs[0]["study"]["overrides"]["aug"] == aug]
+                match = [g for g in groups if g.setting("loss") == loss and g.setting("aug") == aug]
                 if match:
                     coords, labels = read_points(match[0].runs[0]["folder"] / "tsne.csv", classes)
                     panels.append((f"({letter}) {aug}  top-1 {match[0].mean('top1'):.3f}", coords, labels))
@@ -193,7 +202,7 @@ def figures(scenarios: dict[str, Group], baselines: dict[str, Group], published:
                 lines += [f"![t-SNE {dataset} {loss}]({name})", ""]
 
     lines += ["### Confusion matrices of the best scenario per dataset (summed over seeds)", ""]
-    for dataset, groups in by_dataset.items():
+    for dataset, groups in grouped.items():
         best = max(groups, key=lambda g: g.mean("top1"))
         classes = DATASETS[dataset].classes
         name = f"confusion_{dataset}.png"
@@ -207,17 +216,14 @@ def factor_effect(groups: list[Group], factor: str) -> tuple[float, dict[str, fl
     """Range of the factor's marginal means (averaged over the other factors) and the means themselves."""
     levels: dict[str, list[float]] = defaultdict(list)
     for g in groups:
-        levels[g.runs[0]["study"]["overrides"][factor]].append(g.mean("top1"))
+        levels[g.setting(factor)].append(g.mean("top1"))
     means = {level: statistics.fmean(v) for level, v in levels.items()}
     return max(means.values()) - min(means.values()), means
 
 
-def findings(scenarios: dict[str, Group], baselines: dict[str, Group], published: dict) -> list[str]:
+def findings(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
     lines = []
-    by_dataset: dict[str, list[Group]] = defaultdict(list)
-    for group in scenarios.values():
-        by_dataset[group.dataset].append(group)
-    for dataset, groups in by_dataset.items():
+    for dataset, groups in by_dataset(scenarios).items():
         ranked = sorted(groups, key=lambda g: g.mean("top1"), reverse=True)
         best = ranked[0]
         base = {g.label: g for g in baselines.values() if g.dataset == dataset}
@@ -232,9 +238,8 @@ def findings(scenarios: dict[str, Group], baselines: dict[str, Group], published
             levels = ", ".join(f"{level} {value:.3f}" for level, value in means.items())
             lines.append(f"- {factor}: mean top-1 by level {levels} (range {span:.3f})"
                          + (" — the factor that matters most here." if factor == strongest and len(effects) > 1 else "."))
-        for aug in dict.fromkeys(g.runs[0]["study"]["overrides"]["aug"] for g in groups):
-            pair = {g.runs[0]["study"]["overrides"]["loss"]: g for g in groups
-                    if g.runs[0]["study"]["overrides"]["aug"] == aug}
+        for aug in dict.fromkeys(g.setting("aug") for g in groups):
+            pair = {g.setting("loss"): g for g in groups if g.setting("aug") == aug}
             if {"triplet", "pairwise"} <= set(pair):
                 diff = pair["triplet"].mean("top1") - pair["pairwise"].mean("top1")
                 lines.append(f"- {aug}: triplet - pairwise = {diff:+.4f}, {spread_test(pair['triplet'], pair['pairwise'])}.")
@@ -246,8 +251,7 @@ def findings(scenarios: dict[str, Group], baselines: dict[str, Group], published
         if supervised:
             lines.append(f"- The supervised ceiling is {supervised.mean('top1'):.4f}; the best scenario reaches "
                          f"{best.mean('top1') / supervised.mean('top1'):.0%} of it.")
-        compared = [(g, published[k]) for g in groups
-                    if (k := tuple(g.runs[0]["study"]["overrides"][x] for x in ("dataset", "loss", "aug"))) in published]
+        compared = [(g, g.published()) for g in groups if g.published()]
         if compared:
             beat = sum(g.mean("top1") > ref["top1"] for g, ref in compared)
             lines.append(f"- {beat} of {len(compared)} scenarios beat the published study's top-1.")
@@ -306,11 +310,10 @@ def write_report(results: Path, out: Path) -> None:
     scenarios, baselines = load(results)
     if not any(g.main for g in scenarios.values()):
         raise SystemExit(f"error: no finished scenario of the study's 12 in {results}; run `make study` first")
-    published = published_results()
     beyond = {key: g for key, g in scenarios.items() if not g.main}
     scenarios = {key: g for key, g in scenarios.items() if g.main}
     out.mkdir(parents=True, exist_ok=True)
-    lines, rows = table(scenarios, baselines, published)
+    lines, rows = table(scenarios, baselines)
     with (out / "results.csv").open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     text = [
@@ -325,14 +328,14 @@ def write_report(results: Path, out: Path) -> None:
         "",
         "## Findings",
         "",
-        *findings(scenarios, baselines, published),
+        *findings(scenarios, baselines),
         "## Time",
         "",
         *timing(scenarios, beyond, baselines),
         "",
         "## Figures",
         "",
-        *figures(scenarios, baselines, published, out),
+        *figures(scenarios, baselines, out),
         *beyond_section(beyond, scenarios, baselines, out),
     ]
     (out / "README.md").write_text("\n".join(text) + "\n")
