@@ -4,14 +4,13 @@ horizontally by each of `embed.shifts` pixels (for the probe's robustness scores
 import argparse
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from contrastlab import params
 from contrastlab.cli import run_stage
+from contrastlab.files import save_npz
 from contrastlab.datasets import load_split
 from contrastlab.evaluate import shift_horizontally
-from contrastlab.model import embed_images, make_encoder, pick_device
+from contrastlab.model import embed_images, load_encoder, pick_device
 
 
 def main() -> None:
@@ -22,15 +21,12 @@ def main() -> None:
     args = parser.parse_args()
     p = params.load("embed")
 
-    checkpoint = torch.load(args.model, map_location="cpu")
-    encoder = make_encoder(checkpoint["channels"], checkpoint.get("head", "sigmoid")).to(pick_device())
-    encoder.load_state_dict(checkpoint["state_dict"])
+    encoder = load_encoder(args.model, pick_device())
     images, labels = load_split(args.data, "test")
     batch = p["embed"]["batch_size"]
     embeddings = embed_images(encoder, images, batch)
     shifted = {f"shift{s:+d}": embed_images(encoder, shift_horizontally(images, s), batch) for s in p["embed"]["shifts"]}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, embeddings=embeddings, labels=labels, **shifted)
+    save_npz(args.out, embeddings=embeddings, labels=labels, **shifted)
     print(f"{embeddings.shape[0]} test images (and {len(shifted)} shifted copies) -> "
           f"{embeddings.shape[1]}-d embeddings in {args.out}")
 

@@ -3,10 +3,10 @@
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from contrastlab import params
-from contrastlab.cli import run_stage, write_json
+from contrastlab.cli import run_stage
+from contrastlab.datasets import DataError
+from contrastlab.files import load_npy, save_npz, write_json
 from contrastlab.losses import LOSSES
 from contrastlab.pairs import build, false_negative_rate
 
@@ -20,12 +20,14 @@ def main() -> None:
     p = params.load("pairs")
     q = p["pairs"]
 
-    labels = np.load(args.labels)
+    if not args.labels.is_file():
+        raise DataError(f"{args.labels} does not exist: add '{p['dataset']}' to download.datasets in params.yaml "
+                        "and run `dvc repro`")
+    labels = load_npy(args.labels)
     layout = LOSSES[p["loss"]].examples
     examples = build(labels, layout, q["anchors_per_class"], p["seed"], negatives=q["negatives"],
                      augment_anchor=q["augment_anchor"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, **examples)
+    save_npz(args.out, **examples)
     rate = 0.0 if LOSSES[p["loss"]].uses_labels else false_negative_rate(examples)
     write_json(args.metrics, {"false_negative_rate": round(rate, 4)})
     print(f"{len(examples['members'])} {layout}, {q['negatives']} negatives "

@@ -2,13 +2,11 @@
 and the same probe's top-1 on the held-out images shifted horizontally (robustness)."""
 
 import argparse
-import csv
 from pathlib import Path
 
-import numpy as np
-
 from contrastlab import params, plots
-from contrastlab.cli import run_stage, write_json
+from contrastlab.cli import run_stage
+from contrastlab.files import load_npz, write_csv, write_json
 from contrastlab.datasets import DATASETS
 from contrastlab.evaluate import headline, probe
 
@@ -23,8 +21,8 @@ def main() -> None:
     p = params.load("probe")
     q = p["probe"]
 
-    saved = np.load(args.embeddings)
-    shifted = {str(int(name.removeprefix("shift"))): saved[name] for name in saved.files if name.startswith("shift")}
+    saved = load_npz(args.embeddings)
+    shifted = {str(int(name.removeprefix("shift"))): array for name, array in saved.items() if name.startswith("shift")}
     scores = probe(saved["embeddings"], saved["labels"], test_size=q["test_size"], knn_k=q["knn_k"],
                    max_iter=q["max_iter"], seed=p["seed"], shifted=shifted)
     classes = DATASETS[p["dataset"]].classes
@@ -33,11 +31,8 @@ def main() -> None:
         "per_class": {name: round(acc, 4) for name, acc in zip(classes, scores["per_class"])},
         "shifted_top1": {name: round(acc, 4) for name, acc in scores["shifted_top1"].items()},
     })
-    args.confusion_csv.parent.mkdir(parents=True, exist_ok=True)
-    with args.confusion_csv.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["actual", "predicted"])
-        writer.writerows((classes[a], classes[b]) for a, b in zip(scores["y_true"], scores["y_pred"]))
+    write_csv(args.confusion_csv, ["actual", "predicted"],
+              ((classes[a], classes[b]) for a, b in zip(scores["y_true"], scores["y_pred"])))
     plots.confusion_heatmap(scores["confusion"], list(classes), f"linear probe: {params.scenario_name(p)}  "
                             f"(top-1 {scores['top1']:.3f})", args.confusion_png)
     robustness = "".join(f"  shift {name}: {acc:.4f}" for name, acc in scores["shifted_top1"].items())

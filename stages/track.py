@@ -1,20 +1,19 @@
 """Stage `track`: record this scenario's result as one MLflow run (params, metrics, figures, encoder).
 
 It runs after `probe` and only when a result changed, so a cached re-run adds no run. If MLflow
-fails (store unwritable, server down) it says so loudly and exits non-zero: every DVC output of
-the earlier stages is already stored, and the next `dvc repro` retries only this stage.
+fails (store unreadable, server down) it says so in one line and exits non-zero: every DVC output
+of the earlier stages is already stored, and the next `dvc repro` retries only this stage.
 """
 
 import argparse
 import csv
 import os
-import sys
-import traceback
 from pathlib import Path
 
 from contrastlab import params
-from contrastlab.cli import read_json, run_stage
-from contrastlab.tracking import git_commit, log_scenario, project_root, tracking_uri
+from contrastlab.cli import run_stage
+from contrastlab.files import read_json
+from contrastlab.tracking import TrackingError, git_commit, log_scenario, project_root, tracking_uri
 
 
 def main() -> None:
@@ -58,15 +57,12 @@ def main() -> None:
     try:
         run_id, created = log_scenario(run_name=name, params=logged, metrics=metrics, epoch_losses=epoch_losses,
                                        artifacts=args.artifacts, tags=tags, root=root)
-    except Exception:  # noqa: BLE001 - any tracking failure must be reported, not hidden
-        traceback.print_exc()
-        print(
-            "\n" + "!" * 78 + f"\nMLflow TRACKING FAILED for {name} (store: {tracking_uri(root)}).\n"
-            "All DVC outputs (model, embeddings, metrics, plots) are intact. Fix the store and run\n"
-            "`dvc repro` again: only this `track` stage will re-run.\n" + "!" * 78,
-            file=sys.stderr,
-        )
-        sys.exit(1)
+    except Exception as err:  # noqa: BLE001 - any tracking failure must be reported, not hidden
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise TrackingError(
+            f"MLflow tracking failed for {name} (store {tracking_uri(root)}): {reason}. Every DVC output is "
+            "intact: fix the store or start the server, then run `dvc repro` again (only `track` re-runs)"
+        ) from None
     state = "logged new" if created else "already recorded as"
     print(f"MLflow: {state} run {run_id} ({name}) in {tracking_uri(root)}")
 

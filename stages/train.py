@@ -1,17 +1,16 @@
 """Stage `train`: train the encoder on the pairs/triplets, augmenting on the fly."""
 
 import argparse
-import csv
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from contrastlab import params, plots
-from contrastlab.cli import run_stage, write_json
+from contrastlab.cli import run_stage
+from contrastlab.files import load_npz, write_csv, write_json
 from contrastlab.datasets import load_split
 from contrastlab.losses import LossOptions, epochs_and_lr
-from contrastlab.model import pick_device
+from contrastlab.model import pick_device, save_encoder
 from contrastlab.train import Recipe, train
 
 
@@ -23,6 +22,8 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="train metrics (JSON)")
     parser.add_argument("--loss-csv", type=Path, required=True, help="per-epoch loss for `dvc plots`")
     parser.add_argument("--loss-png", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True,
+                        help="training state after each epoch when train.checkpoint is true; removed when done")
     args = parser.parse_args()
     p = params.load("train")
     t = p["train"]
@@ -35,7 +36,7 @@ def main() -> None:
           f"{t['views']} views, {t['precision']}, {t['head']} head, {recipe}")
     result = train(
         torch.from_numpy(images),
-        dict(np.load(args.pairs)),
+        load_npz(args.pairs),
         loss=p["loss"],
         aug=p["aug"],
         epochs=epochs,
@@ -48,11 +49,11 @@ def main() -> None:
         options=LossOptions(margin=t["margin"], temperature=t["temperature"]),
         seed=p["seed"],
         device=device,
+        checkpoint=args.checkpoint if t["checkpoint"] else None,
     )
 
-    args.model.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": result.encoder.cpu().state_dict(), "channels": images.shape[1], "head": t["head"]},
-               args.model)
+    save_encoder(result.encoder, images.shape[1], t["head"], args.model)
+    args.checkpoint.unlink(missing_ok=True)
     write_json(args.metrics, {
         "epochs": epochs,
         "lr": lr,
@@ -62,11 +63,7 @@ def main() -> None:
         "device": device.type,
         "precision": t["precision"],
     })
-    args.loss_csv.parent.mkdir(parents=True, exist_ok=True)
-    with args.loss_csv.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", "loss"])
-        writer.writerows(enumerate(result.epoch_losses, start=1))
+    write_csv(args.loss_csv, ["epoch", "loss"], enumerate(result.epoch_losses, start=1))
     plots.loss_curve(result.epoch_losses, f"training loss: {params.scenario_name(p)}", args.loss_png)
     print(f"{result.train_time_s:.0f} s, {result.images_per_s:,.0f} images/s, final loss {result.epoch_losses[-1]:.4f}")
 

@@ -1,13 +1,11 @@
 """Stage `tsne`: 2-d t-SNE map of the first N test embeddings, coloured by class."""
 
 import argparse
-import csv
 from pathlib import Path
-
-import numpy as np
 
 from contrastlab import params, plots
 from contrastlab.cli import run_stage
+from contrastlab.files import load_npz, write_csv
 from contrastlab.datasets import DATASETS
 from contrastlab.evaluate import tsne_map
 
@@ -21,17 +19,17 @@ def main() -> None:
     p = params.load("tsne")
     t = p["tsne"]
 
-    saved = np.load(args.embeddings)
-    n = min(t["n_points"], len(saved["labels"]))
+    saved = load_npz(args.embeddings)
+    n = len(saved["labels"]) if t["n_points"] == params.ALL else t["n_points"]
+    if n > len(saved["labels"]):
+        raise params.ParamError(f"params.yaml: tsne.n_points={n} but there are only {len(saved['labels'])} test "
+                                f"embeddings; use at most {len(saved['labels'])} or '{params.ALL}'")
     embeddings, labels = saved["embeddings"][:n], saved["labels"][:n]
     coords = tsne_map(embeddings, perplexity=t["perplexity"], max_iter=t["max_iter"], seed=p["seed"])
 
     classes = DATASETS[p["dataset"]].classes
-    args.csv.parent.mkdir(parents=True, exist_ok=True)
-    with args.csv.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["x", "y", "class"])
-        writer.writerows((f"{x:.4f}", f"{y:.4f}", classes[c]) for (x, y), c in zip(coords, labels))
+    write_csv(args.csv, ["x", "y", "class"],
+              ((f"{x:.4f}", f"{y:.4f}", classes[c]) for (x, y), c in zip(coords, labels)))
     title = f"t-SNE of {n} test embeddings: {params.scenario_name(p)}"
     plots.tsne_scatter(coords, labels, list(classes), title, args.png)
     print(f"t-SNE of {n} points -> {args.png}")

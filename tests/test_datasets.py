@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import pickle
@@ -67,7 +68,7 @@ def test_mirror_round_trip(tiny, tmp_path, name):
     layout = (spec.size, spec.size) if spec.channels == 1 else (spec.size, spec.size, 3)
     meta = json.loads((dest / "meta.json").read_text())
     assert meta["name"] == name and meta["source"] == "mirror" and meta["classes"] == list(spec.classes)
-    assert meta["digests"] == digests[name]
+    assert meta["digests"] == {split: digests[name][split] for split in ("train", "test")}
     for split, per_class in PER_CLASS.items():
         n = 10 * per_class
         images = np.load(dest / f"{split}_images.npy")
@@ -136,7 +137,7 @@ def test_corrupt_mirror_file_stops_with_file_and_source(tiny, tmp_path):
     assert "\n" not in message
 
 
-def fail_offline(spec, mirror):
+def fail_offline(spec, mirror, expected):
     raise datasets._SourceFailed("download failed (URLError: offline)")
 
 
@@ -209,15 +210,47 @@ def test_read_idx_rejects_bad_files(tmp_path, content, complaint):
         read_idx(path)
 
 
-def test_cifar_archive_refuses_pickles_that_run_code(tmp_path):
-    (tmp_path / "cifar10").mkdir()
-    payload = pickle.dumps({"data": print}, protocol=2)  # any global outside numpy arrays
-    with tarfile.open(tmp_path / "cifar10" / datasets.CIFAR_ARCHIVE, "w:gz") as tar:
+def archive_with_test_batch(folder: Path, payload: bytes) -> None:
+    (folder / "cifar10").mkdir()
+    with tarfile.open(folder / "cifar10" / datasets.CIFAR_ARCHIVE, "w:gz") as tar:
         info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
-    with pytest.raises(DataError, match=r"refusing to load (__builtin__|builtins)\.print"):
+
+
+def test_cifar_batch_with_an_unknown_digest_is_never_unpickled(tmp_path, monkeypatch):
+    payload = pickle.dumps({"data": print}, protocol=2)
+    archive_with_test_batch(tmp_path, payload)
+    unpickled = []
+    monkeypatch.setattr(datasets._NumpyOnlyUnpickler, "load", lambda self: unpickled.append(1))
+    with pytest.raises(DataError) as caught:
         fetch("cifar10", tmp_path / "data", mirror=tmp_path, sources=["mirror"], digests=OFFICIAL_DIGESTS, log=quiet)
+    sha256 = hashlib.sha256(payload).hexdigest()
+    assert str(caught.value) == (
+        f"cifar10 from source 'mirror': {tmp_path / 'cifar10' / datasets.CIFAR_ARCHIVE}: test_batch matches no known "
+        f"digest of the official file (sha256 {sha256}); refusing to unpickle it: the archive is corrupted or not the "
+        "official data, or the digests file lacks its 'files'")
+    assert unpickled == []
+
+
+@pytest.mark.parametrize("listed", ["sha256", "md5"])
+def test_cifar_batch_with_a_listed_digest_still_may_not_run_code(tmp_path, listed):
+    payload = pickle.dumps({"data": print}, protocol=2)  # any global outside numpy arrays
+    archive_with_test_batch(tmp_path, payload)
+    digests = {"cifar10": {"files": {"test_batch": [f"{listed}:{hashlib.new(listed, payload).hexdigest()}"]}}}
+    with pytest.raises(DataError, match=r"refusing to load (__builtin__|builtins)\.print"):
+        fetch("cifar10", tmp_path / "data", mirror=tmp_path, sources=["mirror"], digests=digests, log=quiet)
+
+
+def test_the_shared_cifar_batches_match_the_listed_file_digests():
+    archive = SHARED_MIRROR / "cifar10" / datasets.CIFAR_ARCHIVE
+    if not archive.is_file():
+        pytest.skip("no shared CIFAR-10 copy on this machine")
+    with tarfile.open(archive, "r|gz") as tar:
+        for member in tar:
+            name = Path(member.name).name
+            if name in OFFICIAL_DIGESTS["cifar10"]["files"]:
+                datasets._check_file_digest(archive, name, tar.extractfile(member).read(), OFFICIAL_DIGESTS["cifar10"])
 
 
 # --- source order and the torchvision / pypi sources ----------------------------------------------
@@ -227,9 +260,9 @@ def test_first_working_source_wins(tiny, tmp_path, monkeypatch):
     mirror, digests = tiny
     calls = []
 
-    def tiny_torchvision(spec, _mirror):
+    def tiny_torchvision(spec, _mirror, expected):
         calls.append(spec.name)
-        return datasets._from_mirror(spec, mirror)
+        return datasets._from_mirror(spec, mirror, expected)
 
     monkeypatch.setitem(datasets.SOURCE_FETCHERS, "torchvision", tiny_torchvision)
     order = ["mirror", "torchvision"]
@@ -253,7 +286,7 @@ def fake_torchvision(monkeypatch, dataset_class) -> None:
 
 def test_torchvision_source_converts_data_and_targets(tiny, tmp_path, monkeypatch):
     mirror, digests = tiny
-    tiny_mnist = datasets._from_mirror(DATASETS["mnist"], mirror)
+    tiny_mnist = datasets._from_mirror(DATASETS["mnist"], mirror, digests["mnist"])
 
     class TinyMNIST:  # torchvision's MNIST: .data (N, 28, 28) uint8, .targets int64
         def __init__(self, root, train, download):

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
-from contrastlab.model import embed_images, make_encoder
+from contrastlab.files import FileError
+from contrastlab.model import embed_images, load_encoder, make_encoder, save_encoder
 
 
 def test_output_is_32_d_for_mnist_and_cifar_shapes():
@@ -39,3 +41,24 @@ def test_l2_head_keeps_the_weights_and_gives_unit_vectors_that_can_point_apart()
     out = l2.eval()(torch.randn(16, 1, 28, 28))
     assert torch.allclose(out.norm(dim=1), torch.ones(16), atol=1e-5)
     assert out.min() < 0  # unlike sigmoid outputs, components can be negative, so a cosine can be too
+
+
+def test_saved_encoder_loads_back_with_the_same_outputs(tmp_path):
+    encoder = make_encoder(3, "l2").eval()
+    save_encoder(encoder, 3, "l2", tmp_path / "encoder.pt")
+    loaded = load_encoder(tmp_path / "encoder.pt", torch.device("cpu")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded(x), encoder(x))
+
+
+class RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_an_encoder_file_that_would_run_code_is_refused_unrun(tmp_path, capsys):
+    torch.save({"state_dict": make_encoder(1).state_dict(), "channels": 1, "head": "sigmoid",
+                "extra": RunsCodeWhenUnpickled()}, tmp_path / "encoder.pt")
+    with pytest.raises(FileError, match=r"encoder\.pt is not a readable encoder \(.*\); delete it and run `dvc repro`"):
+        load_encoder(tmp_path / "encoder.pt", torch.device("cpu"))
+    assert "code ran" not in capsys.readouterr().out

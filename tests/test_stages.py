@@ -38,7 +38,8 @@ def write_params(folder: Path, section: str | None, key: str, value) -> None:
 def test_bad_value_stops_train_before_any_work_with_one_line(tmp_path, section, key, value, line):
     write_params(tmp_path, section, key, value)
     result = stage("train", "--data", "missing", "--pairs", "missing.npz", "--model", "models/encoder.pt",
-                   "--metrics", "metrics/train.json", "--loss-csv", "plots/l.csv", "--loss-png", "plots/l.png", cwd=tmp_path)
+                   "--metrics", "metrics/train.json", "--loss-csv", "plots/l.csv", "--loss-png", "plots/l.png",
+                   "--checkpoint", "models/ckpt.pt", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
@@ -59,7 +60,9 @@ def test_tracking_failure_is_loud_exits_nonzero_and_leaves_outputs_alone(tmp_pat
                    "--pairs-metrics", "pairs.json", "--loss-csv", "loss.csv",
                    "--artifacts", "encoder.pt", cwd=tmp_path,
                    env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/not-a-folder/mlflow.db", "DVC_ROOT": str(tmp_path)})
-    assert result.returncode == 1
-    assert "MLflow TRACKING FAILED for mnist-triplet-simclr" in result.stderr
-    assert "only this `track` stage will re-run" in result.stderr
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith(f"error: MLflow tracking failed for mnist-triplet-simclr (store sqlite:///{tmp_path}/not-a-folder")
+    assert line.endswith("run `dvc repro` again (only `track` re-runs)")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

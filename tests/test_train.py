@@ -7,7 +7,7 @@ from contrastlab.model import make_encoder
 from contrastlab.pairs import build
 from contrastlab.augment import AUGMENTATIONS
 from contrastlab.losses import LOSSES
-from contrastlab.train import Recipe, draw_fixed_views, make_optimizer, make_schedule, train
+from contrastlab.train import Recipe, TrainingDiverged, draw_fixed_views, make_optimizer, make_schedule, train
 
 RNG = np.random.default_rng(0)
 LABELS = np.repeat(np.arange(10), 8)
@@ -16,9 +16,9 @@ IMAGES = torch.from_numpy(np.clip(LABELS[:, None, None, None] * 25 + RNG.normal(
 
 
 def run(loss="triplet", aug="simclr", views="fresh", seed=0, epochs=2, precision="fp32", negatives="label_aware",
-        **options):
+        lr=0.1, **options):
     examples = build(LABELS, LOSSES[loss].examples, 8, seed=0, negatives=negatives)
-    return train(IMAGES, examples, loss=loss, aug=aug, epochs=epochs, batch_size=16, lr=0.1, views=views,
+    return train(IMAGES, examples, loss=loss, aug=aug, epochs=epochs, batch_size=16, lr=lr, views=views,
                  seed=seed, device=torch.device("cpu"), progress=False, precision=precision, **options)
 
 
@@ -143,3 +143,63 @@ def test_onecycle_rises_to_the_rate_then_falls_far_below():
 def test_adamw_with_weight_decay_trains_differently_from_sgd():
     adamw = run(recipe=Recipe(optimizer="adamw", weight_decay=0.05))
     assert not torch.equal(weights(adamw), weights(run()))
+
+
+class Killed(BaseException):
+    """Stands for the process dying right after a checkpoint was written."""
+
+
+def interrupted_after_first_checkpoint(monkeypatch, **options):
+    """Run training with a checkpoint and "kill" it once the first epoch's state is on disk."""
+    save = contrastlab.train.save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        raise Killed
+
+    monkeypatch.setattr(contrastlab.train, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run(**options)
+    monkeypatch.setattr(contrastlab.train, "save_checkpoint", save)
+
+
+@pytest.mark.parametrize("options", [
+    dict(views="fresh"),
+    dict(views="once", aug="pad_rotate_scale"),
+    dict(recipe=Recipe(optimizer="adamw", schedule="onecycle", weight_decay=0.01)),
+    dict(recipe=Recipe(momentum=0.9, schedule="cosine", warmup_epochs=1), loss="ntxent"),
+])
+def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, capsys, options):
+    uninterrupted = run(epochs=3, **options)
+    checkpoint = tmp_path / "train-checkpoint.pt"
+    interrupted_after_first_checkpoint(monkeypatch, epochs=3, checkpoint=checkpoint, **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-checkpoint.pt"]  # no partial file left
+
+    resumed = run(epochs=3, checkpoint=checkpoint, **options)
+    assert "resuming from" in capsys.readouterr().out
+    assert torch.equal(weights(resumed), weights(uninterrupted))
+    assert resumed.epoch_losses == uninterrupted.epoch_losses
+    assert resumed.images_seen == uninterrupted.images_seen
+
+
+def test_a_checkpoint_of_other_params_is_ignored(tmp_path, monkeypatch, capsys):
+    checkpoint = tmp_path / "train-checkpoint.pt"
+    interrupted_after_first_checkpoint(monkeypatch, epochs=3, checkpoint=checkpoint, seed=1)
+    result = run(epochs=3, checkpoint=checkpoint, seed=2)
+    assert "belongs to other data or params; training from the start" in capsys.readouterr().out
+    assert torch.equal(weights(result), weights(run(epochs=3, seed=2)))
+
+
+def test_an_unreadable_checkpoint_is_ignored(tmp_path, capsys):
+    checkpoint = tmp_path / "train-checkpoint.pt"
+    checkpoint.write_bytes(b"half a checkpoint")
+    result = run(checkpoint=checkpoint)
+    assert "ignoring unreadable checkpoint" in capsys.readouterr().out
+    assert torch.equal(weights(result), weights(run()))
+
+
+def test_a_loss_that_turns_nan_stops_training_with_the_step_and_advice():
+    with pytest.raises(TrainingDiverged) as caught:
+        run(aug="none", head="l2", lr=1e38)
+    assert str(caught.value) == ("training diverged: the triplet loss became nan at epoch 1, step 2 (lr 1e+38, sgd); "
+                                 "lower train.lr or change the recipe")

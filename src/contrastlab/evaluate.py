@@ -9,6 +9,8 @@ from sklearn.metrics import confusion_matrix, top_k_accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 
+from contrastlab.params import ParamError
+
 
 def tsne_map(embeddings: np.ndarray, *, perplexity: float, max_iter: int, seed: int) -> np.ndarray:
     """2-d t-SNE coordinates (sklearn, PCA init) of the given embeddings."""
@@ -48,11 +50,14 @@ def probe(
     """
     fit, score = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
     x_fit, x_score, y_fit, y_score = embeddings[fit], embeddings[score], labels[fit], labels[score]
+    if knn_k > len(x_fit):
+        raise ParamError(f"params.yaml: probe.knn_k={knn_k} but the probe fits on only {len(x_fit)} embeddings; "
+                         f"use at most {len(x_fit)}")
     classifier = LogisticRegression(max_iter=max_iter).fit(x_fit, y_fit)
     predicted = classifier.predict(x_score)
     classes = np.unique(labels)
     top3 = top_k_accuracy_score(y_score, classifier.predict_proba(x_score), k=min(3, len(classes)), labels=classifier.classes_)
-    knn = KNeighborsClassifier(n_neighbors=min(knn_k, len(x_fit))).fit(x_fit, y_fit)
+    knn = KNeighborsClassifier(n_neighbors=knn_k).fit(x_fit, y_fit)
     matrix = confusion_matrix(y_score, predicted, labels=classes)
     return {
         "top1": float(np.mean(predicted == y_score)),

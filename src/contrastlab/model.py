@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from contrastlab.files import RECOMPUTE, FileError, write_bytes
 
 EMBEDDING_DIM = 32
 
@@ -41,6 +46,32 @@ def make_encoder(channels: int, head: str = "sigmoid") -> nn.Sequential:
         nn.Conv2d(256, 8, kernel_size=2, stride=1, padding=0, bias=False),
         *HEADS[head](),
     )
+
+
+def save_torch(obj: object, path: Path) -> None:
+    """`torch.save`, atomically, through memory: a failed write (disk full) then names its cause,
+    where torch itself reports only an "iostream error"."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def save_encoder(encoder: nn.Module, channels: int, head: str, path: Path) -> None:
+    """Weights plus what `make_encoder` needs to rebuild the network: plain tensors and values only."""
+    save_torch({"state_dict": encoder.cpu().state_dict(), "channels": channels, "head": head}, path)
+
+
+def load_encoder(path: Path, device: torch.device) -> nn.Sequential:
+    """Rebuild a saved encoder. `weights_only=True`: a tampered file cannot run code when loaded."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        encoder = make_encoder(saved["channels"], saved["head"])
+        encoder.load_state_dict(saved["state_dict"])
+    except FileNotFoundError:
+        raise FileError(f"{path} does not exist; run the train stage first (dvc repro)") from None
+    except Exception as err:  # noqa: BLE001 - a damaged file can fail in any way, always with this advice
+        raise FileError(f"{path} is not a readable encoder ({' '.join(str(err).split())[:200]}); {RECOMPUTE}") from None
+    return encoder.to(device)
 
 
 def pick_device() -> torch.device:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import yaml
 
 AUTO = "auto"
+ALL = "all"
 
 
 class ParamError(ValueError):
@@ -52,9 +53,10 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def int_at_least(lo: int, auto: bool = False) -> Rule:
-    prefix = f"'{AUTO}' or " if auto else ""
-    return Rule(f"{prefix}an integer >= {lo}", lambda v: (auto and v == AUTO) or (_is_int(v) and v >= lo))
+def int_at_least(lo: int, word: str | None = None) -> Rule:
+    """An integer >= lo, or the keyword `word` (e.g. 'auto') where one is allowed."""
+    prefix = f"'{word}' or " if word else ""
+    return Rule(f"{prefix}an integer >= {lo}", lambda v: (word is not None and v == word) or (_is_int(v) and v >= lo))
 
 
 def positive_number(auto: bool = False) -> Rule:
@@ -149,7 +151,7 @@ SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
         "augment_anchor": boolean(),
     },
     "train": {
-        "epochs": int_at_least(1, auto=True),
+        "epochs": int_at_least(1, AUTO),
         "batch_size": int_at_least(1),
         "lr": positive_number(auto=True),
         "views": one_of("fresh", "once"),
@@ -162,10 +164,11 @@ SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
         "warmup_epochs": int_at_least(0),
         "margin": positive_number(),
         "temperature": positive_number(),
+        "checkpoint": boolean(),
     },
     "embed": {"batch_size": int_at_least(1), "shifts": int_list()},
     "tsne": {
-        "n_points": int_at_least(2),
+        "n_points": int_at_least(2, ALL),
         "perplexity": positive_number(),
         "max_iter": int_at_least(250),
     },

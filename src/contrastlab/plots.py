@@ -10,6 +10,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from contrastlab.files import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    with atomic_path(path) as partial:
+        fig.savefig(partial, dpi=dpi)
+    plt.close(fig)
+
 
 def loss_curve(epoch_losses: list[float], title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")
@@ -18,8 +26,7 @@ def loss_curve(epoch_losses: list[float], title: str, path: Path) -> None:
     ax.set(xlabel="epoch", ylabel="mean training loss", title=title)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
 def _scatter_classes(ax, coords: np.ndarray, labels: np.ndarray, class_names: list[str], size: float) -> None:
@@ -36,8 +43,7 @@ def tsne_scatter(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
     _scatter_classes(ax, coords, labels, class_names, size=8)
     ax.set_title(title)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2.5, frameon=False, title="class")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
 def tsne_panels(panels: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str], title: str,
@@ -50,8 +56,7 @@ def tsne_panels(panels: list[tuple[str, np.ndarray, np.ndarray]], class_names: l
     handles, names = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, names, loc="outside right center", markerscale=2.5, frameon=False, title="class")
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def confusion_heatmap(matrix: np.ndarray, class_names: list[str], title: str, path: Path) -> None:
@@ -68,8 +73,7 @@ def confusion_heatmap(matrix: np.ndarray, class_names: list[str], title: str, pa
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, label="fraction of actual class")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, dpi=120)
 
 
 def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, float]], path: Path) -> None:
@@ -93,5 +97,4 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
         ax.set(ylabel="linear-probe top-1", title=dataset, ylim=(0, 1))
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, dpi=120)

@@ -24,6 +24,7 @@ import numpy as np
 
 from contrastlab import plots
 from contrastlab.datasets import DATASETS
+from contrastlab.files import write_csv, write_text
 
 METRICS = ("top1", "top3", "knn")
 BASELINE_NAMES = {
@@ -314,8 +315,7 @@ def write_report(results: Path, out: Path) -> None:
     scenarios = {key: g for key, g in scenarios.items() if g.main}
     out.mkdir(parents=True, exist_ok=True)
     lines, rows = table(scenarios, baselines)
-    with (out / "results.csv").open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
+    write_csv(out / "results.csv", rows[0], rows[1:])
     text = [
         "# Study report",
         "",
@@ -338,7 +338,7 @@ def write_report(results: Path, out: Path) -> None:
         *figures(scenarios, baselines, out),
         *beyond_section(beyond, scenarios, baselines, out),
     ]
-    (out / "README.md").write_text("\n".join(text) + "\n")
+    write_text(out / "README.md", "\n".join(text) + "\n")
 
 
 def main() -> None:

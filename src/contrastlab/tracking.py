@@ -10,6 +10,7 @@ twice (a forced re-run of a deterministic scenario) finds the existing run inste
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,6 +18,10 @@ import subprocess
 from pathlib import Path
 
 EXPERIMENT = "contrastlab"
+
+
+class TrackingError(Exception):
+    """MLflow could not record a result; the DVC outputs are unaffected."""
 
 
 def project_root() -> Path:
@@ -62,33 +67,60 @@ def log_scenario(
     tags: dict[str, str],
     root: Path,
 ) -> tuple[str, bool]:
-    """Log one scenario result; return (run id, whether a new run was created)."""
+    """Log one scenario result; return (run id, whether a new run was created).
+
+    Safe with several writers at once (`dvc queue start -j N`, or machines sharing a server): the
+    local sqlite store is written by one process at a time (a lock file beside it), and a run is
+    marked complete (its `result_key` tag) only after everything is logged; a run that failed half
+    way is deleted, so the dedupe never finds an incomplete run.
+    """
     # A dead server should fail in seconds, not after MLflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     import mlflow
+    from filelock import FileLock
 
     uri = tracking_uri(root)
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient()
+    local_db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
+    with FileLock(f"{local_db}.lock") if local_db else contextlib.nullcontext():
+        mlflow.set_tracking_uri(uri)
+        client = mlflow.MlflowClient()
+        experiment_id = _experiment_id(client, root, uri)
+        key = result_key(params, metrics)
+        existing = client.search_runs([experiment_id], filter_string=f"tags.result_key = '{key}'", max_results=1)
+        if existing:
+            return existing[0].info.run_id, False
+
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+        run_id = run.info.run_id
+        try:
+            with mlflow.start_run(run_id=run_id):
+                mlflow.log_params(flatten(params))
+                mlflow.log_metrics(metrics)
+                for epoch, value in enumerate(epoch_losses, start=1):
+                    mlflow.log_metric("train_loss", value, step=epoch)
+                for path in artifacts:
+                    mlflow.log_artifact(str(path))
+                mlflow.set_tag("result_key", key)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.delete_run(run_id)
+            raise
+        return run_id, True
+
+
+def _experiment_id(client, root: Path, uri: str) -> str:
+    """The project's experiment, created on first use (another writer may create it at the same moment)."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    if experiment is None:
-        artifact_root = (root / "mlruns" / EXPERIMENT).as_uri() if uri.startswith("sqlite:") else None
-        experiment_id = client.create_experiment(EXPERIMENT, artifact_location=artifact_root)
-    else:
-        experiment_id = experiment.experiment_id
-
-    key = result_key(params, metrics)
-    existing = client.search_runs([experiment_id], filter_string=f"tags.result_key = '{key}'", max_results=1)
-    if existing:
-        return existing[0].info.run_id, False
-
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
-        mlflow.set_tags({**tags, "result_key": key})
-        mlflow.log_params(flatten(params))
-        mlflow.log_metrics(metrics)
-        for epoch, value in enumerate(epoch_losses, start=1):
-            mlflow.log_metric("train_loss", value, step=epoch)
-        for path in artifacts:
-            mlflow.log_artifact(str(path))
-        return run.info.run_id, True
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_root = (root / "mlruns" / EXPERIMENT).as_uri() if uri.startswith("sqlite:") else None
+    try:
+        return client.create_experiment(EXPERIMENT, artifact_location=artifact_root)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(EXPERIMENT)
+        if experiment is None:
+            raise
+        return experiment.experiment_id

@@ -8,12 +8,19 @@ swaps each negative for a semi-hard one from the batch, and applies the loss. Au
 fresh every epoch (`views="fresh"`) or drawn once before training and reused (`views="once"`,
 the study's way). The optimizer and learning-rate schedule default to the protocol's plain SGD
 at a fixed rate; AdamW, momentum, weight decay, warm-up, cosine and one-cycle schedules are options.
+A loss that turns NaN or infinite stops training at once with the step and the advice. With a
+checkpoint path, the full training state is saved after every epoch and a killed run resumes
+from it, ending with exactly the weights of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,8 +28,12 @@ from tqdm import tqdm
 
 from contrastlab.augment import AUGMENTATIONS, normalize, to_unit
 from contrastlab.losses import LOSSES, LossOptions, semi_hard_negatives
-from contrastlab.model import make_encoder
-from contrastlab.params import PRECISIONS
+from contrastlab.model import make_encoder, save_torch
+from contrastlab.params import PRECISIONS, ParamError
+
+
+class TrainingDiverged(ParamError):
+    """The loss became NaN or infinite: the params (usually the learning rate) cannot train this model."""
 
 
 @dataclass
@@ -84,6 +95,33 @@ def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, lr: float, s
     return ramp if after is None else sched.SequentialLR(optimizer, [ramp, after], milestones=[warmup])
 
 
+def checkpoint_key(images: torch.Tensor, examples: dict[str, np.ndarray], settings: dict) -> str:
+    """Digest of everything that determines the weights, so a checkpoint resumes only the same training."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for array in (images.cpu().numpy(), *(np.asarray(examples[name]) for name in sorted(examples))):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    save_torch(state, path)
+
+
+def load_checkpoint(path: Path, key: str) -> dict | None:
+    """The saved state if `path` holds a checkpoint of this very training, else None (and why)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a damaged file can fail in any way; it is only a shortcut
+        print(f"ignoring unreadable checkpoint {path} ({type(err).__name__}); training from the start")
+        return None
+    if state.get("key") != key:
+        print(f"ignoring checkpoint {path}: it belongs to other data or params; training from the start")
+        return None
+    return state
+
+
 def train(
     images: torch.Tensor,
     examples: dict[str, np.ndarray],
@@ -101,11 +139,13 @@ def train(
     options: LossOptions = LossOptions(),
     device: torch.device,
     progress: bool = True,
+    checkpoint: Path | None = None,
 ) -> TrainResult:
     """Train a fresh encoder on uint8 `images` (N, C, H, W) with the examples from `contrastlab.pairs`.
 
     `precision="bf16"` runs the encoder's forward passes under bfloat16 autocast; augmentation, loss,
-    weights and optimizer stay fp32.
+    weights and optimizer stay fp32. `checkpoint`: where to save the state after each epoch and to
+    resume from if it holds an earlier state of the same training.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {', '.join(PRECISIONS)}")
@@ -145,8 +185,25 @@ def train(
         return normalize(x).contiguous(memory_format=torch.channels_last)
 
     result = TrainResult(encoder)
+    if checkpoint is not None:
+        settings = dict(loss=loss, aug=aug, epochs=epochs, batch_size=batch_size, lr=lr, views=views, seed=seed,
+                        precision=precision, head=head, recipe=asdict(recipe), options=asdict(options))
+        key = checkpoint_key(images, examples, settings)
+        saved = load_checkpoint(checkpoint, key)
+        if saved is not None:
+            encoder.load_state_dict(saved["encoder"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if schedule is not None:
+                schedule.load_state_dict(saved["schedule"])
+            shuffle_rng.set_state(saved["shuffle_rng"])
+            augment_rng.set_state(saved["augment_rng"])
+            torch.set_rng_state(saved["torch_rng"])
+            result.epoch_losses, result.train_time_s, result.images_seen = (
+                saved["epoch_losses"], saved["train_time_s"], saved["images_seen"])
+            print(f"resuming from {checkpoint} after epoch {len(result.epoch_losses)} of {epochs}")
+
     encoder.train()
-    for epoch in range(1, epochs + 1):
+    for epoch in range(len(result.epoch_losses) + 1, epochs + 1):
         order = torch.randperm(n_examples, generator=shuffle_rng).to(device)
         batches = range(0, n_examples, batch_size)
         bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress, leave=True)
@@ -161,19 +218,32 @@ def train(
                 embeddings[2] = semi_hard_negatives(embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels,
                                                     options.margin)
             batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
+            loss_value = batch_loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"training diverged: the {loss} loss became {loss_value} at epoch {epoch}, step "
+                    f"{start // batch_size + 1} (lr {lr}, {recipe.optimizer}); lower train.lr or change the recipe")
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimizer.step()
             if schedule is not None:
                 schedule.step()
 
-            epoch_loss += batch_loss.item() * len(rows)
+            epoch_loss += loss_value * len(rows)
             epoch_images += len(rows) * k
             rate = epoch_images / (time.perf_counter() - epoch_start)
-            bar.set_postfix(loss=f"{batch_loss.item():.4f}", img_s=f"{rate:,.0f}")
+            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:,.0f}")
         result.train_time_s += time.perf_counter() - epoch_start
         result.images_seen += epoch_images
         result.epoch_losses.append(epoch_loss / n_examples)
         bar.set_postfix(loss=f"{result.epoch_losses[-1]:.4f}", img_s=f"{epoch_images / (time.perf_counter() - epoch_start):,.0f}")
         bar.close()
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "key": key, "encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict() if schedule is not None else None,
+                "shuffle_rng": shuffle_rng.get_state(), "augment_rng": augment_rng.get_state(),
+                "torch_rng": torch.get_rng_state(), "epoch_losses": result.epoch_losses,
+                "train_time_s": result.train_time_s, "images_seen": result.images_seen,
+            })  # fmt: skip
     return result

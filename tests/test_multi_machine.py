@@ -1,0 +1,126 @@
+"""More than one machine, with existing engines: an MLflow tracking server backed by PostgreSQL (a
+real server, started here on 127.0.0.1 from Debian's packages) with its own artifact store, and a
+shared DVC remote for the cache. Two clones of the project stand for two machines.
+
+Needs PostgreSQL's server binaries (`apt-get install postgresql`); skipped without them unless
+CONTRASTLAB_REQUIRE_POSTGRES=1 (as in .ci/run, which installs them), where their absence fails.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tinydata import GIT, make_tiny_repo, sh
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+
+def postgres_bin() -> Path:
+    found = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    if found is None:
+        if os.environ.get("CONTRASTLAB_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL server binaries not found (apt-get install postgresql)")
+        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+    return Path(found).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_postgres_user(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: drop to the `postgres` account the Debian package creates."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A PostgreSQL server on 127.0.0.1 with a database `mlflow`; yields its SQLAlchemy URI."""
+    bin_dir, port = postgres_bin(), free_port()
+    data = tmp_path / "pgdata"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    run = lambda *cmd: subprocess.run(as_postgres_user([str(bin_dir / cmd[0]), *cmd[1:]]), check=True,  # noqa: E731
+                                      capture_output=True, text=True)
+    run("initdb", "-D", str(data), "-U", "mlflow", "--auth=trust")
+    run("pg_ctl", "-D", str(data), "-l", str(data / "server.log"), "-w", "start",
+        "-o", f"-h 127.0.0.1 -p {port} -k {data}")
+    try:
+        run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow")
+        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+
+
+@pytest.fixture
+def tracking_server(postgres, tmp_path):
+    """`mlflow server` on 127.0.0.1, runs in PostgreSQL, artifacts in a folder it serves; yields its URL."""
+    port = free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen(
+        [str(mlflow), "server", "--backend-store-uri", postgres, "--artifacts-destination", str(tmp_path / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow-server.log", "w"), start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
+            time.sleep(1)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server's workers are in its process group
+        server.wait(timeout=30)
+
+
+def test_two_machines_share_a_postgres_tracking_server_and_a_dvc_remote(tracking_server, tmp_path):
+    first, env = make_tiny_repo(tmp_path)
+    env = {**env, "MLFLOW_TRACKING_URI": tracking_server}
+    sh("dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"), cwd=first, env=env)
+    sh("git", "add", "-A", cwd=first, env=env)
+    sh(*GIT, "commit", "-qm", "shared remote", cwd=first, env=env)
+    second = tmp_path / "second"
+    sh("git", "clone", "-q", str(first), str(second), cwd=tmp_path, env=env)
+    second_env = {**env, "PYTHONPATH": str(second / "src")}
+
+    sh("dvc", "exp", "run", "-S", "aug=none", cwd=first, env=env)
+    sh("dvc", "push", "--run-cache", cwd=first, env=env)
+    sh("dvc", "pull", "--run-cache", cwd=second, env=second_env)
+    same = sh("dvc", "exp", "run", "-S", "aug=none", cwd=second, env=second_env)
+    assert "Stage 'train' is cached - skipping run" in same.stdout  # the first machine's training, not a re-run
+    assert "MLflow: already recorded as run" in same.stdout
+    sh("dvc", "exp", "run", "-S", "aug=pad_rotate_scale", cwd=second, env=second_env)
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_server)
+    experiment = client.get_experiment_by_name("contrastlab")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["mnist-triplet-none", "mnist-triplet-pad_rotate_scale"]
+    for run in runs:
+        assert run.data.metrics["probe_top1"] > 0 and run.data.params["aug"] == run.data.tags["aug"]
+        names = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+        assert {"encoder.pt", "tsne.png", "confusion.png", "train_loss.png"} <= names
+        encoder = Path(client.download_artifacts(run.info.run_id, "encoder.pt", str(tmp_path / run.info.run_id)))
+        assert encoder.stat().st_size > 500_000
+    assert list((tmp_path / "artifacts").rglob("encoder.pt"))  # stored by the server, not by the clients
