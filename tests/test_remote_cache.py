@@ -4,6 +4,7 @@ pulled by a fresh clone, whose `dvc repro` then re-executes nothing. This is wha
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from tinydata import GIT, make_tiny_repo, sh
 
 pytestmark = pytest.mark.e2e
+STAGES = {"download", "pairs", "train", "embed", "tsne", "probe", "track"}
 OUTPUTS = ["data/pairs.npz", "models/encoder.pt", "data/embeddings.npz", "metrics/probe.json", "plots/tsne.png"]
 
 
@@ -34,5 +36,6 @@ def test_a_fresh_clone_pulls_the_pushed_run_and_recomputes_nothing(tmp_path):
     sh("dvc", "pull", "--run-cache", cwd=clone, env=clone_env)
     again = sh("dvc", "repro", cwd=clone, env=clone_env)
     assert "Running stage" not in again.stdout, again.stdout
+    assert set(re.findall(r"Stage '(\w+)' didn't change, skipping", again.stdout)) == STAGES
     assert digests(clone) == digests(repo)
     assert "up to date" in sh("dvc", "status", cwd=clone, env=clone_env).stdout
