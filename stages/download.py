@@ -1,13 +1,13 @@
 """Stage `download`: fetch, verify and store every dataset in `download.datasets`."""
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 from contrastlab import params
 from contrastlab.cli import run_stage
 from contrastlab.datasets import MIRROR_ENV, OFFICIAL_DIGESTS, fetch
+from contrastlab.files import read_json
 from contrastlab.tracking import project_root
 
 
@@ -19,7 +19,7 @@ def main() -> None:
 
     mirror = os.environ.get(MIRROR_ENV) or p["mirror"]
     mirror = project_root() / mirror if mirror else None  # relative paths mean the repository root
-    digests = json.loads((project_root() / p["digests"]).read_text()) if p["digests"] else OFFICIAL_DIGESTS
+    digests = read_json(project_root() / p["digests"]) if p["digests"] else OFFICIAL_DIGESTS
     for name in p["datasets"]:
         fetch(name, args.out / name, mirror=mirror, sources=p["sources"], digests=digests)
 

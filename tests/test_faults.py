@@ -37,7 +37,10 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_uninterrupted_weights_and_s
     while not checkpoint.exists():
         assert killed.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
         time.sleep(0.02)
-    time.sleep(0.3)  # into a later epoch
+    first = checkpoint.stat().st_mtime_ns
+    while checkpoint.stat().st_mtime_ns == first:  # one more epoch done: now it is in the middle of the next
+        assert killed.poll() is None and time.monotonic() < deadline, "training ended before its second checkpoint"
+        time.sleep(0.01)
     os.killpg(killed.pid, signal.SIGKILL)  # dvc and the stage, as a crash would
     assert killed.wait() == -signal.SIGKILL
     assert not (repo / "models" / "encoder.pt").exists()  # no half result where the result belongs

@@ -1,5 +1,6 @@
-"""Cached re-runs across machines: a pipeline run pushed to a DVC remote (with its run-cache) is
-pulled by a fresh clone, whose `dvc repro` then re-executes nothing. This is what CI relies on."""
+"""Cached re-runs across machines: a pipeline run with its dvc.lock committed and its outputs pushed
+to a DVC remote (with the run-cache) is pulled by a fresh clone, whose `dvc repro` then re-executes
+nothing. The GitHub workflow relies on the same: the committed dvc.lock plus a restored DVC cache."""
 
 from __future__ import annotations
 

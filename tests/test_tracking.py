@@ -1,3 +1,6 @@
+import multiprocessing
+from pathlib import Path
+
 import mlflow
 import pytest
 
@@ -60,3 +63,19 @@ def test_flatten_uses_dvc_param_names_and_key_depends_on_content():
     assert flatten({"a": 1, "train": {"lr": 0.1, "x": {"y": 2}}}) == {"a": 1, "train.lr": 0.1, "train.x.y": 2}
     assert result_key(PARAMS, {"m": 1}) == result_key(dict(PARAMS), {"m": 1})
     assert result_key(PARAMS, {"m": 1}) != result_key(PARAMS, {"m": 2})
+
+
+def log_one(root: str, top1: float) -> str:
+    return log(Path(root), {"probe_top1": top1})[0]
+
+
+def test_four_processes_logging_at_once_to_a_new_store_make_four_complete_runs(store):
+    """The lock beside mlflow.db serialises writers: without it, processes creating the database and the
+    experiment at the same moment fail ("table already exists", "database is locked", duplicate name)."""
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        run_ids = pool.starmap(log_one, [(str(store), 0.9 + i / 100) for i in range(4)])
+    assert len(set(run_ids)) == 4
+    mlflow.set_tracking_uri(tracking_uri(store))
+    runs = mlflow.search_runs(experiment_names=["contrastlab"], output_format="list")
+    assert sorted(run.data.metrics["probe_top1"] for run in runs) == [0.9, 0.91, 0.92, 0.93]
+    assert all(run.info.status == "FINISHED" and "result_key" in run.data.tags for run in runs)

@@ -16,9 +16,9 @@ IMAGES = torch.from_numpy(np.clip(LABELS[:, None, None, None] * 25 + RNG.normal(
 
 
 def run(loss="triplet", aug="simclr", views="fresh", seed=0, epochs=2, precision="fp32", negatives="label_aware",
-        lr=0.1, **options):
+        lr=0.1, batch_size=16, **options):
     examples = build(LABELS, LOSSES[loss].examples, 8, seed=0, negatives=negatives)
-    return train(IMAGES, examples, loss=loss, aug=aug, epochs=epochs, batch_size=16, lr=lr, views=views,
+    return train(IMAGES, examples, loss=loss, aug=aug, epochs=epochs, batch_size=batch_size, lr=lr, views=views,
                  seed=seed, device=torch.device("cpu"), progress=False, precision=precision, **options)
 
 
@@ -202,4 +202,11 @@ def test_a_loss_that_turns_nan_stops_training_with_the_step_and_advice():
     with pytest.raises(TrainingDiverged) as caught:
         run(aug="none", head="l2", lr=1e38)
     assert str(caught.value) == ("training diverged: the triplet loss became nan at epoch 1, step 2 (lr 1e+38, sgd); "
+                                 "lower train.lr or change the recipe")
+
+
+def test_weights_that_turn_non_finite_after_the_last_step_stop_training_too():
+    with pytest.raises(TrainingDiverged) as caught:
+        run(aug="none", lr=float("inf"), epochs=1, batch_size=80)  # one step: its loss is still finite
+    assert str(caught.value) == ("training diverged: the weights are not finite after epoch 1 (lr inf, sgd); "
                                  "lower train.lr or change the recipe")

@@ -24,9 +24,9 @@ def test_workflow_matches_the_github_workflow_schema():
 
 
 def test_the_schema_check_catches_a_broken_workflow(tmp_path):
-    broken = yaml.safe_load(WORKFLOW.read_text())
-    del broken["jobs"]["test-and-repro"]["runs-on"]
-    (tmp_path / "ci.yml").write_text(yaml.safe_dump(broken))
+    text = WORKFLOW.read_text()
+    assert "    runs-on: ubuntu-latest\n" in text
+    (tmp_path / "ci.yml").write_text(text.replace("    runs-on: ubuntu-latest\n", ""))
     assert validate(tmp_path / "ci.yml").returncode != 0
 
 

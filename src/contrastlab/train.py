@@ -95,9 +95,17 @@ def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, lr: float, s
     return ramp if after is None else sched.SequentialLR(optimizer, [ramp, after], milestones=[warmup])
 
 
+# The code that decides the weights: a checkpoint made before any of it changed is not resumed.
+TRAINING_CODE = ("train.py", "losses.py", "augment.py", "model.py")
+
+
 def checkpoint_key(images: torch.Tensor, examples: dict[str, np.ndarray], settings: dict) -> str:
-    """Digest of everything that determines the weights, so a checkpoint resumes only the same training."""
+    """Digest of everything that determines the weights (data, examples, settings, code, torch version and
+    device), so a checkpoint resumes only the very same training."""
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(torch.__version__.encode())
+    for name in TRAINING_CODE:
+        digest.update((Path(__file__).parent / name).read_bytes())
     for array in (images.cpu().numpy(), *(np.asarray(examples[name]) for name in sorted(examples))):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
@@ -187,7 +195,8 @@ def train(
     result = TrainResult(encoder)
     if checkpoint is not None:
         settings = dict(loss=loss, aug=aug, epochs=epochs, batch_size=batch_size, lr=lr, views=views, seed=seed,
-                        precision=precision, head=head, recipe=asdict(recipe), options=asdict(options))
+                        precision=precision, head=head, recipe=asdict(recipe), options=asdict(options),
+                        device=device.type)
         key = checkpoint_key(images, examples, settings)
         saved = load_checkpoint(checkpoint, key)
         if saved is not None:
@@ -233,6 +242,9 @@ def train(
             epoch_images += len(rows) * k
             rate = epoch_images / (time.perf_counter() - epoch_start)
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:,.0f}")
+        if not all(torch.isfinite(p).all() for p in encoder.parameters()):
+            raise TrainingDiverged(f"training diverged: the weights are not finite after epoch {epoch} (lr {lr}, "
+                                   f"{recipe.optimizer}); lower train.lr or change the recipe")
         result.train_time_s += time.perf_counter() - epoch_start
         result.images_seen += epoch_images
         result.epoch_losses.append(epoch_loss / n_examples)
