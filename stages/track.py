@@ -12,7 +12,7 @@ from pathlib import Path
 
 from contrastlab import params
 from contrastlab.cli import run_stage
-from contrastlab.files import read_json
+from contrastlab.files import one_line, read_json
 from contrastlab.tracking import TrackingError, git_commit, log_scenario, project_root, tracking_uri
 
 
@@ -58,7 +58,7 @@ def main() -> None:
         run_id, created = log_scenario(run_name=name, params=logged, metrics=metrics, epoch_losses=epoch_losses,
                                        artifacts=args.artifacts, tags=tags, root=root)
     except Exception as err:  # noqa: BLE001 - any tracking failure must be reported, not hidden
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        reason = one_line(f"{type(err).__name__}: {err}", 300)
         raise TrackingError(
             f"MLflow tracking failed for {name} (store {tracking_uri(root)}): {reason}. Every DVC output is "
             "intact: fix the store or start the server, then run `dvc repro` again (only `track` re-runs)"

