@@ -21,7 +21,6 @@ Needs the arrays of the download stage (`dvc repro download`).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -38,12 +37,14 @@ from contrastlab.augment import AUGMENTATIONS  # noqa: E402
 from contrastlab.datasets import load_split  # noqa: E402
 from contrastlab.evaluate import probe  # noqa: E402
 from contrastlab.losses import LOSSES  # noqa: E402
+from contrastlab.machine import cpu_description, has_native_bf16  # noqa: E402
 from contrastlab.model import embed_images, make_encoder  # noqa: E402
 from contrastlab.pairs import build  # noqa: E402
 from contrastlab.params import PRECISIONS  # noqa: E402
 from contrastlab.train import train  # noqa: E402
 
 BATCH = 1024
+STUDY_LOSSES = ("pairwise", "triplet")  # the notebook way knows only the study's two losses
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> float:
@@ -71,31 +72,6 @@ def training_flop_per_image(channels: int, size: int) -> float:
     with torch.no_grad():
         encoder(torch.zeros(1, channels, size, size))
     return 3 * 2 * sum(macs)
-
-
-def cpu_model_and_flags() -> tuple[str, set[str]]:
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return model, flags
-
-
-def cpu_description() -> str:
-    """Model, threads and the SIMD flags that decide the fp32 and bf16 rates."""
-    model, flags = cpu_model_and_flags()
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model}, {torch.get_num_threads()} threads, {platform.machine()}, {' '.join(simd) or 'no AVX'}"
-
-
-def has_native_bf16() -> bool:
-    """Without AVX512-BF16 or AMX, bf16 matmuls are emulated: hundreds of times slower than fp32."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_model_and_flags()[1])
 
 
 @dataclass
@@ -164,7 +140,7 @@ def main() -> None:
         images_np, labels = load_split(args.data / name, "train")
         images = torch.from_numpy(images_np)
         flop = training_flop_per_image(images.shape[1], images.shape[-1])
-        for loss in LOSSES:
+        for loss in STUDY_LOSSES:
             examples = subset(build(labels, LOSSES[loss].examples, 5000, seed=0), n)
             for aug in AUGMENTATIONS:
                 wanted = examples["members"][examples["augmented"]]

@@ -12,13 +12,15 @@ from contrastlab.report import Group, factor_effect, published_results, spread_t
 
 
 def write_scenario(results: Path, loss: str, aug: str, seed: int, top1: float, train_s: float = 100.0,
-                   variant: str = "", recipe: str = "protocol", shifted: dict | None = None) -> None:
+                   variant: str = "", recipe: str = "protocol", shifted: dict | None = None,
+                   wall_s: float = 120.0, machine: str | None = None) -> None:
     name = "-".join(["mnist", loss, aug, *([variant] if variant else []), *([recipe] if recipe != "protocol" else [])])
     folder = results / f"{name}-s{seed}"
     folder.mkdir(parents=True)
     overrides = {"dataset": "mnist", "loss": loss, "aug": aug, "seed": seed}
-    (folder / "study.json").write_text(json.dumps({"name": folder.name, "overrides": overrides, "wall_s": 120.0,
-                                                   "recipe": recipe, "finished": f"2026-11-25T10:0{seed}:00"}))
+    info = {"name": folder.name, "overrides": overrides, "wall_s": wall_s, "recipe": recipe,
+            "finished": f"2026-11-25T10:0{seed}:00", **({"machine": machine} if machine else {})}
+    (folder / "study.json").write_text(json.dumps(info))
     (folder / "probe.json").write_text(json.dumps({"top1": top1, "top3": 0.99, "knn": top1 - 0.01,
                                                    "shifted_top1": shifted or {}}))
     (folder / "train.json").write_text(json.dumps({"train_time_s": train_s}))
@@ -53,6 +55,7 @@ def test_table_has_mean_std_and_difference_to_the_published_number(report):
     assert "| mnist | triplet / simclr | 2 | 0.9100 ± 0.0141 | 0.9280 | -0.0180 |" in text
     assert "| mnist | pairwise / simclr | 2 | 0.8050 ± 0.0071 | 0.5575 | +0.2475 |" in text
     assert "| mnist | *baseline:* raw pixels (logistic regression) | 2 | 0.8500 ± 0.0000 |" in text
+    assert "## Training recipes" not in text  # only the protocol's recipe ran
     rows = list(csv.reader((report / "results.csv").open()))
     assert rows[1][:6] == ["mnist", "triplet / simclr", "2", "0.91", "0.0141", "0.928"]
 
@@ -66,6 +69,40 @@ def test_findings_name_the_best_scenario_and_what_beats_what(report):
     assert "- Total wall time of all 6 runs (scenarios, baselines and beyond): 0.14 h." in text  # 4 x 120 + 2 x 10 s
     for png in ("top1.png", "tsne_mnist_triplet.png", "tsne_mnist_pairwise.png", "confusion_mnist.png"):
         assert (report / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_recipes_are_compared_side_by_side_on_the_studys_scenarios(tmp_path):
+    results = tmp_path / "results"
+    for seed, (protocol, tuned) in enumerate([(0.80, 0.95), (0.82, 0.97)]):
+        write_scenario(results, "triplet", "simclr", seed, protocol)
+        write_scenario(results, "triplet", "simclr", seed, tuned, recipe="tuned")
+        write_scenario(results, "pairwise", "none", seed, 0.70)
+        write_scenario(results, "triplet", "simclr", seed, 0.99, variant="negatives-random", recipe="tuned")
+        write_baseline(results, "raw_pixels", seed, 0.90)
+    write_report(results, tmp_path / "report")
+    text = (tmp_path / "report/README.md").read_text()
+    assert "| dataset | loss / aug | protocol | tuned | Δ tuned |" in text
+    # tuned - protocol = 0.96 - 0.81; standard error sqrt(2 * 0.0002 / 2) = 0.0141
+    assert "| mnist | triplet / simclr | 0.8100 ± 0.0141 | 0.9600 ± 0.0141 | +0.1500, larger than the seed spread |" in text
+    assert "| mnist | pairwise / none | 0.7000 ± 0.0000 |  |  |" in text  # not trained with the tuned recipe
+    assert "- mnist, protocol: best triplet / simclr 0.8100 ± 0.0141; 0 of 2 beat raw pixels (0.9000)." in text
+    assert "- mnist, tuned: best triplet / simclr 0.9600 ± 0.0141; 1 of 1 beat raw pixels (0.9000)." in text
+
+
+def test_wall_times_are_reported_per_machine(tmp_path):
+    # Seed 0 ran on an older machine that did not record itself; seeds 1 and 2 on a recorded one,
+    # where seed 2 of pairwise is missing: seed 1 is the complete one there.
+    results = tmp_path / "results"
+    for loss, wall in (("triplet", 600.0), ("pairwise", 300.0)):
+        write_scenario(results, loss, "simclr", 0, 0.9, wall_s=wall)
+        write_scenario(results, loss, "simclr", 1, 0.9, wall_s=wall / 4, machine="fast CPU")
+    write_scenario(results, "triplet", "simclr", 2, 0.9, wall_s=170.0, machine="fast CPU")
+    write_report(results, tmp_path / "report")
+    text = (tmp_path / "report/README.md").read_text()
+    assert "- Total wall time of all 5 runs (scenarios, baselines and beyond): 0.36 h." in text  # 1295 s
+    assert "- On a machine not recorded (2 runs):\n  - the 2 scenarios with one seed (seed 0): 15 min." in text
+    assert "- On fast CPU (3 runs):\n  - the 2 scenarios with one seed (seed 1): 4 min." in text  # 150 + 75 s
+    assert "mnist triplet / simclr 160 s, mnist pairwise / simclr 75 s." in text  # mean of 150 and 170 s
 
 
 def group(values: list[float], loss="triplet", aug="none") -> Group:

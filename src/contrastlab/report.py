@@ -43,6 +43,8 @@ class Group:
     label: str                      # "<loss> / <aug>[ / <variant>]" or the baseline's name
     runs: list[dict] = field(default_factory=list)
     main: bool = True               # one of the study's scenarios: its losses, no variant, its recipe
+    recipe: str = "protocol"
+    variant: str = ""               # grid axes beyond dataset/loss/aug, e.g. "negatives-random"
 
     def values(self, metric: str) -> list[float]:
         return [run["probe"][metric] for run in self.runs]
@@ -62,10 +64,6 @@ class Group:
     def published(self) -> dict[str, float] | None:
         """The published study's numbers for this scenario, if it has any."""
         return published_results().get((self.setting("dataset"), self.setting("loss"), self.setting("aug")))
-
-    def mean_of(self, key: str) -> float | None:
-        found = [run["study"][key] for run in self.runs if key in run["study"]]
-        return statistics.fmean(found) if found else None
 
 
 @functools.cache
@@ -103,7 +101,7 @@ def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
             label = " / ".join([o["loss"], o["aug"], *([variant] if variant else [])])
             label += f" ({recipe} recipe)" if recipe != "protocol" else ""
             main = recipe == "protocol" and not variant and (o["dataset"], o["loss"], o["aug"]) in published_results()
-            group = scenarios.setdefault(key, Group(o["dataset"], label, main=main))
+            group = scenarios.setdefault(key, Group(o["dataset"], label, main=main, recipe=recipe, variant=variant))
         group.runs.append(run)
     return scenarios, baselines
 
@@ -295,16 +293,70 @@ def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: 
     return [*lines, "", "![top-1 beyond the study](top1_beyond.png)", ""]
 
 
+def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
+    """The study's scenarios trained with each recipe side by side: the recipe's effect apart from
+    the effect of loss and augmentation."""
+    cells: dict[tuple[str, str, str], dict[str, Group]] = defaultdict(dict)
+    for g in scenarios.values():
+        if not g.variant and g.published():
+            cells[(g.dataset, g.setting("loss"), g.setting("aug"))][g.recipe] = g
+    recipes = list(dict.fromkeys(recipe for by_recipe in cells.values() for recipe in by_recipe))
+    others = [recipe for recipe in recipes if recipe != "protocol"]
+    if "protocol" not in recipes or not others:
+        return []
+    lines = ["## Training recipes", "",
+             "The study's scenarios with the protocol's recipe (plain SGD, fixed lr, sigmoid head) and with "
+             + ", ".join(f"`{r}`" for r in others) + " (`study.recipes` in params.yaml): probe top-1, mean ± std "
+             "over seeds; Δ = recipe - protocol with the spread test.", "",
+             "| dataset | loss / aug | " + " | ".join(recipes) + " | " + " | ".join(f"Δ {r}" for r in others) + " |",
+             "|---|---|" + "---|" * (len(recipes) + len(others))]
+    for (dataset, loss, aug), by_recipe in cells.items():
+        row = [fmt(by_recipe[r], "top1") if r in by_recipe else "" for r in recipes]
+        protocol = by_recipe.get("protocol")
+        for r in others:
+            g = by_recipe.get(r)
+            row.append(f"{g.mean('top1') - protocol.mean('top1'):+.4f}, {spread_test(g, protocol)}"
+                       if g and protocol else "")
+        lines.append(f"| {dataset} | {loss} / {aug} | " + " | ".join(row) + " |")
+    lines.append("")
+    for dataset in dict.fromkeys(dataset for dataset, _, _ in cells):
+        raw = baselines.get(f"baseline-{dataset}-raw_pixels")
+        for recipe in recipes:
+            groups = [by_recipe[recipe] for (d, _, _), by_recipe in cells.items() if d == dataset and recipe in by_recipe]
+            best = max(groups, key=lambda g: g.mean("top1"))
+            beat = (f"; {sum(g.mean('top1') > raw.mean('top1') for g in groups)} of {len(groups)} beat raw pixels "
+                    f"({raw.mean('top1'):.4f})" if raw else "")
+            lines.append(f"- {dataset}, {recipe}: best {best.label.removesuffix(f' ({recipe} recipe)')} "
+                         f"{fmt(best, 'top1')}{beat}.")
+    return [*lines, ""]
+
+
+def machine(run: dict) -> str:
+    return run["study"].get("machine", "a machine not recorded")
+
+
 def timing(main: dict[str, Group], beyond: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
+    """Wall times, per machine: runs made on different CPUs are not comparable."""
     runs = [run for g in [*main.values(), *beyond.values(), *baselines.values()] for run in g.runs]
     total = sum(run["study"]["wall_s"] for run in runs)
-    first_seed = sum(run["study"]["wall_s"] for g in main.values() for run in g.runs[:1])
-    return [
-        f"- Total wall time of all {len(runs)} runs (scenarios, baselines and beyond): {total / 3600:.2f} h.",
-        f"- The {len(main)} scenarios with one seed: {first_seed / 60:.0f} min.",
-        "- Per scenario, mean wall time of one run (train + embed + t-SNE + probe + tracking, via `dvc exp run`): "
-        + ", ".join(f"{g.dataset} {g.label} {g.mean_of('wall_s'):.0f} s" for g in main.values()) + ".",
-    ]
+    lines = [f"- Total wall time of all {len(runs)} runs (scenarios, baselines and beyond): {total / 3600:.2f} h."]
+    for where in dict.fromkeys(machine(run) for run in runs):
+        here = {key: {run["study"]["overrides"]["seed"]: run for run in g.runs if machine(run) == where}
+                for key, g in main.items()}
+        lines.append(f"- On {where} ({sum(machine(run) == where for run in runs)} runs):")
+        complete = sorted(set.intersection(*(set(seeds) for seeds in here.values()))) if here else []
+        if complete:
+            seed = complete[0]
+            first = sum(seeds[seed]["study"]["wall_s"] for seeds in here.values())
+            lines.append(f"  - the {len(main)} scenarios with one seed (seed {seed}): {first / 60:.0f} min.")
+        per_scenario = [
+            f"{main[key].dataset} {main[key].label} {statistics.fmean(r['study']['wall_s'] for r in seeds.values()):.0f} s"
+            for key, seeds in here.items() if seeds
+        ]
+        if per_scenario:
+            lines.append("  - mean wall time of one run per scenario (train + embed + t-SNE + probe + tracking, via "
+                         "`dvc exp run`): " + ", ".join(per_scenario) + ".")
+    return lines
 
 
 def write_report(results: Path, out: Path) -> None:
@@ -329,6 +381,7 @@ def write_report(results: Path, out: Path) -> None:
         "## Findings",
         "",
         *findings(scenarios, baselines),
+        *recipe_section({**scenarios, **beyond}, baselines),
         "## Time",
         "",
         *timing(scenarios, beyond, baselines),

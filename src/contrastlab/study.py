@@ -33,6 +33,7 @@ from contrastlab import params as params_module
 from contrastlab.cli import run_stage
 from contrastlab.datasets import load_split
 from contrastlab.losses import LOSSES
+from contrastlab.machine import cpu_description
 from contrastlab.pairs import check_negatives
 from contrastlab.params import ParamError
 
@@ -157,8 +158,9 @@ def keep(folder: Path, files: dict[str, str]) -> None:
 
 
 def finished(info: dict, start: float) -> str:
-    """study.json: how and when a run was made, and its wall time."""
-    stamp = {"wall_s": round(time.perf_counter() - start, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    """study.json: how, when and on what machine a run was made, and its wall time."""
+    stamp = {"wall_s": round(time.perf_counter() - start, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+             "machine": cpu_description()}
     return json.dumps({**info, **stamp}, indent=2) + "\n"
 
 

@@ -1,0 +1,36 @@
+"""What machine a measurement was made on: timings from different CPUs are not comparable."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import torch
+
+# The SIMD extensions that decide the fp32 and bf16 rates of PyTorch's CPU kernels.
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_model_and_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
+    model, flags = "unknown CPU", set()
+    try:
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """Model, threads and SIMD flags, e.g. "AMD EPYC, 2 threads, x86_64, avx2 fma"."""
+    model, flags = cpu_model_and_flags(cpuinfo)
+    simd = [flag for flag in SIMD_FLAGS if flag in flags]
+    return f"{model}, {torch.get_num_threads()} threads, {platform.machine()}, {' '.join(simd) or 'no AVX'}"
+
+
+def has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Without AVX512-BF16 or AMX, bf16 matmuls are emulated: about 100x slower than fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_model_and_flags(cpuinfo)[1])
