@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from contrastlab.baselines import BASELINES, random_init, raw_pixels, train_supervised
+from contrastlab.augment import normalize, to_unit
+from contrastlab.baselines import BASELINES, calibrate_batchnorm, random_init, raw_pixels, train_supervised
+from contrastlab.model import embed_images, make_encoder
 
 
 def tiny(n_per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -30,11 +32,35 @@ def test_raw_pixels_are_flat_and_scaled_to_unit():
 
 def test_random_init_depends_only_on_the_seed():
     images, _ = tiny(2)
-    data = {"test_images": images}
-    first = random_init(data, seed=3, embed_batch=7)
+    data = {"train_images": tiny(3, seed=1)[0], "test_images": images}
+    first = random_init(data, seed=3, embed_batch=7, batch_size=8)
     assert first.shape == (20, 32)
-    np.testing.assert_array_equal(first, random_init(data, seed=3, embed_batch=64))
-    assert not np.allclose(first, random_init(data, seed=4, embed_batch=7))
+    np.testing.assert_array_equal(first, random_init(data, seed=3, embed_batch=64, batch_size=8))
+    assert not np.allclose(first, random_init(data, seed=4, embed_batch=7, batch_size=8))
+
+
+def test_batchnorm_statistics_are_the_mean_over_batches_of_each_batchs_mean_and_variance():
+    images, _ = tiny(4)  # 40 images: batches of 16, 16 and 8
+    torch.manual_seed(0)
+    encoder = make_encoder(1)
+    calibrate_batchnorm(encoder, images, batch_size=16)
+    with torch.no_grad():  # the first BatchNorm's input: conv, LeakyReLU, conv
+        inputs = [encoder[:3](normalize(to_unit(torch.from_numpy(images[s : s + 16])))) for s in (0, 16, 32)]
+    means = torch.stack([x.mean(dim=(0, 2, 3)) for x in inputs]).mean(dim=0)
+    variances = torch.stack([x.var(dim=(0, 2, 3), unbiased=True) for x in inputs]).mean(dim=0)
+    torch.testing.assert_close(encoder[3].running_mean, means)
+    torch.testing.assert_close(encoder[3].running_var, variances)
+    assert not encoder.training
+
+
+def test_random_init_features_are_normalised_where_the_default_statistics_are_not():
+    # Untrained, with BatchNorm's initial statistics (0, 1), the embeddings barely differ between
+    # images; measured statistics spread them the way training-mode BatchNorm would.
+    images, _ = tiny(10)
+    calibrated = random_init({"train_images": images, "test_images": images}, seed=0, embed_batch=64, batch_size=32)
+    torch.manual_seed(0)
+    default = embed_images(make_encoder(1), images, batch_size=64)
+    assert calibrated.std(axis=0).mean() > 10 * default.std(axis=0).mean()
 
 
 def test_supervised_training_drives_the_cross_entropy_down():

@@ -1,6 +1,8 @@
 """The machine description that study runs and benchmarks record, from a hand-written /proc/cpuinfo."""
 
 import platform
+import subprocess
+import sys
 
 import torch
 
@@ -27,3 +29,29 @@ def test_native_bf16_needs_avx512_bf16_or_amx(tmp_path):
 def test_an_unreadable_cpuinfo_gives_an_unknown_cpu(tmp_path):
     assert cpu_description(tmp_path / "missing").startswith("unknown CPU, ")
     assert not has_native_bf16(tmp_path / "missing")
+
+
+# Page faults of each forward and backward pass of the encoder, in a fresh process.
+PAGE_FAULTS = """
+import resource, sys, torch
+from contrastlab.machine import keep_freed_memory
+from contrastlab.model import make_encoder
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+torch.manual_seed(0)
+encoder = make_encoder(1).to(memory_format=torch.channels_last)
+x = torch.randn(1024, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    encoder(x).sum().backward()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_kept_memory_spares_every_step_after_the_first_its_page_faults():
+    faults = {mode: [int(n) for n in subprocess.run([sys.executable, "-c", PAGE_FAULTS, mode], capture_output=True,
+                                                    text=True, check=True).stdout.split()]
+              for mode in ("default", "keep")}
+    # Measured here: 36,000-51,000 faults (150-200 MB of fresh pages) in every step by default; 0 to 5,000 kept.
+    assert min(faults["default"][1:]) > 10_000
+    assert sum(faults["keep"][1:]) < sum(faults["default"][1:]) / 10

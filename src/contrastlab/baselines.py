@@ -3,7 +3,9 @@
 Each baseline turns a dataset into test-set features that the study's probe scores on the very
 same split (same seed, same `probe` params) as the scenarios:
 - `raw_pixels`: the test images themselves, scaled to [0, 1] (no learning at all);
-- `random_init`: the study's encoder as initialised with the seed, never trained;
+- `random_init`: the study's encoder as initialised with the seed, never trained (its BatchNorm
+  statistics measured on the training images in batches of `train.batch_size`, as training-mode
+  BatchNorm would see them);
 - `supervised`: the same encoder trained with labels (cross-entropy through a linear head on its
   32-d output) on the same anchors, epochs, batch size and SGD learning rate as the triplet loss.
 """
@@ -56,9 +58,29 @@ def raw_pixels(data: dict, **_) -> np.ndarray:
     return test.reshape(len(test), -1).astype(np.float32) / 255
 
 
-def random_init(data: dict, *, seed: int, embed_batch: int, **_) -> np.ndarray:
+@torch.no_grad()
+def calibrate_batchnorm(encoder: nn.Module, images: np.ndarray, batch_size: int) -> None:
+    """Set each BatchNorm's running statistics to the mean over batches of its inputs' mean and variance.
+
+    At initialisation they are 0 and 1, so in eval mode an untrained encoder's activations are never
+    normalised: its sigmoid embeddings then differ so little that the linear probe scores chance
+    (0.11 on MNIST) although a kNN still reads 0.81 from them."""
+    for layer in encoder.modules():
+        if isinstance(layer, nn.BatchNorm2d):
+            layer.reset_running_stats()
+            layer.momentum = None  # a plain average over the batches instead of an exponential one
+    encoder.train()
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(images[start : start + batch_size])
+        encoder(normalize(to_unit(batch)).contiguous(memory_format=torch.channels_last))
+    encoder.eval()
+
+
+def random_init(data: dict, *, seed: int, embed_batch: int, batch_size: int, **_) -> np.ndarray:
     torch.manual_seed(seed)
-    return embed_images(make_encoder(data["test_images"].shape[1]), data["test_images"], embed_batch)
+    encoder = make_encoder(data["test_images"].shape[1]).to(memory_format=torch.channels_last)
+    calibrate_batchnorm(encoder, data["train_images"], batch_size)  # batches as training would see them
+    return embed_images(encoder, data["test_images"], embed_batch)
 
 
 def supervised(data: dict, *, seed: int, embed_batch: int, anchors_per_class: int, epochs: int, batch_size: int,

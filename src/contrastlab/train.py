@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from contrastlab.augment import AUGMENTATIONS, normalize, to_unit
 from contrastlab.losses import LOSSES, LossOptions, semi_hard_negatives
+from contrastlab.machine import keep_freed_memory
 from contrastlab.model import make_encoder, save_torch
 from contrastlab.params import PRECISIONS, ParamError
 
@@ -160,6 +161,10 @@ def train(
     torch.manual_seed(seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+        # Deterministic mode also fills each new tensor with NaN, to expose reads of uninitialised
+        # memory; nothing here reads any, and the fill (with its page faults) costs ~10% of a step.
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        keep_freed_memory()
     shuffle_rng = torch.Generator().manual_seed(seed)
     augment_rng = torch.Generator(device).manual_seed(seed + 1)
     loss_fn = LOSSES[loss].fn
