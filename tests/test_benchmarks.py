@@ -67,6 +67,16 @@ def test_notebook_training_counts_the_images_it_embeds():
     assert seen == 2 * len(dataset) * 3
 
 
+def test_notebook_way_runs_in_a_process_of_its_own():
+    images = RNG.integers(0, 256, (len(LABELS), 1, 28, 28), dtype=np.uint8)
+    examples = build(LABELS, "triplets", 4, seed=0)
+    worker = bench_training.NotebookProcess()
+    assert worker.build(images, examples, "none") > 0
+    seen, seconds = worker.train_steps("triplet", 1, 0.1, batch_size=8, max_steps=3)
+    assert seen == 3 * 8 * 3 and seconds > 0
+    assert worker.pool.submit(os.getpid).result() != os.getpid()
+
+
 def test_pipeline_benchmark_reports_the_peak_memory_of_a_grandchild(tmp_path):
     # As DVC runs a stage: the measured command starts a shell that starts the memory-hungry process.
     allocate = f"{sys.executable} -c 'import time; block = bytearray(300 * 2**20); time.sleep(0.2)'"
