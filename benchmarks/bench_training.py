@@ -3,8 +3,8 @@
 For each dataset x loss x augmentation it times a few training steps of the study's encoder
 (same loss, batch size and data) along two paths:
 - notebook: views made once with per-image PIL transforms, a DataLoader over a list of tensor
-  tuples, one forward per member, default memory layout (benchmarks/notebook_style.py), in a
-  process of its own with the C allocator's defaults;
+  tuples, one forward per member, default memory layout (benchmarks/notebook_style.py); its
+  training runs in a process of its own, with the C allocator's defaults;
 - project: `contrastlab.train.train`, fresh batched augmentation every step, as `dvc repro` runs it;
 and reports images/s, FLOP efficiency against the measured fp32 matmul rate and their ratio, for
 the project's path also with bf16 autocast (`train.precision: bf16`).

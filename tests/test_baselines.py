@@ -10,6 +10,9 @@ from contrastlab.baselines import BASELINES, calibrate_batchnorm, random_init, r
 from contrastlab.model import embed_images, make_encoder
 
 
+CPU = torch.device("cpu")
+
+
 def tiny(n_per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Ten classes told apart by the row of a bright bar: easy for a CNN, not for noise."""
     rng = np.random.default_rng(seed)
@@ -33,10 +36,10 @@ def test_raw_pixels_are_flat_and_scaled_to_unit():
 def test_random_init_depends_only_on_the_seed():
     images, _ = tiny(2)
     data = {"train_images": tiny(3, seed=1)[0], "test_images": images}
-    first = random_init(data, seed=3, embed_batch=7, batch_size=8)
+    first = random_init(data, seed=3, embed_batch=7, batch_size=8, device=CPU)
     assert first.shape == (20, 32)
-    np.testing.assert_array_equal(first, random_init(data, seed=3, embed_batch=64, batch_size=8))
-    assert not np.allclose(first, random_init(data, seed=4, embed_batch=7, batch_size=8))
+    np.testing.assert_array_equal(first, random_init(data, seed=3, embed_batch=64, batch_size=8, device=CPU))
+    assert not np.allclose(first, random_init(data, seed=4, embed_batch=7, batch_size=8, device=CPU))
 
 
 def test_batchnorm_statistics_are_the_mean_over_batches_of_each_batchs_mean_and_variance():
@@ -51,13 +54,15 @@ def test_batchnorm_statistics_are_the_mean_over_batches_of_each_batchs_mean_and_
     torch.testing.assert_close(encoder[3].running_mean, means)
     torch.testing.assert_close(encoder[3].running_var, variances)
     assert not encoder.training
+    assert encoder[3].momentum == 0.1  # as it was: later training would average exponentially again
 
 
 def test_random_init_features_are_normalised_where_the_default_statistics_are_not():
     # Untrained, with BatchNorm's initial statistics (0, 1), the embeddings barely differ between
     # images; measured statistics spread them the way training-mode BatchNorm would.
     images, _ = tiny(10)
-    calibrated = random_init({"train_images": images, "test_images": images}, seed=0, embed_batch=64, batch_size=32)
+    calibrated = random_init({"train_images": images, "test_images": images}, seed=0, embed_batch=64, batch_size=32,
+                             device=CPU)
     torch.manual_seed(0)
     default = embed_images(make_encoder(1), images, batch_size=64)
     assert calibrated.std(axis=0).mean() > 10 * default.std(axis=0).mean()

@@ -75,6 +75,7 @@ def test_notebook_way_runs_in_a_process_of_its_own():
     seen, seconds = worker.train_steps("triplet", 1, 0.1, batch_size=8, max_steps=3)
     assert seen == 3 * 8 * 3 and seconds > 0
     assert worker.pool.submit(os.getpid).result() != os.getpid()
+    worker.pool.shutdown()
 
 
 def test_pipeline_benchmark_reports_the_peak_memory_of_a_grandchild(tmp_path):

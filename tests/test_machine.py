@@ -4,6 +4,7 @@ import platform
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from contrastlab.machine import cpu_description, has_native_bf16
@@ -48,10 +49,10 @@ for _ in range(4):
 """
 
 
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_kept_memory_spares_every_step_after_the_first_its_page_faults():
     faults = {mode: [int(n) for n in subprocess.run([sys.executable, "-c", PAGE_FAULTS, mode], capture_output=True,
                                                     text=True, check=True).stdout.split()]
               for mode in ("default", "keep")}
     # Measured here: 36,000-51,000 faults (150-200 MB of fresh pages) in every step by default; 0 to 5,000 kept.
-    assert min(faults["default"][1:]) > 10_000
-    assert sum(faults["keep"][1:]) < sum(faults["default"][1:]) / 10
+    assert sum(faults["keep"][1:]) * 10 < sum(faults["default"][1:])

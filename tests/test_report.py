@@ -8,25 +8,27 @@ from pathlib import Path
 
 import pytest
 
+from contrastlab.datasets import DATASETS
 from contrastlab.report import Group, factor_effect, published_results, spread_test, write_report
 
 
 def write_scenario(results: Path, loss: str, aug: str, seed: int, top1: float, train_s: float = 100.0,
                    variant: str = "", recipe: str = "protocol", shifted: dict | None = None,
-                   wall_s: float = 120.0, machine: str | None = None) -> None:
-    name = "-".join(["mnist", loss, aug, *([variant] if variant else []), *([recipe] if recipe != "protocol" else [])])
+                   wall_s: float = 120.0, machine: str | None = None, dataset: str = "mnist") -> None:
+    name = "-".join([dataset, loss, aug, *([variant] if variant else []), *([recipe] if recipe != "protocol" else [])])
     folder = results / f"{name}-s{seed}"
     folder.mkdir(parents=True)
-    overrides = {"dataset": "mnist", "loss": loss, "aug": aug, "seed": seed}
+    overrides = {"dataset": dataset, "loss": loss, "aug": aug, "seed": seed}
     info = {"name": folder.name, "overrides": overrides, "wall_s": wall_s, "recipe": recipe,
             "finished": f"2026-11-25T10:0{seed}:00", **({"machine": machine} if machine else {})}
     (folder / "study.json").write_text(json.dumps(info))
     (folder / "probe.json").write_text(json.dumps({"top1": top1, "top3": 0.99, "knn": top1 - 0.01,
                                                    "shifted_top1": shifted or {}}))
     (folder / "train.json").write_text(json.dumps({"train_time_s": train_s}))
-    points = [("x", "y", "class"), *((str(i), str(-i), str(i % 10)) for i in range(20))]
+    classes = DATASETS[dataset].classes
+    points = [("x", "y", "class"), *((str(i), str(-i), classes[i % 10]) for i in range(20))]
     (folder / "tsne.csv").write_text("\n".join(",".join(p) for p in points) + "\n")
-    pairs = [("actual", "predicted"), ("0", "0"), ("0", "1"), ("1", "1")]
+    pairs = [("actual", "predicted"), (classes[0], classes[0]), (classes[0], classes[1]), (classes[1], classes[1])]
     (folder / "confusion.csv").write_text("\n".join(",".join(p) for p in pairs) + "\n")
 
 
@@ -79,9 +81,13 @@ def test_recipes_are_compared_side_by_side_on_the_studys_scenarios(tmp_path):
         write_scenario(results, "pairwise", "none", seed, 0.70)
         write_scenario(results, "triplet", "simclr", seed, 0.99, variant="negatives-random", recipe="tuned")
         write_baseline(results, "raw_pixels", seed, 0.90)
+    write_scenario(results, "triplet", "simclr", 0, 0.30, dataset="cifar10")  # the tuned recipe has not run here
     write_report(results, tmp_path / "report")
     text = (tmp_path / "report/README.md").read_text()
     assert "| dataset | loss / aug | protocol | tuned | Δ tuned |" in text
+    assert "| cifar10 | triplet / simclr | 0.3000 ± 0.0000 |  |  |" in text
+    assert "- cifar10, protocol: best triplet / simclr 0.3000 ± 0.0000." in text
+    assert "- cifar10, tuned" not in text
     # tuned - protocol = 0.96 - 0.81; standard error sqrt(2 * 0.0002 / 2) = 0.0141
     assert "| mnist | triplet / simclr | 0.8100 ± 0.0141 | 0.9600 ± 0.0141 | +0.1500, larger than the seed spread |" in text
     assert "| mnist | pairwise / none | 0.7000 ± 0.0000 |  |  |" in text  # not trained with the tuned recipe

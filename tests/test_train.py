@@ -32,6 +32,23 @@ def test_same_seed_gives_identical_weights_other_seed_does_not():
     assert not torch.equal(weights(a), weights(c))
 
 
+class IgnoresSettings:
+    """Stands in for torch.utils.deterministic: what train() sets on it changes nothing."""
+
+    fill_uninitialized_memory = True
+
+
+@pytest.mark.parametrize("loss", ["triplet", "ntxent"])
+def test_skipping_the_nan_fill_of_new_tensors_leaves_the_weights_unchanged(monkeypatch, loss):
+    without_fill = run(loss=loss, seed=3)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    monkeypatch.setattr(torch.utils, "deterministic", IgnoresSettings())
+    with_fill = run(loss=loss, seed=3)
+    assert torch._C._get_deterministic_fill_uninitialized_memory()  # this run did fill with NaN
+    monkeypatch.undo()
+    assert torch.equal(weights(without_fill), weights(with_fill))
+
+
 @pytest.mark.parametrize("loss, examples, members", [
     ("pairwise", 160, 2), ("triplet", 80, 3), ("contrastive", 160, 2), ("ntxent", 80, 2), ("supcon", 80, 2)])
 def test_training_records_losses_and_throughput(loss, examples, members):

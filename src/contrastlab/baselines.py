@@ -3,9 +3,8 @@
 Each baseline turns a dataset into test-set features that the study's probe scores on the very
 same split (same seed, same `probe` params) as the scenarios:
 - `raw_pixels`: the test images themselves, scaled to [0, 1] (no learning at all);
-- `random_init`: the study's encoder as initialised with the seed, never trained (its BatchNorm
-  statistics measured on the training images in batches of `train.batch_size`, as training-mode
-  BatchNorm would see them);
+- `random_init`: the study's encoder as initialised with the seed, never trained, its BatchNorm
+  statistics measured on the clean training images in batches of `train.batch_size`;
 - `supervised`: the same encoder trained with labels (cross-entropy through a linear head on its
   32-d output) on the same anchors, epochs, batch size and SGD learning rate as the triplet loss.
 """
@@ -60,26 +59,31 @@ def raw_pixels(data: dict, **_) -> np.ndarray:
 
 @torch.no_grad()
 def calibrate_batchnorm(encoder: nn.Module, images: np.ndarray, batch_size: int) -> None:
-    """Set each BatchNorm's running statistics to the mean over batches of its inputs' mean and variance.
+    """Set each BatchNorm's running statistics to the mean over batches of its inputs' mean and variance,
+    the batches taken in order from `images`; leaves the encoder in eval mode.
 
     At initialisation they are 0 and 1, so in eval mode an untrained encoder's activations are never
     normalised: its sigmoid embeddings then differ so little that the linear probe scores chance
     (0.11 on MNIST) although a kNN still reads 0.81 from them."""
-    for layer in encoder.modules():
-        if isinstance(layer, nn.BatchNorm2d):
-            layer.reset_running_stats()
-            layer.momentum = None  # a plain average over the batches instead of an exponential one
+    layers = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # a plain average over the batches instead of an exponential one
+    device = next(encoder.parameters()).device
     encoder.train()
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size])
+        batch = torch.from_numpy(images[start : start + batch_size]).to(device)
         encoder(normalize(to_unit(batch)).contiguous(memory_format=torch.channels_last))
     encoder.eval()
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
 
 
-def random_init(data: dict, *, seed: int, embed_batch: int, batch_size: int, **_) -> np.ndarray:
+def random_init(data: dict, *, seed: int, embed_batch: int, batch_size: int, device: torch.device, **_) -> np.ndarray:
     torch.manual_seed(seed)
-    encoder = make_encoder(data["test_images"].shape[1]).to(memory_format=torch.channels_last)
-    calibrate_batchnorm(encoder, data["train_images"], batch_size)  # batches as training would see them
+    encoder = make_encoder(data["test_images"].shape[1]).to(device, memory_format=torch.channels_last)
+    calibrate_batchnorm(encoder, data["train_images"], batch_size)  # clean training images, in order
     return embed_images(encoder, data["test_images"], embed_batch)
 
 

@@ -300,10 +300,11 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
     for g in scenarios.values():
         if not g.variant and g.published():
             cells[(g.dataset, g.setting("loss"), g.setting("aug"))][g.recipe] = g
-    recipes = list(dict.fromkeys(recipe for by_recipe in cells.values() for recipe in by_recipe))
-    others = [recipe for recipe in recipes if recipe != "protocol"]
-    if "protocol" not in recipes or not others:
+    found = {recipe for by_recipe in cells.values() for recipe in by_recipe}
+    others = sorted(found - {"protocol"})
+    if "protocol" not in found or not others:
         return []
+    recipes = ["protocol", *others]
     lines = ["## Training recipes", "",
              "The study's scenarios with the protocol's recipe (plain SGD, fixed lr, sigmoid head) and with "
              + ", ".join(f"`{r}`" for r in others) + " (`study.recipes` in params.yaml): probe top-1, mean ± std "
@@ -323,6 +324,8 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
         raw = baselines.get(f"baseline-{dataset}-raw_pixels")
         for recipe in recipes:
             groups = [by_recipe[recipe] for (d, _, _), by_recipe in cells.items() if d == dataset and recipe in by_recipe]
+            if not groups:  # this recipe has not run on this dataset (yet)
+                continue
             best = max(groups, key=lambda g: g.mean("top1"))
             beat = (f"; {sum(g.mean('top1') > raw.mean('top1') for g in groups)} of {len(groups)} beat raw pixels "
                     f"({raw.mean('top1'):.4f})" if raw else "")
@@ -331,7 +334,7 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
     return [*lines, ""]
 
 
-def machine(run: dict) -> str:
+def machine_of(run: dict) -> str:
     return run["study"].get("machine", "a machine not recorded")
 
 
@@ -340,10 +343,10 @@ def timing(main: dict[str, Group], beyond: dict[str, Group], baselines: dict[str
     runs = [run for g in [*main.values(), *beyond.values(), *baselines.values()] for run in g.runs]
     total = sum(run["study"]["wall_s"] for run in runs)
     lines = [f"- Total wall time of all {len(runs)} runs (scenarios, baselines and beyond): {total / 3600:.2f} h."]
-    for where in dict.fromkeys(machine(run) for run in runs):
-        here = {key: {run["study"]["overrides"]["seed"]: run for run in g.runs if machine(run) == where}
+    for where in dict.fromkeys(machine_of(run) for run in runs):
+        here = {key: {run["study"]["overrides"]["seed"]: run for run in g.runs if machine_of(run) == where}
                 for key, g in main.items()}
-        lines.append(f"- On {where} ({sum(machine(run) == where for run in runs)} runs):")
+        lines.append(f"- On {where} ({sum(machine_of(run) == where for run in runs)} runs):")
         complete = sorted(set.intersection(*(set(seeds) for seeds in here.values()))) if here else []
         if complete:
             seed = complete[0]

@@ -153,7 +153,8 @@ def train(
     """Train a fresh encoder on uint8 `images` (N, C, H, W) with the examples from `contrastlab.pairs`.
 
     `precision="bf16"` runs the encoder's forward passes under bfloat16 autocast; augmentation, loss,
-    weights and optimizer stay fp32. `checkpoint`: where to save the state after each epoch and to
+    weights and optimizer stay fp32. On the CPU this also sets the whole process to deterministic
+    algorithms without the NaN fill of new tensors, and lets glibc keep freed memory for reuse. `checkpoint`: where to save the state after each epoch and to
     resume from if it holds an earlier state of the same training.
     """
     if precision not in PRECISIONS:
