@@ -329,7 +329,7 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
             best = max(groups, key=lambda g: g.mean("top1"))
             beat = (f"; {sum(g.mean('top1') > raw.mean('top1') for g in groups)} of {len(groups)} beat raw pixels "
                     f"({raw.mean('top1'):.4f})" if raw else "")
-            lines.append(f"- {dataset}, {recipe}: best {best.label.removesuffix(f' ({recipe} recipe)')} "
+            lines.append(f"- {dataset}, {recipe}: best {best.setting('loss')} / {best.setting('aug')} "
                          f"{fmt(best, 'top1')}{beat}.")
     return [*lines, ""]
 
