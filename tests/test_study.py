@@ -50,6 +50,15 @@ def test_a_recipe_applies_to_every_point_and_names_the_runs():
     assert runs[0].overrides["train.epochs"] == 1 and runs[0].overrides["train.optimizer"] == "adamw"
 
 
+def test_every_grid_of_params_yaml_plans_with_every_recipe():
+    # A typo in a committed grid or recipe should fail here, not an hour into `make study`.
+    study = RAW["study"]
+    for grid in study["grids"]:
+        for recipe in study["recipes"]:
+            runs = plan(RAW, seeds=1, grid_name=grid, recipe=recipe)
+            assert all(run.name.endswith(f"-{recipe}-s0") == (recipe != "protocol") for run in runs if not run.baseline)
+
+
 def test_unknown_grid_or_recipe_names_the_known_ones():
     with pytest.raises(ParamError, match="no study grid 'mian'; known: main, losses, negatives"):
         plan(RAW, seeds=1, grid_name="mian")

@@ -15,7 +15,7 @@ from contrastlab.files import atomic_path  # noqa: E402
 
 def _save(fig, path: Path, dpi: int) -> None:
     with atomic_path(path) as partial:
-        fig.savefig(partial, dpi=dpi)
+        fig.savefig(partial, dpi=dpi, bbox_inches="tight")  # keeps legends placed outside the axes
     plt.close(fig)
 
 
@@ -82,7 +82,8 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
 
     groups: dataset -> [{"label", "mean", "std", "published" (or None)}]; references: dataset -> {name: top-1}.
     """
-    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.8), layout="constrained", squeeze=False)
+    width = max(6.5, 0.55 * max(len(bars) for bars in groups.values()))  # room for every bar's label
+    fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 4.8), layout="constrained", squeeze=False)
     line_styles = ["--", ":", "-."]
     for ax, (dataset, bars) in zip(axes[0], groups.items()):
         x = np.arange(len(bars))
@@ -96,5 +97,5 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
         ax.set_xticks(x, [b["label"] for b in bars], rotation=35, ha="right")
         ax.set(ylabel="linear-probe top-1", title=dataset, ylim=(0, 1))
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2)  # below: no bar hidden
     _save(fig, path, dpi=120)
