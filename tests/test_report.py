@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -150,12 +151,27 @@ def test_methods_beyond_the_study_are_compared_with_the_best_of_the_twelve_under
     assert ("| mnist | triplet / simclr / negatives-random (tuned recipe) | 2 | 0.8000 ± 0.0000 | 0.9900 ± 0.0000 | "
             "0.7900 ± 0.0000 |  |  | -0.0600 vs triplet / simclr (tuned recipe), larger than the seed spread |") in beyond
     assert "| mnist | supcon / simclr (other recipe) | 1 | 0.5000 ± 0.0000 |" in beyond  # falls back to the protocol's
-    assert "-0.4100 vs triplet / simclr, one seed only: spread unknown |" in beyond
-    assert "| mnist | triplet / simclr | 2 | 0.9100 ± 0.0141 | 0.9900 ± 0.0000 | 0.9000 ± 0.0141 |  |  | (best of 12, protocol recipe) |" in beyond
+    assert ("-0.4100 vs triplet / simclr (protocol recipe: other ran no study scenario here), "
+            "one seed only: spread unknown |") in beyond
+    assert ("| mnist | triplet / simclr | 2 | 0.9100 ± 0.0141 | 0.9900 ± 0.0000 | 0.9000 ± 0.0141 |  |  | "
+            "(best of 1 study scenarios run with the protocol recipe) |") in beyond
     assert "| mnist | triplet / simclr (tuned recipe) | 2 | 0.8600 ± 0.0141 |" in beyond  # as a reference row only
     assert beyond.count("| mnist | triplet / simclr (tuned recipe) |") == 1
     assert "| mnist | **best new method: ntxent / simclr** |" in beyond
     assert (tmp_path / "report/top1_beyond.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_method_on_a_dataset_without_study_scenarios_has_no_comparison_and_old_figures_go(tmp_path):
+    results = tmp_path / "results"
+    write_scenario(results, "triplet", "simclr", 0, 0.9)
+    write_scenario(results, "ntxent", "simclr", 0, 0.8, dataset="fashion_mnist")
+    write_report(results, tmp_path / "report")
+    text = (tmp_path / "report/README.md").read_text()
+    assert "| fashion_mnist | ntxent / simclr | 1 | 0.8000 ± 0.0000 | 0.9900 ± 0.0000 | 0.7900 ± 0.0000 |  |  |  |" in text
+    shutil.rmtree(results / "fashion_mnist-ntxent-simclr-s0")
+    write_report(results, tmp_path / "report")  # no method beyond the study left: its figure must not stay
+    assert "## Beyond the study" not in (tmp_path / "report/README.md").read_text()
+    assert not (tmp_path / "report/top1_beyond.png").exists()
 
 
 def test_published_results_are_the_studys_twelve_numbers():

@@ -56,7 +56,7 @@ def test_every_grid_of_params_yaml_plans_with_every_recipe():
     for grid in study["grids"]:
         for recipe in study["recipes"]:
             runs = plan(RAW, seeds=1, grid_name=grid, recipe=recipe)
-            assert all(run.name.endswith(f"-{recipe}-s0") == (recipe != "protocol") for run in runs if not run.baseline)
+            assert runs and all(run.name.endswith(f"-{recipe}-s0") == (recipe != "protocol") for run in runs if not run.baseline)
 
 
 def test_unknown_grid_or_recipe_names_the_known_ones():

@@ -15,7 +15,7 @@ from contrastlab.files import atomic_path  # noqa: E402
 
 def _save(fig, path: Path, dpi: int) -> None:
     with atomic_path(path) as partial:
-        fig.savefig(partial, dpi=dpi, bbox_inches="tight")  # keeps legends placed outside the axes
+        fig.savefig(partial, dpi=dpi)
     plt.close(fig)
 
 
@@ -80,22 +80,27 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
     """One panel per dataset: mean probe top-1 per scenario with +-1 std error bars, the published
     value as a black marker and the baselines as horizontal lines.
 
-    groups: dataset -> [{"label", "mean", "std", "published" (or None)}]; references: dataset -> {name: top-1}.
+    groups: dataset -> [{"label", "mean", "std", "published" (or None), optional "reference": drawn grey}];
+    references: dataset -> {name: top-1}.
     """
     width = max(6.5, 0.55 * max(len(bars) for bars in groups.values()))  # room for every bar's label
     fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 4.8), layout="constrained", squeeze=False)
     line_styles = ["--", ":", "-."]
     for ax, (dataset, bars) in zip(axes[0], groups.items()):
         x = np.arange(len(bars))
-        ax.bar(x, [b["mean"] for b in bars], yerr=[b["std"] for b in bars], capsize=3, color="tab:blue", alpha=0.75,
-               label="this project (mean, +-1 std over seeds)")
+        for kind, color, label in ((False, "tab:blue", "this project (mean, +-1 std over seeds)"),
+                                   (True, "tab:gray", "best study scenario, same recipe (for comparison)")):
+            shown = [i for i, b in enumerate(bars) if b.get("reference", False) == kind]
+            if shown:
+                ax.bar(x[shown], [bars[i]["mean"] for i in shown], yerr=[bars[i]["std"] for i in shown], capsize=3,
+                       color=color, alpha=0.75, label=label)
         published = [(i, b["published"]) for i, b in enumerate(bars) if b["published"] is not None]
         if published:
             ax.scatter(*zip(*published), marker="D", color="black", zorder=3, label="published study")
         for (name, value), style in zip(references.get(dataset, {}).items(), line_styles * 3):
             ax.axhline(value, color="tab:red", linestyle=style, linewidth=1.2, label=f"{name}: {value:.3f}")
         ax.set_xticks(x, [b["label"] for b in bars], rotation=35, ha="right")
-        ax.set(ylabel="linear-probe top-1", title=dataset, ylim=(0, 1))
+        ax.set(ylabel="linear-probe top-1", title=dataset, ylim=(0, 1.32), yticks=np.linspace(0, 1, 6))
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.42), ncol=2)  # below: no bar hidden
+        ax.legend(fontsize=8, loc="upper center", ncol=2)  # in the band above 1, where no bar or line reaches
     _save(fig, path, dpi=120)
