@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from pytorch_metric_learning import losses as pml
 
 from contrastlab.losses import LOSSES, LossOptions, semi_hard_negatives
 
@@ -63,6 +64,17 @@ def test_ntxent_is_simclr_computed_by_hand():
         terms.append(-math.log(math.exp(cos(views[i], views[partner[i]]) / tau) / denominator))
     got = LOSSES["ntxent"].fn([first, second], torch.ones(2), options=LossOptions(temperature=tau))
     assert got.item() == pytest.approx(sum(terms) / 4, rel=1e-5)
+
+
+def test_ntxent_equals_pytorch_metric_learnings_and_fits_a_study_sized_batch():
+    a, b = torch.randn(64, 32, generator=torch.Generator().manual_seed(0)), torch.randn(64, 32)
+    index = torch.arange(64)
+    reference = pml.NTXentLoss(temperature=0.5)(torch.cat([a, b]), torch.cat([index, index]))
+    assert LOSSES["ntxent"].fn([a, b], torch.ones(64)).item() == pytest.approx(reference.item(), rel=1e-5)
+    # pml's version asks for 34 GB at the study's batch of 1024 images; this one needs a few MB
+    views = [torch.randn(1024, 32, requires_grad=True) for _ in range(2)]
+    LOSSES["ntxent"].fn(views, torch.ones(1024)).backward()
+    assert views[0].grad.abs().sum() > 0
 
 
 def test_supcon_is_khosla_computed_by_hand():
