@@ -83,13 +83,13 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
     groups: dataset -> [{"label", "mean", "std", "published" (or None), optional "reference": drawn grey}];
     references: dataset -> {name: top-1}.
     """
-    width = max(6.5, 0.55 * max(len(bars) for bars in groups.values()))  # room for every bar's label
+    width = max(7.5, 0.55 * max(len(bars) for bars in groups.values()))  # room for every bar's label
     fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 4.8), layout="constrained", squeeze=False)
     line_styles = ["--", ":", "-."]
     for ax, (dataset, bars) in zip(axes[0], groups.items()):
         x = np.arange(len(bars))
         for kind, color, label in ((False, "tab:blue", "this project (mean, +-1 std over seeds)"),
-                                   (True, "tab:gray", "best study scenario, same recipe (for comparison)")):
+                                   (True, "tab:gray", "best study scenario, same recipe")):
             shown = [i for i, b in enumerate(bars) if b.get("reference", False) == kind]
             if shown:
                 ax.bar(x[shown], [bars[i]["mean"] for i in shown], yerr=[bars[i]["std"] for i in shown], capsize=3,
@@ -99,7 +99,7 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
             ax.scatter(*zip(*published), marker="D", color="black", zorder=3, label="published study")
         for (name, value), style in zip(references.get(dataset, {}).items(), line_styles * 3):
             ax.axhline(value, color="tab:red", linestyle=style, linewidth=1.2, label=f"{name}: {value:.3f}")
-        ax.set_xticks(x, [b["label"] for b in bars], rotation=35, ha="right")
+        ax.set_xticks(x, [b["label"].replace(" (", "\n(") for b in bars], rotation=35, ha="right")  # "(recipe)" below
         ax.set(ylabel="linear-probe top-1", title=dataset, ylim=(0, 1.32), yticks=np.linspace(0, 1, 6))
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="upper center", ncol=2)  # in the band above 1, where no bar or line reaches
