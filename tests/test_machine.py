@@ -54,5 +54,6 @@ def test_kept_memory_spares_every_step_after_the_first_its_page_faults():
     faults = {mode: [int(n) for n in subprocess.run([sys.executable, "-c", PAGE_FAULTS, mode], capture_output=True,
                                                     text=True, check=True).stdout.split()]
               for mode in ("default", "keep")}
-    # Measured here: 36,000-51,000 faults (150-200 MB of fresh pages) in every step by default; 0 to 5,000 kept.
-    assert sum(faults["keep"][1:]) * 10 < sum(faults["default"][1:])
+    # Measured: 33,000-51,000 faults (150-200 MB of fresh pages) in every step by default; 0 to 5,000 kept
+    # (8-50x fewer, varying with what else the machine does). Without the tuning the two are about equal.
+    assert sum(faults["keep"][1:]) * 4 < sum(faults["default"][1:])
