@@ -265,9 +265,14 @@ def shift_top1(group: Group, pixels: int) -> str:
     return f"{statistics.fmean(found):.4f}" if found else ""
 
 
+def is_study_scenario(group: Group) -> bool:
+    """One of the study's 12 scenarios (loss, aug, no other axis changed), with any recipe."""
+    return not group.variant and group.published() is not None
+
+
 def is_recipe_cell(group: Group) -> bool:
     """One of the study's 12 scenarios, trained with another recipe: shown in the recipe table."""
-    return group.recipe != "protocol" and not group.variant and group.published() is not None
+    return group.recipe != "protocol" and is_study_scenario(group)
 
 
 def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
@@ -288,7 +293,7 @@ def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: 
     for dataset in dict.fromkeys(g.dataset for g in methods):
         twelve: dict[str, list[Group]] = defaultdict(list)  # recipe -> the study's scenarios trained with it
         for g in [*main.values(), *beyond.values()]:
-            if g.dataset == dataset and (g.main or is_recipe_cell(g)):
+            if g.dataset == dataset and is_study_scenario(g):
                 twelve[g.recipe].append(g)
         best_of = {recipe: max(groups, key=lambda g: g.mean("top1")) for recipe, groups in twelve.items()}
         here = [g for g in methods if g.dataset == dataset]
@@ -319,7 +324,7 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
     the effect of loss and augmentation."""
     cells: dict[tuple[str, str, str], dict[str, Group]] = defaultdict(dict)
     for g in scenarios.values():
-        if not g.variant and g.published():
+        if is_study_scenario(g):
             cells[(g.dataset, g.setting("loss"), g.setting("aug"))][g.recipe] = g
     found = {recipe for by_recipe in cells.values() for recipe in by_recipe}
     others = sorted(found - {"protocol"})
