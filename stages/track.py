@@ -13,7 +13,7 @@ from pathlib import Path
 from contrastlab import params
 from contrastlab.cli import run_stage
 from contrastlab.files import one_line, read_json
-from contrastlab.tracking import TrackingError, git_commit, log_scenario, project_root, tracking_uri
+from contrastlab.tracking import TrackingError, git_commit, log_scenario, project_root, run_identity, tracking_uri
 
 
 def main() -> None:
@@ -42,15 +42,16 @@ def main() -> None:
         "train_time_s": trained["train_time_s"],
         "images_per_s": trained["images_per_s"],
     }
-    name = params.scenario_name(p)
+    experiment = os.environ.get("DVC_EXP_NAME")
+    name, scenario = run_identity(params.scenario_name(p), p["seed"], experiment)
     tags = {
-        "scenario": name,
+        "scenario": scenario,
         "dataset": p["dataset"],
         "loss": p["loss"],
         "aug": p["aug"],
         "seed": str(p["seed"]),
         "git_commit": git_commit(Path.cwd()),
-        "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
+        "dvc_experiment": experiment or "workspace",
     }
     logged = {**p, "resolved": {"epochs": trained["epochs"], "lr": trained["lr"]}}
     root = project_root()

@@ -52,7 +52,7 @@ def test_two_queue_workers_over_four_scenarios_log_four_complete_runs(tmp_path):
     for run, name, state, artifact_uri in runs:
         exp = tags[run, "dvc_experiment"]
         loss, aug = SCENARIOS[exp]
-        assert (name, state) == (f"mnist-{loss}-{aug}", "FINISHED") and "result_key" in {k for r, k in tags if r == run}
+        assert (name, state) == (f"mnist-{loss}-{aug} ({exp})", "FINISHED") and "result_key" in {k for r, k in tags if r == run}
         assert (params[run, "loss"], params[run, "aug"]) == (loss, aug)
         # the run's numbers and encoder are its own experiment's, not a neighbour's
         artifacts = Path(artifact_uri.removeprefix("file://"))

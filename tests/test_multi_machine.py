@@ -128,7 +128,8 @@ def test_two_machines_share_a_postgres_tracking_server_and_a_dvc_remote(tracking
     client = mlflow.MlflowClient(tracking_uri=tracking_server)
     experiment = client.get_experiment_by_name("contrastlab")
     runs = client.search_runs([experiment.experiment_id])
-    assert sorted(run.info.run_name for run in runs) == ["mnist-triplet-none", "mnist-triplet-pad_rotate_scale"]
+    assert sorted(run.info.run_name for run in runs) == ["mnist-triplet-none (first-none)",
+                                                         "mnist-triplet-pad_rotate_scale (second-prs)"]
     for run in runs:
         assert run.data.metrics["probe_top1"] > 0 and run.data.params["aug"] == run.data.tags["aug"]
         names = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}

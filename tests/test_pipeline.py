@@ -81,7 +81,7 @@ def test_exp_run_with_another_aug_reruns_only_train_and_later(repo, first_repro)
     sh(*GIT, "commit", "-qm", "baseline results", cwd=path, env=env)
     run = sh("dvc", "exp", "run", "-n", "aug-none", "-S", "aug=none", cwd=path, env=env)
     assert stages_run(run.stdout) == {"train", "embed", "tsne", "probe", "track"}
-    assert mlflow_runs(path) == [("mnist-triplet-simclr", "workspace"), ("mnist-triplet-none", "aug-none")]
+    assert mlflow_runs(path) == [("mnist-triplet-simclr", "workspace"), ("mnist-triplet-none (aug-none)", "aug-none")]
 
 
 def test_bad_value_stops_the_stage_with_one_line_and_no_output(repo, first_repro):

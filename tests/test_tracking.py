@@ -4,7 +4,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from contrastlab.tracking import flatten, log_scenario, project_root, result_key, tracking_uri
+from contrastlab.tracking import flatten, log_scenario, project_root, result_key, run_identity, tracking_uri
 
 PARAMS = {"dataset": "mnist", "loss": "triplet", "aug": "none", "seed": 0, "train": {"lr": 0.15, "epochs": 2}}
 
@@ -79,3 +79,16 @@ def test_four_processes_logging_at_once_to_a_new_store_make_four_complete_runs(s
     runs = mlflow.search_runs(experiment_names=["contrastlab"], output_format="list")
     assert sorted(run.data.metrics["probe_top1"] for run in runs) == [0.9, 0.91, 0.92, 0.93]
     assert all(run.info.status == "FINISHED" and "result_key" in run.data.tags for run in runs)
+
+
+def test_run_identity_names_study_variants_apart_and_keeps_seeds_of_one_variant_together():
+    scenario = "mnist-triplet-simclr"
+    assert run_identity(scenario, 0, None) == (scenario, scenario)  # `dvc repro` in the workspace
+    assert run_identity(scenario, 1, "mnist-triplet-simclr-s1") == ("mnist-triplet-simclr-s1", scenario)
+    assert run_identity(scenario, 1, "mnist-triplet-simclr-negatives-hard-tuned-s1") == (
+        "mnist-triplet-simclr-negatives-hard-tuned-s1", "mnist-triplet-simclr-negatives-hard-tuned")
+    # a name DVC made up, or one that is not this scenario's and seed's, is shown beside the scenario
+    assert run_identity(scenario, 0, "dusty-hops") == ("mnist-triplet-simclr (dusty-hops)", scenario)
+    assert run_identity(scenario, 0, "mnist-triplet-simclr-s1") == ("mnist-triplet-simclr (mnist-triplet-simclr-s1)",
+                                                                    scenario)
+    assert run_identity(scenario, 0, "mnist-triplet-none-s0")[1] == scenario

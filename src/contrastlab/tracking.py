@@ -40,6 +40,21 @@ def git_commit(cwd: Path) -> str:
         return "unknown"
 
 
+def run_identity(scenario: str, seed: int, experiment: str | None) -> tuple[str, str]:
+    """(run name, `scenario` tag) for a result of `scenario` (`<dataset>-<loss>-<aug>`).
+
+    The study names each experiment `<scenario>[-<variant>...][-<recipe>]-s<seed>`; that name becomes
+    the run's, and without its seed the `scenario` tag, so that grouping by the tag averages seeds
+    of one variant and recipe only. An experiment DVC named itself (`dusty-hops`) is appended to the
+    scenario to tell it from the workspace's run; the workspace's run is just the scenario.
+    """
+    if not experiment:
+        return scenario, scenario
+    if experiment.startswith(f"{scenario}-") and experiment.endswith(f"-s{seed}"):
+        return experiment, experiment.removesuffix(f"-s{seed}")
+    return f"{scenario} ({experiment})", scenario
+
+
 def flatten(params: dict, prefix: str = "") -> dict[str, object]:
     """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}, the names `dvc exp run -S` uses."""
     flat: dict[str, object] = {}
