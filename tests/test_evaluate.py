@@ -64,3 +64,26 @@ def test_shifted_embeddings_are_scored_by_the_classifier_fitted_on_the_unshifted
               shifted={"same": clean, "+1": scrambled})
     assert s["shifted_top1"] == {"same": 1.0, "+1": 0.0}
     assert s["top1"] == score(clean)["top1"]  # the unshifted scores do not change
+
+
+def test_standardize_fits_the_scaler_on_the_fitting_split_and_ignores_the_embeddings_scale():
+    # classes 0.2-0.8 apart along 8 noisy coordinates: C=1 fits them; a thousand times smaller, it underfits
+    embeddings = RNG.normal(size=(1000, 8)) + LABELS[:, None] * np.linspace(0.2, 0.8, 8)
+    tiny = embeddings / 1000
+    plain = probe(tiny, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)
+    scaled = probe(tiny, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0, standardize=True)
+    assert scaled["top1"] > plain["top1"] + 0.2
+    assert scaled["top1"] == probe(embeddings, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0,
+                                   standardize=True)["top1"]
+    # the same as standardising by hand with the fitting split's mean and deviation
+    fit = np.setdiff1d(np.arange(1000), _scored_rows())
+    by_hand = (tiny - tiny[fit].mean(0)) / tiny[fit].std(0)
+    assert np.array_equal(probe(by_hand, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)["y_pred"],
+                          scaled["y_pred"])
+    assert plain["knn"] == scaled["knn"]  # only the linear probe is standardised
+
+
+def _scored_rows():
+    from sklearn.model_selection import train_test_split
+
+    return train_test_split(np.arange(1000), test_size=0.2, stratify=LABELS, random_state=0)[1]

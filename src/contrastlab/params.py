@@ -177,6 +177,7 @@ SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
         "test_size": fraction(),
         "knn_k": int_at_least(1),
         "max_iter": int_at_least(1),
+        "standardize": boolean(),
     },
     # Read by the study command only, never by a stage: not part of any scenario's params.
     "study": {
