@@ -23,8 +23,7 @@ def main() -> None:
 
     saved = load_npz(args.embeddings)
     shifted = {str(int(name.removeprefix("shift"))): array for name, array in saved.items() if name.startswith("shift")}
-    scores = probe(saved["embeddings"], saved["labels"], test_size=q["test_size"], knn_k=q["knn_k"],
-                   max_iter=q["max_iter"], standardize=q["standardize"], seed=p["seed"], shifted=shifted)
+    scores = probe(saved["embeddings"], saved["labels"], **q, seed=p["seed"], shifted=shifted)
     classes = DATASETS[p["dataset"]].classes
     write_json(args.metrics, {
         **headline(scores),

@@ -75,12 +75,22 @@ def test_standardize_fits_the_scaler_on_the_fitting_split_and_ignores_the_embedd
     assert scaled["top1"] > plain["top1"] + 0.2
     assert scaled["top1"] == probe(embeddings, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0,
                                    standardize=True)["top1"]
-    # the same as standardising by hand with the fitting split's mean and deviation
-    fit = np.setdiff1d(np.arange(1000), _scored_rows())
-    by_hand = (tiny - tiny[fit].mean(0)) / tiny[fit].std(0)
-    assert np.array_equal(probe(by_hand, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)["y_pred"],
-                          scaled["y_pred"])
     assert plain["knn"] == scaled["knn"]  # only the linear probe is standardised
+
+
+def test_standardize_learns_mean_and_deviation_from_the_fitting_split_only():
+    # the held-out rows are spread wide: a deviation taken over all rows would shrink the fitting rows
+    # until the probe's penalty flattens them (as in the test above)
+    embeddings = RNG.normal(size=(1000, 8)) + LABELS[:, None] * np.linspace(0.2, 0.8, 8)
+    scored = _scored_rows()
+    embeddings[scored] *= 1000
+    fit = np.setdiff1d(np.arange(1000), scored)
+    by_hand = (embeddings - embeddings[fit].mean(0)) / embeddings[fit].std(0)
+    over_all = (embeddings - embeddings.mean(0)) / embeddings.std(0)
+    scaled = probe(embeddings, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0, standardize=True)
+    assert np.array_equal(scaled["y_pred"], probe(by_hand, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)["y_pred"])
+    assert not np.array_equal(scaled["y_pred"],
+                              probe(over_all, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)["y_pred"])
 
 
 def _scored_rows():

@@ -9,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+
+from contrastlab.evaluate import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -66,3 +69,18 @@ def test_tracking_failure_is_loud_exits_nonzero_and_leaves_outputs_alone(tmp_pat
     assert line.startswith(f"error: MLflow tracking failed for mnist-triplet-simclr (store sqlite:///{tmp_path}/not-a-folder")
     assert line.endswith("run `dvc repro` again (only `track` re-runs)")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_probe_stage_passes_probe_standardize_to_the_probe(tmp_path, standardize):
+    # ten classes along 8 coordinates a thousand times too small for the probe's fixed penalty
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 100)
+    embeddings = (rng.normal(size=(1000, 8)) + labels[:, None] * np.linspace(0.2, 0.8, 8)) / 1000
+    np.savez(tmp_path / "embeddings.npz", embeddings=embeddings, labels=labels)
+    write_params(tmp_path, "probe", "standardize", standardize)
+    result = stage("probe", "--embeddings", "embeddings.npz", "--metrics", "probe.json", "--confusion-csv",
+                   "confusion.csv", "--confusion-png", "confusion.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    expected = probe(embeddings, labels, test_size=0.2, knn_k=30, max_iter=1000, seed=0, standardize=standardize)
+    assert json.loads((tmp_path / "probe.json").read_text())["top1"] == round(expected["top1"], 4)

@@ -126,6 +126,9 @@ def test_study_keeps_every_run_and_tracks_each_once(study):
     assert "=== study [2/5] mnist-triplet-simclr-s0 (3 to go" in first.stdout
     assert mlflow_scenarios(repo) == ["mnist-baseline-random_init", "mnist-baseline-raw_pixels",
                                       "mnist-baseline-supervised", "mnist-triplet-none", "mnist-triplet-simclr"]
+    with sqlite3.connect(repo / "mlflow.db") as db:  # a study run is named by its experiment, seed included
+        names = sorted(name for (name,) in db.execute("SELECT name FROM runs"))
+    assert names[-2:] == ["mnist-triplet-none-s0", "mnist-triplet-simclr-s0"]
     listed = sh("dvc", "exp", "show", "--csv", "--only-changed", cwd=repo, env=study[1]).stdout
     assert "mnist-triplet-none-s0" in listed and "mnist-triplet-simclr-s0" in listed
 

@@ -84,6 +84,7 @@ def test_four_processes_logging_at_once_to_a_new_store_make_four_complete_runs(s
 def test_run_identity_names_study_variants_apart_and_keeps_seeds_of_one_variant_together():
     scenario = "mnist-triplet-simclr"
     assert run_identity(scenario, 0, None) == (scenario, scenario)  # `dvc repro` in the workspace
+    assert run_identity(scenario, 0, scenario) == (scenario, scenario)  # `dvc exp run -n mnist-triplet-simclr`
     assert run_identity(scenario, 1, "mnist-triplet-simclr-s1") == ("mnist-triplet-simclr-s1", scenario)
     assert run_identity(scenario, 1, "mnist-triplet-simclr-negatives-hard-tuned-s1") == (
         "mnist-triplet-simclr-negatives-hard-tuned-s1", "mnist-triplet-simclr-negatives-hard-tuned")

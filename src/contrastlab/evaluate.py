@@ -45,6 +45,7 @@ def probe(
     shifted: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Score the embeddings with ONE stratified, seeded split and ONE logistic regression.
+    The keyword settings are params.yaml's `probe` section, which callers pass whole.
 
     Top-1 and top-3 come from the same classifier (the study used two different splits and
     classifiers); kNN and per-class accuracy use the same split. `shifted` maps a name to the

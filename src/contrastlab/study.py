@@ -203,8 +203,7 @@ def run_baseline(root: Path, raw: dict, run: Run, folder: Path) -> None:
         epochs=epochs, batch_size=raw["train"]["batch_size"], lr=lr, device=pick_device(),
     )
     q = raw["probe"]
-    scores = probe(features, test_labels, test_size=q["test_size"], knn_k=q["knn_k"], max_iter=q["max_iter"],
-                   standardize=q["standardize"], seed=seed)
+    scores = probe(features, test_labels, **q, seed=seed)
     metrics = headline(scores)
     settings = {"dataset": dataset, "baseline": run.baseline, "seed": seed, "probe": q}
     if run.baseline == "supervised":

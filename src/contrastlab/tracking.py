@@ -6,6 +6,7 @@ in `.dvc/tmp/exps/...`). `MLFLOW_TRACKING_URI` overrides it, e.g. for a tracking
 
 A run is keyed by a digest of the scenario's params and probe metrics: logging the same result
 twice (a forced re-run of a deterministic scenario) finds the existing run instead of adding one.
+A new param in params.yaml changes every digest, so the next result of each scenario is a new run.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def run_identity(scenario: str, seed: int, experiment: str | None) -> tuple[str,
     of one variant and recipe only. An experiment DVC named itself (`dusty-hops`) is appended to the
     scenario to tell it from the workspace's run; the workspace's run is just the scenario.
     """
-    if not experiment:
+    if not experiment or experiment == scenario:
         return scenario, scenario
     if experiment.startswith(f"{scenario}-") and experiment.endswith(f"-s{seed}"):
         return experiment, experiment.removesuffix(f"-s{seed}")
