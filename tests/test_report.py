@@ -86,8 +86,8 @@ def test_recipes_are_compared_side_by_side_on_the_studys_scenarios(tmp_path):
     write_report(results, tmp_path / "report")
     text = (tmp_path / "report/README.md").read_text()
     assert "| dataset | loss / aug | protocol | tuned | Δ tuned |" in text
-    assert "| cifar10 | triplet / simclr | 0.3000 ± 0.0000 |  |  |" in text
-    assert "- cifar10, protocol: best triplet / simclr 0.3000 ± 0.0000." in text
+    assert "| cifar10 | triplet / simclr | 0.3000 (1 seed) |  |  |" in text
+    assert "- cifar10, protocol: best triplet / simclr 0.3000 (1 seed)." in text
     assert "- cifar10, tuned" not in text
     # tuned - protocol = 0.96 - 0.81; standard error sqrt(2 * 0.0002 / 2) = 0.0141
     assert "| mnist | triplet / simclr | 0.8100 ± 0.0141 | 0.9600 ± 0.0141 | +0.1500, larger than the seed spread |" in text
@@ -150,7 +150,7 @@ def test_methods_beyond_the_study_are_compared_with_the_best_of_the_twelve_under
     # 0.80 - 0.86 against the tuned triplet / simclr, not against the protocol's 0.91
     assert ("| mnist | triplet / simclr / negatives-random (tuned recipe) | 2 | 0.8000 ± 0.0000 | 0.9900 ± 0.0000 | "
             "0.7900 ± 0.0000 |  |  | -0.0600 vs triplet / simclr (tuned recipe), larger than the seed spread |") in beyond
-    assert "| mnist | supcon / simclr (other recipe) | 1 | 0.5000 ± 0.0000 |" in beyond  # falls back to the protocol's
+    assert "| mnist | supcon / simclr (other recipe) | 1 | 0.5000 |" in beyond  # falls back to the protocol's
     assert ("-0.4100 vs triplet / simclr (protocol recipe: other ran no study scenario here), "
             "one seed only: spread unknown |") in beyond
     assert ("| mnist | triplet / simclr | 2 | 0.9100 ± 0.0141 | 0.9900 ± 0.0000 | 0.9000 ± 0.0141 |  |  | "
@@ -167,7 +167,7 @@ def test_a_method_on_a_dataset_without_study_scenarios_has_no_comparison_and_old
     write_scenario(results, "ntxent", "simclr", 0, 0.8, dataset="fashion_mnist")
     write_report(results, tmp_path / "report")
     text = (tmp_path / "report/README.md").read_text()
-    assert "| fashion_mnist | ntxent / simclr | 1 | 0.8000 ± 0.0000 | 0.9900 ± 0.0000 | 0.7900 ± 0.0000 |  |  |  |" in text
+    assert "| fashion_mnist | ntxent / simclr | 1 | 0.8000 | 0.9900 | 0.7900 |  |  |  |" in text
     shutil.rmtree(results / "fashion_mnist-ntxent-simclr-s0")
     write_report(results, tmp_path / "report")  # no method beyond the study left: its figure must not stay
     assert "## Beyond the study" not in (tmp_path / "report/README.md").read_text()

@@ -123,7 +123,15 @@ def spread_test(a: Group, b: Group, metric: str = "top1") -> str:
 
 
 def fmt(group: Group, metric: str) -> str:
+    """Mean ± std over seeds; one seed has no spread to show (a ± 0.0000 would claim one)."""
+    if len(group.runs) == 1:
+        return f"{group.mean(metric):.4f}"
     return f"{group.mean(metric):.4f} ± {group.std(metric):.4f}"
+
+
+def fmt_seeds(group: Group, metric: str) -> str:
+    """`fmt`, saying so when there is one seed, for tables without a seed-count column."""
+    return fmt(group, metric) + (" (1 seed)" if len(group.runs) == 1 else "")
 
 
 def table(scenarios: dict[str, Group], baselines: dict[str, Group]) -> tuple[list[str], list[list]]:
@@ -338,7 +346,7 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
              "| dataset | loss / aug | " + " | ".join(recipes) + " | " + " | ".join(f"Δ {r}" for r in others) + " |",
              "|---|---|" + "---|" * (len(recipes) + len(others))]
     for (dataset, loss, aug), by_recipe in cells.items():
-        row = [fmt(by_recipe[r], "top1") if r in by_recipe else "" for r in recipes]
+        row = [fmt_seeds(by_recipe[r], "top1") if r in by_recipe else "" for r in recipes]
         protocol = by_recipe.get("protocol")
         for r in others:
             g = by_recipe.get(r)
@@ -356,7 +364,7 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
             beat = (f"; {sum(g.mean('top1') > raw.mean('top1') for g in groups)} of {len(groups)} beat raw pixels "
                     f"({raw.mean('top1'):.4f})" if raw else "")
             lines.append(f"- {dataset}, {recipe}: best {best.setting('loss')} / {best.setting('aug')} "
-                         f"{fmt(best, 'top1')}{beat}.")
+                         f"{fmt_seeds(best, 'top1')}{beat}.")
     return [*lines, ""]
 
 
