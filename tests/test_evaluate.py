@@ -1,4 +1,5 @@
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from contrastlab.evaluate import probe, shift_horizontally, tsne_map
 
@@ -66,7 +67,7 @@ def test_shifted_embeddings_are_scored_by_the_classifier_fitted_on_the_unshifted
     assert s["top1"] == score(clean)["top1"]  # the unshifted scores do not change
 
 
-def test_standardize_fits_the_scaler_on_the_fitting_split_and_ignores_the_embeddings_scale():
+def test_standardize_ignores_the_embeddings_scale_and_leaves_knn_alone():
     # classes 0.2-0.8 apart along 8 noisy coordinates: C=1 fits them; a thousand times smaller, it underfits
     embeddings = RNG.normal(size=(1000, 8)) + LABELS[:, None] * np.linspace(0.2, 0.8, 8)
     tiny = embeddings / 1000
@@ -94,6 +95,5 @@ def test_standardize_learns_mean_and_deviation_from_the_fitting_split_only():
 
 
 def _scored_rows():
-    from sklearn.model_selection import train_test_split
-
+    """The held-out rows of `probe`'s split, drawn here the same way."""
     return train_test_split(np.arange(1000), test_size=0.2, stratify=LABELS, random_state=0)[1]
