@@ -32,10 +32,10 @@ GRID ?= main
 RECIPE ?= protocol
 study: setup
 	$(BIN)/python -m contrastlab.study --results study/results --grid $(GRID) --recipe $(RECIPE) $(if $(SEEDS),--seeds $(SEEDS))
-	$(BIN)/python -m contrastlab.report --results study/results --out report
+	$(BIN)/python -m contrastlab.study.report --results study/results --out report
 
 report: setup
-	$(BIN)/python -m contrastlab.report --results study/results --out report
+	$(BIN)/python -m contrastlab.study.report --results study/results --out report
 
 test: setup
 	$(BIN)/python -m pytest

@@ -5,7 +5,7 @@ For each dataset x loss x augmentation it times a few training steps of the stud
 - notebook: views made once with per-image PIL transforms, a DataLoader over a list of tensor
   tuples, one forward per member, default memory layout (benchmarks/notebook_style.py); its
   training runs in a process of its own, with the C allocator's defaults;
-- project: `contrastlab.train.train`, fresh batched augmentation every step, as `dvc repro` runs it;
+- project: `contrastlab.pipeline.train.train`, fresh batched augmentation every step, as `dvc repro` runs it;
 and reports images/s, FLOP efficiency against the measured fp32 matmul rate and their ratio, for
 the project's path also with bf16 autocast (`train.precision: bf16`).
 `--full` also times the whole default scenario (mnist / triplet / simclr, 10 epochs) both ways,
@@ -36,15 +36,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import notebook_style  # noqa: E402
 
-from contrastlab.augment import AUGMENTATIONS  # noqa: E402
-from contrastlab.datasets import load_split  # noqa: E402
-from contrastlab.evaluate import probe  # noqa: E402
-from contrastlab.losses import LOSSES  # noqa: E402
-from contrastlab.machine import cpu_description, has_native_bf16  # noqa: E402
-from contrastlab.model import embed_images, make_encoder  # noqa: E402
-from contrastlab.pairs import build  # noqa: E402
-from contrastlab.params import PRECISIONS  # noqa: E402
-from contrastlab.train import train  # noqa: E402
+from contrastlab.methods.augmentations import AUGMENTATIONS  # noqa: E402
+from contrastlab.pipeline.datasets import load_split  # noqa: E402
+from contrastlab.pipeline.probe import probe  # noqa: E402
+from contrastlab.methods.losses import LOSSES  # noqa: E402
+from contrastlab.infra.machine import cpu_description, has_native_bf16  # noqa: E402
+from contrastlab.pipeline.embed import embed_images
+from contrastlab.methods.encoders import make_encoder
+from contrastlab.pipeline.examples import build  # noqa: E402
+from contrastlab.infra.params import PRECISIONS  # noqa: E402
+from contrastlab.pipeline.train import train  # noqa: E402
 
 BATCH = 1024
 STUDY_LOSSES = ("pairwise", "triplet")  # the notebook way knows only the study's two losses
@@ -79,7 +80,7 @@ def training_flop_per_image(channels: int, size: int) -> float:
 
 class NotebookProcess:
     """The notebook way in a process of its own, with the C allocator's defaults: the project's
-    `train` tunes the allocator of the process it runs in (`contrastlab.machine.keep_freed_memory`),
+    `train` tunes the allocator of the process it runs in (`contrastlab.infra.machine.keep_freed_memory`),
     which would otherwise speed up the notebook way too."""
 
     def __init__(self) -> None:

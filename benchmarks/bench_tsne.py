@@ -1,7 +1,7 @@
 """openTSNE or scikit-learn for the project's t-SNE maps? Speed and quality in ONE run.
 
 Why: the `evaluate` stage draws its t-SNE map with scikit-learn's Barnes-Hut TSNE
-(`contrastlab.evaluate.tsne_map`: perplexity 20, PCA init, max_iter 5000, random_state 0) on
+(`contrastlab.pipeline.tsne.tsne_map`: perplexity 20, PCA init, max_iter 5000, random_state 0) on
 the first 1,000 test embeddings. This script checks whether openTSNE would do the same job
 faster and as well, on 1,000 and on 10,000 points, before anyone changes that stage.
 
@@ -80,7 +80,7 @@ def _fit(method: str, x: np.ndarray, max_iter: int, n_jobs: int) -> tuple[np.nda
     n = len(x)
     info: dict = {}
     if method == "sklearn":
-        # exactly contrastlab.evaluate.tsne_map (its perplexity clamp is a no-op for n > 61)
+        # exactly contrastlab.pipeline.tsne.tsne_map (its perplexity clamp is a no-op for n > 61)
         model = TSNE(n_components=2, perplexity=PERPLEXITY, max_iter=max_iter, init="pca", random_state=SEED)
         fit = model.fit_transform
     else:

@@ -4,11 +4,11 @@ import argparse
 import os
 from pathlib import Path
 
-from contrastlab import params
-from contrastlab.cli import run_stage
-from contrastlab.datasets import MIRROR_ENV, OFFICIAL_DIGESTS, fetch
-from contrastlab.files import read_json
-from contrastlab.tracking import project_root
+from contrastlab.infra import params
+from contrastlab.infra.stage import run_stage
+from contrastlab.pipeline.download import MIRROR_ENV, OFFICIAL_DIGESTS, fetch
+from contrastlab.infra.files import read_json
+from contrastlab.infra.tracking import project_root
 
 
 def main() -> None:

@@ -5,12 +5,13 @@ import argparse
 from pathlib import Path
 
 
-from contrastlab import params
-from contrastlab.cli import run_stage
-from contrastlab.files import save_npz
-from contrastlab.datasets import load_split
-from contrastlab.evaluate import shift_horizontally
-from contrastlab.model import embed_images, load_encoder, pick_device
+from contrastlab.infra import params
+from contrastlab.infra.stage import run_stage
+from contrastlab.infra.files import save_npz
+from contrastlab.pipeline.datasets import load_split
+from contrastlab.pipeline.embed import shift_horizontally
+from contrastlab.pipeline.embed import embed_images
+from contrastlab.methods.encoders import load_encoder, pick_device
 
 
 def main() -> None:

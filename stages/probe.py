@@ -4,11 +4,11 @@ and the same probe's top-1 on the held-out images shifted horizontally (robustne
 import argparse
 from pathlib import Path
 
-from contrastlab import params, plots
-from contrastlab.cli import run_stage
-from contrastlab.files import load_npz, write_csv, write_json
-from contrastlab.datasets import DATASETS
-from contrastlab.evaluate import headline, probe
+from contrastlab.infra import params, plots
+from contrastlab.infra.stage import run_stage
+from contrastlab.infra.files import load_npz, write_csv, write_json
+from contrastlab.pipeline.datasets import DATASETS
+from contrastlab.pipeline.probe import headline, probe
 
 
 def main() -> None:

@@ -10,10 +10,11 @@ import csv
 import os
 from pathlib import Path
 
-from contrastlab import params
-from contrastlab.cli import run_stage
-from contrastlab.files import one_line, read_json
-from contrastlab.tracking import TrackingError, git_commit, log_scenario, project_root, run_identity, tracking_uri
+from contrastlab.infra import params
+from contrastlab.infra.stage import run_stage
+from contrastlab.infra.files import one_line, read_json
+from contrastlab.infra.errors import TrackingError
+from contrastlab.infra.tracking import git_commit, log_scenario, project_root, run_identity, tracking_uri
 
 
 def main() -> None:

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import torch
 
-from contrastlab import params, plots
-from contrastlab.cli import run_stage
-from contrastlab.files import load_npz, write_csv, write_json
-from contrastlab.datasets import load_split
-from contrastlab.losses import LossOptions, epochs_and_lr
-from contrastlab.model import pick_device, save_encoder
-from contrastlab.train import Recipe, train
+from contrastlab.infra import params, plots
+from contrastlab.infra.stage import run_stage
+from contrastlab.infra.files import load_npz, write_csv, write_json
+from contrastlab.pipeline.datasets import load_split
+from contrastlab.methods.losses import LossOptions, epochs_and_lr
+from contrastlab.methods.encoders import pick_device, save_encoder
+from contrastlab.pipeline.train import Recipe, train
 
 
 def main() -> None:

@@ -3,11 +3,11 @@
 import argparse
 from pathlib import Path
 
-from contrastlab import params, plots
-from contrastlab.cli import run_stage
-from contrastlab.files import load_npz, write_csv
-from contrastlab.datasets import DATASETS
-from contrastlab.evaluate import tsne_map
+from contrastlab.infra import params, plots
+from contrastlab.infra.stage import run_stage
+from contrastlab.infra.files import load_npz, write_csv
+from contrastlab.pipeline.datasets import DATASETS
+from contrastlab.pipeline.tsne import tsne_map
 
 
 def main() -> None:

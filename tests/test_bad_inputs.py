@@ -24,7 +24,8 @@ from typing import Callable
 import pytest
 import yaml
 
-from contrastlab.datasets import DATASETS, _idx_names
+from contrastlab.pipeline.datasets import DATASETS
+from contrastlab.pipeline.download import _idx_names
 from tinydata import GIT, make_tiny_repo, sh
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ import bench_pipeline  # noqa: E402
 import bench_training  # noqa: E402
 import notebook_style  # noqa: E402
 
-from contrastlab.pairs import build  # noqa: E402
+from contrastlab.pipeline.examples import build  # noqa: E402
 
 RNG = np.random.default_rng(0)
 LABELS = np.repeat(np.arange(10), 4)

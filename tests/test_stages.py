@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from contrastlab.evaluate import probe
+from contrastlab.pipeline.probe import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from contrastlab.datasets import CIFAR_ARCHIVE, DATASETS, content_digest
+from contrastlab.pipeline.download import CIFAR_ARCHIVE, content_digest
+from contrastlab.pipeline.datasets import DATASETS
 
 N_CLASSES = 10
 

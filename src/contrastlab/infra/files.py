@@ -1,0 +1,102 @@
+"""Reading and writing the pipeline's files so that a crash, a full disk or a damaged file never
+passes for a result.
+
+Every output is written to a temporary name beside its final one and renamed over it only when
+complete (a rename within a folder is atomic), so a killed stage leaves either the old file or
+none, never half a file. A failed write or an unreadable input becomes one `FileError` line that
+names the file and the fix; `cli.run_stage` prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+RECOMPUTE = "delete it and run `dvc repro` to recompute it"
+
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write `path`'s content to; rename it to `path` when the block succeeds.
+
+    The temporary name keeps the suffix, so writers that infer the format from it (matplotlib,
+    numpy's .npz) behave as with the final name. On any failure the temporary file is removed and
+    `path` keeps its previous content.
+    """
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield partial
+        os.replace(partial, path)
+    except OSError as err:
+        raise FileError(f"cannot write {path}: {err.strerror or err} (free disk space or fix permissions, "
+                        "then re-run; the previous file, if any, is unchanged)") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as partial:
+        partial.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as partial:
+        partial.write_text(text)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable[object]]) -> None:
+    with atomic_path(path) as partial, partial.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    with atomic_path(path) as partial:
+        np.savez(partial, **arrays)
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """`text` (often an exception spread over lines) as one line, cut to `limit` characters."""
+    return " ".join(str(text).split())[:limit]
+
+
+@contextmanager
+def _reading(path: str | Path, problem: str = "is truncated or corrupted") -> Iterator[None]:
+    """Turn a missing or unreadable input into one FileError line with the way out."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise FileError(f"{path} does not exist; run the stage that writes it first (dvc repro)") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise FileError(f"{path} {problem} ({one_line(err)}); {RECOMPUTE}") from None
+
+
+def read_json(path: str | Path) -> dict:
+    with _reading(path, "is unreadable"):
+        return json.loads(Path(path).read_text())
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, read now, so a truncated file fails here and names itself."""
+    with _reading(path), np.load(path) as saved:
+        return {name: saved[name] for name in saved.files}
+
+
+def load_npy(path: str | Path, mmap: bool = False) -> np.ndarray:
+    with _reading(path):
+        return np.load(path, mmap_mode="r" if mmap else None)

@@ -1,0 +1,108 @@
+"""Contrastive losses registered by name, each with the protocol's default lr and epochs.
+
+A loss takes the embeddings of one batch, one (B, D) tensor per member of the examples laid out
+by `contrastlab.pipeline.examples` (pairs, triplets or two views), the +1/-1 targets, and optionally the
+anchors' class labels (needed only by supcon) and the options `train.margin` / `train.temperature`.
+A new loss is one function plus one registry line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning import losses as pml
+
+from contrastlab.infra.params import AUTO
+
+
+@dataclass(frozen=True)
+class LossOptions:
+    margin: float = 1.0        # triplet and contrastive margin (Euclidean distance)
+    temperature: float = 0.5   # NT-Xent and SupCon
+
+
+@dataclass(frozen=True)
+class Loss:
+    fn: Callable[..., torch.Tensor]
+    examples: str      # layout the pair builder makes for it: "pairs", "triplets" or "views"
+    lr: float          # default learning rate (the study's value for its two losses)
+    epochs: int        # default epochs (as in the published results)
+    uses_labels: bool = False  # same-class samples are positives, so no negative is a false one
+
+
+def pairwise(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
+             options: LossOptions = LossOptions()) -> torch.Tensor:
+    """torch.nn.CosineEmbeddingLoss() with margin 0: 1-cos for +1 pairs, max(0, cos) for -1 pairs."""
+    first, second = members
+    return F.cosine_embedding_loss(first, second, target, margin=0.0)
+
+
+def triplet(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
+            options: LossOptions = LossOptions()) -> torch.Tensor:
+    """torch.nn.TripletMarginLoss(margin): max(0, d(a,p) - d(a,n) + margin) with Euclidean distance."""
+    anchor, positive, negative = members
+    return F.triplet_margin_loss(anchor, positive, negative, margin=options.margin, p=2)
+
+
+def contrastive(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
+                options: LossOptions = LossOptions()) -> torch.Tensor:
+    """Hadsell et al. 2006 on Euclidean distance d: y*d^2 + (1-y)*max(0, m-d)^2, y = 1 for +1 pairs."""
+    first, second = members
+    squared = (first - second).pow(2).sum(dim=1)
+    similar = (target > 0).float()
+    distance = (squared + 1e-12).sqrt()  # d^2 needs no root; the root of 0 would have no gradient
+    return (similar * squared + (1 - similar) * F.relu(options.margin - distance).pow(2)).mean()
+
+
+def ntxent(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
+           options: LossOptions = LossOptions()) -> torch.Tensor:
+    """SimCLR's NT-Xent: the two views of an image are the positives, all other views in the batch
+    the negatives (no labels); cosine similarity over the temperature. Written out as cross-entropy
+    over the (2B, 2B) similarity matrix: pytorch-metric-learning's NTXentLoss builds a
+    (positive pairs x negative pairs) mask, 34 GB for a batch of 1024 images."""
+    views = F.normalize(torch.cat(members), dim=1)
+    similarity = (views @ views.T / options.temperature).fill_diagonal_(float("-inf"))  # a view is not its own negative
+    n = len(members[0])
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(views.device)
+    return F.cross_entropy(similarity, partner)
+
+
+def supcon(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
+           options: LossOptions = LossOptions()) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020): every view of the same class is a positive."""
+    first, second = members
+    return pml.SupConLoss(temperature=options.temperature)(torch.cat([first, second]), torch.cat([labels, labels]))
+
+
+LOSSES: dict[str, Loss] = {
+    "pairwise": Loss(pairwise, examples="pairs", lr=0.05, epochs=5),
+    "triplet": Loss(triplet, examples="triplets", lr=0.15, epochs=10),
+    "contrastive": Loss(contrastive, examples="pairs", lr=0.05, epochs=5),
+    "ntxent": Loss(ntxent, examples="views", lr=0.15, epochs=10),
+    "supcon": Loss(supcon, examples="views", lr=0.15, epochs=10, uses_labels=True),
+}
+
+
+def semi_hard_negatives(anchor: torch.Tensor, positive: torch.Tensor, pool: torch.Tensor,
+                        anchor_labels: torch.Tensor, pool_labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """For each anchor, the pool embedding of another class that is semi-hard (FaceNet): farther than
+    the positive but within the margin, the closest such. Where none is, the farthest of another class
+    (as TensorFlow Addons does): the hardest one instead can collapse training early on."""
+    distance = torch.cdist(anchor.detach(), pool.detach())
+    positive_distance = (anchor - positive).detach().norm(dim=1, keepdim=True)
+    other_class = anchor_labels[:, None] != pool_labels[None, :]
+    semi_hard = other_class & (distance > positive_distance) & (distance < positive_distance + margin)
+    inf = torch.tensor(float("inf"), device=distance.device)
+    closest_semi_hard = torch.where(semi_hard, distance, inf).argmin(dim=1)
+    farthest_other = torch.where(other_class, distance, -inf).argmax(dim=1)
+    return pool[torch.where(semi_hard.any(dim=1), closest_semi_hard, farthest_other)]
+
+
+def epochs_and_lr(loss: str, train: dict) -> tuple[int, float]:
+    """`train.epochs` and `train.lr` with 'auto' replaced by the loss's published value."""
+    epochs = LOSSES[loss].epochs if train["epochs"] == AUTO else train["epochs"]
+    lr = LOSSES[loss].lr if train["lr"] == AUTO else train["lr"]
+    return epochs, lr

@@ -1,0 +1,1 @@
+"""The pipeline's steps, one module per DVC stage: download, examples, train, embed, tsne, probe."""

@@ -1,0 +1,266 @@
+"""Train the Siamese encoder: one file, read top to bottom.
+
+Each step takes a batch of examples (pairs, triplets or two views of image indices), turns every
+member into an input image (augmented on the fly where the example says so), embeds each member
+with the shared encoder in its own forward pass (as the study did: BatchNorm then normalises
+anchors, augmented positives and negatives each with their own batch statistics), optionally
+swaps each negative for a semi-hard one from the batch, and applies the loss. Augmented views are
+fresh every epoch (`views="fresh"`) or drawn once before training and reused (`views="once"`,
+the study's way). The optimizer and learning-rate schedule default to the protocol's plain SGD
+at a fixed rate; AdamW, momentum, weight decay, warm-up, cosine and one-cycle schedules are options.
+A loss that turns NaN or infinite stops training at once with the step and the advice. With a
+checkpoint path, the full training state is saved after every epoch and a killed run resumes
+from it, ending with exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from contrastlab.methods.augmentations import AUGMENTATIONS
+from contrastlab.pipeline.preprocess import normalize, to_unit
+from contrastlab.methods.losses import LOSSES, LossOptions, semi_hard_negatives
+from contrastlab.infra.machine import keep_freed_memory
+from contrastlab.methods.encoders import make_encoder, save_torch
+from contrastlab.infra.params import PRECISIONS
+from contrastlab.infra.errors import ParamError
+
+
+
+@dataclass
+class TrainResult:
+    encoder: torch.nn.Module
+    epoch_losses: list[float] = field(default_factory=list)
+    train_time_s: float = 0.0
+    images_seen: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images_seen / self.train_time_s if self.train_time_s else 0.0
+
+
+def draw_fixed_views(images, members, augmented, augment, generator, chunk=4096):
+    """The study's views: one augmented uint8 image per augmented member, drawn once.
+
+    Returns the views and a (N, k) table pointing each augmented member at its view (-1 elsewhere).
+    """
+    wanted = members[augmented]
+    views = torch.empty((len(wanted), *images.shape[1:]), dtype=torch.uint8, device=images.device)
+    for start in range(0, len(wanted), chunk):
+        view = augment(images[wanted[start : start + chunk]], generator)
+        views[start : start + chunk] = (view * 255).round().to(torch.uint8)
+    slot = torch.full(members.shape, -1, dtype=torch.long, device=images.device)
+    slot[augmented] = torch.arange(len(wanted), device=images.device)
+    return views, slot
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the weights move: the protocol is plain SGD at a constant learning rate."""
+
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+
+
+def make_optimizer(parameters, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    if recipe.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(parameters, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, lr: float, steps_per_epoch: int,
+                  epochs: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-step learning rate: linear warm-up, then constant or cosine to 0; one-cycle has its own warm-up
+    (30% of the steps) and ignores `warmup_epochs`."""
+    total, warmup = steps_per_epoch * epochs, steps_per_epoch * recipe.warmup_epochs
+    sched = torch.optim.lr_scheduler
+    if recipe.schedule == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, cycle_momentum=False)  # keep train.momentum
+    after = sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup)) if recipe.schedule == "cosine" else None
+    if not warmup:
+        return after
+    ramp = sched.LinearLR(optimizer, start_factor=1 / warmup, total_iters=max(1, warmup - 1))  # lr*(step+1)/warmup
+    return ramp if after is None else sched.SequentialLR(optimizer, [ramp, after], milestones=[warmup])
+
+
+# The code that decides the weights: a checkpoint made before any of it changed is not resumed.
+TRAINING_CODE = ("train.py", "losses.py", "augment.py", "model.py")
+
+
+def checkpoint_key(images: torch.Tensor, examples: dict[str, np.ndarray], settings: dict) -> str:
+    """Digest of everything that determines the weights (data, examples, settings, code, torch version and
+    device), so a checkpoint resumes only the very same training."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(torch.__version__.encode())
+    for name in TRAINING_CODE:
+        digest.update((Path(__file__).parent / name).read_bytes())
+    for array in (images.cpu().numpy(), *(np.asarray(examples[name]) for name in sorted(examples))):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    save_torch(state, path)
+
+
+def load_checkpoint(path: Path, key: str) -> dict | None:
+    """The saved state if `path` holds a checkpoint of this very training, else None (and why)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a damaged file can fail in any way; it is only a shortcut
+        print(f"ignoring unreadable checkpoint {path} ({type(err).__name__}); training from the start")
+        return None
+    if state.get("key") != key:
+        print(f"ignoring checkpoint {path}: it belongs to other data or params; training from the start")
+        return None
+    return state
+
+
+def train(
+    images: torch.Tensor,
+    examples: dict[str, np.ndarray],
+    *,
+    loss: str,
+    aug: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    views: str,
+    seed: int,
+    precision: str = "fp32",
+    head: str = "sigmoid",
+    recipe: Recipe = Recipe(),
+    options: LossOptions = LossOptions(),
+    device: torch.device,
+    progress: bool = True,
+    checkpoint: Path | None = None,
+) -> TrainResult:
+    """Train a fresh encoder on uint8 `images` (N, C, H, W) with the examples from `contrastlab.pipeline.examples`.
+
+    `precision="bf16"` runs the encoder's forward passes under bfloat16 autocast; augmentation, loss,
+    weights and optimizer stay fp32. On the CPU this also sets the whole process to deterministic
+    algorithms without the NaN fill of new tensors, and lets glibc keep freed memory for reuse. `checkpoint`: where to save the state after each epoch and to
+    resume from if it holds an earlier state of the same training.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; expected one of {', '.join(PRECISIONS)}")
+    torch.manual_seed(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+        # Deterministic mode also fills each new tensor with NaN, to expose reads of uninitialised
+        # memory; nothing here reads any, and the fill (with its page faults) costs ~10% of a step.
+        torch.utils.deterministic.fill_uninitialized_memory = False
+        keep_freed_memory()
+    shuffle_rng = torch.Generator().manual_seed(seed)
+    augment_rng = torch.Generator(device).manual_seed(seed + 1)
+    loss_fn = LOSSES[loss].fn
+    augment = AUGMENTATIONS[aug]
+
+    images = images.to(device)
+    members = torch.from_numpy(examples["members"]).long().to(device)
+    augmented = torch.from_numpy(examples["augmented"]).to(device)
+    target = torch.from_numpy(examples["target"]).float().to(device)
+    labels = torch.from_numpy(examples["labels"]).long().to(device)
+    mine = str(examples.get("negatives", "label_aware")) == "hard"
+    n_examples, k = members.shape
+
+    encoder = make_encoder(images.shape[1], head).to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(encoder.parameters(), recipe, lr)
+    schedule = make_schedule(optimizer, recipe, lr, -(-n_examples // batch_size), epochs)
+    fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if views == "once" else None
+
+    def inputs_for(rows: torch.Tensor) -> torch.Tensor:
+        """All members of the chosen examples as one normalised batch, member after member."""
+        index = members[rows].T.reshape(-1)
+        is_view = augmented[rows].T.reshape(-1)
+        x = torch.empty((len(index), *images.shape[1:]), dtype=torch.float32, device=device)
+        x[~is_view] = to_unit(images[index[~is_view]])
+        if is_view.any():
+            if fixed_views is None:
+                x[is_view] = augment(images[index[is_view]], augment_rng)
+            else:
+                views_u8, slot = fixed_views
+                x[is_view] = to_unit(views_u8[slot[rows].T.reshape(-1)[is_view]])
+        return normalize(x).contiguous(memory_format=torch.channels_last)
+
+    result = TrainResult(encoder)
+    if checkpoint is not None:
+        settings = dict(loss=loss, aug=aug, epochs=epochs, batch_size=batch_size, lr=lr, views=views, seed=seed,
+                        precision=precision, head=head, recipe=asdict(recipe), options=asdict(options),
+                        device=device.type)
+        key = checkpoint_key(images, examples, settings)
+        saved = load_checkpoint(checkpoint, key)
+        if saved is not None:
+            encoder.load_state_dict(saved["encoder"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if schedule is not None:
+                schedule.load_state_dict(saved["schedule"])
+            shuffle_rng.set_state(saved["shuffle_rng"])
+            augment_rng.set_state(saved["augment_rng"])
+            torch.set_rng_state(saved["torch_rng"])
+            result.epoch_losses, result.train_time_s, result.images_seen = (
+                saved["epoch_losses"], saved["train_time_s"], saved["images_seen"])
+            print(f"resuming from {checkpoint} after epoch {len(result.epoch_losses)} of {epochs}")
+
+    encoder.train()
+    for epoch in range(len(result.epoch_losses) + 1, epochs + 1):
+        order = torch.randperm(n_examples, generator=shuffle_rng).to(device)
+        batches = range(0, n_examples, batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress, leave=True)
+        epoch_loss, epoch_start, epoch_images = 0.0, time.perf_counter(), 0
+        for start in bar:
+            rows = order[start : start + batch_size]
+            x = inputs_for(rows)  # augmentation stays fp32: autocast would also turn the blur into bf16
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                embeddings = [encoder(member).float() for member in x.chunk(k)]
+            if mine:  # members are (anchor, positive, negative): the pool is every anchor and negative
+                pool, pool_labels = torch.cat([embeddings[0], embeddings[2]]), labels[rows][:, [0, 2]].T.reshape(-1)
+                embeddings[2] = semi_hard_negatives(embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels,
+                                                    options.margin)
+            batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
+            loss_value = batch_loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(
+                    f"training diverged: the {loss} loss became {loss_value} at epoch {epoch}, step "
+                    f"{start // batch_size + 1} (lr {lr}, {recipe.optimizer}); lower train.lr or change the recipe")
+            optimizer.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+
+            epoch_loss += loss_value * len(rows)
+            epoch_images += len(rows) * k
+            rate = epoch_images / (time.perf_counter() - epoch_start)
+            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:,.0f}")
+        if not all(torch.isfinite(p).all() for p in encoder.parameters()):
+            raise TrainingDiverged(f"training diverged: the weights are not finite after epoch {epoch} (lr {lr}, "
+                                   f"{recipe.optimizer}); lower train.lr or change the recipe")
+        result.train_time_s += time.perf_counter() - epoch_start
+        result.images_seen += epoch_images
+        result.epoch_losses.append(epoch_loss / n_examples)
+        bar.set_postfix(loss=f"{result.epoch_losses[-1]:.4f}", img_s=f"{epoch_images / (time.perf_counter() - epoch_start):,.0f}")
+        bar.close()
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "key": key, "encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict() if schedule is not None else None,
+                "shuffle_rng": shuffle_rng.get_state(), "augment_rng": augment_rng.get_state(),
+                "torch_rng": torch.get_rng_state(), "epoch_losses": result.epoch_losses,
+                "train_time_s": result.train_time_s, "images_seen": result.images_seen,
+            })  # fmt: skip
+    return result

@@ -1,0 +1,79 @@
+"""Baselines: features of the right shape and scale, deterministic per seed, supervised training learns."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from contrastlab.pipeline.preprocess import normalize, to_unit
+from contrastlab.methods.baselines import BASELINES, calibrate_batchnorm, random_init, raw_pixels, train_supervised
+from contrastlab.pipeline.embed import embed_images
+from contrastlab.methods.encoders import make_encoder
+
+
+CPU = torch.device("cpu")
+
+
+def tiny(n_per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Ten classes told apart by the row of a bright bar: easy for a CNN, not for noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), n_per_class)
+    images = rng.integers(0, 60, (len(labels), 1, 28, 28)).astype(np.uint8)
+    for i, c in enumerate(labels):
+        images[i, 0, 2 + 2 * c : 4 + 2 * c] = 250
+    return images, labels
+
+
+def test_registry_names():
+    assert list(BASELINES) == ["raw_pixels", "random_init", "supervised"]
+
+
+def test_raw_pixels_are_flat_and_scaled_to_unit():
+    images = np.array([[[[0, 255], [51, 102]]]], dtype=np.uint8)
+    features = raw_pixels({"test_images": images})
+    np.testing.assert_allclose(features, [[0.0, 1.0, 0.2, 0.4]])
+
+
+def test_random_init_depends_only_on_the_seed():
+    images, _ = tiny(2)
+    data = {"train_images": tiny(3, seed=1)[0], "test_images": images}
+    first = random_init(data, seed=3, embed_batch=7, batch_size=8, device=CPU)
+    assert first.shape == (20, 32)
+    np.testing.assert_array_equal(first, random_init(data, seed=3, embed_batch=64, batch_size=8, device=CPU))
+    assert not np.allclose(first, random_init(data, seed=4, embed_batch=7, batch_size=8, device=CPU))
+
+
+def test_batchnorm_statistics_are_the_mean_over_batches_of_each_batchs_mean_and_variance():
+    images, _ = tiny(4)  # 40 images: batches of 16, 16 and 8
+    torch.manual_seed(0)
+    encoder = make_encoder(1)
+    calibrate_batchnorm(encoder, images, batch_size=16)
+    with torch.no_grad():  # the first BatchNorm's input: conv, LeakyReLU, conv
+        inputs = [encoder[:3](normalize(to_unit(torch.from_numpy(images[s : s + 16])))) for s in (0, 16, 32)]
+    means = torch.stack([x.mean(dim=(0, 2, 3)) for x in inputs]).mean(dim=0)
+    variances = torch.stack([x.var(dim=(0, 2, 3), unbiased=True) for x in inputs]).mean(dim=0)
+    torch.testing.assert_close(encoder[3].running_mean, means)
+    torch.testing.assert_close(encoder[3].running_var, variances)
+    assert not encoder.training
+    assert encoder[3].momentum == 0.1  # as it was: later training would average exponentially again
+
+
+def test_random_init_features_are_normalised_where_the_default_statistics_are_not():
+    # Untrained, with BatchNorm's initial statistics (0, 1), the embeddings barely differ between
+    # images; measured statistics spread them the way training-mode BatchNorm would.
+    images, _ = tiny(10)
+    calibrated = random_init({"train_images": images, "test_images": images}, seed=0, embed_batch=64, batch_size=32,
+                             device=CPU)
+    torch.manual_seed(0)
+    default = embed_images(make_encoder(1), images, batch_size=64)
+    assert calibrated.std(axis=0).mean() > 10 * default.std(axis=0).mean()
+
+
+def test_supervised_training_drives_the_cross_entropy_down():
+    images, labels = tiny(10)
+    encoder, losses = train_supervised(torch.from_numpy(images), torch.from_numpy(labels), epochs=20, batch_size=25,
+                                       lr=0.15, seed=0, device=torch.device("cpu"), progress=False)
+    assert len(losses) == 20
+    assert losses[0] > 2.0  # about ln(10) = 2.30 for ten classes at the start
+    assert losses[-1] < 0.5 * losses[0]
+    assert encoder[-1].__class__.__name__ == "Flatten"  # the encoder alone: the linear head is dropped

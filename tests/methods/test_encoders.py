@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from contrastlab.infra.errors import FileError
+from contrastlab.pipeline.embed import embed_images
+from contrastlab.methods.encoders import load_encoder, make_encoder, save_encoder
+
+
+def test_output_is_32_d_for_mnist_and_cifar_shapes():
+    for channels, size in [(1, 28), (3, 32)]:
+        out = make_encoder(channels)(torch.zeros(4, channels, size, size))
+        assert out.shape == (4, 32)
+
+
+def test_parameter_count_matches_the_protocol():
+    # conv weights 1*32*4 + 32*64*4 + 64*128*4 + 128*256*4 + 256*8*4, BatchNorm 2*(64+128+256)
+    expected = 128 + 8192 + 32768 + 131072 + 8192 + 2 * (64 + 128 + 256)
+    assert sum(p.numel() for p in make_encoder(1).parameters()) == expected == 181248
+
+
+def test_embeddings_lie_in_the_sigmoid_range():
+    out = make_encoder(3)(torch.randn(8, 3, 32, 32))
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_embed_images_uses_eval_mode_so_results_do_not_depend_on_the_batch():
+    torch.manual_seed(0)
+    encoder = make_encoder(1)
+    encoder.train()
+    encoder(torch.randn(64, 1, 28, 28))  # move BatchNorm running statistics away from defaults
+    images = np.random.default_rng(0).integers(0, 256, (10, 1, 28, 28), dtype=np.uint8)
+    whole = embed_images(encoder, images, batch_size=10)
+    one_by_one = embed_images(encoder, images, batch_size=1)  # batch statistics of 1 image would differ
+    assert not encoder.training
+    np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
+
+
+def test_l2_head_keeps_the_weights_and_gives_unit_vectors_that_can_point_apart():
+    sigmoid, l2 = make_encoder(1), make_encoder(1, head="l2")
+    assert sigmoid.state_dict().keys() == l2.state_dict().keys()  # a checkpoint fits either head
+    out = l2.eval()(torch.randn(16, 1, 28, 28))
+    assert torch.allclose(out.norm(dim=1), torch.ones(16), atol=1e-5)
+    assert out.min() < 0  # unlike sigmoid outputs, components can be negative, so a cosine can be too
+
+
+def test_saved_encoder_loads_back_with_the_same_outputs(tmp_path):
+    encoder = make_encoder(3, "l2").eval()
+    save_encoder(encoder, 3, "l2", tmp_path / "encoder.pt")
+    loaded = load_encoder(tmp_path / "encoder.pt", torch.device("cpu")).eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded(x), encoder(x))
+
+
+class RunsCodeWhenUnpickled:
+    def __reduce__(self):
+        return (print, ("code ran while loading",))
+
+
+def test_an_encoder_file_that_would_run_code_is_refused_unrun(tmp_path, capsys):
+    torch.save({"state_dict": make_encoder(1).state_dict(), "channels": 1, "head": "sigmoid",
+                "extra": RunsCodeWhenUnpickled()}, tmp_path / "encoder.pt")
+    with pytest.raises(FileError, match=r"encoder\.pt is not a readable encoder \(.*\); delete it and run `dvc repro`"):
+        load_encoder(tmp_path / "encoder.pt", torch.device("cpu"))
+    assert "code ran" not in capsys.readouterr().out

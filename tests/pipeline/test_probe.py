@@ -1,0 +1,79 @@
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from contrastlab.pipeline.probe import probe
+
+RNG = np.random.default_rng(0)
+LABELS = np.repeat(np.arange(10), 100)
+
+
+def score(embeddings):
+    return probe(embeddings, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)
+
+
+def test_perfectly_separable_embeddings_score_one():
+    embeddings = np.eye(10)[LABELS] * 5 + RNG.normal(0, 0.01, (1000, 10))
+    s = score(embeddings)
+    assert s["top1"] == 1.0 and s["top3"] == 1.0 and s["knn"] == 1.0
+    assert s["per_class"] == [1.0] * 10
+
+
+def test_random_embeddings_score_about_chance():
+    s = score(RNG.normal(size=(1000, 32)))
+    assert 0.03 < s["top1"] < 0.2
+    assert 0.15 < s["top3"] < 0.45  # chance for top-3 is 0.3
+
+
+def test_split_is_stratified_and_confusion_matches_predictions():
+    s = score(RNG.normal(size=(1000, 32)))
+    assert np.bincount(s["y_true"]).tolist() == [20] * 10  # 20% of 100 per class
+    assert s["confusion"].sum() == 200
+    assert np.trace(s["confusion"]) == np.sum(s["y_true"] == s["y_pred"])
+
+
+def test_top1_and_top3_come_from_one_classifier():
+    # top-3 >= top-1 always holds for one classifier; two different classifiers could break it.
+    for seed in range(3):
+        s = probe(RNG.normal(size=(1000, 8)) + LABELS[:, None] * 0.1, LABELS, test_size=0.2, knn_k=5, max_iter=200, seed=seed)
+        assert s["top3"] >= s["top1"]
+
+
+def test_shifted_embeddings_are_scored_by_the_classifier_fitted_on_the_unshifted_ones():
+    clean = np.eye(10)[LABELS] * 5 + RNG.normal(0, 0.01, (1000, 10))
+    scrambled = np.eye(10)[(LABELS + 1) % 10] * 5  # every image now looks like the next class
+    s = probe(clean, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0,
+              shifted={"same": clean, "+1": scrambled})
+    assert s["shifted_top1"] == {"same": 1.0, "+1": 0.0}
+    assert s["top1"] == score(clean)["top1"]  # the unshifted scores do not change
+
+
+def test_standardize_ignores_the_embeddings_scale_and_leaves_knn_alone():
+    # classes 0.2-0.8 apart along 8 noisy coordinates: C=1 fits them; a thousand times smaller, it underfits
+    embeddings = RNG.normal(size=(1000, 8)) + LABELS[:, None] * np.linspace(0.2, 0.8, 8)
+    tiny = embeddings / 1000
+    plain = probe(tiny, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)
+    scaled = probe(tiny, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0, standardize=True)
+    assert scaled["top1"] > plain["top1"] + 0.2
+    assert scaled["top1"] == probe(embeddings, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0,
+                                   standardize=True)["top1"]
+    assert plain["knn"] == scaled["knn"]  # only the linear probe is standardised
+
+
+def test_standardize_learns_mean_and_deviation_from_the_fitting_split_only():
+    # the held-out rows are spread wide: a deviation taken over all rows would shrink the fitting rows
+    # until the probe's penalty flattens them (as in the test above)
+    embeddings = RNG.normal(size=(1000, 8)) + LABELS[:, None] * np.linspace(0.2, 0.8, 8)
+    scored = _scored_rows()
+    embeddings[scored] *= 1000
+    fit = np.setdiff1d(np.arange(1000), scored)
+    by_hand = (embeddings - embeddings[fit].mean(0)) / embeddings[fit].std(0)
+    over_all = (embeddings - embeddings.mean(0)) / embeddings.std(0)
+    scaled = probe(embeddings, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0, standardize=True)
+    assert np.array_equal(scaled["y_pred"], probe(by_hand, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)["y_pred"])
+    assert not np.array_equal(scaled["y_pred"],
+                              probe(over_all, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)["y_pred"])
+
+
+def _scored_rows():
+    """The held-out rows of `probe`'s split, drawn here the same way."""
+    return train_test_split(np.arange(1000), test_size=0.2, stratify=LABELS, random_state=0)[1]

@@ -1,0 +1,230 @@
+import numpy as np
+import pytest
+import torch
+
+import contrastlab.pipeline.train
+from contrastlab.methods.encoders import make_encoder
+from contrastlab.pipeline.examples import build
+from contrastlab.methods.augmentations import AUGMENTATIONS
+from contrastlab.methods.losses import LOSSES
+from contrastlab.pipeline.train import Recipe, draw_fixed_views, make_optimizer, make_schedule, train
+from contrastlab.infra.errors import TrainingDiverged
+
+RNG = np.random.default_rng(0)
+LABELS = np.repeat(np.arange(10), 8)
+# class-dependent brightness so that training has something to learn
+IMAGES = torch.from_numpy(np.clip(LABELS[:, None, None, None] * 25 + RNG.normal(0, 20, (80, 1, 28, 28)), 0, 255).astype(np.uint8))
+
+
+def run(loss="triplet", aug="simclr", views="fresh", seed=0, epochs=2, precision="fp32", negatives="label_aware",
+        lr=0.1, batch_size=16, **options):
+    examples = build(LABELS, LOSSES[loss].examples, 8, seed=0, negatives=negatives)
+    return train(IMAGES, examples, loss=loss, aug=aug, epochs=epochs, batch_size=batch_size, lr=lr, views=views,
+                 seed=seed, device=torch.device("cpu"), progress=False, precision=precision, **options)
+
+
+def weights(result):
+    return torch.cat([p.detach().flatten() for p in result.encoder.state_dict().values() if p.is_floating_point()])
+
+
+def test_same_seed_gives_identical_weights_other_seed_does_not():
+    a, b, c = run(seed=1), run(seed=1), run(seed=2)
+    assert torch.equal(weights(a), weights(b))
+    assert not torch.equal(weights(a), weights(c))
+
+
+class IgnoresSettings:
+    """Stands in for torch.utils.deterministic: what train() sets on it changes nothing."""
+
+    fill_uninitialized_memory = True
+
+
+@pytest.mark.parametrize("loss", ["triplet", "ntxent"])
+def test_skipping_the_nan_fill_of_new_tensors_leaves_the_weights_unchanged(monkeypatch, loss):
+    without_fill = run(loss=loss, seed=3)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    monkeypatch.setattr(torch.utils, "deterministic", IgnoresSettings())
+    with_fill = run(loss=loss, seed=3)
+    assert torch._C._get_deterministic_fill_uninitialized_memory()  # this run did fill with NaN
+    monkeypatch.undo()
+    assert torch.equal(weights(without_fill), weights(with_fill))
+
+
+@pytest.mark.parametrize("loss, examples, members", [
+    ("pairwise", 160, 2), ("triplet", 80, 3), ("contrastive", 160, 2), ("ntxent", 80, 2), ("supcon", 80, 2)])
+def test_training_records_losses_and_throughput(loss, examples, members):
+    result = run(loss=loss, epochs=3)
+    assert len(result.epoch_losses) == 3 and all(np.isfinite(result.epoch_losses))
+    assert result.images_seen == 3 * examples * members
+    assert result.images_per_s > 0
+
+
+def test_loss_goes_down_on_learnable_data():
+    result = run(aug="none", epochs=8)
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+
+
+def test_fixed_views_are_drawn_once_per_augmented_member():
+    examples = build(LABELS, "triplets", 8, seed=0)
+    members, augmented = torch.from_numpy(examples["members"]), torch.from_numpy(examples["augmented"])
+    views, slot = draw_fixed_views(IMAGES, members, augmented, AUGMENTATIONS["simclr"], torch.Generator().manual_seed(0))
+    assert views.shape == (80, 1, 28, 28) and views.dtype == torch.uint8
+    assert slot[:, 1].tolist() == list(range(80)) and (slot[:, [0, 2]] == -1).all()
+    assert not torch.equal(views, IMAGES[members[:, 1]])  # augmented, not copies
+
+
+def test_once_and_fresh_views_train_differently():
+    assert not torch.equal(weights(run(views="once")), weights(run(views="fresh")))
+
+
+def first_conv_input_and_output_dtype(precision, monkeypatch):
+    """What the encoder's first convolution receives, and the dtype it returns, in a run's first step."""
+    seen = []
+
+    def recording_encoder(channels, head):
+        encoder = make_encoder(channels, head)
+        encoder[0].register_forward_hook(lambda module, args, out: seen.append((args[0].clone(), out.dtype)))
+        return encoder
+
+    monkeypatch.setattr(contrastlab.pipeline.train, "make_encoder", recording_encoder)
+    run(precision=precision, aug="simclr", epochs=1)
+    return seen[0]
+
+
+def test_bf16_autocasts_the_encoder_but_not_the_augmentation(monkeypatch):
+    fp32_input, fp32_out = first_conv_input_and_output_dtype("fp32", monkeypatch)
+    bf16_input, bf16_out = first_conv_input_and_output_dtype("bf16", monkeypatch)
+    assert bf16_input.dtype == torch.float32 and torch.equal(bf16_input, fp32_input)  # the same fp32 views
+    assert (fp32_out, bf16_out) == (torch.float32, torch.bfloat16)
+
+
+def test_bf16_training_learns_and_differs_from_fp32():
+    bf16, fp32 = run(precision="bf16", aug="none", epochs=8), run(aug="none", epochs=8)
+    assert bf16.epoch_losses[-1] < bf16.epoch_losses[0]
+    assert not torch.equal(weights(bf16), weights(fp32))
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="expected one of fp32, bf16"):
+        run(precision="fp16")
+
+
+def test_hard_negatives_change_training_and_still_learn():
+    hard, label_aware = run(aug="none", epochs=8, negatives="hard"), run(aug="none", epochs=8)
+    assert hard.epoch_losses[-1] < hard.epoch_losses[0]
+    assert not torch.equal(weights(hard), weights(label_aware))
+
+
+def test_l2_head_gives_unit_embeddings():
+    result = run(head="l2")
+    out = result.encoder.eval()(torch.randn(4, 1, 28, 28))
+    assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-5)
+
+
+def lrs(recipe: Recipe, lr=1.0, steps_per_epoch=2, epochs=4) -> list[float]:
+    """The learning rate used at each optimizer step."""
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], recipe, lr)
+    schedule = make_schedule(optimizer, recipe, lr, steps_per_epoch, epochs)
+    seen = []
+    for _ in range(steps_per_epoch * epochs):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+    return seen
+
+
+def test_protocol_recipe_is_plain_sgd_at_a_constant_rate():
+    assert make_schedule(make_optimizer([torch.nn.Parameter(torch.zeros(1))], Recipe(), 0.1), Recipe(), 0.1, 2, 4) is None
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], Recipe(), 0.1)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert (optimizer.defaults["momentum"], optimizer.defaults["weight_decay"]) == (0.0, 0.0)
+    assert lrs(Recipe()) == [1.0] * 8
+
+
+def test_warmup_then_cosine_by_hand():
+    got = lrs(Recipe(schedule="cosine", warmup_epochs=1))  # 2 warm-up steps, then 6 cosine steps to 0
+    cosine = [0.5 * (1 + np.cos(np.pi * t / 6)) for t in range(6)]
+    assert got == pytest.approx([0.5, 1.0, *cosine])
+
+
+def test_warmup_alone_ramps_linearly_then_holds():
+    assert lrs(Recipe(warmup_epochs=2)) == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def test_onecycle_rises_to_the_rate_then_falls_far_below():
+    got = lrs(Recipe(optimizer="adamw", schedule="onecycle"), steps_per_epoch=10, epochs=2)
+    assert got[0] == pytest.approx(1.0 / 25) and max(got) == pytest.approx(1.0, rel=0.05)
+    assert got.index(max(got)) == 5 and got[-1] < 0.01  # peak at 30% of 20 steps
+
+
+def test_adamw_with_weight_decay_trains_differently_from_sgd():
+    adamw = run(recipe=Recipe(optimizer="adamw", weight_decay=0.05))
+    assert not torch.equal(weights(adamw), weights(run()))
+
+
+class Killed(BaseException):
+    """Stands for the process dying right after a checkpoint was written."""
+
+
+def interrupted_after_first_checkpoint(monkeypatch, **options):
+    """Run training with a checkpoint and "kill" it once the first epoch's state is on disk."""
+    save = contrastlab.pipeline.train.save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        raise Killed
+
+    monkeypatch.setattr(contrastlab.pipeline.train, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run(**options)
+    monkeypatch.setattr(contrastlab.pipeline.train, "save_checkpoint", save)
+
+
+@pytest.mark.parametrize("options", [
+    dict(views="fresh"),
+    dict(views="once", aug="pad_rotate_scale"),
+    dict(recipe=Recipe(optimizer="adamw", schedule="onecycle", weight_decay=0.01)),
+    dict(recipe=Recipe(momentum=0.9, schedule="cosine", warmup_epochs=1), loss="ntxent"),
+])
+def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, capsys, options):
+    uninterrupted = run(epochs=3, **options)
+    checkpoint = tmp_path / "train-checkpoint.pt"
+    interrupted_after_first_checkpoint(monkeypatch, epochs=3, checkpoint=checkpoint, **options)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-checkpoint.pt"]  # no partial file left
+
+    resumed = run(epochs=3, checkpoint=checkpoint, **options)
+    assert "resuming from" in capsys.readouterr().out
+    assert torch.equal(weights(resumed), weights(uninterrupted))
+    assert resumed.epoch_losses == uninterrupted.epoch_losses
+    assert resumed.images_seen == uninterrupted.images_seen
+
+
+def test_a_checkpoint_of_other_params_is_ignored(tmp_path, monkeypatch, capsys):
+    checkpoint = tmp_path / "train-checkpoint.pt"
+    interrupted_after_first_checkpoint(monkeypatch, epochs=3, checkpoint=checkpoint, seed=1)
+    result = run(epochs=3, checkpoint=checkpoint, seed=2)
+    assert "belongs to other data or params; training from the start" in capsys.readouterr().out
+    assert torch.equal(weights(result), weights(run(epochs=3, seed=2)))
+
+
+def test_an_unreadable_checkpoint_is_ignored(tmp_path, capsys):
+    checkpoint = tmp_path / "train-checkpoint.pt"
+    checkpoint.write_bytes(b"half a checkpoint")
+    result = run(checkpoint=checkpoint)
+    assert "ignoring unreadable checkpoint" in capsys.readouterr().out
+    assert torch.equal(weights(result), weights(run()))
+
+
+def test_a_loss_that_turns_nan_stops_training_with_the_step_and_advice():
+    with pytest.raises(TrainingDiverged) as caught:
+        run(aug="none", head="l2", lr=1e38)
+    assert str(caught.value) == ("training diverged: the triplet loss became nan at epoch 1, step 2 (lr 1e+38, sgd); "
+                                 "lower train.lr or change the recipe")
+
+
+def test_weights_that_turn_non_finite_after_the_last_step_stop_training_too():
+    with pytest.raises(TrainingDiverged) as caught:
+        run(aug="none", lr=float("inf"), epochs=1, batch_size=80)  # one step: its loss is still finite
+    assert str(caught.value) == ("training diverged: the weights are not finite after epoch 1 (lr inf, sgd); "
+                                 "lower train.lr or change the recipe")

@@ -1,0 +1,166 @@
+"""The study command end to end on tiny data (2 scenarios x 1 seed), plus its planning logic."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from contrastlab.infra.errors import ParamError
+from contrastlab.study.report import BASELINE_NAMES
+from contrastlab.study.runner import plan, set_flag
+from tinydata import ROOT, make_tiny_repo, sh
+
+RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_plan_runs_seed_by_seed_with_baselines_after_each_seeds_scenarios():
+    runs = plan(RAW, seeds=2)
+    names = [run.name for run in runs]
+    assert len(runs) == 2 * (12 + 2 * 3)
+    assert names[:3] == ["mnist-pairwise-none-s0", "mnist-pairwise-pad_rotate_scale-s0", "mnist-pairwise-simclr-s0"]
+    assert names[12:18] == [f"baseline-{d}-{b}-s0" for d in ("mnist", "cifar10")
+                            for b in ("raw_pixels", "random_init", "supervised")]
+    assert names[18] == "mnist-pairwise-none-s1"
+    assert runs[18].overrides == {"dataset": "mnist", "loss": "pairwise", "aug": "none", "seed": 1}
+    assert runs[12].baseline == "raw_pixels" and runs[12].overrides == {"dataset": "mnist", "seed": 0}
+
+
+def with_grid(grid: dict, **study) -> dict:
+    return {**RAW, "study": {**RAW["study"], "grids": {**RAW["study"]["grids"], "test": grid}, **study}}
+
+
+def test_an_extra_axis_is_named_only_where_it_differs_from_params_yaml():
+    raw = with_grid({"loss": ["triplet"], "pairs.negatives": ["label_aware", "random"]}, baselines=[])
+    runs = plan(raw, seeds=1, grid_name="test")
+    assert [run.name for run in runs] == ["mnist-triplet-simclr-s0", "mnist-triplet-simclr-negatives-random-s0"]
+    assert runs[1].overrides == {"dataset": "mnist", "loss": "triplet", "aug": "simclr",
+                                 "pairs.negatives": "random", "seed": 0}
+
+
+def test_a_recipe_applies_to_every_point_and_names_the_runs():
+    raw = with_grid({"loss": ["pairwise", "triplet"]}, baselines=[],
+                    recipes={"protocol": {}, "fast": {"train.epochs": 1, "train.optimizer": "adamw"}})
+    runs = plan(raw, seeds=1, grid_name="test", recipe="fast")
+    assert [run.name for run in runs] == ["mnist-pairwise-simclr-fast-s0", "mnist-triplet-simclr-fast-s0"]
+    assert runs[0].overrides["train.epochs"] == 1 and runs[0].overrides["train.optimizer"] == "adamw"
+
+
+def test_every_grid_of_params_yaml_plans_with_every_recipe():
+    # A typo in a committed grid or recipe should fail here, not an hour into `make study`.
+    study = RAW["study"]
+    for grid in study["grids"]:
+        for recipe in study["recipes"]:
+            runs = plan(RAW, seeds=1, grid_name=grid, recipe=recipe)
+            assert runs and all(run.name.endswith(f"-{recipe}-s0") == (recipe != "protocol") for run in runs if not run.baseline)
+
+
+def test_unknown_grid_or_recipe_names_the_known_ones():
+    with pytest.raises(ParamError, match="no study grid 'mian'; known: main, losses, negatives"):
+        plan(RAW, seeds=1, grid_name="mian")
+    with pytest.raises(ParamError, match="no study recipe 'fast'; known: protocol"):
+        plan(RAW, seeds=1, recipe="fast")
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"aug": ["simclar"]}, "aug='simclar' is not allowed"),
+    ({"train.momentun": [0.9]}, "study axis 'train.momentun' is not a param"),
+    ({"optim.lr": [0.1]}, "study axis 'optim.lr' is not a param (no section 'optim')"),
+    ({"train.epochs": [0]}, "train.epochs=0 is not allowed"),
+    ({"loss": ["pairwise"], "pairs.negatives": ["hard"]}, "pairs.negatives='hard' mines semi-hard negatives"),
+    ({"train.batch_size": [1024, 64], "embed.batch_size": [64, 2048]}, "gives two scenarios the name"),
+])
+def test_a_bad_grid_fails_before_anything_runs(grid, message):
+    with pytest.raises(ParamError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan(with_grid(grid), seeds=1, grid_name="test")
+
+
+def test_names_are_valid_git_refs_even_for_list_values():
+    runs = plan(with_grid({"loss": ["triplet"], "embed.shifts": [[-3, 3]]}, baselines=[]), seeds=1, grid_name="test")
+    assert runs[0].name == "mnist-triplet-simclr-shifts-_-3_3_-s0"
+
+
+def test_set_flag_writes_values_as_yaml_reads_them():
+    assert set_flag("aug", "simclr") == "aug=simclr"
+    assert set_flag("train.lr", 0.1) == "train.lr=0.1"
+    assert set_flag("seed", 2) == "seed=2"
+
+
+def mlflow_scenarios(repo) -> list[str]:
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        rows = db.execute("SELECT t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                          "WHERE t.key = 'scenario' ORDER BY t.value").fetchall()
+    return [value for (value,) in rows]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    repo, env = make_tiny_repo(tmp_path_factory.mktemp("study"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["study"].update(seeds=1, grids={"main": {"dataset": ["mnist"], "loss": ["triplet"], "aug": ["none", "simclr"]}})
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    cmd = (sys.executable, "-m", "contrastlab.study", "--results", "study/results")
+    first = sh(*cmd, cwd=repo, env=env)
+    report = sh(sys.executable, "-m", "contrastlab.study.report", "--results", "study/results", "--out", "report",
+                cwd=repo, env=env)
+    return repo, env, cmd, first, report
+
+
+@pytest.mark.e2e
+def test_study_keeps_every_run_and_tracks_each_once(study):
+    repo, _, _, first, _ = study
+    results = repo / "study/results"
+    assert sorted(p.name for p in results.iterdir()) == sorted([
+        "mnist-triplet-none-s0", "mnist-triplet-simclr-s0",
+        "baseline-mnist-raw_pixels-s0", "baseline-mnist-random_init-s0", "baseline-mnist-supervised-s0"])
+    kept = results / "mnist-triplet-none-s0"
+    assert sorted(p.name for p in kept.iterdir()) == [
+        "confusion.csv", "pairs.json", "probe.json", "study.json", "train.json", "train_loss.csv", "tsne.csv"]
+    info = json.loads((kept / "study.json").read_text())
+    assert info["overrides"] == {"dataset": "mnist", "loss": "triplet", "aug": "none", "seed": 0}
+    assert info["wall_s"] > 0
+    assert "=== study [2/5] mnist-triplet-simclr-s0 (3 to go" in first.stdout
+    assert mlflow_scenarios(repo) == ["mnist-baseline-random_init", "mnist-baseline-raw_pixels",
+                                      "mnist-baseline-supervised", "mnist-triplet-none", "mnist-triplet-simclr"]
+    with sqlite3.connect(repo / "mlflow.db") as db:  # a study run is named by its experiment, seed included
+        names = sorted(name for (name,) in db.execute("SELECT name FROM runs"))
+    assert names[-2:] == ["mnist-triplet-none-s0", "mnist-triplet-simclr-s0"]
+    listed = sh("dvc", "exp", "show", "--csv", "--only-changed", cwd=repo, env=study[1]).stdout
+    assert "mnist-triplet-none-s0" in listed and "mnist-triplet-simclr-s0" in listed
+
+
+@pytest.mark.e2e
+def test_report_has_both_scenarios_and_the_baselines(study):
+    repo = study[0]
+    text = (repo / "report/README.md").read_text()
+    assert "| mnist | triplet / none | 1 |" in text and "| mnist | triplet / simclr | 1 |" in text
+    for name in BASELINE_NAMES.values():
+        assert f"| mnist | *baseline:* {name} | 1 |" in text
+    assert "one seed only: spread unknown" in text
+    for png in ("top1.png", "tsne_mnist_triplet.png", "confusion_mnist.png"):
+        assert (repo / "report" / png).read_bytes()[:4] == b"\x89PNG"
+    assert len((repo / "report/results.csv").read_text().splitlines()) == 1 + 2 + 3
+
+
+@pytest.mark.e2e
+def test_running_the_study_again_retrains_nothing(study):
+    repo, env, cmd, _, _ = study
+    again = sh(*cmd, cwd=repo, env=env)
+    assert "5 already in study/results, 0 to run" in again.stdout
+    assert "Running stage" not in again.stdout + again.stderr
+    assert len(mlflow_scenarios(repo)) == 5
+
+
+@pytest.mark.e2e
+def test_a_lost_results_folder_comes_back_from_dvc_without_training(study):
+    repo, env, cmd, _, _ = study
+    kept = repo / "study/results/mnist-triplet-none-s0"
+    before = (kept / "probe.json").read_text()
+    subprocess.run(["rm", "-r", str(kept)], check=True)
+    again = sh(*cmd, cwd=repo, env=env)
+    assert "1 to run" in again.stdout and "Running stage" not in again.stdout
+    assert (kept / "probe.json").read_text() == before
