@@ -36,16 +36,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import notebook_style  # noqa: E402
 
-from contrastlab.methods.augmentations import AUGMENTATIONS  # noqa: E402
-from contrastlab.pipeline.datasets import load_split  # noqa: E402
-from contrastlab.pipeline.probe import probe  # noqa: E402
-from contrastlab.methods.losses import LOSSES  # noqa: E402
 from contrastlab.infra.machine import cpu_description, has_native_bf16  # noqa: E402
-from contrastlab.pipeline.embed import embed_images
-from contrastlab.methods.encoders import make_encoder
-from contrastlab.pipeline.examples import build  # noqa: E402
 from contrastlab.infra.params import PRECISIONS  # noqa: E402
-from contrastlab.pipeline.train import train  # noqa: E402
+from contrastlab.methods.augmentations import AUGMENTATIONS  # noqa: E402
+from contrastlab.methods.encoders import make_encoder  # noqa: E402
+from contrastlab.methods.losses import LOSSES  # noqa: E402
+from contrastlab.pipeline.datasets import load_split  # noqa: E402
+from contrastlab.pipeline.embed import embed_images  # noqa: E402
+from contrastlab.pipeline.examples import build  # noqa: E402
+from contrastlab.pipeline.probe import probe  # noqa: E402
+from contrastlab.pipeline.train import TrainConfig, train  # noqa: E402
 
 BATCH = 1024
 STUDY_LOSSES = ("pairwise", "triplet")  # the notebook way knows only the study's two losses
@@ -105,8 +105,9 @@ class Measured:
 def time_project(images: torch.Tensor, examples: dict, loss: str, aug: str, epochs: int = 1,
                  precision: str = "fp32", seed: int = 0) -> Measured:
     """Train exactly as the `train` stage does (fresh views every step) and time it."""
-    result = train(images, examples, loss=loss, aug=aug, epochs=epochs, batch_size=BATCH, lr=LOSSES[loss].lr,
-                   views="fresh", seed=seed, device=torch.device("cpu"), progress=False, precision=precision)
+    config = TrainConfig(loss=loss, aug=aug, seed=seed, epochs=epochs, lr=LOSSES[loss].lr, batch_size=BATCH,
+                         precision=precision)
+    result = train(images, examples, config, device=torch.device("cpu"), progress=False)
     return Measured(result.images_per_s, result.train_time_s, result.encoder)
 
 

@@ -17,8 +17,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
-from contrastlab.methods.losses import LOSSES
 from contrastlab.methods.encoders import make_encoder
+from contrastlab.methods.losses import LOSSES
 
 
 def study_transform(aug: str, size: int) -> T.Compose:

@@ -1,14 +1,16 @@
-"""Stage `pairs`: the seeded pair/triplet index arrays the loss trains on."""
+"""Stage `examples`: the seeded index arrays the loss trains on (pairs, triplets or two views)."""
 
 import argparse
 from pathlib import Path
 
 from contrastlab.infra import params
-from contrastlab.infra.stage import run_stage
 from contrastlab.infra.errors import DataError
 from contrastlab.infra.files import load_npy, save_npz, write_json
+from contrastlab.infra.stage import run_stage
 from contrastlab.methods.losses import LOSSES
 from contrastlab.pipeline.examples import build, false_negative_rate
+
+READS = ("dataset", "loss", "seed", "pairs")
 
 
 def main() -> None:
@@ -17,20 +19,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help=".npz with the examples (see contrastlab.pipeline.examples)")
     parser.add_argument("--metrics", type=Path, required=True, help="false-negative rate (JSON)")
     args = parser.parse_args()
-    p = params.load("pairs")
+    p = params.load(READS)
     q = p["pairs"]
 
     if not args.labels.is_file():
         raise DataError(f"{args.labels} does not exist: add '{p['dataset']}' to download.datasets in params.yaml "
                         "and run `dvc repro`")
     labels = load_npy(args.labels)
-    layout = LOSSES[p["loss"]].examples
-    examples = build(labels, layout, q["anchors_per_class"], p["seed"], negatives=q["negatives"],
+    loss = LOSSES[p["loss"]]
+    examples = build(labels, loss.examples, q["anchors_per_class"], p["seed"], negatives=q["negatives"],
                      augment_anchor=q["augment_anchor"])
     save_npz(args.out, **examples)
-    rate = 0.0 if LOSSES[p["loss"]].uses_labels else false_negative_rate(examples)
+    rate = 0.0 if loss.uses_labels else false_negative_rate(examples)
     write_json(args.metrics, {"false_negative_rate": round(rate, 4)})
-    print(f"{len(examples['members'])} {layout}, {q['negatives']} negatives "
+    print(f"{len(examples['members'])} {loss.examples}, {q['negatives']} negatives "
           f"(false-negative rate {rate:.3f}) -> {args.out}")
 
 

@@ -5,10 +5,12 @@ import argparse
 from pathlib import Path
 
 from contrastlab.infra import params, plots
-from contrastlab.infra.stage import run_stage
 from contrastlab.infra.files import load_npz, write_csv, write_json
+from contrastlab.infra.stage import run_stage
 from contrastlab.pipeline.datasets import DATASETS
-from contrastlab.pipeline.probe import headline, probe
+from contrastlab.pipeline.probe import probe, summary
+
+READS = ("dataset", "seed", "probe")
 
 
 def main() -> None:
@@ -18,22 +20,17 @@ def main() -> None:
     parser.add_argument("--confusion-csv", type=Path, required=True, help="actual/predicted rows for `dvc plots`")
     parser.add_argument("--confusion-png", type=Path, required=True)
     args = parser.parse_args()
-    p = params.load("probe")
-    q = p["probe"]
+    p = params.load(READS)
 
     saved = load_npz(args.embeddings)
     shifted = {str(int(name.removeprefix("shift"))): array for name, array in saved.items() if name.startswith("shift")}
-    scores = probe(saved["embeddings"], saved["labels"], **q, seed=p["seed"], shifted=shifted)
+    scores = probe(saved["embeddings"], saved["labels"], **p["probe"], seed=p["seed"], shifted=shifted)
     classes = DATASETS[p["dataset"]].classes
-    write_json(args.metrics, {
-        **headline(scores),
-        "per_class": {name: round(acc, 4) for name, acc in zip(classes, scores["per_class"])},
-        "shifted_top1": {name: round(acc, 4) for name, acc in scores["shifted_top1"].items()},
-    })
+    write_json(args.metrics, summary(scores, classes))
     write_csv(args.confusion_csv, ["actual", "predicted"],
               ((classes[a], classes[b]) for a, b in zip(scores["y_true"], scores["y_pred"])))
-    plots.confusion_heatmap(scores["confusion"], list(classes), f"linear probe: {params.scenario_name(p)}  "
-                            f"(top-1 {scores['top1']:.3f})", args.confusion_png)
+    plots.confusion_heatmap(scores["confusion"], list(classes), f"linear probe on {p['dataset']} (seed {p['seed']}): "
+                            f"top-1 {scores['top1']:.3f}", args.confusion_png)
     robustness = "".join(f"  shift {name}: {acc:.4f}" for name, acc in scores["shifted_top1"].items())
     print(f"probe top-1 {scores['top1']:.4f}  top-3 {scores['top3']:.4f}  kNN {scores['knn']:.4f}{robustness}"
           f" -> {args.metrics}")

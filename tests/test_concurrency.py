@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contrastlab.methods.baselines import BASELINES
 from tinydata import GIT, make_tiny_repo, sh
 
 pytestmark = pytest.mark.e2e
@@ -48,8 +49,11 @@ def test_two_queue_workers_over_four_scenarios_log_four_complete_runs(tmp_path):
         tags = {(run, key): value for run, key, value in db.execute("SELECT run_uuid, key, value FROM tags")}
         params = {(run, key): value for run, key, value in db.execute("SELECT run_uuid, key, value FROM params")}
         metrics = {(run, key): value for run, key, value in db.execute("SELECT run_uuid, key, value FROM metrics")}
-    assert sorted(tags[run, "dvc_experiment"] for run, *_ in runs) == sorted(SCENARIOS)
-    for run, name, state, artifact_uri in runs:
+    scenario_runs = [row for row in runs if (row[0], "dvc_experiment") in tags]
+    assert sorted(tags[run, "dvc_experiment"] for run, *_ in scenario_runs) == sorted(SCENARIOS)
+    # every experiment logs the baselines of mnist, seed 0: the same results, so one run each
+    assert sorted(tags[run, "baseline"] for run, *_ in runs if (run, "baseline") in tags) == sorted(BASELINES)
+    for run, name, state, artifact_uri in scenario_runs:
         exp = tags[run, "dvc_experiment"]
         loss, aug = SCENARIOS[exp]
         assert (name, state) == (f"mnist-{loss}-{aug} ({exp})", "FINISHED") and "result_key" in {k for r, k in tags if r == run}

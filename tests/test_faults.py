@@ -23,9 +23,9 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_uninterrupted_weights_and_s
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["train"].update(epochs=40, checkpoint=True)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("dvc", "repro", "pairs", cwd=repo, env=env)
+    sh("dvc", "repro", "examples", cwd=repo, env=env)
     reference = tmp_path / "reference"
-    sh(sys.executable, "stages/train.py", "--data", "data/datasets/mnist", "--pairs", "data/pairs.npz",
+    sh(sys.executable, "stages/train.py", "--data", "data/datasets/mnist", "--examples", "data/examples.npz",
        "--model", str(reference / "encoder.pt"), "--metrics", str(reference / "train.json"),
        "--loss-csv", str(reference / "loss.csv"), "--loss-png", str(reference / "loss.png"),
        "--checkpoint", str(reference / "checkpoint.pt"), cwd=repo, env=env)
@@ -53,7 +53,7 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_uninterrupted_weights_and_s
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert "up to date" in sh("dvc", "status", cwd=repo, env=env).stdout
 
-    first = {name: json.loads((repo / "metrics" / name).read_text()) for name in ("probe.json", "pairs.json")}
+    first = {name: json.loads((repo / "metrics" / name).read_text()) for name in ("probe.json", "examples.json")}
     first_loss = json.loads((repo / "metrics" / "train.json").read_text())["final_loss"]
     sh("dvc", "repro", "--force", cwd=repo, env=env)  # the same seed again, from scratch
     assert {name: json.loads((repo / "metrics" / name).read_text()) for name in first} == first

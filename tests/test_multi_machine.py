@@ -127,7 +127,7 @@ def test_two_machines_share_a_postgres_tracking_server_and_a_dvc_remote(tracking
 
     client = mlflow.MlflowClient(tracking_uri=tracking_server)
     experiment = client.get_experiment_by_name("contrastlab")
-    runs = client.search_runs([experiment.experiment_id])
+    runs = [run for run in client.search_runs([experiment.experiment_id]) if "dvc_experiment" in run.data.tags]
     assert sorted(run.info.run_name for run in runs) == ["mnist-triplet-none (first-none)",
                                                          "mnist-triplet-pad_rotate_scale (second-prs)"]
     for run in runs:

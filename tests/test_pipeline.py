@@ -11,9 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contrastlab.methods.augmentations import AUGMENTATIONS
+from contrastlab.methods.baselines import BASELINES
 from tinydata import GIT, make_tiny_repo, sh
 
-ALL_STAGES = {"download", "pairs", "train", "embed", "tsne", "probe", "track"}
+BASELINE_STAGES = {f"baseline@{name}" for name in BASELINES}
+ALL_STAGES = {"download", "examples", "train", "embed", "tsne", "probe", "track", *BASELINE_STAGES}
 
 pytestmark = pytest.mark.e2e
 
@@ -22,11 +25,12 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([\w@-]+)'", output))
 
 
-def mlflow_runs(repo: Path) -> list[tuple[str, str]]:
+def mlflow_runs(repo: Path, tag: str = "dvc_experiment") -> list[tuple[str, str]]:
+    """(run name, value of `tag`) of every run that has the tag: scenarios by default, `baseline` for baselines."""
     with sqlite3.connect(repo / "mlflow.db") as db:
         return db.execute(
             "SELECT r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-            "WHERE t.key = 'dvc_experiment' ORDER BY r.start_time"
+            "WHERE t.key = ? ORDER BY r.start_time", (tag,)
         ).fetchall()
 
 
@@ -54,7 +58,10 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo, first_repro)
     assert 0 <= probe["top1"] <= probe["top3"] <= 1 and 0 <= probe["knn"] <= 1
     assert list(probe["per_class"]) == [str(d) for d in range(10)]
     assert list(probe["shifted_top1"]) == ["-6", "-3", "3", "6"]
-    assert json.loads((path / "metrics/pairs.json").read_text()) == {"false_negative_rate": 0.0}
+    assert json.loads((path / "metrics/examples.json").read_text()) == {"false_negative_rate": 0.0}
+    for name in BASELINES:
+        baseline = json.loads((path / f"metrics/baselines/{name}.json").read_text())
+        assert 0 <= baseline["top1"] <= baseline["top3"] <= 1 and list(baseline["per_class"]) == list(probe["per_class"])
     train = json.loads((path / "metrics/train.json").read_text())
     assert (train["epochs"], train["lr"], train["device"]) == (2, 0.15, "cpu")
     assert train["images_per_s"] > 0
@@ -66,13 +73,14 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo, first_repro)
     for png in ("tsne", "confusion", "train_loss"):
         assert (path / f"plots/{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert mlflow_runs(path) == [("mnist-triplet-simclr", "workspace")]
+    assert sorted(mlflow_runs(path, "baseline")) == sorted((f"mnist-baseline-{name}", name) for name in BASELINES)
 
 
 def test_second_repro_recomputes_nothing(repo, first_repro):
     path, env = repo
     again = sh("dvc", "repro", cwd=path, env=env)
     assert stages_run(again.stdout) == set()
-    assert len(mlflow_runs(path)) == 1
+    assert len(mlflow_runs(path)) == 1 and len(mlflow_runs(path, "baseline")) == len(BASELINES)
 
 
 def test_exp_run_with_another_aug_reruns_only_train_and_later(repo, first_repro):
@@ -82,13 +90,14 @@ def test_exp_run_with_another_aug_reruns_only_train_and_later(repo, first_repro)
     run = sh("dvc", "exp", "run", "-n", "aug-none", "-S", "aug=none", cwd=path, env=env)
     assert stages_run(run.stdout) == {"train", "embed", "tsne", "probe", "track"}
     assert mlflow_runs(path) == [("mnist-triplet-simclr", "workspace"), ("mnist-triplet-none (aug-none)", "aug-none")]
+    assert len(mlflow_runs(path, "baseline")) == len(BASELINES)  # the same baselines: found, not logged again
 
 
 def test_bad_value_stops_the_stage_with_one_line_and_no_output(repo, first_repro):
     path, env = repo
     failed = sh("dvc", "exp", "run", "-S", "aug=simclar", cwd=path, env=env, check=False)
     assert failed.returncode != 0
-    assert "error: params.yaml: aug='simclar' is not allowed; expected one of none, pad_rotate_scale, simclr" in (
+    assert f"error: params.yaml: aug='simclar' is not allowed; expected one of {', '.join(sorted(AUGMENTATIONS))}" in (
         failed.stderr + failed.stdout
     )
     assert not (path / "models/encoder.pt").exists()
@@ -107,11 +116,12 @@ def test_every_option_runs_through_dvc_exp_run_and_lands_in_mlflow(repo, first_r
     flags = [arg for setting in settings for arg in ("-S", setting)]
     run = sh("dvc", "exp", "run", *flags, cwd=path, env=env)
     assert "train" in stages_run(run.stdout)
-    rate = json.loads((path / "metrics/pairs.json").read_text())["false_negative_rate"]
+    rate = json.loads((path / "metrics/examples.json").read_text())["false_negative_rate"]
     assert fnr[0] <= rate <= fnr[1]
     with sqlite3.connect(path / "mlflow.db") as db:
-        logged = dict(db.execute("SELECT p.key, p.value FROM params p JOIN runs r ON r.run_uuid = p.run_uuid "
-                                 "ORDER BY r.start_time DESC").fetchall()[:200][::-1])
+        newest = db.execute("SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                            "WHERE t.key = 'dvc_experiment' ORDER BY r.start_time DESC").fetchone()[0]
+        logged = dict(db.execute("SELECT key, value FROM params WHERE run_uuid = ?", (newest,)).fetchall())
     for setting in settings:
         key, value = setting.split("=")
         assert logged[key].lower() == value.lower()

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from contrastlab.methods.baselines import BASELINES
 from tinydata import GIT, make_tiny_repo, sh
 
 pytestmark = pytest.mark.e2e
-STAGES = {"download", "pairs", "train", "embed", "tsne", "probe", "track"}
-OUTPUTS = ["data/pairs.npz", "models/encoder.pt", "data/embeddings.npz", "metrics/probe.json", "plots/tsne.png"]
+STAGES = {"download", "examples", "train", "embed", "tsne", "probe", "track", *(f"baseline@{name}" for name in BASELINES)}
+OUTPUTS = ["data/examples.npz", "models/encoder.pt", "data/embeddings.npz", "metrics/probe.json", "plots/tsne.png"]
 
 
 def digests(repo: Path) -> dict[str, str]:
@@ -37,6 +38,6 @@ def test_a_fresh_clone_pulls_the_pushed_run_and_recomputes_nothing(tmp_path):
     sh("dvc", "pull", "--run-cache", cwd=clone, env=clone_env)
     again = sh("dvc", "repro", cwd=clone, env=clone_env)
     assert "Running stage" not in again.stdout, again.stdout
-    assert set(re.findall(r"Stage '(\w+)' didn't change, skipping", again.stdout)) == STAGES
+    assert set(re.findall(r"Stage '([\w@-]+)' didn't change, skipping", again.stdout)) == STAGES
     assert digests(clone) == digests(repo)
     assert "up to date" in sh("dvc", "status", cwd=clone, env=clone_env).stdout

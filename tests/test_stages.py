@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
+from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.pipeline.probe import probe
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+from project import ROOT, committed_params, write_committed_params
 
 
 def stage(name: str, *args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -25,7 +23,7 @@ def stage(name: str, *args: str, cwd: Path, env: dict | None = None) -> subproce
 
 
 def write_params(folder: Path, section: str | None, key: str, value) -> None:
-    params = json.loads(json.dumps(DEFAULTS))
+    params = committed_params()
     (params[section] if section else params)[key] = value
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
 
@@ -33,14 +31,15 @@ def write_params(folder: Path, section: str | None, key: str, value) -> None:
 @pytest.mark.parametrize(
     "section, key, value, line",
     [
-        (None, "aug", "simclar", "error: params.yaml: aug='simclar' is not allowed; expected one of none, pad_rotate_scale, simclr"),
+        (None, "aug", "simclar",
+         f"error: params.yaml: aug='simclar' is not allowed; expected one of {', '.join(sorted(AUGMENTATIONS))}"),
         ("train", "epochs", -1, "error: params.yaml: train.epochs=-1 is not allowed; expected 'auto' or an integer >= 1"),
         ("train", "batch_size", 0, "error: params.yaml: train.batch_size=0 is not allowed; expected an integer >= 1"),
     ],
 )
 def test_bad_value_stops_train_before_any_work_with_one_line(tmp_path, section, key, value, line):
     write_params(tmp_path, section, key, value)
-    result = stage("train", "--data", "missing", "--pairs", "missing.npz", "--model", "models/encoder.pt",
+    result = stage("train", "--data", "missing", "--examples", "missing.npz", "--model", "models/encoder.pt",
                    "--metrics", "metrics/train.json", "--loss-csv", "plots/l.csv", "--loss-png", "plots/l.png",
                    "--checkpoint", "models/ckpt.pt", cwd=tmp_path)
     assert result.returncode == 2
@@ -49,18 +48,18 @@ def test_bad_value_stops_train_before_any_work_with_one_line(tmp_path, section, 
 
 
 def test_tracking_failure_is_loud_exits_nonzero_and_leaves_outputs_alone(tmp_path):
-    shutil.copy(ROOT / "params.yaml", tmp_path)
+    write_committed_params(tmp_path)
     (tmp_path / "train.json").write_text(json.dumps({"epochs": 1, "lr": 0.15, "final_loss": 0.5,
                                                      "train_time_s": 1.0, "images_per_s": 10.0}))
     (tmp_path / "probe.json").write_text(json.dumps({"top1": 0.5, "top3": 0.8, "knn": 0.4, "per_class": {"0": 0.5},
                                                      "shifted_top1": {"-3": 0.4}}))
-    (tmp_path / "pairs.json").write_text(json.dumps({"false_negative_rate": 0.0}))
+    (tmp_path / "examples.json").write_text(json.dumps({"false_negative_rate": 0.0}))
     (tmp_path / "loss.csv").write_text("epoch,loss\n1,0.5\n")
     (tmp_path / "encoder.pt").write_bytes(b"weights")
     (tmp_path / "not-a-folder").write_text("")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     result = stage("track", "--train-metrics", "train.json", "--probe-metrics", "probe.json",
-                   "--pairs-metrics", "pairs.json", "--loss-csv", "loss.csv",
+                   "--examples-metrics", "examples.json", "--loss-csv", "loss.csv",
                    "--artifacts", "encoder.pt", cwd=tmp_path,
                    env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/not-a-folder/mlflow.db", "DVC_ROOT": str(tmp_path)})
     assert result.returncode == 2
@@ -84,3 +83,24 @@ def test_probe_stage_passes_probe_standardize_to_the_probe(tmp_path, standardize
     assert result.returncode == 0, result.stderr
     expected = probe(embeddings, labels, test_size=0.2, knn_k=30, max_iter=1000, seed=0, standardize=standardize)
     assert json.loads((tmp_path / "probe.json").read_text())["top1"] == round(expected["top1"], 4)
+
+
+def test_baseline_stage_scores_the_features_with_the_scenarios_probe(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n in (("train", 200), ("test", 100)):
+        labels = np.repeat(np.arange(10), n // 10).astype(np.uint8)
+        images = np.clip(labels[:, None, None] * 25 + rng.normal(0, 5, (n, 28, 28)), 0, 255).astype(np.uint8)
+        np.save(data / f"{split}_images.npy", images)
+        np.save(data / f"{split}_labels.npy", labels)
+    params = committed_params()
+    params["probe"]["knn_k"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = stage("baseline", "--name", "raw_pixels", "--data", "data", "--metrics", "raw.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    test_images = np.load(data / "test_images.npy").reshape(100, -1).astype(np.float32) / 255
+    expected = probe(test_images, np.load(data / "test_labels.npy").astype(np.int64), **params["probe"], seed=0)
+    written = json.loads((tmp_path / "raw.json").read_text())
+    assert (written["top1"], written["knn"]) == (round(expected["top1"], 4), round(expected["knn"], 4))
+    assert list(written["per_class"]) == [str(d) for d in range(10)]

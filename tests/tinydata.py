@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from contrastlab.pipeline.download import CIFAR_ARCHIVE, content_digest
 from contrastlab.pipeline.datasets import DATASETS
+from contrastlab.pipeline.download import CIFAR_ARCHIVE, content_digest
+from project import ROOT, committed_params
 
 N_CLASSES = 10
 
@@ -101,7 +102,7 @@ def _write_cifar(folder: Path, splits: dict) -> dict:
 
 
 # dataset -> writer of its official file format
-WRITERS = {"mnist": _write_idx_set, "cifar10": _write_cifar, "fashion_mnist": _write_idx_set}
+WRITERS = {"idx": _write_idx_set, "cifar": _write_cifar}  # by file format: every dataset of that format
 
 
 def write_tiny_mirror(root: Path, per_class_train: int = 12, per_class_test: int = 6, seed: int = 0) -> dict:
@@ -115,7 +116,7 @@ def write_tiny_mirror(root: Path, per_class_train: int = 12, per_class_test: int
         for split, per_class in (("train", per_class_train), ("test", per_class_test)):
             labels = _labels(per_class, rng)
             splits[split] = (_images(labels, spec.size, spec.channels, rng), labels)
-        file_digests = WRITERS[name](root / spec.mirror_folder, splits)
+        file_digests = WRITERS[spec.file_format](root / spec.mirror_folder, splits)
         digests[name] = {
             split: {"images": content_digest(images), "labels": content_digest(labels)}
             for split, (images, labels) in splits.items()
@@ -123,9 +124,7 @@ def write_tiny_mirror(root: Path, per_class_train: int = 12, per_class_test: int
     return digests
 
 
-ROOT = Path(__file__).resolve().parents[1]
-COPIED = ["dvc.yaml", "params.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvc/.gitignore",
-          ".dvcignore", ".gitignore"]
+COPIED = ["dvc.yaml", "pyproject.toml", "stages", "src", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
 GIT = ("git", "-c", "user.name=test", "-c", "user.email=test@example.com")
 
 
@@ -151,7 +150,7 @@ def make_tiny_repo(tmp: Path) -> tuple[Path, dict]:
     digests = write_tiny_mirror(tmp / "mirror", per_class_train=12, per_class_test=10)
     (tmp / "digests.json").write_text(json.dumps(digests))
 
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = committed_params()  # not the workspace's, which `dvc exp run -S` may have changed
     params["download"].update(mirror=str(tmp / "mirror"), sources=["mirror"], digests=str(tmp / "digests.json"))
     params["pairs"]["anchors_per_class"] = 10
     params["train"].update(epochs=2, batch_size=16)

@@ -1,14 +1,17 @@
 import copy
-from pathlib import Path
 
 import pytest
-import yaml
 
 from contrastlab.infra.errors import ParamError
-from contrastlab.infra.params import load, load_all, scenario_name, validate
+from contrastlab.infra.params import (BASELINE, COMBINATIONS, REGISTRIES, SCENARIO, load, registry, registry_modules,
+                                      validate)
+from contrastlab.methods.augmentations import AUGMENTATIONS
+from contrastlab.methods.encoders import HEADS
+from contrastlab.methods.losses import LOSSES
+from project import committed_params, write_committed_params
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
-DEFAULTS = yaml.safe_load(PARAMS.read_text())
+DEFAULTS = committed_params()
+TOP = ("dataset", "loss", "aug", "seed")
 
 
 def with_value(key: str, value):
@@ -21,8 +24,12 @@ def with_value(key: str, value):
     return raw
 
 
+def names(registry_dict) -> str:
+    return ", ".join(sorted(registry_dict))
+
+
 def test_repository_defaults_are_the_protocol():
-    p = load_all(PARAMS)
+    p = validate(DEFAULTS, SCENARIO)
     assert (p["dataset"], p["loss"], p["aug"]) == ("mnist", "triplet", "simclr")
     assert p["pairs"]["anchors_per_class"] == 5000
     assert p["train"]["batch_size"] == 1024 and p["train"]["views"] == "fresh"
@@ -33,19 +40,17 @@ def test_repository_defaults_are_the_protocol():
     assert p["train"]["epochs"] == "auto" and p["train"]["lr"] == "auto"
     assert p["tsne"]["n_points"] == 1000 and p["tsne"]["perplexity"] == 20
     assert p["probe"]["test_size"] == 0.2 and p["probe"]["knn_k"] == 30
-    assert scenario_name(p) == "mnist-triplet-simclr"
 
 
 @pytest.mark.parametrize(
     "key, value, section, message",
     [
-        ("aug", "simclar", "train", "aug='simclar' is not allowed; expected one of none, pad_rotate_scale, simclr"),
-        ("loss", "quadruplet", "pairs",
-         "loss='quadruplet' is not allowed; expected one of contrastive, ntxent, pairwise, supcon, triplet"),
+        ("aug", "simclar", "train", f"aug='simclar' is not allowed; expected one of {names(AUGMENTATIONS)}"),
+        ("loss", "quadruplet", "pairs", f"loss='quadruplet' is not allowed; expected one of {names(LOSSES)}"),
         ("pairs.negatives", "hardest", "pairs",
          "pairs.negatives='hardest' is not allowed; expected one of label_aware, random, hard"),
         ("pairs.augment_anchor", "yes", "pairs", "pairs.augment_anchor='yes' is not allowed; expected true or false"),
-        ("train.head", "tanh", "train", "train.head='tanh' is not allowed; expected one of l2, sigmoid"),
+        ("train.head", "tanh", "train", f"train.head='tanh' is not allowed; expected one of {names(HEADS)}"),
         ("train.optimizer", "adam", "train", "train.optimizer='adam' is not allowed; expected one of sgd, adamw"),
         ("train.momentum", 1.0, "train", "train.momentum=1.0 is not allowed; expected a number >= 0 and < 1"),
         ("train.weight_decay", -0.1, "train", "train.weight_decay=-0.1 is not allowed; expected a number >= 0"),
@@ -66,7 +71,7 @@ def test_repository_defaults_are_the_protocol():
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(key, value, section, message):
     with pytest.raises(ParamError) as err:
-        validate(with_value(key, value), section)
+        validate(with_value(key, value), (*TOP, section))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
 
@@ -74,27 +79,79 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(key, value, secti
 def test_unknown_and_missing_keys_are_named():
     raw = with_value("train.epocs", 3)
     with pytest.raises(ParamError, match="train.epocs is not a known key"):
-        validate(raw, "train")
+        validate(raw, ("train",))
     raw = copy.deepcopy(DEFAULTS)
     del raw["probe"]["knn_k"]
     with pytest.raises(ParamError, match="missing key 'probe.knn_k'"):
-        validate(raw, "probe")
+        validate(raw, ("probe",))
+    del raw["seed"]
+    with pytest.raises(ParamError, match="missing top-level key 'seed'"):
+        validate(raw, ("seed",))
 
 
-def test_a_stage_sees_only_its_own_section_and_the_top_level():
-    p = load("train", PARAMS)
-    assert set(p) == {"dataset", "loss", "aug", "seed", "train"}
-    assert set(load("download", "params.yaml", top=False)) == {"download"}
+def test_a_stage_gets_exactly_what_it_reads(tmp_path):
+    path = write_committed_params(tmp_path)
+    assert load(("dataset", "seed", "train"), path).keys() == {"dataset", "seed", "train"}
+    assert load(("download",), path).keys() == {"download"}
+    single = load(("seed", "train.batch_size", "probe"), path)
+    assert single == {"seed": 0, "train": {"batch_size": 1024}, "probe": DEFAULTS["probe"]}
 
 
-def test_download_ignores_a_bad_top_level_value():
+def test_a_key_nobody_reads_is_not_checked():
     # A typo in `aug` must not stop the download stage, which does not read it.
-    assert validate(with_value("aug", "simclar"), "download", top=False)["download"]["mirror"]
+    assert validate(with_value("aug", "simclar"), ("download",))["download"]["mirror"]
+    # ...nor a typo elsewhere in a section of which a stage reads one key only
+    assert validate(with_value("train.epocs", 3), ("train.batch_size",)) == {"train": {"batch_size": 1024}}
+
+
+def test_reading_a_name_that_is_not_in_the_schema_is_a_programming_error():
+    with pytest.raises(ValueError, match="'train.lrr' is neither a key nor a section"):
+        validate(DEFAULTS, ("train.lrr",))
+
+
+def test_every_registry_of_the_table_is_a_registry_of_names():
+    for kind in REGISTRIES:
+        assert registry(kind) and all(isinstance(name, str) for name in registry(kind))
+
+
+def test_only_what_a_stage_reads_decides_which_registries_it_imports():
+    assert registry_modules(("download",)) == {REGISTRIES["dataset"][0]}
+    assert registry_modules(("seed", "tsne", "probe")) == set()
+    assert registry_modules(("loss", "train")) == {REGISTRIES["loss"][0], REGISTRIES["head"][0]}
+    assert registry_modules(SCENARIO) == {REGISTRIES[kind][0] for kind in ("dataset", "loss", "aug", "head")}
+
+
+@pytest.mark.parametrize("loss", [name for name, loss in LOSSES.items() if loss.examples != "triplets"])
+def test_hard_negatives_without_triplets_are_refused_by_every_stage_that_reads_both(loss):
+    raw = with_value("pairs.negatives", "hard")
+    raw["loss"] = loss
+    message = "params.yaml: pairs.negatives='hard' mines semi-hard negatives for triplets; use it with loss=triplet"
+    for reads in (("loss", "pairs"), SCENARIO):
+        with pytest.raises(ParamError) as err:
+            validate(raw, reads)
+        assert str(err.value) == message
+    assert validate(raw, ("pairs",))  # a stage that does not read the loss has no combination to check
+
+
+def test_random_negatives_with_two_view_losses_name_every_such_loss():
+    two_view = sorted(name for name, loss in LOSSES.items() if loss.examples == "views")
+    raw = with_value("pairs.negatives", "random")
+    raw["loss"] = two_view[0]
+    with pytest.raises(ParamError, match=rf"two-view losses \({', '.join(two_view)}\)"):
+        validate(raw, ("loss", "pairs.negatives"))
+    raw["loss"] = "triplet"
+    assert validate(raw, ("loss", "pairs.negatives"))["pairs"]["negatives"] == "random"
+
+
+def test_every_combination_names_keys_of_the_schema_and_baselines_read_real_keys():
+    for keys, _ in COMBINATIONS:
+        validate(DEFAULTS, keys)
+    validate(DEFAULTS, BASELINE)
 
 
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamError, match="not found"):
-        load("train", tmp_path / "params.yaml")
+        load(("train",), tmp_path / "params.yaml")
     (tmp_path / "params.yaml").write_text("dataset: [mnist\n")
     with pytest.raises(ParamError, match="not valid YAML"):
-        load("train", tmp_path / "params.yaml")
+        load(("train",), tmp_path / "params.yaml")

@@ -1,29 +1,40 @@
-"""The figures' content, read back from the matplotlib figure before it is saved."""
+"""The pipeline stages' figures, read back from the matplotlib figure before it is saved."""
 
 from __future__ import annotations
 
-import matplotlib.colors as mcolors
+import numpy as np
 import pytest
 
 from contrastlab.infra import plots
 
 
 @pytest.fixture
-def drawn(monkeypatch, tmp_path):
+def drawn(monkeypatch):
     """The figures that would have been saved, still open."""
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi: figures.append(fig))
+    monkeypatch.setattr(plots, "save", lambda fig, path, dpi: figures.append(fig))
     return figures
 
 
-def test_top1_bars_draw_reference_bars_grey_and_keep_the_legend_above_every_bar(drawn, tmp_path):
-    bars = [{"label": "ntxent / simclr (tuned recipe)", "mean": 0.9, "std": 0.01, "published": None},
-            {"label": "triplet / simclr (tuned recipe)", "mean": 0.95, "std": 0.0, "published": None, "reference": True}]
-    plots.top1_bars({"mnist": bars}, {"mnist": {"raw pixels": 0.91}}, tmp_path / "top1.png")
+def test_confusion_heatmap_colours_rates_per_actual_class_and_writes_the_counts(drawn, tmp_path):
+    plots.confusion_heatmap(np.array([[3, 1], [0, 2]]), ["cat", "dog"], "probe", tmp_path / "confusion.png")
     ax = drawn[0].axes[0]
-    colours = [mcolors.to_hex(patch.get_facecolor(), keep_alpha=False) for patch in ax.patches]
-    assert colours == [mcolors.to_hex("tab:blue"), mcolors.to_hex("tab:gray")]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        "raw pixels: 0.910", "this project (mean, +-1 std over seeds)", "best study scenario, same recipe"]
-    assert ax.get_xticklabels()[0].get_text() == "ntxent / simclr\n(tuned recipe)"
-    assert ax.get_ylim()[1] > 1.2 and max(ax.get_yticks()) == 1.0  # the band above 1 is the legend's
+    assert ax.images[0].get_array().tolist() == [[0.75, 0.25], [0.0, 1.0]]  # 3 of 4 cats, 2 of 2 dogs
+    assert [(t.get_text(), t.get_color()) for t in ax.texts] == [
+        ("3", "white"), ("1", "black"), ("0", "black"), ("2", "white")]  # white on the dark cells
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog"]
+
+
+def test_tsne_scatter_has_one_legend_entry_per_class(drawn, tmp_path):
+    coords = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    plots.tsne_scatter(coords, np.array([0, 2, 2]), ["a", "b", "c"], "t-SNE", tmp_path / "tsne.png")
+    ax = drawn[0].axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "c"]
+    assert [len(c.get_offsets()) for c in ax.collections] == [1, 0, 2]
+
+
+def test_save_writes_the_png_and_frees_the_figure(tmp_path):
+    fig, _ = plots.plt.subplots()
+    plots.save(fig, tmp_path / "figure.png", dpi=50)
+    assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
+    assert not plots.plt.fignum_exists(fig.number)

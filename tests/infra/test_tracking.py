@@ -4,7 +4,9 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from contrastlab.infra.tracking import flatten, log_scenario, project_root, result_key, run_identity, tracking_uri
+from contrastlab.infra.files import project_root
+from contrastlab.infra.tracking import flatten, log_scenario, probe_metrics, result_key, run_identity, tracking_uri
+from contrastlab.study.names import Scenario
 
 PARAMS = {"dataset": "mnist", "loss": "triplet", "aug": "none", "seed": 0, "train": {"lr": 0.15, "epochs": 2}}
 
@@ -82,14 +84,22 @@ def test_four_processes_logging_at_once_to_a_new_store_make_four_complete_runs(s
 
 
 def test_run_identity_names_study_variants_apart_and_keeps_seeds_of_one_variant_together():
-    scenario = "mnist-triplet-simclr"
-    assert run_identity(scenario, 0, None) == (scenario, scenario)  # `dvc repro` in the workspace
-    assert run_identity(scenario, 0, scenario) == (scenario, scenario)  # `dvc exp run -n mnist-triplet-simclr`
-    assert run_identity(scenario, 1, "mnist-triplet-simclr-s1") == ("mnist-triplet-simclr-s1", scenario)
-    assert run_identity(scenario, 1, "mnist-triplet-simclr-negatives-hard-tuned-s1") == (
+    scenario, seed1 = Scenario("mnist", "triplet", "simclr"), Scenario("mnist", "triplet", "simclr", seed=1)
+    group = "mnist-triplet-simclr"
+    assert run_identity(scenario, None) == (group, group)  # `dvc repro` in the workspace
+    assert run_identity(scenario, group) == (group, group)  # `dvc exp run -n mnist-triplet-simclr`
+    assert run_identity(seed1, "mnist-triplet-simclr-s1") == ("mnist-triplet-simclr-s1", group)
+    assert run_identity(seed1, "mnist-triplet-simclr-negatives-hard-tuned-s1") == (
         "mnist-triplet-simclr-negatives-hard-tuned-s1", "mnist-triplet-simclr-negatives-hard-tuned")
     # a name DVC made up, or one that is not this scenario's and seed's, is shown beside the scenario
-    assert run_identity(scenario, 0, "dusty-hops") == ("mnist-triplet-simclr (dusty-hops)", scenario)
-    assert run_identity(scenario, 0, "mnist-triplet-simclr-s1") == ("mnist-triplet-simclr (mnist-triplet-simclr-s1)",
-                                                                    scenario)
-    assert run_identity(scenario, 0, "mnist-triplet-none-s0")[1] == scenario
+    assert run_identity(scenario, "dusty-hops") == ("mnist-triplet-simclr (dusty-hops)", group)
+    assert run_identity(scenario, "mnist-triplet-simclr-s1") == ("mnist-triplet-simclr (mnist-triplet-simclr-s1)", group)
+    assert run_identity(scenario, "mnist-triplet-none-s0")[1] == group
+
+
+def test_probe_metrics_names_every_number_of_a_probe_summary():
+    summary = {"top1": 0.9, "top3": 0.99, "knn": 0.8, "per_class": {"0": 0.5, "cat": 1.0}, "shifted_top1": {"-3": 0.7}}
+    assert probe_metrics(summary) == {"probe_top1": 0.9, "probe_top3": 0.99, "knn_top1": 0.8, "class_acc.0": 0.5,
+                                      "class_acc.cat": 1.0, "shift_top1.-3": 0.7}
+    assert probe_metrics({"top1": 0.1, "top3": 0.3, "knn": 0.2}) == {"probe_top1": 0.1, "probe_top3": 0.3,
+                                                                      "knn_top1": 0.2}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from contrastlab.pipeline.preprocess import normalize, to_unit
+from contrastlab.infra.errors import TrainingDiverged
 from contrastlab.methods.baselines import BASELINES, calibrate_batchnorm, random_init, raw_pixels, train_supervised
-from contrastlab.pipeline.embed import embed_images
 from contrastlab.methods.encoders import make_encoder
+from contrastlab.pipeline.embed import embed_images
+from contrastlab.pipeline.preprocess import normalize, to_unit
+from contrastlab.pipeline.train import TrainConfig
 
 
 CPU = torch.device("cpu")
@@ -24,23 +27,35 @@ def tiny(n_per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def test_registry_names():
-    assert list(BASELINES) == ["raw_pixels", "random_init", "supervised"]
+def settings(seed=0, batch_size=8, embed_batch=7, anchors=5, epochs=1):
+    """A baseline's params (params.BASELINE's keys)."""
+    return {"dataset": "mnist", "seed": seed, "pairs": {"anchors_per_class": anchors},
+            "train": {"epochs": epochs, "lr": 0.15, "batch_size": batch_size}, "embed": {"batch_size": embed_batch},
+            "probe": {"test_size": 0.2, "knn_k": 3, "max_iter": 100, "standardize": False}}
+
+
+def test_every_baseline_gives_one_feature_row_per_test_image_from_the_same_arguments():
+    images, labels = tiny(5)
+    data = {"train_images": images, "train_labels": labels, "test_images": images[:7]}
+    for name, baseline in BASELINES.items():
+        features = baseline.features(data, settings(), CPU, progress=False)
+        assert features.shape[0] == 7 and features.ndim == 2, name
+        assert baseline.label, name
 
 
 def test_raw_pixels_are_flat_and_scaled_to_unit():
     images = np.array([[[[0, 255], [51, 102]]]], dtype=np.uint8)
-    features = raw_pixels({"test_images": images})
+    features = raw_pixels({"test_images": images}, settings(), CPU)
     np.testing.assert_allclose(features, [[0.0, 1.0, 0.2, 0.4]])
 
 
 def test_random_init_depends_only_on_the_seed():
     images, _ = tiny(2)
     data = {"train_images": tiny(3, seed=1)[0], "test_images": images}
-    first = random_init(data, seed=3, embed_batch=7, batch_size=8, device=CPU)
+    first = random_init(data, settings(seed=3, embed_batch=7), CPU)
     assert first.shape == (20, 32)
-    np.testing.assert_array_equal(first, random_init(data, seed=3, embed_batch=64, batch_size=8, device=CPU))
-    assert not np.allclose(first, random_init(data, seed=4, embed_batch=7, batch_size=8, device=CPU))
+    np.testing.assert_array_equal(first, random_init(data, settings(seed=3, embed_batch=64), CPU))
+    assert not np.allclose(first, random_init(data, settings(seed=4, embed_batch=7), CPU))
 
 
 def test_batchnorm_statistics_are_the_mean_over_batches_of_each_batchs_mean_and_variance():
@@ -62,8 +77,8 @@ def test_random_init_features_are_normalised_where_the_default_statistics_are_no
     # Untrained, with BatchNorm's initial statistics (0, 1), the embeddings barely differ between
     # images; measured statistics spread them the way training-mode BatchNorm would.
     images, _ = tiny(10)
-    calibrated = random_init({"train_images": images, "test_images": images}, seed=0, embed_batch=64, batch_size=32,
-                             device=CPU)
+    calibrated = random_init({"train_images": images, "test_images": images}, settings(batch_size=32, embed_batch=64),
+                             CPU)
     torch.manual_seed(0)
     default = embed_images(make_encoder(1), images, batch_size=64)
     assert calibrated.std(axis=0).mean() > 10 * default.std(axis=0).mean()
@@ -71,9 +86,18 @@ def test_random_init_features_are_normalised_where_the_default_statistics_are_no
 
 def test_supervised_training_drives_the_cross_entropy_down():
     images, labels = tiny(10)
-    encoder, losses = train_supervised(torch.from_numpy(images), torch.from_numpy(labels), epochs=20, batch_size=25,
-                                       lr=0.15, seed=0, device=torch.device("cpu"), progress=False)
+    config = TrainConfig(loss="triplet", aug="none", seed=0, epochs=20, lr=0.15, batch_size=25)
+    encoder, losses = train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU,
+                                       progress=False)
     assert len(losses) == 20
     assert losses[0] > 2.0  # about ln(10) = 2.30 for ten classes at the start
     assert losses[-1] < 0.5 * losses[0]
     assert encoder[-1].__class__.__name__ == "Flatten"  # the encoder alone: the linear head is dropped
+
+
+def test_supervised_training_that_diverges_stops_with_the_step_and_advice():
+    images, labels = tiny(10)
+    config = TrainConfig(loss="triplet", aug="none", seed=0, epochs=2, lr=1e38, batch_size=25)
+    with pytest.raises(TrainingDiverged, match=r"^training diverged: the supervised baseline's cross-entropy became "
+                                               r"(nan|inf) at epoch 1, step \d \(lr 1e\+38, sgd\); lower train.lr"):
+        train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU, progress=False)

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from contrastlab.infra.errors import FileError
-from contrastlab.pipeline.embed import embed_images
 from contrastlab.methods.encoders import load_encoder, make_encoder, save_encoder
+from contrastlab.pipeline.embed import embed_images
 
 
 def test_output_is_32_d_for_mnist_and_cifar_shapes():

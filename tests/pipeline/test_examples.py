@@ -3,7 +3,6 @@ import pytest
 
 from contrastlab.infra.errors import DataError
 from contrastlab.pipeline.examples import anchors_and_negatives, build, false_negative_rate
-from contrastlab.infra.errors import ParamError
 
 LABELS = np.repeat(np.arange(10), 8)[np.random.default_rng(1).permutation(80)]
 
@@ -80,12 +79,7 @@ def test_augment_anchor_marks_the_anchor_as_a_view_too():
     assert t["augmented"].tolist() == [[True, True, False]] * 50
 
 
-def test_random_negatives_are_refused_where_the_batch_is_the_negatives():
-    with pytest.raises(ParamError, match="pairs.negatives='random' has no effect on two-view losses"):
-        build(LABELS, "views", 5, seed=0, negatives="random")
-
-
-def test_hard_negatives_need_triplets():
+def test_the_negatives_mode_is_recorded_so_that_training_knows_whether_to_mine():
+    # which modes fit which loss is checked with the params (tests/infra/test_params.py)
     assert str(build(LABELS, "triplets", 5, seed=0, negatives="hard")["negatives"]) == "hard"
-    with pytest.raises(ParamError, match="pairs.negatives='hard' mines semi-hard negatives for triplets"):
-        build(LABELS, "pairs", 5, seed=0, negatives="hard")
+    assert str(build(LABELS, "triplets", 5, seed=0)["negatives"]) == "label_aware"

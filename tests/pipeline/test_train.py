@@ -3,12 +3,13 @@ import pytest
 import torch
 
 import contrastlab.pipeline.train
-from contrastlab.methods.encoders import make_encoder
-from contrastlab.pipeline.examples import build
-from contrastlab.methods.augmentations import AUGMENTATIONS
-from contrastlab.methods.losses import LOSSES
-from contrastlab.pipeline.train import Recipe, draw_fixed_views, make_optimizer, make_schedule, train
 from contrastlab.infra.errors import TrainingDiverged
+from contrastlab.methods.augmentations import AUGMENTATIONS
+from contrastlab.methods.encoders import make_encoder
+from contrastlab.methods.losses import LOSSES
+from contrastlab.pipeline.examples import build
+from contrastlab.pipeline.train import (TrainConfig, checkpoint_key, draw_fixed_views, make_optimizer, make_schedule,
+                                        train)
 
 RNG = np.random.default_rng(0)
 LABELS = np.repeat(np.arange(10), 8)
@@ -16,11 +17,15 @@ LABELS = np.repeat(np.arange(10), 8)
 IMAGES = torch.from_numpy(np.clip(LABELS[:, None, None, None] * 25 + RNG.normal(0, 20, (80, 1, 28, 28)), 0, 255).astype(np.uint8))
 
 
-def run(loss="triplet", aug="simclr", views="fresh", seed=0, epochs=2, precision="fp32", negatives="label_aware",
-        lr=0.1, batch_size=16, **options):
-    examples = build(LABELS, LOSSES[loss].examples, 8, seed=0, negatives=negatives)
-    return train(IMAGES, examples, loss=loss, aug=aug, epochs=epochs, batch_size=batch_size, lr=lr, views=views,
-                 seed=seed, device=torch.device("cpu"), progress=False, precision=precision, **options)
+CPU = torch.device("cpu")
+QUICK = dict(loss="triplet", aug="simclr", seed=0, epochs=2, lr=0.1, batch_size=16)
+
+
+def run(negatives="label_aware", checkpoint=None, **settings):
+    """Train on the tiny images with QUICK's settings changed by `settings` (fields of TrainConfig)."""
+    config = TrainConfig(**{**QUICK, **settings})
+    examples = build(LABELS, LOSSES[config.loss].examples, 8, seed=0, negatives=negatives)
+    return train(IMAGES, examples, config, device=CPU, progress=False, checkpoint=checkpoint)
 
 
 def weights(result):
@@ -121,10 +126,11 @@ def test_l2_head_gives_unit_embeddings():
     assert torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-5)
 
 
-def lrs(recipe: Recipe, lr=1.0, steps_per_epoch=2, epochs=4) -> list[float]:
-    """The learning rate used at each optimizer step."""
-    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], recipe, lr)
-    schedule = make_schedule(optimizer, recipe, lr, steps_per_epoch, epochs)
+def lrs(steps_per_epoch=2, epochs=4, **recipe) -> list[float]:
+    """The learning rate used at each optimizer step with lr 1 and the recipe's settings."""
+    config = TrainConfig(**{**QUICK, "lr": 1.0, "epochs": epochs, **recipe})
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], config)
+    schedule = make_schedule(optimizer, config, steps_per_epoch)
     seen = []
     for _ in range(steps_per_epoch * epochs):
         seen.append(optimizer.param_groups[0]["lr"])
@@ -135,31 +141,32 @@ def lrs(recipe: Recipe, lr=1.0, steps_per_epoch=2, epochs=4) -> list[float]:
 
 
 def test_protocol_recipe_is_plain_sgd_at_a_constant_rate():
-    assert make_schedule(make_optimizer([torch.nn.Parameter(torch.zeros(1))], Recipe(), 0.1), Recipe(), 0.1, 2, 4) is None
-    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], Recipe(), 0.1)
+    protocol = TrainConfig(**QUICK)
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], protocol)
+    assert make_schedule(optimizer, protocol, 2) is None
     assert isinstance(optimizer, torch.optim.SGD)
     assert (optimizer.defaults["momentum"], optimizer.defaults["weight_decay"]) == (0.0, 0.0)
-    assert lrs(Recipe()) == [1.0] * 8
+    assert lrs() == [1.0] * 8
 
 
 def test_warmup_then_cosine_by_hand():
-    got = lrs(Recipe(schedule="cosine", warmup_epochs=1))  # 2 warm-up steps, then 6 cosine steps to 0
+    got = lrs(schedule="cosine", warmup_epochs=1)  # 2 warm-up steps, then 6 cosine steps to 0
     cosine = [0.5 * (1 + np.cos(np.pi * t / 6)) for t in range(6)]
     assert got == pytest.approx([0.5, 1.0, *cosine])
 
 
 def test_warmup_alone_ramps_linearly_then_holds():
-    assert lrs(Recipe(warmup_epochs=2)) == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0])
+    assert lrs(warmup_epochs=2) == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0])
 
 
 def test_onecycle_rises_to_the_rate_then_falls_far_below():
-    got = lrs(Recipe(optimizer="adamw", schedule="onecycle"), steps_per_epoch=10, epochs=2)
+    got = lrs(optimizer="adamw", schedule="onecycle", steps_per_epoch=10, epochs=2)
     assert got[0] == pytest.approx(1.0 / 25) and max(got) == pytest.approx(1.0, rel=0.05)
     assert got.index(max(got)) == 5 and got[-1] < 0.01  # peak at 30% of 20 steps
 
 
 def test_adamw_with_weight_decay_trains_differently_from_sgd():
-    adamw = run(recipe=Recipe(optimizer="adamw", weight_decay=0.05))
+    adamw = run(optimizer="adamw", weight_decay=0.05)
     assert not torch.equal(weights(adamw), weights(run()))
 
 
@@ -184,8 +191,8 @@ def interrupted_after_first_checkpoint(monkeypatch, **options):
 @pytest.mark.parametrize("options", [
     dict(views="fresh"),
     dict(views="once", aug="pad_rotate_scale"),
-    dict(recipe=Recipe(optimizer="adamw", schedule="onecycle", weight_decay=0.01)),
-    dict(recipe=Recipe(momentum=0.9, schedule="cosine", warmup_epochs=1), loss="ntxent"),
+    dict(optimizer="adamw", schedule="onecycle", weight_decay=0.01),
+    dict(momentum=0.9, schedule="cosine", warmup_epochs=1, loss="ntxent"),
 ])
 def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, capsys, options):
     uninterrupted = run(epochs=3, **options)
@@ -228,3 +235,29 @@ def test_weights_that_turn_non_finite_after_the_last_step_stop_training_too():
         run(aug="none", lr=float("inf"), epochs=1, batch_size=80)  # one step: its loss is still finite
     assert str(caught.value) == ("training diverged: the weights are not finite after epoch 1 (lr inf, sgd); "
                                  "lower train.lr or change the recipe")
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_config_from_params_takes_auto_epochs_and_lr_from_the_loss(loss):
+    train_params = {"epochs": "auto", "lr": "auto", "batch_size": 64, "head": "l2", "checkpoint": True}
+    config = TrainConfig.from_params({"loss": loss, "aug": "none", "seed": 3, "train": train_params})
+    assert (config.epochs, config.lr) == (LOSSES[loss].epochs, LOSSES[loss].lr)
+    assert (config.loss, config.seed, config.batch_size, config.head) == (loss, 3, 64, "l2")
+    assert (config.optimizer, config.schedule) == ("sgd", "constant")  # keys not given keep the protocol's
+    explicit = TrainConfig.from_params({"loss": loss, "aug": "none", "seed": 3,
+                                        "train": {**train_params, "epochs": 7, "lr": 0.01}})
+    assert (explicit.epochs, explicit.lr) == (7, 0.01)
+
+
+def test_the_checkpoint_key_follows_config_data_and_the_training_code(tmp_path, monkeypatch):
+    examples = build(LABELS, "triplets", 8, seed=0)
+    key = checkpoint_key(IMAGES, examples, TrainConfig(**QUICK), CPU)
+    assert key == checkpoint_key(IMAGES, examples, TrainConfig(**QUICK), CPU)
+    assert key != checkpoint_key(IMAGES, examples, TrainConfig(**{**QUICK, "margin": 2.0}), CPU)
+    assert key != checkpoint_key(IMAGES + 1, examples, TrainConfig(**QUICK), CPU)
+    code = tmp_path / "losses.py"
+    code.write_text("one version")
+    monkeypatch.setattr(contrastlab.pipeline.train, "closure", lambda modules: [code])
+    before = checkpoint_key(IMAGES, examples, TrainConfig(**QUICK), CPU)
+    code.write_text("another version")
+    assert checkpoint_key(IMAGES, examples, TrainConfig(**QUICK), CPU) != before

@@ -11,23 +11,28 @@ import pytest
 import yaml
 
 from contrastlab.infra.errors import ParamError
-from contrastlab.study.report import BASELINE_NAMES
+from contrastlab.methods.baselines import BASELINES
+from contrastlab.study.names import BaselineRun, Scenario
 from contrastlab.study.runner import plan, set_flag
-from tinydata import ROOT, make_tiny_repo, sh
+from project import committed_params
+from tinydata import make_tiny_repo, sh
 
-RAW = yaml.safe_load((ROOT / "params.yaml").read_text())
+RAW = committed_params()
 
 
 def test_plan_runs_seed_by_seed_with_baselines_after_each_seeds_scenarios():
     runs = plan(RAW, seeds=2)
     names = [run.name for run in runs]
-    assert len(runs) == 2 * (12 + 2 * 3)
+    baselines = RAW["study"]["baselines"]
+    assert len(runs) == 2 * (12 + 2 * len(baselines))
     assert names[:3] == ["mnist-pairwise-none-s0", "mnist-pairwise-pad_rotate_scale-s0", "mnist-pairwise-simclr-s0"]
-    assert names[12:18] == [f"baseline-{d}-{b}-s0" for d in ("mnist", "cifar10")
-                            for b in ("raw_pixels", "random_init", "supervised")]
-    assert names[18] == "mnist-pairwise-none-s1"
-    assert runs[18].overrides == {"dataset": "mnist", "loss": "pairwise", "aug": "none", "seed": 1}
-    assert runs[12].baseline == "raw_pixels" and runs[12].overrides == {"dataset": "mnist", "seed": 0}
+    after = 12 + 2 * len(baselines)
+    assert names[12:after] == [f"baseline-{d}-{b}-s0" for d in ("mnist", "cifar10") for b in baselines]
+    assert names[after] == "mnist-pairwise-none-s1"
+    assert runs[after].identity == Scenario("mnist", "pairwise", "none", seed=1)
+    assert runs[after].overrides == {"dataset": "mnist", "loss": "pairwise", "aug": "none", "seed": 1}
+    assert runs[12].identity == BaselineRun("mnist", baselines[0], 0) and runs[12].is_baseline
+    assert runs[12].overrides == {"dataset": "mnist", "seed": 0}
 
 
 def with_grid(grid: dict, **study) -> dict:
@@ -38,6 +43,7 @@ def test_an_extra_axis_is_named_only_where_it_differs_from_params_yaml():
     raw = with_grid({"loss": ["triplet"], "pairs.negatives": ["label_aware", "random"]}, baselines=[])
     runs = plan(raw, seeds=1, grid_name="test")
     assert [run.name for run in runs] == ["mnist-triplet-simclr-s0", "mnist-triplet-simclr-negatives-random-s0"]
+    assert runs[1].identity.variant == "negatives-random"
     assert runs[1].overrides == {"dataset": "mnist", "loss": "triplet", "aug": "simclr",
                                  "pairs.negatives": "random", "seed": 0}
 
@@ -47,6 +53,7 @@ def test_a_recipe_applies_to_every_point_and_names_the_runs():
                     recipes={"protocol": {}, "fast": {"train.epochs": 1, "train.optimizer": "adamw"}})
     runs = plan(raw, seeds=1, grid_name="test", recipe="fast")
     assert [run.name for run in runs] == ["mnist-pairwise-simclr-fast-s0", "mnist-triplet-simclr-fast-s0"]
+    assert runs[0].identity.recipe == "fast"
     assert runs[0].overrides["train.epochs"] == 1 and runs[0].overrides["train.optimizer"] == "adamw"
 
 
@@ -56,7 +63,7 @@ def test_every_grid_of_params_yaml_plans_with_every_recipe():
     for grid in study["grids"]:
         for recipe in study["recipes"]:
             runs = plan(RAW, seeds=1, grid_name=grid, recipe=recipe)
-            assert runs and all(run.name.endswith(f"-{recipe}-s0") == (recipe != "protocol") for run in runs if not run.baseline)
+            assert runs and all(run.name.endswith(f"-{recipe}-s0") == (recipe != "protocol") for run in runs if not run.is_baseline)
 
 
 def test_unknown_grid_or_recipe_names_the_known_ones():
@@ -119,9 +126,12 @@ def test_study_keeps_every_run_and_tracks_each_once(study):
         "baseline-mnist-raw_pixels-s0", "baseline-mnist-random_init-s0", "baseline-mnist-supervised-s0"])
     kept = results / "mnist-triplet-none-s0"
     assert sorted(p.name for p in kept.iterdir()) == [
-        "confusion.csv", "pairs.json", "probe.json", "study.json", "train.json", "train_loss.csv", "tsne.csv"]
+        "confusion.csv", "examples.json", "probe.json", "study.json", "train.json", "train_loss.csv", "tsne.csv"]
     info = json.loads((kept / "study.json").read_text())
     assert info["overrides"] == {"dataset": "mnist", "loss": "triplet", "aug": "none", "seed": 0}
+    assert Scenario(**{key: info[key] for key in Scenario.__dataclass_fields__}) == Scenario("mnist", "triplet", "none")
+    baseline = json.loads((results / "baseline-mnist-supervised-s0/study.json").read_text())
+    assert (baseline["dataset"], baseline["baseline"], baseline["seed"]) == ("mnist", "supervised", 0)
     assert info["wall_s"] > 0
     assert "=== study [2/5] mnist-triplet-simclr-s0 (3 to go" in first.stdout
     assert mlflow_scenarios(repo) == ["mnist-baseline-random_init", "mnist-baseline-raw_pixels",
@@ -138,8 +148,8 @@ def test_report_has_both_scenarios_and_the_baselines(study):
     repo = study[0]
     text = (repo / "report/README.md").read_text()
     assert "| mnist | triplet / none | 1 |" in text and "| mnist | triplet / simclr | 1 |" in text
-    for name in BASELINE_NAMES.values():
-        assert f"| mnist | *baseline:* {name} | 1 |" in text
+    for baseline in BASELINES.values():
+        assert f"| mnist | *baseline:* {baseline.label} | 1 |" in text
     assert "one seed only: spread unknown" in text
     for png in ("top1.png", "tsne_mnist_triplet.png", "confusion_mnist.png"):
         assert (repo / "report" / png).read_bytes()[:4] == b"\x89PNG"

@@ -19,7 +19,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from contrastlab.infra.errors import FileError
+
 RECOMPUTE = "delete it and run `dvc repro` to recompute it"
+
+
+def project_root() -> Path:
+    """The repository's root: `DVC_ROOT` (set by DVC, also for experiments it runs in `.dvc/tmp/exps/...`)
+    or the working directory."""
+    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
 

@@ -1,37 +1,42 @@
 """Read and validate `params.yaml` so that a bad value stops a stage before any work.
 
-Each stage asks for the top-level keys plus its own section. Every value is checked against
-the schema below; the first problem becomes one `ParamError` line naming the key, the value
-and what is allowed. Method names (datasets, losses, augmentations) are checked against the
-registries, so registering a new method is enough to make `-S loss=<name>` valid.
+A stage names what it reads (`READS`: top-level keys, whole sections, or single `section.key`s)
+and gets exactly that, checked against the schema below, plus every check of a combination of
+keys it reads (`COMBINATIONS`): the first problem becomes one `ParamError` line naming the key,
+the value and what is allowed. Method names (datasets, losses, augmentations, heads, baselines)
+are checked against their registries, looked up in `REGISTRIES` and imported only when a stage
+reads such a key, so registering a new method is enough to make `-S loss=<name>` valid and a stage
+that reads no method name never imports one.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import yaml
+
+from contrastlab.infra.errors import ParamError
 
 AUTO = "auto"
 ALL = "all"
 
+# kind of name -> (module, registry in it): the one table of what a method name is checked against.
+REGISTRIES = {
+    "dataset": ("contrastlab.pipeline.datasets", "DATASETS"),
+    "loss": ("contrastlab.methods.losses", "LOSSES"),
+    "aug": ("contrastlab.methods.augmentations", "AUGMENTATIONS"),
+    "head": ("contrastlab.methods.encoders", "HEADS"),
+    "baseline": ("contrastlab.methods.baselines", "BASELINES"),
+}
 
 
-def _registered(kind: str) -> list[str]:
-    # Imported lazily: the registries pull in torch, which the download stage does not need.
-    if kind == "dataset":
-        from contrastlab.pipeline.datasets import DATASETS as registry
-    elif kind == "loss":
-        from contrastlab.methods.losses import LOSSES as registry
-    elif kind == "baseline":
-        from contrastlab.methods.baselines import BASELINES as registry
-    elif kind == "head":
-        from contrastlab.methods.encoders import HEADS as registry
-    else:
-        from contrastlab.methods.augmentations import AUGMENTATIONS as registry
-    return sorted(registry)
+def registry(kind: str) -> dict:
+    """The registry of `kind` (a key of REGISTRIES), imported on first use."""
+    module, name = REGISTRIES[kind]
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -115,12 +120,19 @@ def optional_text() -> Rule:
     return Rule("a path (text) or null", lambda v: v is None or isinstance(v, str))
 
 
-def registered(kind: str) -> Callable[[], Rule]:
-    return lambda: one_of(*_registered(kind))
+@dataclass(frozen=True)
+class Registered:
+    """A method name (or a non-empty list of them) of a registry, which is imported when first checked."""
 
+    kind: str
+    many: bool = False
 
-def registered_list(kind: str) -> Callable[[], Rule]:
-    return lambda: list_of(*_registered(kind))
+    def __call__(self) -> Rule:
+        names = sorted(registry(self.kind))
+        if self.many:
+            return Rule("a non-empty list drawn from " + ", ".join(names),
+                        lambda v: isinstance(v, list) and len(v) > 0 and all(x in names for x in v))
+        return one_of(*names)
 
 
 SOURCES = ("mirror", "torchvision", "pypi")
@@ -130,15 +142,15 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 
 # section -> key -> rule (or a factory for rules that depend on the registries).
-SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
+SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
     None: {
-        "dataset": registered("dataset"),
-        "loss": registered("loss"),
-        "aug": registered("aug"),
+        "dataset": Registered("dataset"),
+        "loss": Registered("loss"),
+        "aug": Registered("aug"),
         "seed": int_at_least(0),
     },
     "download": {
-        "datasets": registered_list("dataset"),
+        "datasets": Registered("dataset", many=True),
         "mirror": optional_text(),
         "sources": list_of(*SOURCES),
         "digests": optional_text(),
@@ -154,7 +166,7 @@ SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
         "lr": positive_number(AUTO),
         "views": one_of("fresh", "once"),
         "precision": one_of(*PRECISIONS),
-        "head": registered("head"),
+        "head": Registered("head"),
         "optimizer": one_of(*OPTIMIZERS),
         "momentum": number_at_least(0, below=1),
         "weight_decay": number_at_least(0),
@@ -181,64 +193,118 @@ SCHEMA: dict[str | None, dict[str, Rule | Callable[[], Rule]]] = {
         "seeds": int_at_least(1),
         "grids": named_grids(),
         "recipes": named_overrides(),
-        "baselines": registered_list("baseline"),
+        "baselines": Registered("baseline", many=True),
     },
 }
 STUDY_ONLY = ("study",)
 
 
-def _check(name: str, value: Any, rule: Rule | Callable[[], Rule]) -> None:
+def _negatives_fit_the_loss(p: dict) -> str | None:
+    """Negatives the loss's examples would silently ignore."""
+    layouts = {name: loss.examples for name, loss in registry("loss").items()}
+    negatives = p["pairs"]["negatives"]
+    if negatives == "hard" and layouts[p["loss"]] != "triplets":
+        return "pairs.negatives='hard' mines semi-hard negatives for triplets; use it with loss=triplet"
+    if negatives == "random" and layouts[p["loss"]] == "views":
+        two_view = ", ".join(name for name, layout in layouts.items() if layout == "views")
+        return (f"pairs.negatives='random' has no effect on two-view losses ({two_view}), whose negatives are the "
+                "rest of the batch; leave it at label_aware")
+    return None
+
+
+# Checks of param combinations: (the keys involved, check -> the problem or None). A stage runs
+# each check whose keys it reads; the study runs them all before it starts any scenario.
+COMBINATIONS: list[tuple[tuple[str, ...], Callable[[dict], str | None]]] = [
+    (("loss", "pairs.negatives"), _negatives_fit_the_loss),
+]
+
+
+def _rule(name: str) -> Rule | Registered:
+    section, _, key = name.rpartition(".")
+    return SCHEMA[section or None][key]
+
+
+def _expand(reads: Iterable[str]) -> list[str]:
+    """Every single key that `reads` (keys and whole sections) covers."""
+    keys = []
+    for name in reads:
+        if name in SCHEMA:
+            keys += [f"{name}.{key}" for key in SCHEMA[name]]
+        else:
+            section, _, key = name.rpartition(".")
+            if key not in SCHEMA.get(section or None, {}):
+                raise ValueError(f"{name!r} is neither a key nor a section of params.yaml's schema")
+            keys.append(name)
+    return keys
+
+
+def registry_modules(reads: Iterable[str]) -> set[str]:
+    """The registry modules that validating `reads` imports: code whose change can alter what a stage accepts."""
+    rules = [_rule(key) for key in _expand(reads)]
+    return {REGISTRIES[rule.kind][0] for rule in rules if isinstance(rule, Registered)}
+
+
+def _check(name: str, value: Any, rule: Rule | Registered) -> None:
     rule = rule if isinstance(rule, Rule) else rule()
     if not rule.check(value):
         raise ParamError(f"params.yaml: {name}={value!r} is not allowed; expected {rule.allowed}")
 
 
-def validate(raw: dict, section: str | None, top: bool = True) -> dict:
-    """Return `section` of `raw` (and the top-level keys unless `top` is False), checked against SCHEMA."""
+def _lookup(raw: dict, key: str) -> Any:
+    section, _, name = key.rpartition(".")
+    node = raw
+    if section:
+        node = raw.get(section)
+        if not isinstance(node, dict):
+            raise ParamError(f"params.yaml: missing section '{section}'")
+    if name not in node:
+        raise ParamError(f"params.yaml: missing key '{key}'" if section else f"params.yaml: missing top-level key '{key}'")
+    return node[name]
+
+
+def validate(raw: Any, reads: Iterable[str]) -> dict:
+    """The params named by `reads` (top-level keys, whole sections or `section.key`s) out of `raw`,
+    each checked against SCHEMA, a whole section also for unknown keys, then every combination of them."""
     if not isinstance(raw, dict):
         raise ParamError("params.yaml: the file must be a mapping of keys to values")
+    reads = list(reads)
+    for section in reads:
+        if section in SCHEMA and isinstance(raw.get(section), dict):
+            unknown = sorted(set(raw[section]) - set(SCHEMA[section]))
+            if unknown:
+                raise ParamError(f"params.yaml: {section}.{unknown[0]} is not a known key; "
+                                 f"known keys: {', '.join(SCHEMA[section])}")
     out: dict[str, Any] = {}
-    for key, rule in SCHEMA[None].items() if top else ():
-        if key not in raw:
-            raise ParamError(f"params.yaml: missing top-level key '{key}'")
-        _check(key, raw[key], rule)
-        out[key] = raw[key]
-    if section is None:
-        return out
-    values = raw.get(section)
-    if not isinstance(values, dict):
-        raise ParamError(f"params.yaml: missing section '{section}'")
-    schema = SCHEMA[section]
-    unknown = sorted(set(values) - set(schema))
-    if unknown:
-        raise ParamError(
-            f"params.yaml: {section}.{unknown[0]} is not a known key; known keys: {', '.join(schema)}"
-        )
-    for key, rule in schema.items():
-        if key not in values:
-            raise ParamError(f"params.yaml: missing key '{section}.{key}'")
-        _check(f"{section}.{key}", values[key], rule)
-    out[section] = dict(values)
+    keys = _expand(reads)
+    for key in keys:
+        value = _lookup(raw, key)
+        _check(key, value, _rule(key))
+        section, _, name = key.rpartition(".")
+        (out.setdefault(section, {}) if section else out)[name] = value
+    for involved, check in COMBINATIONS:
+        if set(involved) <= set(keys):
+            problem = check(out)
+            if problem:
+                raise ParamError(f"params.yaml: {problem}")
     return out
 
 
-def load(section: str | None, path: str | Path = "params.yaml", top: bool = True) -> dict:
-    """Read params.yaml and return one validated section, plus the top-level keys unless `top` is False."""
-    return validate(read(path), section, top)
+def load(reads: Iterable[str], path: str | Path = "params.yaml") -> dict:
+    """Read params.yaml and return the validated params named by `reads`."""
+    return validate(read(path), reads)
 
 
-def load_all(path: str | Path = "params.yaml") -> dict:
-    """Every section a scenario reads, validated: what a tracking run records."""
-    return validate_all(read(path))
+# Everything a scenario reads: what a tracking run records and what the study checks up front.
+SCENARIO = (*(key for key in SCHEMA[None]), *(s for s in SCHEMA if s is not None and s not in STUDY_ONLY))
+# What any baseline reads (`contrastlab.methods.baselines`): the probe's split and settings, and what
+# the encoder baselines use of the training setup.
+BASELINE = ("dataset", "seed", "pairs.anchors_per_class", "train.epochs", "train.lr", "train.batch_size",
+            "embed.batch_size", "probe")
 
 
-def validate_all(raw: dict) -> dict:
-    """`raw` checked section by section (without the study's own section)."""
-    params = validate(raw, None)
-    for section in SCHEMA:
-        if section is not None and section not in STUDY_ONLY:
-            params.update(validate(raw, section, top=False))
-    return params
+def validate_all(raw: Any) -> dict:
+    """`raw` checked for every key a scenario reads (everything but the study's own section)."""
+    return validate(raw, SCENARIO)
 
 
 def read(path: str | Path) -> Any:
@@ -249,8 +315,3 @@ def read(path: str | Path) -> Any:
         raise ParamError(f"params.yaml: {path} not found (run from the repository root)") from None
     except yaml.YAMLError as err:
         raise ParamError(f"params.yaml: not valid YAML ({err})".replace("\n", " ")) from None
-
-
-def scenario_name(params: dict) -> str:
-    """The scenario's name everywhere it is shown: `<dataset>-<loss>-<aug>`."""
-    return f"{params['dataset']}-{params['loss']}-{params['aug']}"

@@ -18,12 +18,10 @@ import os
 import subprocess
 from pathlib import Path
 
+from contrastlab.study.names import Scenario
+
 EXPERIMENT = "contrastlab"
 
-
-
-def project_root() -> Path:
-    return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
 def tracking_uri(root: Path) -> str:
@@ -38,19 +36,22 @@ def git_commit(cwd: Path) -> str:
         return "unknown"
 
 
-def run_identity(scenario: str, seed: int, experiment: str | None) -> tuple[str, str]:
-    """(run name, `scenario` tag) for a result of `scenario` (`<dataset>-<loss>-<aug>`).
+def run_identity(scenario: Scenario, experiment: str | None) -> tuple[str, str]:
+    """(run name, `scenario` tag) for a result of `scenario` (its dataset, loss, aug and seed).
 
-    The study names each experiment `<scenario>[-<variant>...][-<recipe>]-s<seed>`; that name becomes
-    the run's, and without its seed the `scenario` tag, so that grouping by the tag averages seeds
-    of one variant and recipe only. An experiment DVC named itself (`dusty-hops`) is appended to the
-    scenario to tell it from the workspace's run; the workspace's run is just the scenario.
+    The study names each experiment after its scenario (`contrastlab.study.names`); that name becomes
+    the run's, and its group (the name without the seed) the `scenario` tag, so that grouping by the
+    tag averages seeds of one variant and recipe only. An experiment DVC named itself (`dusty-hops`)
+    is appended to the scenario to tell it from the workspace's run; the workspace's run is just the
+    scenario.
     """
-    if not experiment or experiment == scenario:
-        return scenario, scenario
-    if experiment.startswith(f"{scenario}-") and experiment.endswith(f"-s{seed}"):
-        return experiment, experiment.removesuffix(f"-s{seed}")
-    return f"{scenario} ({experiment})", scenario
+    named = Scenario.parse(experiment) if experiment else None
+    if named is not None and (named.dataset, named.loss, named.aug, named.seed) == (
+            scenario.dataset, scenario.loss, scenario.aug, scenario.seed):
+        return named.name, named.group
+    if not experiment or experiment == scenario.group:
+        return scenario.group, scenario.group
+    return f"{scenario.group} ({experiment})", scenario.group
 
 
 def flatten(params: dict, prefix: str = "") -> dict[str, object]:
@@ -63,6 +64,17 @@ def flatten(params: dict, prefix: str = "") -> dict[str, object]:
         else:
             flat[name] = value
     return flat
+
+
+def probe_metrics(summary: dict) -> dict[str, float]:
+    """A probe's results file as MLflow metrics: the same names for a scenario and for a baseline."""
+    return {
+        "probe_top1": summary["top1"],
+        "probe_top3": summary["top3"],
+        "knn_top1": summary["knn"],
+        **{f"class_acc.{name}": acc for name, acc in summary.get("per_class", {}).items()},
+        **{f"shift_top1.{name}": acc for name, acc in summary.get("shifted_top1", {}).items()},
+    }
 
 
 def result_key(params: dict, metrics: dict) -> str:

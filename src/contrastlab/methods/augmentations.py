@@ -18,6 +18,8 @@ from typing import Callable, NamedTuple
 import torch
 import torch.nn.functional as F
 
+from contrastlab.pipeline.preprocess import to_unit
+
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 AUGMENTATIONS: dict[str, Augmentation] = {}

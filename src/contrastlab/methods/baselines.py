@@ -20,32 +20,37 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from contrastlab.pipeline.preprocess import normalize, to_unit
+from contrastlab.infra.errors import TrainingDiverged
 from contrastlab.methods.encoders import EMBEDDING_DIM, make_encoder
 from contrastlab.pipeline.embed import embed_images
 from contrastlab.pipeline.examples import anchors_and_negatives
+from contrastlab.pipeline.preprocess import normalize, to_unit
+from contrastlab.pipeline.train import TrainConfig
 
-
-def train_supervised(images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
-                     seed: int, device: torch.device, progress: bool = True) -> tuple[nn.Module, list[float]]:
-    """The encoder trained with cross-entropy through a linear head: the encoder without the head, and
-    the mean loss of each epoch."""
-    torch.manual_seed(seed)
-    shuffle_rng = torch.Generator().manual_seed(seed)
+def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, *, device: torch.device,
+                     progress: bool = True) -> tuple[nn.Module, list[float]]:
+    """The encoder trained with cross-entropy through a linear head, by plain SGD with `config`'s seed,
+    epochs, batch size and learning rate: the encoder without the head, and the mean loss of each epoch."""
+    torch.manual_seed(config.seed)
+    shuffle_rng = torch.Generator().manual_seed(config.seed)
     encoder = make_encoder(images.shape[1]).to(device, memory_format=torch.channels_last)
     model = nn.Sequential(encoder, nn.Linear(EMBEDDING_DIM, int(labels.max()) + 1)).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
     images, labels = images.to(device), labels.long().to(device)
     model.train()
     epoch_losses = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, config.epochs + 1):
         total = 0.0
         order = torch.randperm(len(images), generator=shuffle_rng).to(device)
-        for start in tqdm(range(0, len(images), batch_size), desc=f"supervised epoch {epoch}/{epochs}",
+        for start in tqdm(range(0, len(images), config.batch_size), desc=f"supervised epoch {epoch}/{config.epochs}",
                           unit="batch", disable=not progress):
-            rows = order[start : start + batch_size]
+            rows = order[start : start + config.batch_size]
             x = normalize(to_unit(images[rows])).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(model(x), labels[rows])
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged: the supervised baseline's cross-entropy became {loss.item()} at epoch {epoch}, "
+                    f"step {start // config.batch_size + 1} (lr {config.lr}, sgd); lower train.lr or change the recipe")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -54,7 +59,7 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, *, epochs: int,
     return encoder, epoch_losses
 
 
-def raw_pixels(data: dict, **_) -> np.ndarray:
+def raw_pixels(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
     test = data["test_images"]
     return test.reshape(len(test), -1).astype(np.float32) / 255
 
@@ -82,27 +87,27 @@ def calibrate_batchnorm(encoder: nn.Module, images: np.ndarray, batch_size: int)
         layer.momentum = momentum
 
 
-def random_init(data: dict, *, seed: int, embed_batch: int, batch_size: int, device: torch.device, **_) -> np.ndarray:
-    torch.manual_seed(seed)
+def random_init(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
+    torch.manual_seed(p["seed"])
     encoder = make_encoder(data["test_images"].shape[1]).to(device, memory_format=torch.channels_last)
-    calibrate_batchnorm(encoder, data["train_images"], batch_size)  # clean training images, in order
-    return embed_images(encoder, data["test_images"], embed_batch)
+    calibrate_batchnorm(encoder, data["train_images"], p["train"]["batch_size"])  # clean training images, in order
+    return embed_images(encoder, data["test_images"], p["embed"]["batch_size"])
 
 
-def supervised(data: dict, *, seed: int, embed_batch: int, anchors_per_class: int, epochs: int, batch_size: int,
-               lr: float, device: torch.device, progress: bool = True, **_) -> np.ndarray:
-    anchors, _ = anchors_and_negatives(data["train_labels"], anchors_per_class, seed)
+def supervised(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
+    """Trained as the triplet loss would be (its anchors, epochs, batch size and learning rate)."""
+    anchors, _ = anchors_and_negatives(data["train_labels"], p["pairs"]["anchors_per_class"], p["seed"])
+    config = TrainConfig.from_params({"loss": "triplet", "aug": "none", "seed": p["seed"], "train": p["train"]})
     encoder, _ = train_supervised(torch.from_numpy(data["train_images"][anchors]),
-                               torch.from_numpy(data["train_labels"][anchors]),
-                               epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                               progress=progress)
-    return embed_images(encoder, data["test_images"], embed_batch)
+                                  torch.from_numpy(data["train_labels"][anchors]), config, device=device,
+                                  progress=progress)
+    return embed_images(encoder, data["test_images"], p["embed"]["batch_size"])
 
 
 @dataclass(frozen=True)
 class Baseline:
-    features: Callable[..., np.ndarray]  # the test set's features; every function takes the same keyword arguments
-    label: str                           # how the report and MLflow name it
+    features: Callable[..., np.ndarray]  # (data, params.BASELINE's values, device, progress) -> the test set's features
+    label: str                           # how the report names it
 
 
 BASELINES: dict[str, Baseline] = {

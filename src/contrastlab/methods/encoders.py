@@ -5,13 +5,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from contrastlab.infra.files import RECOMPUTE, one_line, write_bytes
 from contrastlab.infra.errors import FileError
+from contrastlab.infra.files import RECOMPUTE, one_line, write_bytes
 
 EMBEDDING_DIM = 32
 

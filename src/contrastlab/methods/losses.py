@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import losses as pml
 
-from contrastlab.infra.params import AUTO
-
 
 @dataclass(frozen=True)
 class LossOptions:
@@ -99,10 +97,3 @@ def semi_hard_negatives(anchor: torch.Tensor, positive: torch.Tensor, pool: torc
     closest_semi_hard = torch.where(semi_hard, distance, inf).argmin(dim=1)
     farthest_other = torch.where(other_class, distance, -inf).argmax(dim=1)
     return pool[torch.where(semi_hard.any(dim=1), closest_semi_hard, farthest_other)]
-
-
-def epochs_and_lr(loss: str, train: dict) -> tuple[int, float]:
-    """`train.epochs` and `train.lr` with 'auto' replaced by the loss's published value."""
-    epochs = LOSSES[loss].epochs if train["epochs"] == AUTO else train["epochs"]
-    lr = LOSSES[loss].lr if train["lr"] == AUTO else train["lr"]
-    return epochs, lr

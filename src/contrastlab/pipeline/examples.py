@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 
 from contrastlab.infra.errors import DataError
-from contrastlab.infra.errors import ParamError
 
 
 def anchors_and_negatives(labels: np.ndarray, anchors_per_class: int, seed: int,
@@ -83,20 +82,9 @@ def build_views(anchor: np.ndarray, negative: np.ndarray) -> dict[str, np.ndarra
 BUILDERS = {"pairs": build_pairs, "triplets": build_triplets, "views": build_views}
 
 
-def check_negatives(layout: str, negatives: str) -> None:
-    """Refuse negatives the layout would silently ignore."""
-    if negatives == "hard" and layout != "triplets":
-        raise ParamError("params.yaml: pairs.negatives='hard' mines semi-hard negatives for triplets; "
-                         "use it with loss=triplet")
-    if negatives == "random" and layout == "views":
-        raise ParamError("params.yaml: pairs.negatives='random' has no effect on two-view losses (ntxent, supcon), "
-                         "whose negatives are the rest of the batch; leave it at label_aware")
-
-
 def build(labels: np.ndarray, layout: str, anchors_per_class: int, seed: int, negatives: str = "label_aware",
           augment_anchor: bool = False) -> dict[str, np.ndarray]:
     """The training examples in `layout` ("pairs", "triplets" or "views", as the loss asks)."""
-    check_negatives(layout, negatives)
     anchor, negative = anchors_and_negatives(labels, anchors_per_class, seed, negatives)
     examples = BUILDERS[layout](anchor, negative)
     if augment_anchor:

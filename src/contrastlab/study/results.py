@@ -1,0 +1,177 @@
+"""The study's kept results, grouped by scenario, and the statistics the report draws from them.
+
+Nothing here renders: `contrastlab.study.report` writes the Markdown, `contrastlab.study.figures` the
+pictures. A run is identified by the fields its `study.json` records (see `contrastlab.study.names`),
+never by its folder's name, and the study's factors are ordered as their registries list them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Iterable
+
+from contrastlab.methods.augmentations import AUGMENTATIONS
+from contrastlab.methods.baselines import BASELINES
+from contrastlab.methods.losses import LOSSES
+from contrastlab.study.names import PROTOCOL, BaselineRun, Scenario
+
+METRICS = ("top1", "top3", "knn")
+FACTORS = {"loss": LOSSES, "aug": AUGMENTATIONS}  # the study's factors -> the registries that list their levels
+
+
+@dataclass
+class Group:
+    """All seeds of one scenario (or of one baseline on one dataset)."""
+
+    runs: list[dict] = field(default_factory=list)
+
+    def setting(self, name: str):
+        """A field of the group's identity as study.json records it (`dataset`, `loss`, `aug`, `variant`,
+        `recipe`, or `baseline`): the same for every seed."""
+        return self.runs[0]["study"][name]
+
+    @property
+    def dataset(self) -> str:
+        return self.setting("dataset")
+
+    @property
+    def recipe(self) -> str:
+        return self.setting("recipe")
+
+    @property
+    def variant(self) -> str:
+        """Grid axes beyond dataset/loss/aug, e.g. "negatives-random"; "" for none."""
+        return self.setting("variant")
+
+    @property
+    def label(self) -> str:
+        """"<loss> / <aug>[ / <variant>][ (<recipe> recipe)]", or the baseline's label in its registry."""
+        if "baseline" in self.runs[0]["study"]:
+            return BASELINES[self.setting("baseline")].label
+        label = " / ".join(part for part in (self.setting("loss"), self.setting("aug"), self.variant) if part)
+        return label if self.recipe == PROTOCOL else f"{label} ({self.recipe} recipe)"
+
+    def values(self, metric: str) -> list[float]:
+        return [run["probe"][metric] for run in self.runs]
+
+    def mean(self, metric: str) -> float:
+        return statistics.fmean(self.values(metric))
+
+    def std(self, metric: str) -> float:
+        """Sample standard deviation over seeds (0 with one seed, where the spread is unknown)."""
+        values = self.values(metric)
+        return statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def published(self) -> dict[str, float] | None:
+        """The published study's numbers for this scenario, if it has any."""
+        return published_results().get((self.dataset, self.setting("loss"), self.setting("aug")))
+
+
+@functools.cache
+def published_results() -> dict[tuple[str, str, str], dict[str, float]]:
+    """(dataset, loss, aug) -> the study's published probe_top1, probe_top3, knn_top1."""
+    text = resources.files(__package__).joinpath("published_results.csv").read_text()
+    return {
+        (row["dataset"], row["loss"], row["aug"]): {
+            "top1": float(row["probe_top1"]), "top3": float(row["probe_top3"]), "knn": float(row["knn_top1"])
+        }
+        for row in csv.DictReader(text.splitlines())
+    }
+
+
+def read_runs(results: Path) -> list[dict]:
+    """Every complete run folder: its study.json, probe.json and, for a scenario, train.json."""
+    runs = []
+    for folder in results.iterdir():
+        if folder.is_dir() and not folder.name.endswith(".partial") and (folder / "study.json").exists():
+            run = {"folder": folder, "study": json.loads((folder / "study.json").read_text()),
+                   "probe": json.loads((folder / "probe.json").read_text())}
+            if (folder / "train.json").exists():
+                run["train"] = json.loads((folder / "train.json").read_text())
+            runs.append(run)
+    return runs
+
+
+def group_name(study: dict) -> str:
+    """The name that the seeds of one scenario (or baseline) share, from the fields of its study.json."""
+    kind = BaselineRun if "baseline" in study else Scenario
+    return kind(**{f.name: study[f.name] for f in dataclasses.fields(kind)}).group
+
+
+def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
+    """Scenario groups and baseline groups keyed by `group_name`, in the order of the study: by seed,
+    then by when each run finished."""
+    scenarios: dict[str, Group] = {}
+    baselines: dict[str, Group] = {}
+    for run in sorted(read_runs(results), key=lambda run: (run["study"]["seed"], run["study"]["finished"])):
+        groups = baselines if "baseline" in run["study"] else scenarios
+        groups.setdefault(group_name(run["study"]), Group()).runs.append(run)
+    return scenarios, baselines
+
+
+def baseline(baselines: dict[str, Group], dataset: str, kind: str) -> Group | None:
+    """The group of one baseline (a key of `BASELINES`) on one dataset, if it ran."""
+    return baselines.get(BaselineRun(dataset, kind).group)
+
+
+def in_registry_order(factor: str, levels: Iterable[str]) -> list[str]:
+    """The distinct `levels` of a factor ("loss" or "aug") in the order of its registry; a level the
+    registry no longer lists (a result older than the code) goes last."""
+    position = {name: i for i, name in enumerate(FACTORS[factor])}
+    return sorted(dict.fromkeys(levels), key=lambda level: position.get(level, len(position)))
+
+
+def by_dataset(groups: dict[str, Group]) -> dict[str, list[Group]]:
+    grouped: dict[str, list[Group]] = defaultdict(list)
+    for group in groups.values():
+        grouped[group.dataset].append(group)
+    return grouped
+
+
+def is_study_scenario(group: Group) -> bool:
+    """One of the study's 12 scenarios (loss, aug, no other axis changed), with any recipe."""
+    return not group.variant and group.published() is not None
+
+
+def is_main_scenario(group: Group) -> bool:
+    """One of the study's 12 scenarios trained with the study's own recipe: the report's main table."""
+    return group.recipe == PROTOCOL and is_study_scenario(group)
+
+
+def is_recipe_cell(group: Group) -> bool:
+    """One of the study's 12 scenarios, trained with another recipe: shown in the recipe table."""
+    return group.recipe != PROTOCOL and is_study_scenario(group)
+
+
+def spread_test(a: Group, b: Group, metric: str = "top1") -> str:
+    """Whether mean(a) - mean(b) is larger than the seed-to-seed spread: |diff| > 2 standard errors."""
+    if len(a.runs) < 2 or len(b.runs) < 2:
+        return "one seed only: spread unknown"
+    error = (a.std(metric) ** 2 / len(a.runs) + b.std(metric) ** 2 / len(b.runs)) ** 0.5
+    diff = a.mean(metric) - b.mean(metric)
+    return "larger than the seed spread" if abs(diff) > 2 * error else "within the seed spread"
+
+
+def factor_effect(groups: list[Group], factor: str) -> tuple[float, dict[str, float]]:
+    """Range of the factor's marginal means (averaged over the other factors) and the means themselves,
+    in the registry's order."""
+    levels: dict[str, list[float]] = defaultdict(list)
+    for g in groups:
+        levels[g.setting(factor)].append(g.mean("top1"))
+    means = {level: statistics.fmean(levels[level]) for level in in_registry_order(factor, levels)}
+    return max(means.values()) - min(means.values()), means
+
+
+def shift_top1(group: Group, pixels: int) -> float | None:
+    """Mean probe top-1 over seeds on test images shifted by +-pixels (None where not measured)."""
+    found = [run["probe"]["shifted_top1"][key] for run in group.runs
+             for key in (str(pixels), str(-pixels)) if key in run["probe"].get("shifted_top1", {})]
+    return statistics.fmean(found) if found else None

@@ -1,0 +1,78 @@
+"""Every registered method works with the rest of the pipeline, so registering one is all it takes.
+
+Parametrised over the registries themselves: a new loss, augmentation, dataset or baseline is
+tested here the moment its registry line exists, and none of these tests names one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from contrastlab.infra import params
+from contrastlab.methods.augmentations import AUGMENTATIONS
+from contrastlab.methods.baselines import BASELINES
+from contrastlab.methods.encoders import HEADS, make_encoder
+from contrastlab.methods.losses import LOSSES
+from contrastlab.pipeline.datasets import DATASETS
+from contrastlab.pipeline.download import FORMATS, OFFICIAL_DIGESTS
+from contrastlab.pipeline.examples import BUILDERS, build
+from contrastlab.pipeline.train import TrainConfig, train
+from project import committed_params
+
+CPU = torch.device("cpu")
+LABELS = np.repeat(np.arange(10), 6)
+IMAGES = np.random.default_rng(0).integers(0, 256, (60, 1, 28, 28), dtype=np.uint8)
+
+
+def accepted(key: str, value) -> dict:
+    """params.yaml's committed defaults with `key` set to `value`, validated as a scenario."""
+    raw = committed_params()
+    raw[key] = value
+    return params.validate_all(raw)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_every_loss_is_a_valid_param_and_trains(name):
+    loss = LOSSES[name]
+    assert accepted("loss", name)["loss"] == name
+    assert loss.examples in BUILDERS and loss.lr > 0 and loss.epochs >= 1
+    config = TrainConfig(loss=name, aug="simclr", seed=0, epochs=1, lr=loss.lr, batch_size=20)
+    result = train(torch.from_numpy(IMAGES), build(LABELS, loss.examples, 6, seed=0), config, device=CPU,
+                   progress=False)
+    assert len(result.epoch_losses) == 1 and np.isfinite(result.epoch_losses[0])
+
+
+@pytest.mark.parametrize("name", list(AUGMENTATIONS))
+def test_every_augmentation_is_a_valid_param_and_makes_views_in_range(name):
+    assert accepted("aug", name)["aug"] == name
+    for shape in ((4, 1, 28, 28), (4, 3, 32, 32)):
+        views = AUGMENTATIONS[name](torch.randint(0, 256, shape, dtype=torch.uint8), torch.Generator().manual_seed(0))
+        assert views.shape == shape and views.dtype == torch.float32
+        assert 0 <= views.min() and views.max() <= 1
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_every_dataset_is_a_valid_param_that_can_be_fetched_and_encoded(name):
+    spec = DATASETS[name]
+    assert accepted("dataset", name)["dataset"] == name
+    assert spec.file_format in FORMATS and set(OFFICIAL_DIGESTS[name]) >= {"train", "test"}
+    assert len(spec.classes) == len(set(spec.classes)) > 1
+    embedding = make_encoder(spec.channels).eval()(torch.zeros(2, spec.channels, spec.size, spec.size))
+    assert embedding.shape == (2, 32)
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_every_head_is_a_valid_param(name):
+    raw = committed_params()
+    raw["train"]["head"] = name
+    assert params.validate(raw, ("train",))["train"]["head"] == name
+
+
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_every_baseline_is_a_valid_study_baseline_with_a_label(name):
+    raw = committed_params()
+    raw["study"]["baselines"] = [name]
+    assert params.validate(raw, ("study",))["study"]["baselines"] == [name]
+    assert BASELINES[name].label
