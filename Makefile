@@ -19,7 +19,7 @@ run: setup
 	dvc repro
 	@echo
 	@echo "Results of the scenario in params.yaml:"
-	@echo "  metrics:  metrics/probe.json, metrics/train.json, metrics/pairs.json   (dvc metrics show)"
+	@echo "  metrics:  metrics/probe.json, metrics/train.json, metrics/examples.json, metrics/baselines/   (dvc metrics show)"
 	@echo "  figures:  plots/tsne.png, plots/confusion.png, plots/train_loss.png"
 	@echo "  encoder:  models/encoder.pt"
 	@echo "  MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000   -> http://127.0.0.1:5000"

@@ -24,7 +24,8 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("download", "pairs", "train", "embed", "tsne", "probe", "track")
+STAGES = ("download", "examples", "train", "embed", "tsne", "probe", "baseline@raw_pixels", "baseline@random_init",
+          "baseline@supervised", "track")
 
 # Runs a command and reports the peak resident memory of its largest descendant (a stage).
 PEAK_RSS = (

@@ -101,3 +101,13 @@ def test_supervised_training_that_diverges_stops_with_the_step_and_advice():
     with pytest.raises(TrainingDiverged, match=r"^training diverged: the supervised baseline's cross-entropy became "
                                                r"(nan|inf) at epoch 1, step \d \(lr 1e\+38, sgd\); lower train.lr"):
         train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU, progress=False)
+
+
+def test_supervised_training_follows_the_recipe():
+    images, labels = tiny(5)
+    protocol = TrainConfig(loss="triplet", aug="none", seed=0, epochs=2, lr=0.05, batch_size=25)
+    adamw = TrainConfig(loss="triplet", aug="none", seed=0, epochs=2, lr=0.05, batch_size=25, optimizer="adamw",
+                        schedule="onecycle")
+    weights = [train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU,
+                                progress=False)[0][0].weight for config in (protocol, protocol, adamw)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])

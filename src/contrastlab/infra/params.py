@@ -297,8 +297,9 @@ def load(reads: Iterable[str], path: str | Path = "params.yaml") -> dict:
 # Everything a scenario reads: what a tracking run records and what the study checks up front.
 SCENARIO = (*(key for key in SCHEMA[None]), *(s for s in SCHEMA if s is not None and s not in STUDY_ONLY))
 # What any baseline reads (`contrastlab.methods.baselines`): the probe's split and settings, and what
-# the encoder baselines use of the training setup.
+# the encoder baselines use of the training setup (the supervised one trains with the scenario's recipe).
 BASELINE = ("dataset", "seed", "pairs.anchors_per_class", "train.epochs", "train.lr", "train.batch_size",
+            "train.optimizer", "train.momentum", "train.weight_decay", "train.schedule", "train.warmup_epochs",
             "embed.batch_size", "probe")
 
 

@@ -6,7 +6,8 @@ same split (same seed, same `probe` params) as the scenarios:
 - `random_init`: the study's encoder as initialised with the seed, never trained, its BatchNorm
   statistics measured on the clean training images in batches of `train.batch_size`;
 - `supervised`: the same encoder trained with labels (cross-entropy through a linear head on its
-  32-d output) on the same anchors, epochs, batch size and SGD learning rate as the triplet loss.
+  32-d output) on the same anchors, with the triplet loss's epochs, batch size, learning rate and
+  the scenario's recipe (the protocol's: plain SGD at a constant rate).
 """
 
 from __future__ import annotations
@@ -20,22 +21,23 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from contrastlab.infra.errors import TrainingDiverged
 from contrastlab.methods.encoders import EMBEDDING_DIM, make_encoder
 from contrastlab.pipeline.embed import embed_images
 from contrastlab.pipeline.examples import anchors_and_negatives
 from contrastlab.pipeline.preprocess import normalize, to_unit
-from contrastlab.pipeline.train import TrainConfig
+from contrastlab.pipeline.train import TrainConfig, make_optimizer, make_schedule, stop_if_diverged
 
 def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, *, device: torch.device,
                      progress: bool = True) -> tuple[nn.Module, list[float]]:
-    """The encoder trained with cross-entropy through a linear head, by plain SGD with `config`'s seed,
-    epochs, batch size and learning rate: the encoder without the head, and the mean loss of each epoch."""
+    """The encoder trained with cross-entropy through a linear head, with `config`'s seed, epochs, batch
+    size and recipe (optimizer, learning rate and its schedule): the encoder without the head, and the
+    mean loss of each epoch."""
     torch.manual_seed(config.seed)
     shuffle_rng = torch.Generator().manual_seed(config.seed)
     encoder = make_encoder(images.shape[1]).to(device, memory_format=torch.channels_last)
     model = nn.Sequential(encoder, nn.Linear(EMBEDDING_DIM, int(labels.max()) + 1)).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model.parameters(), config)
+    schedule = make_schedule(optimizer, config, -(-len(images) // config.batch_size))
     images, labels = images.to(device), labels.long().to(device)
     model.train()
     epoch_losses = []
@@ -47,14 +49,15 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainCo
             rows = order[start : start + config.batch_size]
             x = normalize(to_unit(images[rows])).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(model(x), labels[rows])
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training diverged: the supervised baseline's cross-entropy became {loss.item()} at epoch {epoch}, "
-                    f"step {start // config.batch_size + 1} (lr {config.lr}, sgd); lower train.lr or change the recipe")
+            value = loss.item()
+            stop_if_diverged("the supervised baseline's cross-entropy", value, epoch, start // config.batch_size + 1,
+                             config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item() * len(rows)
+            if schedule is not None:
+                schedule.step()
+            total += value * len(rows)
         epoch_losses.append(total / len(images))
     return encoder, epoch_losses
 
@@ -95,7 +98,7 @@ def random_init(data: dict, p: dict, device: torch.device, progress: bool = True
 
 
 def supervised(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
-    """Trained as the triplet loss would be (its anchors, epochs, batch size and learning rate)."""
+    """Trained as the triplet loss would be: its anchors, epochs, batch size, learning rate and recipe."""
     anchors, _ = anchors_and_negatives(data["train_labels"], p["pairs"]["anchors_per_class"], p["seed"])
     config = TrainConfig.from_params({"loss": "triplet", "aug": "none", "seed": p["seed"], "train": p["train"]})
     encoder, _ = train_supervised(torch.from_numpy(data["train_images"][anchors]),

@@ -135,6 +135,13 @@ def checkpoint_key(images: torch.Tensor, examples: dict[str, np.ndarray], config
     return digest.hexdigest()
 
 
+def stop_if_diverged(what: str, value: float, epoch: int, step: int, config: TrainConfig) -> None:
+    """A loss that is NaN or infinite stops training at once, saying where and what to change."""
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"training diverged: {what} became {value} at epoch {epoch}, step {step} "
+                               f"(lr {config.lr}, {config.optimizer}); lower train.lr or change the recipe")
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     save_torch(state, path)
 
@@ -238,10 +245,7 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
                                                     config.margin)
             batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
             loss_value = batch_loss.item()
-            if not math.isfinite(loss_value):
-                raise TrainingDiverged(
-                    f"training diverged: the {config.loss} loss became {loss_value} at epoch {epoch}, step "
-                    f"{start // config.batch_size + 1} (lr {config.lr}, {config.optimizer}); lower train.lr or change the recipe")
+            stop_if_diverged(f"the {config.loss} loss", loss_value, epoch, start // config.batch_size + 1, config)
             optimizer.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimizer.step()
