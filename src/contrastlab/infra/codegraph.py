@@ -41,7 +41,7 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def _imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path) -> set[str]:
     """Every package module a file names in an import statement (`from a import b` also tries `a.b`)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -63,7 +63,7 @@ def closure(scripts: Iterable[Path] = (), modules: Iterable[str] = ()) -> list[P
         if path in seen:
             continue
         seen.add(path)
-        for name in _imported_modules(path):
+        for name in imported_modules(path):
             found = module_file(name)
             if found and found not in seen:
                 todo.append(found)
