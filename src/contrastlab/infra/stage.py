@@ -5,10 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from contrastlab.infra.errors import DataError
-from contrastlab.infra.errors import FileError
-from contrastlab.infra.errors import ParamError
-from contrastlab.infra.errors import TrackingError
+from contrastlab.infra.errors import DataError, FileError, ParamError, TrackingError
 
 
 def run_stage(main: Callable[[], None]) -> None:
