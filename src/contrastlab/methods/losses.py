@@ -13,7 +13,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from pytorch_metric_learning import losses as pml
 
 
 @dataclass(frozen=True)
@@ -71,6 +70,8 @@ def ntxent(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tens
 def supcon(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
            options: LossOptions = LossOptions()) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020): every view of the same class is a positive."""
+    from pytorch_metric_learning import losses as pml  # here, not at the top: its import costs every stage ~0.7 s
+
     first, second = members
     return pml.SupConLoss(temperature=options.temperature)(torch.cat([first, second]), torch.cat([labels, labels]))
 
