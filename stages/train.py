@@ -11,7 +11,6 @@ from contrastlab.infra.stage import run_stage
 from contrastlab.methods.encoders import pick_device, save_encoder
 from contrastlab.pipeline.datasets import load_split
 from contrastlab.pipeline.train import TrainConfig, train
-from contrastlab.study.names import Scenario
 
 READS = ("dataset", "loss", "aug", "seed", "train")
 
@@ -29,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     p = params.load(READS)
     config = TrainConfig.from_params(p)
-    scenario = Scenario.of(p).group
+    scenario = f"{p['dataset']} / {p['loss']} / {p['aug']}"
 
     images, _ = load_split(args.data, "train")
     device = pick_device()

@@ -13,7 +13,7 @@ import torch
 from contrastlab.infra import params
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.baselines import BASELINES
-from contrastlab.methods.encoders import HEADS, make_encoder
+from contrastlab.methods.encoders import HEADS, load_encoder, make_encoder, save_encoder
 from contrastlab.methods.losses import LOSSES
 from contrastlab.pipeline.datasets import DATASETS
 from contrastlab.pipeline.download import FORMATS, OFFICIAL_DIGESTS
@@ -64,10 +64,17 @@ def test_every_dataset_is_a_valid_param_that_can_be_fetched_and_encoded(name):
 
 
 @pytest.mark.parametrize("name", list(HEADS))
-def test_every_head_is_a_valid_param(name):
+def test_every_head_is_a_valid_param_and_its_encoder_survives_saving(name, tmp_path):
     raw = committed_params()
     raw["train"]["head"] = name
     assert params.validate(raw, ("train",))["train"]["head"] == name
+    encoder = make_encoder(3, name).eval()
+    save_encoder(encoder, 3, name, tmp_path / "encoder.pt")
+    x = torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        out = encoder(x)
+        assert out.shape == (4, 32) and torch.isfinite(out).all()
+        assert torch.equal(load_encoder(tmp_path / "encoder.pt", CPU).eval()(x), out)
 
 
 @pytest.mark.parametrize("name", list(BASELINES))

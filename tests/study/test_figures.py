@@ -72,6 +72,17 @@ def test_tsne_panels_are_the_augmentations_present_in_the_registrys_order(drawn,
     assert drawn[0].get_suptitle() == "mnist, triplet loss: t-SNE of test embeddings"
 
 
+def test_a_tsne_panel_keeps_its_letter_when_another_augmentation_did_not_run(drawn, tmp_path):
+    results = tmp_path / "results"
+    first, last = list(AUGMENTATIONS)[0], list(AUGMENTATIONS)[-1]
+    write_scenario(results, "triplet", first, 0, 0.5)
+    write_scenario(results, "triplet", last, 0, 0.7)
+    scenarios, _ = load(results)
+    figures.tsne_maps(list(scenarios.values()), tmp_path / "tsne.png")
+    letter_of_last = string.ascii_uppercase[len(AUGMENTATIONS) - 1]
+    assert [ax.get_title() for ax in drawn[0].axes] == [f"(A) {first}  top-1 0.500", f"({letter_of_last}) {last}  top-1 0.700"]
+
+
 def test_confusion_is_summed_over_seeds(tmp_path):
     results = tmp_path / "results"
     for seed in (0, 1):

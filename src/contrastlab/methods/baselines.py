@@ -6,8 +6,8 @@ same split (same seed, same `probe` params) as the scenarios:
 - `random_init`: the study's encoder as initialised with the seed, never trained, its BatchNorm
   statistics measured on the clean training images in batches of `train.batch_size`;
 - `supervised`: the same encoder trained with labels (cross-entropy through a linear head on its
-  32-d output) on the same anchors, with the triplet loss's epochs, batch size, learning rate and
-  the scenario's recipe (the protocol's: plain SGD at a constant rate).
+  32-d output) on the same anchors, with the protocol's recipe for the triplet loss (its published
+  epochs and learning rate, plain SGD) and `train.batch_size`; no scenario's recipe changes it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from contrastlab.infra.params import AUTO
 from contrastlab.methods.encoders import EMBEDDING_DIM, make_encoder
 from contrastlab.pipeline.embed import embed_images
 from contrastlab.pipeline.examples import anchors_and_negatives
@@ -98,9 +99,10 @@ def random_init(data: dict, p: dict, device: torch.device, progress: bool = True
 
 
 def supervised(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
-    """Trained as the triplet loss would be: its anchors, epochs, batch size, learning rate and recipe."""
+    """Trained as the protocol trains the triplet loss: its anchors, epochs, learning rate and plain SGD."""
     anchors, _ = anchors_and_negatives(data["train_labels"], p["pairs"]["anchors_per_class"], p["seed"])
-    config = TrainConfig.from_params({"loss": "triplet", "aug": "none", "seed": p["seed"], "train": p["train"]})
+    protocol = {"epochs": AUTO, "lr": AUTO, "batch_size": p["train"]["batch_size"]}
+    config = TrainConfig.from_params({"loss": "triplet", "aug": "none", "seed": p["seed"], "train": protocol})
     encoder, _ = train_supervised(torch.from_numpy(data["train_images"][anchors]),
                                   torch.from_numpy(data["train_labels"][anchors]), config, device=device,
                                   progress=progress)

@@ -16,6 +16,7 @@ import numpy as np
 
 from contrastlab.infra import plots
 from contrastlab.infra.plots import plt  # pyplot on the backend plots selects (Agg: no display needed)
+from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.pipeline.datasets import DATASETS
 from contrastlab.study.results import Group, in_registry_order
 
@@ -91,9 +92,10 @@ def tsne_maps(groups: list[Group], path: Path) -> None:
     classes = DATASETS[dataset].classes
     by_aug = {g.setting("aug"): g for g in groups}
     panels = []
-    for letter, aug in zip(string.ascii_uppercase, in_registry_order("aug", by_aug)):
+    letters = dict(zip(in_registry_order("aug", [*AUGMENTATIONS, *by_aug]), string.ascii_uppercase))
+    for aug in in_registry_order("aug", by_aug):  # a panel keeps its letter when another augmentation did not run
         coords, labels = read_points(by_aug[aug].runs[0]["folder"] / "tsne.csv", classes)
-        panels.append((f"({letter}) {aug}  top-1 {by_aug[aug].mean('top1'):.3f}", coords, labels))
+        panels.append((f"({letters[aug]}) {aug}  top-1 {by_aug[aug].mean('top1'):.3f}", coords, labels))
     tsne_panels(panels, list(classes), f"{dataset}, {loss} loss: t-SNE of test embeddings", path)
 
 

@@ -11,7 +11,7 @@ experiment into `<results>/<name>/`, a folder small enough to commit. A folder t
 finished run: an interrupted study resumes where it stopped, also on another machine that has
 the committed folders. A folder counts as done whatever params.yaml says now: after changing a param
 that is not a grid axis, or the code, delete the folders to recompute. Runs go seed by seed, so the
-first seed of every scenario is done first. Baselines use params.yaml's `train` values, not the recipe.
+first seed of every scenario is done first. No recipe applies to a baseline.
 """
 
 from __future__ import annotations
@@ -187,10 +187,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="seeds per scenario (default: study.seeds in params.yaml)")
     parser.add_argument("--grid", default="main", help="which of study.grids to run (default: main)")
     parser.add_argument("--recipe", default="protocol", help="which of study.recipes to train with")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args()
     root = Path.cwd()
-    raw = params_module.read(args.params)
+    raw = params_module.read(root / "params.yaml")  # what every experiment of the study starts from
     study = params_module.validate(raw, ("study",))["study"]
     seeds = study["seeds"] if args.seeds is None else args.seeds
     if seeds < 1:
