@@ -26,7 +26,7 @@ from contrastlab.methods.encoders import EMBEDDING_DIM, make_encoder
 from contrastlab.pipeline.embed import embed_images
 from contrastlab.pipeline.examples import anchors_and_negatives
 from contrastlab.pipeline.preprocess import normalize, to_unit
-from contrastlab.pipeline.train import TrainConfig, make_optimizer, make_schedule, stop_if_diverged
+from contrastlab.pipeline.train import TrainConfig, descend, make_optimizer, make_schedule
 
 def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, *, device: torch.device,
                      progress: bool = True) -> tuple[nn.Module, list[float]]:
@@ -50,14 +50,8 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainCo
             rows = order[start : start + config.batch_size]
             x = normalize(to_unit(images[rows])).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(model(x), labels[rows])
-            value = loss.item()
-            stop_if_diverged("the supervised baseline's cross-entropy", value, epoch, start // config.batch_size + 1,
-                             config)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
+            value = descend(loss, "the supervised baseline's cross-entropy", epoch, start // config.batch_size + 1,
+                            optimizer, schedule, config)
             total += value * len(rows)
         epoch_losses.append(total / len(images))
     return encoder, epoch_losses

@@ -142,6 +142,19 @@ def stop_if_diverged(what: str, value: float, epoch: int, step: int, config: Tra
                                f"(lr {config.lr}, {config.optimizer}); lower train.lr or change the recipe")
 
 
+def descend(loss: torch.Tensor, what: str, epoch: int, step: int, optimizer: torch.optim.Optimizer,
+            schedule: torch.optim.lr_scheduler.LRScheduler | None, config: TrainConfig) -> float:
+    """One optimizer step on `loss` (stopping first if it is not finite); returns its value."""
+    value = loss.item()
+    stop_if_diverged(what, value, epoch, step, config)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
+    return value
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     save_torch(state, path)
 
@@ -244,13 +257,8 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
                 embeddings[2] = semi_hard_negatives(embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels,
                                                     config.margin)
             batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
-            loss_value = batch_loss.item()
-            stop_if_diverged(f"the {config.loss} loss", loss_value, epoch, start // config.batch_size + 1, config)
-            optimizer.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            optimizer.step()
-            if schedule is not None:
-                schedule.step()
+            loss_value = descend(batch_loss, f"the {config.loss} loss", epoch, start // config.batch_size + 1,
+                                 optimizer, schedule, config)
 
             epoch_loss += loss_value * len(rows)
             epoch_images += len(rows) * k
