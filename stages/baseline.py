@@ -1,5 +1,5 @@
-"""Stage `baseline@<name>`: one reference point of `BASELINES` for this dataset and seed, scored by
-the scenarios' own probe on the same split (the track stage logs it to MLflow)."""
+"""Stage `baseline@<name>`: one reference point of `BASELINES` for this dataset, seed and encoder, scored
+by the scenarios' own probe on the same split and features (the track stage logs it to MLflow)."""
 
 import argparse
 from pathlib import Path
@@ -10,7 +10,7 @@ from contrastlab.infra.stage import run_stage
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.methods.encoders import pick_device
 from contrastlab.pipeline.datasets import DATASETS, load_split
-from contrastlab.pipeline.probe import probe, summary
+from contrastlab.pipeline.probe import fit_settings, probe, summary
 
 READS = params.BASELINE
 
@@ -27,9 +27,9 @@ def main() -> None:
     test_images, test_labels = load_split(args.data, "test")
     data = {"train_images": train_images, "train_labels": train_labels, "test_images": test_images}
     features = BASELINES[args.name].features(data, p, pick_device())
-    scores = probe(features, test_labels, **p["probe"], seed=p["seed"])
+    scores = probe(features, test_labels, **fit_settings(p["probe"]), seed=p["seed"])
     write_json(args.metrics, summary(scores, DATASETS[p["dataset"]].classes))
-    print(f"baseline {args.name}: probe top-1 {scores['top1']:.4f}  top-3 {scores['top3']:.4f}  "
+    print(f"baseline {args.name} ({p['probe']['features']}): probe top-1 {scores['top1']:.4f}  top-3 {scores['top3']:.4f}  "
           f"kNN {scores['knn']:.4f} -> {args.metrics}")
 
 

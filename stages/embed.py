@@ -1,5 +1,6 @@
 """Stage `embed`: embed every test image with the trained encoder in eval mode, also shifted
-horizontally by each of `embed.shifts` pixels (for the probe's robustness scores)."""
+horizontally by each of `embed.shifts` pixels (for the probe's robustness scores). Both representations
+are kept (the embedding and the backbone's features), so `probe.features` re-runs no embedding."""
 
 import argparse
 from pathlib import Path
@@ -10,6 +11,7 @@ from contrastlab.infra.stage import run_stage
 from contrastlab.methods.encoders import load_encoder, pick_device
 from contrastlab.pipeline.datasets import load_split
 from contrastlab.pipeline.embed import embed_images, shift_horizontally
+from contrastlab.pipeline.features import shifted_name
 
 READS = ("embed",)
 
@@ -24,11 +26,13 @@ def main() -> None:
 
     encoder = load_encoder(args.model, pick_device())
     images, labels = load_split(args.data, "test")
-    embeddings = embed_images(encoder, images, p["batch_size"])
-    shifted = {f"shift{s:+d}": embed_images(encoder, shift_horizontally(images, s), p["batch_size"]) for s in p["shifts"]}
-    save_npz(args.out, embeddings=embeddings, labels=labels, **shifted)
-    print(f"{embeddings.shape[0]} test images (and {len(shifted)} shifted copies) -> "
-          f"{embeddings.shape[1]}-d embeddings in {args.out}")
+    arrays = embed_images(encoder, images, p["batch_size"])
+    for shift in p["shifts"]:
+        moved = embed_images(encoder, shift_horizontally(images, shift), p["batch_size"])
+        arrays.update({shifted_name(features, shift): array for features, array in moved.items()})
+    save_npz(args.out, labels=labels, **arrays)
+    print(f"{len(labels)} test images (and {len(p['shifts'])} shifted copies) -> {arrays['embedding'].shape[1]}-d "
+          f"embeddings and {arrays['backbone'].shape[1]} backbone features in {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Stage `probe`: linear probe (top-1, top-3), kNN and per-class accuracy on the test embeddings,
-and the same probe's top-1 on the held-out images shifted horizontally (robustness)."""
+"""Stage `probe`: linear probe (top-1, top-3), kNN and per-class accuracy on the test images'
+representation (`probe.features`: the embedding or the backbone's features), and the same probe's top-1
+on the held-out images shifted horizontally (robustness)."""
 
 import argparse
 from pathlib import Path
@@ -8,7 +9,8 @@ from contrastlab.infra import params, plots
 from contrastlab.infra.files import load_npz, write_csv, write_json
 from contrastlab.infra.stage import run_stage
 from contrastlab.pipeline.datasets import DATASETS
-from contrastlab.pipeline.probe import probe, summary
+from contrastlab.pipeline.features import stored_features
+from contrastlab.pipeline.probe import fit_settings, probe, summary
 
 READS = ("dataset", "seed", "probe")
 
@@ -23,14 +25,14 @@ def main() -> None:
     p = params.load(READS)
 
     saved = load_npz(args.embeddings)
-    shifted = {str(int(name.removeprefix("shift"))): array for name, array in saved.items() if name.startswith("shift")}
-    scores = probe(saved["embeddings"], saved["labels"], **p["probe"], seed=p["seed"], shifted=shifted)
+    features, shifted = stored_features(saved, p["probe"]["features"])
+    scores = probe(features, saved["labels"], **fit_settings(p["probe"]), seed=p["seed"], shifted=shifted)
     classes = DATASETS[p["dataset"]].classes
     write_json(args.metrics, summary(scores, classes))
     write_csv(args.confusion_csv, ["actual", "predicted"],
               ((classes[a], classes[b]) for a, b in zip(scores["y_true"], scores["y_pred"])))
-    plots.confusion_heatmap(scores["confusion"], list(classes), f"linear probe on {p['dataset']} (seed {p['seed']}): "
-                            f"top-1 {scores['top1']:.3f}", args.confusion_png)
+    plots.confusion_heatmap(scores["confusion"], list(classes), f"linear probe of the {p['probe']['features']} on "
+                            f"{p['dataset']} (seed {p['seed']}): top-1 {scores['top1']:.3f}", args.confusion_png)
     robustness = "".join(f"  shift {name}: {acc:.4f}" for name, acc in scores["shifted_top1"].items())
     print(f"probe top-1 {scores['top1']:.4f}  top-3 {scores['top3']:.4f}  kNN {scores['knn']:.4f}{robustness}"
           f" -> {args.metrics}")

@@ -48,8 +48,9 @@ def main() -> None:
     experiment = os.environ.get("DVC_EXP_NAME")
     name, group = run_identity(scenario, experiment)
     commit = git_commit(Path.cwd())
+    design = {"arch": p["model"]["arch"], "features": p["probe"]["features"]}  # what the MLflow UI compares across
     tags = {"scenario": group, "dataset": p["dataset"], "loss": p["loss"], "aug": p["aug"], "seed": str(p["seed"]),
-            "git_commit": commit, "dvc_experiment": experiment or "workspace"}
+            **design, "git_commit": commit, "dvc_experiment": experiment or "workspace"}
     runs = [dict(run_name=name, params={**p, "resolved": {"epochs": trained["epochs"], "lr": trained["lr"]}},
                  metrics=metrics, epoch_losses=epoch_losses, artifacts=args.artifacts, tags=tags)]
     baseline_params = params.validate(p, params.BASELINE)
@@ -58,7 +59,7 @@ def main() -> None:
         runs.append(dict(run_name=baseline.group, params={"baseline": path.stem, **baseline_params},
                          metrics=probe_metrics(read_json(path)), epoch_losses=[], artifacts=[],
                          tags={"scenario": baseline.group, "dataset": p["dataset"], "baseline": path.stem,
-                               "seed": str(p["seed"]), "git_commit": commit}))
+                               "seed": str(p["seed"]), **design, "git_commit": commit}))
     root = project_root()
     for run in runs:
         try:

@@ -12,7 +12,7 @@ from contrastlab.methods.encoders import pick_device, save_encoder
 from contrastlab.pipeline.datasets import load_split
 from contrastlab.pipeline.train import TrainConfig, train
 
-READS = ("dataset", "loss", "aug", "seed", "train")
+READS = ("dataset", "loss", "aug", "seed", "model", "train")
 
 
 def main() -> None:
@@ -32,12 +32,12 @@ def main() -> None:
 
     images, _ = load_split(args.data, "train")
     device = pick_device()
-    print(f"training {scenario} on {device}: {config.epochs} epochs, lr {config.lr}, batch {config.batch_size}, "
-          f"{config.views} views, {config.precision}, {config.head} head, {config.optimizer} {config.schedule}")
+    print(f"training {scenario} ({config.arch} encoder) on {device}: {config.epochs} epochs, lr {config.lr}, "
+          f"batch {config.batch_size}, {config.views} views, {config.precision}, {config.head} head, {config.optimizer} {config.schedule}")
     result = train(torch.from_numpy(images), load_npz(args.examples), config, device=device,
                    checkpoint=args.checkpoint if p["train"]["checkpoint"] else None)
 
-    save_encoder(result.encoder, images.shape[1], config.head, args.model)
+    save_encoder(result.encoder, config.encoder_design(images.shape[1]), args.model)
     args.checkpoint.unlink(missing_ok=True)
     write_json(args.metrics, {
         "epochs": config.epochs,

@@ -29,6 +29,7 @@ REGISTRIES = {
     "loss": ("contrastlab.methods.losses", "LOSSES"),
     "aug": ("contrastlab.methods.augmentations", "AUGMENTATIONS"),
     "head": ("contrastlab.methods.encoders", "HEADS"),
+    "arch": ("contrastlab.methods.encoders", "ARCHS"),
     "baseline": ("contrastlab.methods.baselines", "BASELINES"),
 }
 
@@ -139,6 +140,7 @@ SOURCES = ("mirror", "torchvision", "pypi")
 PRECISIONS = ("fp32", "bf16")  # bf16: bfloat16 autocast of the encoder's forward passes
 NEGATIVES = ("label_aware", "random", "hard")
 OPTIMIZERS = ("sgd", "adamw")
+FEATURES = ("embedding", "backbone")  # what the probe reads: the loss's embedding, or the layer before the projection
 SCHEDULES = ("constant", "cosine", "onecycle")
 
 # section -> key -> rule (or a factory for rules that depend on the registries).
@@ -154,6 +156,10 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
         "mirror": optional_text(),
         "sources": list_of(*SOURCES),
         "digests": optional_text(),
+    },
+    "model": {
+        "arch": Registered("arch"),
+        "embedding_dim": int_at_least(1),
     },
     "pairs": {
         "anchors_per_class": int_at_least(1),
@@ -187,6 +193,7 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
         "knn_k": int_at_least(1),
         "max_iter": int_at_least(1),
         "standardize": boolean(),
+        "features": one_of(*FEATURES),
     },
     # Read by the study command only, never by a stage: not part of any scenario's params.
     "study": {
@@ -212,10 +219,20 @@ def _negatives_fit_the_loss(p: dict) -> str | None:
     return None
 
 
+def _arch_embeds_to_the_size(p: dict) -> str | None:
+    """An arch with a fixed embedding size (the study's 32) cannot honour another `model.embedding_dim`."""
+    arch, size = p["model"]["arch"], p["model"]["embedding_dim"]
+    fixed = registry("arch")[arch].embedding_dim
+    if fixed is not None and size != fixed:
+        return f"model.arch='{arch}' always embeds to {fixed} dimensions; set model.embedding_dim: {fixed} or another arch"
+    return None
+
+
 # Checks of param combinations: (the keys involved, check -> the problem or None). A stage runs
 # each check whose keys it reads; the study runs them all before it starts any scenario.
 COMBINATIONS: list[tuple[tuple[str, ...], Callable[[dict], str | None]]] = [
     (("loss", "pairs.negatives"), _negatives_fit_the_loss),
+    (("model.arch", "model.embedding_dim"), _arch_embeds_to_the_size),
 ]
 
 
@@ -224,7 +241,7 @@ def _rule(name: str) -> Rule | Registered:
     return SCHEMA[section or None][key]
 
 
-def _expand(reads: Iterable[str]) -> list[str]:
+def expand(reads: Iterable[str]) -> list[str]:
     """Every single key that `reads` (keys and whole sections) covers."""
     keys = []
     for name in reads:
@@ -240,7 +257,7 @@ def _expand(reads: Iterable[str]) -> list[str]:
 
 def registry_modules(reads: Iterable[str]) -> set[str]:
     """The registry modules that validating `reads` imports: code whose change can alter what a stage accepts."""
-    rules = [_rule(key) for key in _expand(reads)]
+    rules = [_rule(key) for key in expand(reads)]
     return {REGISTRIES[rule.kind][0] for rule in rules if isinstance(rule, Registered)}
 
 
@@ -275,7 +292,7 @@ def validate(raw: Any, reads: Iterable[str]) -> dict:
                 raise ParamError(f"params.yaml: {section}.{unknown[0]} is not a known key; "
                                  f"known keys: {', '.join(SCHEMA[section])}")
     out: dict[str, Any] = {}
-    keys = _expand(reads)
+    keys = expand(reads)
     for key in keys:
         value = _lookup(raw, key)
         _check(key, value, _rule(key))
@@ -296,9 +313,10 @@ def load(reads: Iterable[str], path: str | Path = "params.yaml") -> dict:
 
 # Everything a scenario reads: what a tracking run records and what the study checks up front.
 SCENARIO = (*(key for key in SCHEMA[None]), *(s for s in SCHEMA if s is not None and s not in STUDY_ONLY))
-# What any baseline reads (`contrastlab.methods.baselines`): the probe's split and settings, the anchors
-# and the batch size. No recipe: a baseline is the same reference point for every scenario of a dataset.
-BASELINE = ("dataset", "seed", "pairs.anchors_per_class", "train.batch_size", "embed.batch_size", "probe")
+# What any baseline reads (`contrastlab.methods.baselines`): the probe's split, settings and features, the
+# encoder's design, the anchors and the batch size. No recipe: a baseline is the same reference point for
+# every scenario of a dataset, arch and probe.
+BASELINE = ("dataset", "seed", "model", "pairs.anchors_per_class", "train.batch_size", "embed.batch_size", "probe")
 
 
 def validate_all(raw: Any) -> dict:

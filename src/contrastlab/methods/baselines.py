@@ -1,12 +1,13 @@
 """The floor and the ceiling that give a contrastive probe score its meaning.
 
 Each baseline turns a dataset into test-set features that the study's probe scores on the very
-same split (same seed, same `probe` params) as the scenarios:
-- `raw_pixels`: the test images themselves, scaled to [0, 1] (no learning at all);
-- `random_init`: the study's encoder as initialised with the seed, never trained, its BatchNorm
+same split (same seed, same `probe` params) as the scenarios, and of the same kind (`probe.features`):
+- `raw_pixels`: the test images themselves, scaled to [0, 1] (no learning at all); against backbone
+  features, a fixed random projection of them to the backbone's size (so no probe is wider);
+- `random_init`: the encoder (`model`) as initialised with the seed, never trained, its BatchNorm
   statistics measured on the clean training images in batches of `train.batch_size`;
 - `supervised`: the same encoder trained with labels (cross-entropy through a linear head on its
-  32-d output) on the same anchors, with the protocol's recipe for the triplet loss (its published
+  embedding) on the same anchors, with the protocol's recipe for the triplet loss (its published
   epochs and learning rate, plain SGD) and `train.batch_size`; no scenario's recipe changes it.
 """
 
@@ -22,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from contrastlab.infra.params import AUTO
-from contrastlab.methods.encoders import EMBEDDING_DIM, make_encoder
+from contrastlab.methods.encoders import Encoder, make_encoder
 from contrastlab.pipeline.embed import embed_images
 from contrastlab.pipeline.examples import anchors_and_negatives
 from contrastlab.pipeline.preprocess import normalize, to_unit
@@ -35,8 +36,8 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainCo
     mean loss of each epoch."""
     torch.manual_seed(config.seed)
     shuffle_rng = torch.Generator().manual_seed(config.seed)
-    encoder = make_encoder(images.shape[1]).to(device, memory_format=torch.channels_last)
-    model = nn.Sequential(encoder, nn.Linear(EMBEDDING_DIM, int(labels.max()) + 1)).to(device)
+    encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)
+    model = nn.Sequential(encoder, nn.Linear(config.embedding_dim, int(labels.max()) + 1)).to(device)
     optimizer = make_optimizer(model.parameters(), config)
     schedule = make_schedule(optimizer, config, -(-len(images) // config.batch_size))
     images, labels = images.to(device), labels.long().to(device)
@@ -59,7 +60,19 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainCo
 
 def raw_pixels(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
     test = data["test_images"]
-    return test.reshape(len(test), -1).astype(np.float32) / 255
+    pixels = test.reshape(len(test), -1).astype(np.float32) / 255
+    if p["probe"]["features"] == "embedding":
+        return pixels
+    size = untrained(data, p).embed(torch.zeros(2, *test.shape[1:]))["backbone"].shape[1]
+    projection = np.random.default_rng(p["seed"]).standard_normal((pixels.shape[1], size), dtype=np.float32)
+    return pixels @ (projection / np.sqrt(pixels.shape[1]))
+
+
+def untrained(data: dict, p: dict) -> Encoder:
+    """The scenarios' encoder (`model`, the protocol's sigmoid head) as the seed initialises it, in eval mode."""
+    torch.manual_seed(p["seed"])
+    channels = data["test_images"].shape[1]
+    return make_encoder(channels, arch=p["model"]["arch"], embedding_dim=p["model"]["embedding_dim"]).eval()
 
 
 @torch.no_grad()
@@ -86,21 +99,21 @@ def calibrate_batchnorm(encoder: nn.Module, images: np.ndarray, batch_size: int)
 
 
 def random_init(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
-    torch.manual_seed(p["seed"])
-    encoder = make_encoder(data["test_images"].shape[1]).to(device, memory_format=torch.channels_last)
+    encoder = untrained(data, p).to(device, memory_format=torch.channels_last)
     calibrate_batchnorm(encoder, data["train_images"], p["train"]["batch_size"])  # clean training images, in order
-    return embed_images(encoder, data["test_images"], p["embed"]["batch_size"])
+    return embed_images(encoder, data["test_images"], p["embed"]["batch_size"])[p["probe"]["features"]]
 
 
 def supervised(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
     """Trained as the protocol trains the triplet loss: its anchors, epochs, learning rate and plain SGD."""
     anchors, _ = anchors_and_negatives(data["train_labels"], p["pairs"]["anchors_per_class"], p["seed"])
     protocol = {"epochs": AUTO, "lr": AUTO, "batch_size": p["train"]["batch_size"]}
-    config = TrainConfig.from_params({"loss": "triplet", "aug": "none", "seed": p["seed"], "train": protocol})
+    config = TrainConfig.from_params({"loss": "triplet", "aug": "none", "seed": p["seed"], "train": protocol,
+                                      "model": p["model"]})
     encoder, _ = train_supervised(torch.from_numpy(data["train_images"][anchors]),
                                   torch.from_numpy(data["train_labels"][anchors]), config, device=device,
                                   progress=progress)
-    return embed_images(encoder, data["test_images"], p["embed"]["batch_size"])
+    return embed_images(encoder, data["test_images"], p["embed"]["batch_size"])[p["probe"]["features"]]
 
 
 @dataclass(frozen=True)

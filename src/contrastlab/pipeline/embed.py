@@ -1,24 +1,27 @@
-"""Embed the test images with a trained encoder, also shifted sideways for the probe's robustness scores."""
+"""Embed the test images with a trained encoder (its embedding and its backbone's features), also shifted
+sideways for the probe's robustness scores."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
+from contrastlab.methods.encoders import Encoder
 from contrastlab.pipeline.preprocess import normalize, to_unit
 
 
 @torch.no_grad()
-def embed_images(encoder: nn.Module, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Embed uint8 (N, C, H, W) images in eval mode (BatchNorm uses its running statistics)."""
+def embed_images(encoder: Encoder, images: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Both representations of uint8 (N, C, H, W) images, {"embedding": ..., "backbone": ...}, in eval
+    mode (BatchNorm uses its running statistics)."""
     device = next(encoder.parameters()).device
     encoder.eval()
-    chunks = []
+    chunks: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(images[start : start + batch_size]).to(device)
-        chunks.append(encoder(normalize(to_unit(batch))).float().cpu())
-    return torch.cat(chunks).numpy()
+        for name, out in encoder.embed(normalize(to_unit(batch))).items():
+            chunks.setdefault(name, []).append(out.float().cpu())
+    return {name: torch.cat(parts).numpy() for name, parts in chunks.items()}
 
 
 def shift_horizontally(images: np.ndarray, pixels: int) -> np.ndarray:
@@ -31,3 +34,4 @@ def shift_horizontally(images: np.ndarray, pixels: int) -> np.ndarray:
     else:
         shifted[..., :pixels] = images[..., -pixels:]
     return shifted
+

@@ -25,7 +25,7 @@ def probe(
     shifted: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Score the embeddings with ONE stratified, seeded split and ONE logistic regression.
-    The keyword settings are params.yaml's `probe` section, which callers pass whole.
+    The keyword settings are params.yaml's `probe` section (`fit_settings`).
 
     Top-1 and top-3 come from the same classifier (the study used two different splits and
     classifiers); kNN and per-class accuracy use the same split. `shifted` maps a name to the
@@ -56,6 +56,12 @@ def probe(
         "y_true": y_score,
         "y_pred": predicted,
     }
+
+
+def fit_settings(section: dict) -> dict:
+    """params.yaml's `probe` section as the keyword settings of `probe`: all but `features`, which chooses
+    what is probed."""
+    return {key: value for key, value in section.items() if key != "features"}
 
 
 def headline(scores: dict) -> dict[str, float]:

@@ -31,7 +31,7 @@ from contrastlab.infra.errors import TrainingDiverged
 from contrastlab.infra.machine import keep_freed_memory
 from contrastlab.infra.params import AUTO, PRECISIONS
 from contrastlab.methods.augmentations import AUGMENTATIONS
-from contrastlab.methods.encoders import make_encoder, save_torch
+from contrastlab.methods.encoders import EMBEDDING_DIM, make_encoder, save_torch
 from contrastlab.methods.losses import LOSSES, LossOptions, semi_hard_negatives
 from contrastlab.pipeline.preprocess import normalize, to_unit
 
@@ -57,12 +57,15 @@ class TrainConfig:
     warmup_epochs: int = 0
     margin: float = 1.0
     temperature: float = 0.5
+    arch: str = "study"
+    embedding_dim: int = EMBEDDING_DIM
 
     @classmethod
     def from_params(cls, p: dict) -> TrainConfig:
-        """From params with `loss`, `aug`, `seed` and any keys of the `train` section (the rest keep the
-        protocol's defaults); `auto` epochs and lr become the loss's published values."""
-        train = {f.name: p["train"][f.name] for f in fields(cls) if f.name in p["train"]}
+        """From params with `loss`, `aug`, `seed` and any keys of the `train` and `model` sections (the rest
+        keep the protocol's defaults); `auto` epochs and lr become the loss's published values."""
+        given = {**p["train"], **p.get("model", {})}
+        train = {f.name: given[f.name] for f in fields(cls) if f.name in given}
         loss = LOSSES[p["loss"]]
         train["epochs"] = loss.epochs if train["epochs"] == AUTO else train["epochs"]
         train["lr"] = loss.lr if train["lr"] == AUTO else train["lr"]
@@ -71,6 +74,10 @@ class TrainConfig:
     @property
     def loss_options(self) -> LossOptions:
         return LossOptions(margin=self.margin, temperature=self.temperature)
+
+    def encoder_design(self, channels: int) -> dict:
+        """The keyword arguments of `make_encoder` for this training (what `save_encoder` records)."""
+        return {"channels": channels, "head": self.head, "arch": self.arch, "embedding_dim": self.embedding_dim}
 
 
 @dataclass
@@ -206,7 +213,7 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
     mine = str(examples.get("negatives", "label_aware")) == "hard"
     n_examples, k = members.shape
 
-    encoder = make_encoder(images.shape[1], config.head).to(device, memory_format=torch.channels_last)
+    encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(encoder.parameters(), config)
     schedule = make_schedule(optimizer, config, -(-n_examples // config.batch_size))
     fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if config.views == "once" else None

@@ -3,7 +3,7 @@
 A scenario run is `<dataset>-<loss>-<aug>[-<variant>][-<recipe>]-s<seed>` (a valid DVC experiment
 name and the folder of its results); without the seed it is the scenario's `group`, the name
 that seeds of one scenario share (MLflow's `scenario` tag, the report's rows). A baseline run is
-`baseline-<dataset>-<kind>-s<seed>`. The study formats names from these fields and records the
+`baseline-<dataset>-<kind>[-<variant>]-s<seed>`. The study formats names from these fields and records the
 fields themselves in each run's `study.json`, so nothing downstream has to parse a name; only an
 MLflow run logged from inside a DVC experiment learns who it is from the experiment's name.
 """
@@ -74,19 +74,21 @@ class Scenario:
 
 @dataclass(frozen=True)
 class BaselineRun:
-    """One baseline (a name of `BASELINES`) on one dataset with one seed."""
+    """One baseline (a name of `BASELINES`) on one dataset with one seed; `variant` names the params a
+    baseline reads where the grid or recipe changes them (`arch-vgg_small-features-backbone`)."""
 
     dataset: str
     baseline: str
     seed: int = 0
+    variant: str = ""
 
     @property
     def group(self) -> str:
-        return f"{self.dataset}-baseline-{self.baseline}"
+        return "-".join(part for part in (self.dataset, "baseline", self.baseline, self.variant) if part)
 
     @property
     def name(self) -> str:
-        return f"baseline-{self.dataset}-{self.baseline}-s{self.seed}"
+        return "-".join(part for part in ("baseline", self.dataset, self.baseline, self.variant) if part) + f"-s{self.seed}"
 
     def fields(self) -> dict:
         return asdict(self)

@@ -103,7 +103,7 @@ def read_runs(results: Path) -> list[dict]:
 def group_name(study: dict) -> str:
     """The name that the seeds of one scenario (or baseline) share, from the fields of its study.json."""
     kind = BaselineRun if "baseline" in study else Scenario
-    return kind(**{f.name: study[f.name] for f in dataclasses.fields(kind)}).group
+    return kind(**{f.name: study[f.name] for f in dataclasses.fields(kind) if f.name in study}).group
 
 
 def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:

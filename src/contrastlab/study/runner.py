@@ -11,7 +11,8 @@ experiment into `<results>/<name>/`, a folder small enough to commit. A folder t
 finished run: an interrupted study resumes where it stopped, also on another machine that has
 the committed folders. A folder counts as done whatever params.yaml says now: after changing a param
 that is not a grid axis, or the code, delete the folders to recompute. Runs go seed by seed, so the
-first seed of every scenario is done first. No recipe applies to a baseline.
+first seed of every scenario is done first. A baseline runs once per dataset, seed and the params it
+reads (the encoder's `model`, `probe.features`, ...) as the grid sets them; no recipe is named in it.
 """
 
 from __future__ import annotations
@@ -88,10 +89,10 @@ def get_param(raw: dict, path: str):
 
 
 def variant(point: dict, defaults: dict) -> str:
-    """The grid axes beyond dataset/loss/aug where `point` differs from params.yaml, as `<axis>-<value>`
+    """The params of `point` beyond dataset/loss/aug/seed where it differs from params.yaml, as `<axis>-<value>`
     words, so that the same scenario has one name in every grid (a recipe's own values are named by it)."""
     return "-".join(safe(f"{path.split('.')[-1]}-{value}") for path, value in point.items()
-                    if path not in MAIN_AXES and value != get_param(defaults, path))
+                    if path not in (*MAIN_AXES, "seed") and value != get_param(defaults, path))
 
 
 def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol") -> list[Run]:
@@ -120,9 +121,14 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
             raise ParamError(f"params.yaml: study grid '{grid_name}' gives two scenarios the name {twice[0]}; "
                              "axes whose last name part is the same need different values")
         runs += scenarios
-        for dataset in dict.fromkeys(run.overrides["dataset"] for run in scenarios):
+        read_by_baselines = set(params_module.expand(params_module.BASELINE))
+        settings = [{path: value for path, value in run.overrides.items() if path in read_by_baselines}
+                    for run in scenarios]
+        for setting in dict.fromkeys(json.dumps(setting, sort_keys=True) for setting in settings):
+            overrides = json.loads(setting)
             for kind in study["baselines"]:
-                runs.append(Run(BaselineRun(dataset, kind, seed), {"dataset": dataset, "seed": seed}))
+                identity = BaselineRun(overrides["dataset"], kind, seed, variant=variant(overrides, raw))
+                runs.append(Run(identity, overrides))
     return runs
 
 
