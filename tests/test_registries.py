@@ -13,7 +13,7 @@ import torch
 from contrastlab.infra import params
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.baselines import BASELINES
-from contrastlab.methods.encoders import HEADS, load_encoder, make_encoder, save_encoder
+from contrastlab.methods.encoders import ARCHS, HEADS, load_encoder, make_encoder, save_encoder
 from contrastlab.methods.losses import LOSSES
 from contrastlab.pipeline.datasets import DATASETS
 from contrastlab.pipeline.download import FORMATS, OFFICIAL_DIGESTS
@@ -44,6 +44,26 @@ def test_every_loss_is_a_valid_param_and_trains(name):
     assert len(result.epoch_losses) == 1 and np.isfinite(result.epoch_losses[0])
 
 
+@pytest.mark.parametrize("name", list(ARCHS))
+@pytest.mark.parametrize("loss", ["triplet", "ntxent"])  # three members with BatchNorm per member, and two views
+def test_every_arch_is_a_valid_param_trains_and_every_baseline_uses_it(name, loss):
+    size = ARCHS[name].embedding_dim or 16
+    raw = committed_params()
+    raw["model"] = {"arch": name, "embedding_dim": size}
+    p = params.validate(raw, params.BASELINE)
+    assert p["model"]["arch"] == name and ARCHS[name].label
+    config = TrainConfig(loss=loss, aug="simclr", seed=0, epochs=1, lr=0.01, batch_size=20, arch=name,
+                         embedding_dim=size)
+    result = train(torch.from_numpy(IMAGES), build(LABELS, LOSSES[loss].examples, 6, seed=0), config, device=CPU,
+                   progress=False)
+    assert len(result.epoch_losses) == 1 and np.isfinite(result.epoch_losses[0])
+    assert result.encoder.embed(torch.zeros(2, 1, 28, 28))["embedding"].shape == (2, size)
+    p["pairs"]["anchors_per_class"], p["train"]["batch_size"], p["probe"]["features"] = 6, 20, "backbone"
+    data = {"train_images": IMAGES, "train_labels": LABELS, "test_images": IMAGES[:7]}
+    for baseline in BASELINES.values():  # each gives the test images' 256 backbone features
+        assert baseline.features(data, p, CPU, progress=False).shape == (7, 256)
+
+
 @pytest.mark.parametrize("name", list(AUGMENTATIONS))
 def test_every_augmentation_is_a_valid_param_and_makes_views_in_range(name):
     assert accepted("aug", name)["aug"] == name
@@ -69,7 +89,7 @@ def test_every_head_is_a_valid_param_and_its_encoder_survives_saving(name, tmp_p
     raw["train"]["head"] = name
     assert params.validate(raw, ("train",))["train"]["head"] == name
     encoder = make_encoder(3, name).eval()
-    save_encoder(encoder, 3, name, tmp_path / "encoder.pt")
+    save_encoder(encoder, {"channels": 3, "head": name}, tmp_path / "encoder.pt")
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():
         out = encoder(x)

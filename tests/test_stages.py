@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from contrastlab.methods.augmentations import AUGMENTATIONS
-from contrastlab.pipeline.probe import probe
+from contrastlab.pipeline.probe import fit_settings, probe
 from project import ROOT, committed_params, write_committed_params
 
 
@@ -76,7 +76,7 @@ def test_probe_stage_passes_probe_standardize_to_the_probe(tmp_path, standardize
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(10), 100)
     embeddings = (rng.normal(size=(1000, 8)) + labels[:, None] * np.linspace(0.2, 0.8, 8)) / 1000
-    np.savez(tmp_path / "embeddings.npz", embeddings=embeddings, labels=labels)
+    np.savez(tmp_path / "embeddings.npz", embedding=embeddings, labels=labels)
     write_params(tmp_path, "probe", "standardize", standardize)
     result = stage("probe", "--embeddings", "embeddings.npz", "--metrics", "probe.json", "--confusion-csv",
                    "confusion.csv", "--confusion-png", "confusion.png", cwd=tmp_path)
@@ -100,7 +100,8 @@ def test_baseline_stage_scores_the_features_with_the_scenarios_probe(tmp_path):
     result = stage("baseline", "--name", "raw_pixels", "--data", "data", "--metrics", "raw.json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     test_images = np.load(data / "test_images.npy").reshape(100, -1).astype(np.float32) / 255
-    expected = probe(test_images, np.load(data / "test_labels.npy").astype(np.int64), **params["probe"], seed=0)
+    expected = probe(test_images, np.load(data / "test_labels.npy").astype(np.int64), **fit_settings(params["probe"]),
+                     seed=0)
     written = json.loads((tmp_path / "raw.json").read_text())
     assert (written["top1"], written["knn"]) == (round(expected["top1"], 4), round(expected["knn"], 4))
     assert list(written["per_class"]) == [str(d) for d in range(10)]

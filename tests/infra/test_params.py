@@ -6,7 +6,7 @@ from contrastlab.infra.errors import ParamError
 from contrastlab.infra.params import (BASELINE, COMBINATIONS, REGISTRIES, SCENARIO, load, registry, registry_modules,
                                       validate)
 from contrastlab.methods.augmentations import AUGMENTATIONS
-from contrastlab.methods.encoders import HEADS
+from contrastlab.methods.encoders import ARCHS, HEADS
 from contrastlab.methods.losses import LOSSES
 from project import committed_params, write_committed_params
 
@@ -40,6 +40,7 @@ def test_repository_defaults_are_the_protocol():
     assert p["train"]["epochs"] == "auto" and p["train"]["lr"] == "auto"
     assert p["tsne"]["n_points"] == 1000 and p["tsne"]["perplexity"] == 20
     assert p["probe"]["test_size"] == 0.2 and p["probe"]["knn_k"] == 30
+    assert p["model"] == {"arch": "study", "embedding_dim": 32} and p["probe"]["features"] == "embedding"
 
 
 @pytest.mark.parametrize(
@@ -67,6 +68,10 @@ def test_repository_defaults_are_the_protocol():
         ("probe.test_size", 1.5, "probe", "probe.test_size=1.5 is not allowed; expected a number strictly between 0 and 1"),
         ("seed", 1.5, "embed", "seed=1.5 is not allowed; expected an integer >= 0"),
         ("download.sources", ["ftp"], "download", "download.sources=['ftp'] is not allowed"),
+        ("model.arch", "resnet50", "model", f"model.arch='resnet50' is not allowed; expected one of {names(ARCHS)}"),
+        ("model.embedding_dim", 0, "model", "model.embedding_dim=0 is not allowed; expected an integer >= 1"),
+        ("probe.features", "pixels", "probe",
+         "probe.features='pixels' is not allowed; expected one of embedding, backbone"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(key, value, section, message):
@@ -141,6 +146,16 @@ def test_random_negatives_with_two_view_losses_name_every_such_loss():
         validate(raw, ("loss", "pairs.negatives"))
     raw["loss"] = "triplet"
     assert validate(raw, ("loss", "pairs.negatives"))["pairs"]["negatives"] == "random"
+
+
+def test_an_arch_with_a_fixed_embedding_size_refuses_another():
+    raw = with_value("model.embedding_dim", 64)
+    with pytest.raises(ParamError) as err:
+        validate(raw, ("model",))
+    assert str(err.value) == ("params.yaml: model.arch='study' always embeds to 32 dimensions; "
+                              "set model.embedding_dim: 32 or another arch")
+    raw["model"]["arch"] = next(name for name, arch in ARCHS.items() if arch.embedding_dim is None)
+    assert validate(raw, ("model",))["model"]["embedding_dim"] == 64
 
 
 def test_every_combination_names_keys_of_the_schema_and_baselines_read_real_keys():

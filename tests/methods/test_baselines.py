@@ -8,7 +8,7 @@ import torch
 
 from contrastlab.infra.errors import TrainingDiverged
 from contrastlab.methods.baselines import BASELINES, calibrate_batchnorm, random_init, raw_pixels, train_supervised
-from contrastlab.methods.encoders import make_encoder
+from contrastlab.methods.encoders import Encoder, make_encoder
 from contrastlab.pipeline.embed import embed_images
 from contrastlab.pipeline.preprocess import normalize, to_unit
 from contrastlab.pipeline.train import TrainConfig
@@ -27,19 +27,21 @@ def tiny(n_per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def settings(seed=0, batch_size=8, embed_batch=7, anchors=5, epochs=1):
+def settings(seed=0, batch_size=8, embed_batch=7, anchors=5, epochs=1, features="embedding"):
     """A baseline's params (params.BASELINE's keys)."""
-    return {"dataset": "mnist", "seed": seed, "pairs": {"anchors_per_class": anchors},
+    return {"dataset": "mnist", "seed": seed, "model": {"arch": "study", "embedding_dim": 32},
+            "pairs": {"anchors_per_class": anchors},
             "train": {"epochs": epochs, "lr": 0.15, "batch_size": batch_size}, "embed": {"batch_size": embed_batch},
-            "probe": {"test_size": 0.2, "knn_k": 3, "max_iter": 100, "standardize": False}}
+            "probe": {"test_size": 0.2, "knn_k": 3, "max_iter": 100, "standardize": False, "features": features}}
 
 
-def test_every_baseline_gives_one_feature_row_per_test_image_from_the_same_arguments():
+@pytest.mark.parametrize("features, width", [("embedding", 32), ("backbone", 256)])
+def test_every_baseline_gives_one_row_of_the_chosen_features_per_test_image(features, width):
     images, labels = tiny(5)
     data = {"train_images": images, "train_labels": labels, "test_images": images[:7]}
     for name, baseline in BASELINES.items():
-        features = baseline.features(data, settings(), CPU, progress=False)
-        assert features.shape[0] == 7 and features.ndim == 2, name
+        found = baseline.features(data, settings(features=features), CPU, progress=False)
+        assert found.shape == (7, 28 * 28 if (name, features) == ("raw_pixels", "embedding") else width), name
         assert baseline.label, name
 
 
@@ -47,6 +49,16 @@ def test_raw_pixels_are_flat_and_scaled_to_unit():
     images = np.array([[[[0, 255], [51, 102]]]], dtype=np.uint8)
     features = raw_pixels({"test_images": images}, settings(), CPU)
     np.testing.assert_allclose(features, [[0.0, 1.0, 0.2, 0.4]])
+
+
+def test_raw_pixels_against_backbone_features_are_a_fixed_random_projection_to_their_size():
+    images, _ = tiny(1)
+    pixels = raw_pixels({"test_images": images}, settings(), CPU)
+    projected = raw_pixels({"test_images": images}, settings(features="backbone"), CPU)
+    matrix = np.random.default_rng(0).standard_normal((784, 256), dtype=np.float32) / np.sqrt(784)
+    np.testing.assert_allclose(projected, pixels @ matrix, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(projected, raw_pixels({"test_images": images}, settings(features="backbone"), CPU))
+    assert not np.allclose(projected, raw_pixels({"test_images": images}, settings(seed=1, features="backbone"), CPU))
 
 
 def test_random_init_depends_only_on_the_seed():
@@ -64,13 +76,14 @@ def test_batchnorm_statistics_are_the_mean_over_batches_of_each_batchs_mean_and_
     encoder = make_encoder(1)
     calibrate_batchnorm(encoder, images, batch_size=16)
     with torch.no_grad():  # the first BatchNorm's input: conv, LeakyReLU, conv
-        inputs = [encoder[:3](normalize(to_unit(torch.from_numpy(images[s : s + 16])))) for s in (0, 16, 32)]
+        inputs = [encoder.backbone[:3](normalize(to_unit(torch.from_numpy(images[s : s + 16])))) for s in (0, 16, 32)]
     means = torch.stack([x.mean(dim=(0, 2, 3)) for x in inputs]).mean(dim=0)
     variances = torch.stack([x.var(dim=(0, 2, 3), unbiased=True) for x in inputs]).mean(dim=0)
-    torch.testing.assert_close(encoder[3].running_mean, means)
-    torch.testing.assert_close(encoder[3].running_var, variances)
+    first = encoder.backbone[3]
+    torch.testing.assert_close(first.running_mean, means)
+    torch.testing.assert_close(first.running_var, variances)
     assert not encoder.training
-    assert encoder[3].momentum == 0.1  # as it was: later training would average exponentially again
+    assert first.momentum == 0.1  # as it was: later training would average exponentially again
 
 
 def test_random_init_features_are_normalised_where_the_default_statistics_are_not():
@@ -80,7 +93,7 @@ def test_random_init_features_are_normalised_where_the_default_statistics_are_no
     calibrated = random_init({"train_images": images, "test_images": images}, settings(batch_size=32, embed_batch=64),
                              CPU)
     torch.manual_seed(0)
-    default = embed_images(make_encoder(1), images, batch_size=64)
+    default = embed_images(make_encoder(1), images, batch_size=64)["embedding"]
     assert calibrated.std(axis=0).mean() > 10 * default.std(axis=0).mean()
 
 
@@ -92,7 +105,7 @@ def test_supervised_training_drives_the_cross_entropy_down():
     assert len(losses) == 20
     assert losses[0] > 2.0  # about ln(10) = 2.30 for ten classes at the start
     assert losses[-1] < 0.5 * losses[0]
-    assert encoder[-1].__class__.__name__ == "Flatten"  # the encoder alone: the linear head is dropped
+    assert isinstance(encoder, Encoder)  # the encoder alone: the linear head is dropped
 
 
 def test_supervised_training_that_diverges_stops_with_the_step_and_advice():
@@ -109,5 +122,5 @@ def test_supervised_training_follows_the_recipe():
     adamw = TrainConfig(loss="triplet", aug="none", seed=0, epochs=2, lr=0.05, batch_size=25, optimizer="adamw",
                         schedule="onecycle")
     weights = [train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU,
-                                progress=False)[0][0].weight for config in (protocol, protocol, adamw)]
+                                progress=False)[0].backbone[0].weight for config in (protocol, protocol, adamw)]
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from contrastlab.infra.errors import FileError
-from contrastlab.methods.encoders import load_encoder, make_encoder, save_encoder
+from contrastlab.methods.encoders import ARCHS, load_encoder, make_encoder, save_encoder
 from contrastlab.pipeline.embed import embed_images
 
 
@@ -13,10 +13,41 @@ def test_output_is_32_d_for_mnist_and_cifar_shapes():
         assert out.shape == (4, 32)
 
 
+def parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def test_parameter_count_matches_the_protocol():
     # conv weights 1*32*4 + 32*64*4 + 64*128*4 + 128*256*4 + 256*8*4, BatchNorm 2*(64+128+256)
     expected = 128 + 8192 + 32768 + 131072 + 8192 + 2 * (64 + 128 + 256)
-    assert sum(p.numel() for p in make_encoder(1).parameters()) == expected == 181248
+    assert parameters(make_encoder(1)) == expected == 181248
+
+
+def test_the_study_projection_is_its_last_convolution_reading_the_256_x_3_x_3_map():
+    encoder = make_encoder(1)
+    assert encoder.backbone(torch.zeros(2, 1, 28, 28)).shape == (2, 256, 3, 3)
+    assert parameters(encoder.projection) == 256 * 8 * 4
+
+
+def test_vgg_small_parameter_count_by_hand():
+    convs = 1 * 32 * 9 + 32 * 64 * 9 + 64 * 128 * 9 + 128 * 256 * 9
+    batchnorms = 2 * (32 + 64 + 128 + 256) + 2 * 256
+    projection = 256 * 256 + 256 * 64 + 64  # Linear without bias (BatchNorm follows), Linear to the embedding
+    assert parameters(make_encoder(1, arch="vgg_small", embedding_dim=64)) == convs + batchnorms + projection == 470816
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 32)])
+def test_every_arch_gives_256_backbone_features_and_its_embedding_from_one_pass(arch, channels, size):
+    dim = ARCHS[arch].embedding_dim or 48
+    encoder = make_encoder(channels, arch=arch, embedding_dim=dim).eval()
+    x = torch.randn(5, channels, size, size)
+    both = encoder.embed(x)
+    assert both["backbone"].shape == (5, 256) and both["embedding"].shape == (5, dim)
+    assert torch.equal(both["embedding"], encoder(x))
+    hidden = encoder.backbone(x)
+    pooled = hidden.mean(dim=(2, 3)) if hidden.dim() == 4 else hidden  # the backbone's map averaged over positions
+    assert torch.equal(both["backbone"], pooled)
 
 
 def test_embeddings_lie_in_the_sigmoid_range():
@@ -33,7 +64,9 @@ def test_embed_images_uses_eval_mode_so_results_do_not_depend_on_the_batch():
     whole = embed_images(encoder, images, batch_size=10)
     one_by_one = embed_images(encoder, images, batch_size=1)  # batch statistics of 1 image would differ
     assert not encoder.training
-    np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
+    assert whole.keys() == one_by_one.keys() == {"embedding", "backbone"}
+    for name in whole:
+        np.testing.assert_allclose(whole[name], one_by_one[name], atol=1e-5)
 
 
 def test_l2_head_keeps_the_weights_and_gives_unit_vectors_that_can_point_apart():
@@ -44,9 +77,11 @@ def test_l2_head_keeps_the_weights_and_gives_unit_vectors_that_can_point_apart()
     assert out.min() < 0  # unlike sigmoid outputs, components can be negative, so a cosine can be too
 
 
-def test_saved_encoder_loads_back_with_the_same_outputs(tmp_path):
-    encoder = make_encoder(3, "l2").eval()
-    save_encoder(encoder, 3, "l2", tmp_path / "encoder.pt")
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_saved_encoder_loads_back_with_the_same_outputs(arch, tmp_path):
+    design = {"channels": 3, "head": "l2", "arch": arch, "embedding_dim": ARCHS[arch].embedding_dim or 16}
+    encoder = make_encoder(**design).eval()
+    save_encoder(encoder, design, tmp_path / "encoder.pt")
     loaded = load_encoder(tmp_path / "encoder.pt", torch.device("cpu")).eval()
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(loaded(x), encoder(x))
@@ -58,7 +93,7 @@ class RunsCodeWhenUnpickled:
 
 
 def test_an_encoder_file_that_would_run_code_is_refused_unrun(tmp_path, capsys):
-    torch.save({"state_dict": make_encoder(1).state_dict(), "channels": 1, "head": "sigmoid",
+    torch.save({"state_dict": make_encoder(1).state_dict(), "design": {"channels": 1},
                 "extra": RunsCodeWhenUnpickled()}, tmp_path / "encoder.pt")
     with pytest.raises(FileError, match=r"encoder\.pt is not a readable encoder \(.*\); delete it and run `dvc repro`"):
         load_encoder(tmp_path / "encoder.pt", torch.device("cpu"))

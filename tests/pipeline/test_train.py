@@ -86,9 +86,9 @@ def first_conv_input_and_output_dtype(precision, monkeypatch):
     """What the encoder's first convolution receives, and the dtype it returns, in a run's first step."""
     seen = []
 
-    def recording_encoder(channels, head):
-        encoder = make_encoder(channels, head)
-        encoder[0].register_forward_hook(lambda module, args, out: seen.append((args[0].clone(), out.dtype)))
+    def recording_encoder(**design):
+        encoder = make_encoder(**design)
+        encoder.backbone[0].register_forward_hook(lambda module, args, out: seen.append((args[0].clone(), out.dtype)))
         return encoder
 
     monkeypatch.setattr(contrastlab.pipeline.train, "make_encoder", recording_encoder)

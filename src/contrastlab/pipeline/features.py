@@ -7,6 +7,9 @@ from typing import Mapping
 
 import numpy as np
 
+from contrastlab.infra.errors import FileError
+from contrastlab.infra.files import RECOMPUTE
+
 
 def shifted_name(features: str, pixels: int) -> str:
     """Where `features` of the test images shifted by `pixels` are kept: "backbone_shift+3"."""
@@ -20,4 +23,7 @@ def stored_features(saved: Mapping[str, np.ndarray], features: str) -> tuple[np.
         kind, _, pixels = name.partition("_shift")
         if kind == features and pixels:
             shifted[str(int(pixels))] = array
+    if features not in saved:
+        raise FileError(f"the embed stage's file holds no '{features}' features (only {', '.join(sorted(saved))}): "
+                        f"it predates them; {RECOMPUTE}")
     return saved[features], shifted

@@ -22,7 +22,7 @@ from contrastlab.study import figures
 from contrastlab.study.names import PROTOCOL
 from contrastlab.study.results import (
     FACTORS, METRICS, Group, baseline, by_dataset, factor_effect, in_registry_order, is_main_scenario,
-    is_recipe_cell, is_study_scenario, load, shift_top1, spread_test,
+    is_recipe_cell, is_study_scenario, load, shift_top1, spread_test, study_repeat_spread,
 )
 
 def fmt(group: Group, metric: str) -> str:
@@ -40,31 +40,43 @@ def fmt_seeds(group: Group, metric: str) -> str:
 def table(scenarios: dict[str, Group], baselines: dict[str, Group]) -> tuple[list[str], list[list]]:
     """The Markdown table (scenarios, then baselines, per dataset) and the same numbers as CSV rows."""
     lines = [
-        "| dataset | scenario (loss / aug) | seeds | probe top-1 | study | Δ | top-3 | study | kNN | study | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| dataset | scenario (loss / aug) | seeds | probe top-1 | study | Δ | reproduces | top-3 | study | kNN | study "
+        "| train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [["dataset", "scenario", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std", "study")),
-             "train_time_s"]]
+             "train_time_s", "reproduces"]]
     for dataset in dict.fromkeys(g.dataset for g in [*scenarios.values(), *baselines.values()]):
         for group in [g for g in scenarios.values() if g.dataset == dataset]:
             ref = group.published()
+            verdict = reproduces(group)
             cells = []
             for metric in METRICS:
                 cells.append(fmt(group, metric))
                 cells.append(f"{ref[metric]:.4f}" if ref else "")
                 if metric == "top1":
-                    cells.append(f"{group.mean('top1') - ref['top1']:+.4f}" if ref else "")
+                    cells += [f"{group.mean('top1') - ref['top1']:+.4f}" if ref else "", verdict]
             train_s = statistics.fmean(run["train"]["train_time_s"] for run in group.runs)
             lines.append(f"| {dataset} | {group.label} | {len(group.runs)} | " + " | ".join(cells) + f" | {train_s:.0f} |")
             rows.append([dataset, group.label, len(group.runs),
                          *(x for m in METRICS for x in (round(group.mean(m), 4), round(group.std(m), 4),
-                                                        ref[m] if ref else "")), round(train_s, 1)])
+                                                        ref[m] if ref else "")), round(train_s, 1), verdict])
         for group in [g for g in baselines.values() if g.dataset == dataset]:
-            lines.append(f"| {dataset} | *baseline:* {group.label} | {len(group.runs)} | {fmt(group, 'top1')} | | | "
+            lines.append(f"| {dataset} | *baseline:* {group.label} | {len(group.runs)} | {fmt(group, 'top1')} | | | | "
                          f"{fmt(group, 'top3')} | | {fmt(group, 'knn')} | | |")
             rows.append([dataset, f"baseline: {group.label}", len(group.runs),
-                         *(x for m in METRICS for x in (round(group.mean(m), 4), round(group.std(m), 4), "")), ""])
+                         *(x for m in METRICS for x in (round(group.mean(m), 4), round(group.std(m), 4), "")), "", ""])
     return lines, rows
+
+
+def reproduces(group: Group) -> str:
+    """"yes" when our mean top-1 lies within the study's own run-to-run spread of its published number
+    (its two runs of identical settings differ by up to `study_repeat_spread()`), else "better"/"worse"."""
+    ref = group.published()
+    if ref is None:
+        return ""
+    diff = group.mean("top1") - ref["top1"]
+    return "yes" if abs(diff) <= study_repeat_spread()[1] else ("better" if diff > 0 else "worse")
 
 
 def figures_section(scenarios: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
@@ -133,6 +145,12 @@ def findings(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[s
         if compared:
             beat = sum(g.mean("top1") > ref["top1"] for g, ref in compared)
             lines.append(f"- {beat} of {len(compared)} scenarios beat the published study's top-1.")
+            low, high = study_repeat_spread()
+            within = [(g, g.mean("top1") - ref["top1"]) for g, ref in compared if reproduces(g) == "yes"]
+            short = [f"{g.label} {diff:+.3f}" for g, diff in within if diff < 0]
+            lines.append(f"- {len(within)} of {len(compared)} reproduce the published top-1 within the study's own "
+                         f"repeat spread ({low:.3f}-{high:.3f}: its two results sheets for the same triplet settings, "
+                         "study_repeats.csv)" + (f"; the shortfalls among them: {', '.join(short)}." if short else "."))
         lines.append("")
     return lines
 
@@ -146,7 +164,7 @@ def fmt_shift(group: Group, pixels: int) -> str:
 def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
     """Methods beyond the study's 12 scenarios, each against the best of the 12 trained with the same recipe,
     so that the method's effect shows apart from the recipe's."""
-    methods = [g for g in beyond.values() if not is_recipe_cell(g)]
+    methods = [g for g in beyond.values() if not is_recipe_cell(g) and g.param("probe.features") == "embedding"]
     if not methods:
         (out / "top1_beyond.png").unlink(missing_ok=True)  # left from an earlier report
         return []
@@ -226,6 +244,88 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
     return [*lines, ""]
 
 
+REPRESENTATION_COLUMNS = ["dataset", "arch", "loss", "aug", "negatives", "recipe", "features", "labels_used", "seeds",
+                          "top1_mean", "top1_std", "knn_mean", "epochs", "train_time_s"]
+
+# The issue's aims for the best mean top-1 (dataset -> (what, threshold, which groups count)).
+AIMS = {
+    "mnist": [("a label-free method", 0.99, lambda g: not g.labels_used), ("the best method", 0.993, lambda g: True)],
+    "cifar10": [("a label-free method", 0.70, lambda g: not g.labels_used),
+                ("the best method on the study's encoder", 0.60, lambda g: g.param("model.arch") == "study")],
+}
+
+
+def representation_row(group: Group) -> list:
+    """One row of representations.csv: what was trained and probed, and how well (mean over seeds)."""
+    is_baseline = "baseline" in group.runs[0]["study"]
+    trained = [run["train"] for run in group.runs if "train" in run]
+    return [
+        group.dataset, group.param("model.arch"),
+        f"baseline:{group.setting('baseline')}" if is_baseline else group.setting("loss"),
+        "" if is_baseline else group.setting("aug"), "" if is_baseline else group.param("pairs.negatives"),
+        "" if is_baseline else group.recipe, group.param("probe.features"), "yes" if group.labels_used else "no",
+        len(group.runs), round(group.mean("top1"), 4), round(group.std("top1"), 4), round(group.mean("knn"), 4),
+        trained[0].get("epochs", "") if trained else "",
+        round(statistics.fmean(t["train_time_s"] for t in trained), 1) if trained else "",
+    ]
+
+
+def representations_section(scenarios: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
+    """Every scenario and baseline as a row of representations.csv; the study's scenarios probed on the
+    embedding and on the backbone side by side, each against the random-init encoder on the same features;
+    the aims' status."""
+    groups = [*scenarios.values(), *baselines.values()]
+    write_csv(out / "representations.csv", REPRESENTATION_COLUMNS, [representation_row(g) for g in groups])
+    lines = ["## Representations: the embedding and the backbone", "",
+             "`probe.features: backbone` probes the encoder's last hidden feature map averaged over its positions "
+             "(256 features for every arch) instead of the embedding the loss sees. A wider probe is not by itself "
+             "a better representation, so each is compared with the random-init encoder *on the same features* "
+             "(gain = scenario - random init), and raw pixels are projected to the same 256 dimensions at random. "
+             "All rows: [representations.csv](representations.csv).", ""]
+    pairs = []
+    for g in scenarios.values():
+        if not (is_main_scenario(g) and g.param("probe.features") == "embedding"):
+            continue
+        twin = next((h for h in scenarios.values() if h.param("probe.features") == "backbone" and h.recipe == g.recipe
+                     and h.variant == "features-backbone"
+                     and (h.dataset, h.setting("loss"), h.setting("aug")) == (g.dataset, g.setting("loss"), g.setting("aug"))),
+                    None)
+        if twin is not None:
+            pairs.append((g, twin))
+    if pairs:
+        lines += ["| dataset | loss / aug | embedding top-1 | gain over random init | backbone top-1 | gain over random "
+                  "init | backbone - embedding | beats raw pixels with |", "|---|---|---|---|---|---|---|---|"]
+        for g, twin in pairs:
+            init = [baseline(baselines, g.dataset, "random_init", variant) for variant in ("", "features-backbone")]
+            raw = [baseline(baselines, g.dataset, "raw_pixels", variant) for variant in ("", "features-backbone")]
+            gains = [f"{x.mean('top1') - r.mean('top1'):+.4f}" if r else "" for x, r in zip((g, twin), init)]
+            beats = [name for x, r, name in zip((g, twin), raw, ("embedding", "backbone"))
+                     if r and x.mean("top1") > r.mean("top1")]
+            lines.append(f"| {g.dataset} | {g.setting('loss')} / {g.setting('aug')} | {fmt(g, 'top1')} | {gains[0]} | "
+                         f"{fmt(twin, 'top1')} | {gains[1]} | {twin.mean('top1') - g.mean('top1'):+.4f}, "
+                         f"{spread_test(twin, g)} | {', '.join(beats) or 'neither'} |")
+        lines.append("")
+        for dataset in dict.fromkeys(g.dataset for g, _ in pairs):
+            cells = [f"{kind.replace('_', ' ')} {fmt(b, 'top1')}" for variant in ("", "features-backbone")
+                     for kind in ("raw_pixels", "random_init", "supervised")
+                     if (b := baseline(baselines, dataset, kind, variant))]
+            lines.append(f"- {dataset} baselines (embedding-sized, then on 256 backbone-sized features): "
+                         + "; ".join(cells) + ".")
+        lines.append("")
+    lines += ["**Aims** (mean top-1 over seeds; best group found so far among all results):", ""]
+    for dataset, aims in AIMS.items():
+        for what, threshold, counts in aims:
+            found = [g for g in groups if g.dataset == dataset and counts(g) and "baseline" not in g.runs[0]["study"]]
+            if not found:
+                lines.append(f"- {dataset}, {what} >= {threshold}: no result yet.")
+                continue
+            best = max(found, key=lambda g: g.mean("top1"))
+            verdict = "met" if best.mean("top1") >= threshold else f"missed by {threshold - best.mean('top1'):.4f}"
+            lines.append(f"- {dataset}, {what} >= {threshold}: {verdict}; best {best.label} "
+                         f"({best.param('model.arch')} encoder, {best.param('probe.features')}) {fmt_seeds(best, 'top1')}.")
+    return [*lines, ""]
+
+
 def machine_of(run: dict) -> str:
     return run["study"].get("machine", "a machine not recorded")
 
@@ -255,7 +355,8 @@ def timing(main: dict[str, Group], beyond: dict[str, Group], baselines: dict[str
 
 
 def write_report(results: Path, out: Path) -> None:
-    scenarios, baselines = load(results)
+    scenarios, every_baseline = load(results)
+    baselines = {key: g for key, g in every_baseline.items() if not g.variant}  # on the protocol's encoder and probe
     beyond = {key: g for key, g in scenarios.items() if not is_main_scenario(g)}
     scenarios = {key: g for key, g in scenarios.items() if is_main_scenario(g)}
     if not scenarios:
@@ -285,6 +386,7 @@ def write_report(results: Path, out: Path) -> None:
         "",
         *figures_section(scenarios, baselines, out),
         *beyond_section(beyond, scenarios, baselines, out),
+        *representations_section({**scenarios, **beyond}, every_baseline, out),
     ]
     write_text(out / "README.md", "\n".join(text) + "\n")
 

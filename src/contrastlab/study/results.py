@@ -24,6 +24,9 @@ from contrastlab.methods.losses import LOSSES
 from contrastlab.study.names import PROTOCOL, BaselineRun, Scenario
 
 METRICS = ("top1", "top3", "knn")
+# What a run folder made before study.json recorded its params was trained and probed with, unless its
+# -S overrides say otherwise: the protocol's values.
+PROTOCOL_PARAMS = {"model.arch": "study", "probe.features": "embedding", "pairs.negatives": "label_aware"}
 FACTORS = {"loss": LOSSES, "aug": AUGMENTATIONS}  # the study's factors -> the registries that list their levels
 
 
@@ -48,8 +51,9 @@ class Group:
 
     @property
     def variant(self) -> str:
-        """Grid axes beyond dataset/loss/aug, e.g. "negatives-random"; "" for none."""
-        return self.setting("variant")
+        """Grid axes beyond dataset/loss/aug, e.g. "negatives-random"; "" for none (and for baselines made
+        before they had variants)."""
+        return self.runs[0]["study"].get("variant", "")
 
     @property
     def label(self) -> str:
@@ -58,6 +62,27 @@ class Group:
             return BASELINES[self.setting("baseline")].label
         label = " / ".join(part for part in (self.setting("loss"), self.setting("aug"), self.variant) if part)
         return label if self.recipe == PROTOCOL else f"{label} ({self.recipe} recipe)"
+
+    def param(self, path: str):
+        """A param of the group's runs (`model.arch`), as study.json records it."""
+        study = self.runs[0]["study"]
+        if "params" in study:
+            node = study["params"]
+            for part in path.split("."):
+                node = node[part]
+            return node
+        return study.get("overrides", {}).get(path, PROTOCOL_PARAMS[path])
+
+    @property
+    def labels_used(self) -> bool:
+        """Whether training saw labels: a label-using two-view loss (SupCon), negatives chosen or mined by
+        label (the protocol's pairs and triplets), or the supervised baseline."""
+        if "baseline" in self.runs[0]["study"]:
+            return self.setting("baseline") == "supervised"
+        loss = LOSSES[self.setting("loss")]
+        if loss.examples == "views":  # the rest of the batch are its negatives, whatever pairs.negatives says
+            return loss.uses_labels
+        return self.param("pairs.negatives") != "random"
 
     def values(self, metric: str) -> list[float]:
         return [run["probe"][metric] for run in self.runs]
@@ -85,6 +110,16 @@ def published_results() -> dict[tuple[str, str, str], dict[str, float]]:
         }
         for row in csv.DictReader(text.splitlines())
     }
+
+
+@functools.cache
+def study_repeat_spread() -> tuple[float, float]:
+    """How far the study's own two runs of identical settings differ in top-1 (smallest, largest):
+    its earlier and final results sheets (`study_repeats.csv`, rows with the same settings)."""
+    text = resources.files(__package__).joinpath("study_repeats.csv").read_text()
+    gaps = [abs(float(row["earlier_top1"]) - float(row["final_top1"]))
+            for row in csv.DictReader(text.splitlines()) if row["same_settings"] == "yes"]
+    return min(gaps), max(gaps)
 
 
 def read_runs(results: Path) -> list[dict]:
@@ -117,9 +152,9 @@ def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
     return scenarios, baselines
 
 
-def baseline(baselines: dict[str, Group], dataset: str, kind: str) -> Group | None:
-    """The group of one baseline (a key of `BASELINES`) on one dataset, if it ran."""
-    return baselines.get(BaselineRun(dataset, kind).group)
+def baseline(baselines: dict[str, Group], dataset: str, kind: str, variant: str = "") -> Group | None:
+    """The group of one baseline (a key of `BASELINES`) on one dataset (with the params `variant` names), if it ran."""
+    return baselines.get(BaselineRun(dataset, kind, variant=variant).group)
 
 
 def in_registry_order(factor: str, levels: Iterable[str]) -> list[str]:

@@ -54,6 +54,7 @@ class Run:
 
     identity: Scenario | BaselineRun
     overrides: dict = field(hash=False)
+    params: dict = field(hash=False, default_factory=dict)  # params.yaml as the run sees it (study.json keeps it)
 
     @property
     def name(self) -> str:
@@ -83,6 +84,14 @@ def set_param(raw: dict, path: str, value) -> None:
     node[key] = value
 
 
+def with_values(raw: dict, point: dict) -> dict:
+    """A copy of `raw` with each `path: value` of `point` set, as `dvc exp run -S path=value ...` would."""
+    changed = copy.deepcopy(raw)
+    for path, value in point.items():
+        set_param(changed, path, value)
+    return changed
+
+
 def get_param(raw: dict, path: str):
     node, key = _parent(raw, path)
     return node[key]
@@ -108,13 +117,10 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
         for values in itertools.product(*grid.values()):
             axes = dict(zip(grid, values))
             point = {**recipe_values, **axes, "seed": seed}
-            scenario = copy.deepcopy(raw)
-            for path, value in point.items():
-                set_param(scenario, path, value)
-            params_module.validate_all(scenario)
+            scenario = params_module.validate_all(with_values(raw, point))
             identity = Scenario(*(scenario[axis] for axis in MAIN_AXES), variant=variant(axes, raw), recipe=recipe,
                                 seed=seed)
-            scenarios.append(Run(identity, {**{axis: scenario[axis] for axis in MAIN_AXES}, **point}))
+            scenarios.append(Run(identity, {**{axis: scenario[axis] for axis in MAIN_AXES}, **point}, scenario))
         names = [run.name for run in scenarios]
         if len(set(names)) < len(names):
             twice = sorted({name for name in names if names.count(name) > 1})
@@ -126,9 +132,10 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
                     for run in scenarios]
         for setting in dict.fromkeys(json.dumps(setting, sort_keys=True) for setting in settings):
             overrides = json.loads(setting)
+            used = params_module.validate(with_values(raw, overrides), params_module.BASELINE)
             for kind in study["baselines"]:
                 identity = BaselineRun(overrides["dataset"], kind, seed, variant=variant(overrides, raw))
-                runs.append(Run(identity, overrides))
+                runs.append(Run(identity, overrides, used))
     return runs
 
 
@@ -182,6 +189,7 @@ def run_experiment(root: Path, run: Run, folder: Path) -> None:
     kept = {f"metrics/baselines/{kind}.json": "probe.json"} if kind else KEPT
     files = {name: git(root, "show", f"{ref}:{path}") + "\n" for path, name in kept.items()}
     files["study.json"] = finished({"name": run.name, **run.identity.fields(), "overrides": run.overrides,
+                                    "params": run.params,
                                     "experiment_commit": git(root, "rev-parse", ref),
                                     "baseline_commit": git(root, "rev-parse", "HEAD")}, start)
     keep(folder, files)
