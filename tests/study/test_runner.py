@@ -35,6 +35,24 @@ def test_plan_runs_seed_by_seed_with_baselines_after_each_seeds_scenarios():
     assert runs[12].overrides == {"dataset": "mnist", "seed": 0}
 
 
+def test_baselines_run_once_per_setting_of_the_params_they_read_and_are_named_by_it():
+    raw = with_grid({"dataset": ["mnist"], "loss": ["pairwise", "triplet"], "probe.features": ["embedding", "backbone"],
+                     "model.arch": ["study", "vgg_small"]}, baselines=["random_init"])
+    runs = plan(raw, seeds=1, grid_name="test")
+    baselines = [run for run in runs if run.is_baseline]  # two losses share each of the four settings
+    assert [run.name for run in baselines] == [
+        "baseline-mnist-random_init-s0", "baseline-mnist-random_init-arch-vgg_small-s0",
+        "baseline-mnist-random_init-features-backbone-s0", "baseline-mnist-random_init-arch-vgg_small-features-backbone-s0"]
+    last = baselines[-1]
+    assert last.identity == BaselineRun("mnist", "random_init", 0, variant="arch-vgg_small-features-backbone")
+    assert last.identity.group == "mnist-baseline-random_init-arch-vgg_small-features-backbone"
+    assert last.overrides == {"dataset": "mnist", "model.arch": "vgg_small", "probe.features": "backbone", "seed": 0}
+    assert last.params["model"]["arch"] == "vgg_small" and last.params["probe"]["features"] == "backbone"
+    assert "loss" not in last.params  # what study.json keeps: the params the baseline reads
+    scenario = next(run for run in runs if run.name == "mnist-triplet-simclr-features-backbone-arch-vgg_small-s0")
+    assert scenario.params["loss"] == "triplet" and scenario.params["model"]["arch"] == "vgg_small"
+
+
 def with_grid(grid: dict, **study) -> dict:
     return {**RAW, "study": {**RAW["study"], "grids": {**RAW["study"]["grids"], "test": grid}, **study}}
 
