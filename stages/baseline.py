@@ -9,7 +9,7 @@ from contrastlab.infra.files import write_json
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.methods.encoders import pick_device
-from contrastlab.pipeline.datasets import DATASETS, load_split
+from contrastlab.pipeline.datasets import DATASETS, load_evaluation, load_training
 from contrastlab.pipeline.probe import fit_settings, probe, summary
 
 READS = params.BASELINE
@@ -23,8 +23,8 @@ def main() -> None:
     args = parser.parse_args()
     p = params.load(READS)
 
-    train_images, train_labels = load_split(args.data, "train")
-    test_images, test_labels = load_split(args.data, "test")
+    train_images, train_labels = load_training(args.data, p["split"]["validation_per_class"])
+    test_images, test_labels = load_evaluation(args.data, p["split"]["validation_per_class"])
     data = {"train_images": train_images, "train_labels": train_labels, "test_images": test_images}
     features = BASELINES[args.name].features(data, p, pick_device())
     scores = probe(features, test_labels, **fit_settings(p["probe"]), seed=p["seed"])

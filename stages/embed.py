@@ -1,4 +1,5 @@
-"""Stage `embed`: embed every test image with the trained encoder in eval mode, also shifted
+"""Stage `embed`: embed every test image (or, with `split.validation_per_class`, every held-out training
+image) with the trained encoder in eval mode, also shifted
 horizontally by each of `embed.shifts` pixels (for the probe's robustness scores). Both representations
 are kept (the embedding and the backbone's features), so `probe.features` re-runs no embedding."""
 
@@ -9,11 +10,11 @@ from contrastlab.infra import params
 from contrastlab.infra.files import save_npz
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.encoders import load_encoder, pick_device
-from contrastlab.pipeline.datasets import load_split
+from contrastlab.pipeline.datasets import load_evaluation
 from contrastlab.pipeline.embed import embed_images, shift_horizontally
 from contrastlab.pipeline.features import shifted_name
 
-READS = ("embed",)
+READS = ("embed", "split")
 
 
 def main() -> None:
@@ -22,10 +23,11 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True, help="encoder written by the train stage")
     parser.add_argument("--out", type=Path, required=True, help=".npz with embeddings and labels")
     args = parser.parse_args()
-    p = params.load(READS)["embed"]
+    loaded = params.load(READS)
+    p = loaded["embed"]
 
     encoder = load_encoder(args.model, pick_device())
-    images, labels = load_split(args.data, "test")
+    images, labels = load_evaluation(args.data, loaded["split"]["validation_per_class"])
     arrays = embed_images(encoder, images, p["batch_size"])
     for shift in p["shifts"]:
         moved = embed_images(encoder, shift_horizontally(images, shift), p["batch_size"])

@@ -8,9 +8,10 @@ from contrastlab.infra.errors import DataError
 from contrastlab.infra.files import load_npy, save_npz, write_json
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.losses import LOSSES
+from contrastlab.pipeline.datasets import held_out
 from contrastlab.pipeline.examples import build, false_negative_rate
 
-READS = ("dataset", "loss", "seed", "pairs")
+READS = ("dataset", "loss", "seed", "split", "pairs")
 
 
 def main() -> None:
@@ -26,6 +27,7 @@ def main() -> None:
         raise DataError(f"{args.labels} does not exist: add '{p['dataset']}' to download.datasets in params.yaml "
                         "and run `dvc repro`")
     labels = load_npy(args.labels)
+    labels = labels[~held_out(labels, p["split"]["validation_per_class"])]  # indices into the images train sees
     loss = LOSSES[p["loss"]]
     examples = build(labels, loss.examples, q["anchors_per_class"], p["seed"], negatives=q["negatives"],
                      augment_anchor=q["augment_anchor"])

@@ -9,10 +9,10 @@ from contrastlab.infra import params, plots
 from contrastlab.infra.files import load_npz, write_csv, write_json
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.encoders import pick_device, save_encoder
-from contrastlab.pipeline.datasets import load_split
+from contrastlab.pipeline.datasets import load_training
 from contrastlab.pipeline.train import TrainConfig, train
 
-READS = ("dataset", "loss", "aug", "seed", "model", "train")
+READS = ("dataset", "loss", "aug", "seed", "model", "split", "train")
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     config = TrainConfig.from_params(p)
     scenario = f"{p['dataset']} / {p['loss']} / {p['aug']}"
 
-    images, _ = load_split(args.data, "train")
+    images, _ = load_training(args.data, p["split"]["validation_per_class"])
     device = pick_device()
     print(f"training {scenario} ({config.arch} encoder) on {device}: {config.epochs} epochs, lr {config.lr}, "
           f"batch {config.batch_size}, {config.views} views, {config.precision}, {config.head} head, {config.optimizer} {config.schedule}")

@@ -224,7 +224,8 @@ def test_a_scenario_reproduces_when_it_lies_within_the_studys_own_repeat_spread(
 
 
 def protocol_params(features: str) -> dict:
-    return {"model": {"arch": "study"}, "probe": {"features": features}, "pairs": {"negatives": "label_aware"}}
+    return {"model": {"arch": "study"}, "probe": {"features": features}, "pairs": {"negatives": "label_aware"},
+            "split": {"validation_per_class": 0}}
 
 
 def test_representations_compare_embedding_and_backbone_each_against_random_init_on_the_same_features(tmp_path):
@@ -258,3 +259,20 @@ def test_representations_compare_embedding_and_backbone_each_against_random_init
     assert rows[("ntxent", "backbone")]["labels_used"] == "no"
     assert rows[("baseline:random_init", "backbone")]["top1_mean"] == "0.94"
     assert rows[("baseline:random_init", "backbone")]["labels_used"] == "no"
+
+
+def test_runs_probed_on_the_validation_split_are_kept_apart_from_every_test_set_number(tmp_path):
+    results = tmp_path / "results"
+    write_scenario(results, "triplet", "simclr", 0, 0.80)
+    held_out = {**protocol_params("embedding"), "split": {"validation_per_class": 1000}}  # as study.json records it
+    write_scenario(results, "ntxent", "simclr", 0, 0.97, variant="validation_per_class-1000", params=held_out)
+    write_scenario(results, "ntxent", "simclr", 0, 0.95, variant="validation_per_class-1000-temperature-0.1",
+                   params=held_out)
+    write_report(results, tmp_path / "report")
+    text = (tmp_path / "report" / "README.md").read_text()
+    tested, validated = text.split("## Recipe selection on the held-out validation split")
+    assert "0.97" not in tested and "0.95" not in tested
+    assert validated.index("| mnist | study | ntxent / simclr / validation_per_class-1000 | no | 1 | 0.9700 | 0.9600 | 10 |") \
+        < validated.index("temperature-0.1")
+    rows = list(csv.DictReader((tmp_path / "report" / "representations.csv").open()))
+    assert [row["loss"] for row in rows] == ["triplet"]

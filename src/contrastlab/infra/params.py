@@ -161,6 +161,7 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
         "arch": Registered("arch"),
         "embedding_dim": int_at_least(1),
     },
+    "split": {"validation_per_class": int_at_least(0)},
     "pairs": {
         "anchors_per_class": int_at_least(1),
         "negatives": one_of(*NEGATIVES),
@@ -314,9 +315,10 @@ def load(reads: Iterable[str], path: str | Path = "params.yaml") -> dict:
 # Everything a scenario reads: what a tracking run records and what the study checks up front.
 SCENARIO = (*(key for key in SCHEMA[None]), *(s for s in SCHEMA if s is not None and s not in STUDY_ONLY))
 # What any baseline reads (`contrastlab.methods.baselines`): the probe's split, settings and features, the
-# encoder's design, the anchors and the batch size. No recipe: a baseline is the same reference point for
+# encoder's design, the images held out for validation, the anchors and the batch size. No recipe: a baseline is the same reference point for
 # every scenario of a dataset, arch and probe.
-BASELINE = ("dataset", "seed", "model", "pairs.anchors_per_class", "train.batch_size", "embed.batch_size", "probe")
+BASELINE = ("dataset", "seed", "model", "split", "pairs.anchors_per_class", "train.batch_size", "embed.batch_size",
+            "probe")
 
 
 def validate_all(raw: Any) -> dict:

@@ -90,3 +90,36 @@ def load_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
     labels = load_npy(paths[1]).astype(np.int64)
     return images, labels
+
+
+def held_out(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """Which training images are held out for validation (`split.validation_per_class`): the last
+    `per_class` of each class, the same for every seed, so recipes are compared on one validation set."""
+    mask = np.zeros(len(labels), dtype=bool)
+    if per_class == 0:
+        return mask
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if len(members) <= per_class:
+            raise DataError(f"split.validation_per_class={per_class} but class {c} has only {len(members)} training "
+                            "images; hold out fewer")
+        mask[members[-per_class:]] = True
+    return mask
+
+
+def load_training(data_dir: Path, validation_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images to train on: the training split without the held-out images."""
+    images, labels = load_split(data_dir, "train")
+    if validation_per_class == 0:
+        return images, labels
+    keep = ~held_out(labels, validation_per_class)
+    return images[keep], labels[keep]
+
+
+def load_evaluation(data_dir: Path, validation_per_class: int) -> tuple[np.ndarray, np.ndarray]:
+    """The images the probe scores: the test split (the protocol), or the held-out training images."""
+    if validation_per_class == 0:
+        return load_split(data_dir, "test")
+    images, labels = load_split(data_dir, "train")
+    mask = held_out(labels, validation_per_class)
+    return images[mask], labels[mask]

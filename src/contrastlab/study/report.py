@@ -326,6 +326,22 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
     return [*lines, ""]
 
 
+def validation_section(validation: dict[str, Group]) -> list[str]:
+    """Runs probed on held-out training images (`split.validation_per_class`), where recipes are chosen: kept
+    apart from every test-set number above."""
+    if not validation:
+        return []
+    lines = ["## Recipe selection on the held-out validation split", "",
+             "Trained without the last `split.validation_per_class` training images of each class and probed on "
+             "those (never on the test set), best first per dataset and arch.", "",
+             "| dataset | arch | run | labels used | seeds | validation top-1 | kNN | epochs |", "|---|---|---|---|---|---|---|---|"]
+    for g in sorted(validation.values(), key=lambda g: (g.dataset, g.param("model.arch"), -g.mean("top1"))):
+        epochs = g.runs[0].get("train", {}).get("epochs", "")
+        lines.append(f"| {g.dataset} | {g.param('model.arch')} | {g.label} | {'yes' if g.labels_used else 'no'} | "
+                     f"{len(g.runs)} | {fmt(g, 'top1')} | {fmt(g, 'knn')} | {epochs} |")
+    return [*lines, ""]
+
+
 def machine_of(run: dict) -> str:
     return run["study"].get("machine", "a machine not recorded")
 
@@ -355,7 +371,10 @@ def timing(main: dict[str, Group], beyond: dict[str, Group], baselines: dict[str
 
 
 def write_report(results: Path, out: Path) -> None:
-    scenarios, every_baseline = load(results)
+    every_scenario, every_baseline = load(results)
+    validation = {key: g for key, g in every_scenario.items() if g.param("split.validation_per_class")}
+    scenarios = {key: g for key, g in every_scenario.items() if key not in validation}  # probed on the test set
+    every_baseline = {key: g for key, g in every_baseline.items() if not g.param("split.validation_per_class")}
     baselines = {key: g for key, g in every_baseline.items() if not g.variant}  # on the protocol's encoder and probe
     beyond = {key: g for key, g in scenarios.items() if not is_main_scenario(g)}
     scenarios = {key: g for key, g in scenarios.items() if is_main_scenario(g)}
@@ -387,6 +406,7 @@ def write_report(results: Path, out: Path) -> None:
         *figures_section(scenarios, baselines, out),
         *beyond_section(beyond, scenarios, baselines, out),
         *representations_section({**scenarios, **beyond}, every_baseline, out),
+        *validation_section(validation),
     ]
     write_text(out / "README.md", "\n".join(text) + "\n")
 

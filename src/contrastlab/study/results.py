@@ -26,7 +26,8 @@ from contrastlab.study.names import PROTOCOL, BaselineRun, Scenario
 METRICS = ("top1", "top3", "knn")
 # What a run folder made before study.json recorded its params was trained and probed with, unless its
 # -S overrides say otherwise: the protocol's values.
-PROTOCOL_PARAMS = {"model.arch": "study", "probe.features": "embedding", "pairs.negatives": "label_aware"}
+PROTOCOL_PARAMS = {"model.arch": "study", "probe.features": "embedding", "pairs.negatives": "label_aware",
+                   "split.validation_per_class": 0}
 FACTORS = {"loss": LOSSES, "aug": AUGMENTATIONS}  # the study's factors -> the registries that list their levels
 
 
