@@ -140,3 +140,9 @@ def test_the_supervised_baseline_is_the_only_baseline_that_uses_labels():
 def test_the_studys_repeat_spread_is_the_gap_between_its_two_sheets_for_the_same_settings():
     low, high = study_repeat_spread()
     assert (round(low, 3), round(high, 3)) == (0.006, 0.044)  # triplet/cifar10/simclr 0.37 vs 0.364; mnist/none 0.77 vs 0.814
+
+
+def test_a_param_added_after_a_run_was_made_has_the_protocols_value_for_it():
+    run = group([0.5]).runs[0]
+    run["study"]["params"] = {"model": {"arch": "vgg_small"}}  # recorded before `split` existed
+    assert Group([run]).param("split.validation_per_class") == 0

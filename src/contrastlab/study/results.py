@@ -65,14 +65,15 @@ class Group:
         return label if self.recipe == PROTOCOL else f"{label} ({self.recipe} recipe)"
 
     def param(self, path: str):
-        """A param of the group's runs (`model.arch`), as study.json records it."""
+        """A param of the group's runs (`model.arch`) as study.json records it; a run made before the param
+        existed (or before study.json recorded params) had the protocol's value unless its overrides say otherwise."""
         study = self.runs[0]["study"]
-        if "params" in study:
-            node = study["params"]
-            for part in path.split("."):
-                node = node[part]
-            return node
-        return study.get("overrides", {}).get(path, PROTOCOL_PARAMS[path])
+        node = study.get("params", {})
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return study.get("overrides", {}).get(path, PROTOCOL_PARAMS[path])
+            node = node[part]
+        return node
 
     @property
     def labels_used(self) -> bool:
