@@ -63,16 +63,20 @@ def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 7) -> flo
     return 2 * size**3 / statistics.median(times) / 1e9
 
 
-def training_flop_per_image(channels: int, size: int) -> float:
-    """Forward multiply-adds of every convolution, x2 for FLOP, x3 for forward plus backward."""
+def training_flop_per_image(channels: int, size: int, **design) -> float:
+    """Forward multiply-adds of every convolution and linear layer, x2 for FLOP, x3 for forward plus backward."""
     macs = []
 
     def count(module, inputs, output):
-        macs.append(output.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+        if isinstance(module, torch.nn.Conv2d):
+            macs.append(output.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1])
+        else:
+            macs.append(output.numel() * module.in_features)
 
-    encoder = make_encoder(channels)
-    for conv in (m for m in encoder if isinstance(m, torch.nn.Conv2d)):
-        conv.register_forward_hook(count)
+    encoder = make_encoder(channels, **design).eval()
+    for layer in encoder.modules():
+        if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+            layer.register_forward_hook(count)
     with torch.no_grad():
         encoder(torch.zeros(1, channels, size, size))
     return 3 * 2 * sum(macs)
@@ -113,7 +117,7 @@ def time_project(images: torch.Tensor, examples: dict, loss: str, aug: str, epoc
 
 def probe_top1(encoder: torch.nn.Module, test_images: np.ndarray, test_labels: np.ndarray, seed: int) -> float:
     """The probe stage's top-1 (eval-mode embeddings, stratified 80/20 split)."""
-    embeddings = embed_images(encoder, test_images, batch_size=2048)
+    embeddings = embed_images(encoder, test_images, batch_size=2048)["embedding"]
     return probe(embeddings, test_labels, test_size=0.2, knn_k=30, max_iter=1000, seed=seed)["top1"]
 
 

@@ -1,0 +1,95 @@
+"""What each encoder of `model.arch` costs to train on this CPU, in ONE run (timings alternate between archs).
+
+For each dataset and loss (SimCLR views; triplet: three members per example, ntxent: two) it times a few
+training steps of every arch exactly as the `train` stage runs them (channels-last, batched augmentation on
+the fly) and reports parameters, training FLOP per image, images/s, FLOP efficiency against the measured
+fp32 matmul rate, the ratio to the study's encoder and the minutes one epoch of the protocol's 50,000
+examples takes at that rate.
+
+    python benchmarks/bench_archs.py --append BENCHMARKS.md
+    python benchmarks/bench_archs.py --steps 2 --rounds 1 --datasets mnist    # a quick look
+
+Needs the arrays of the download stage (`dvc repro download`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_training import BATCH, matmul_gflops, subset, training_flop_per_image  # noqa: E402
+
+from contrastlab.infra.machine import cpu_description  # noqa: E402
+from contrastlab.methods.encoders import ARCHS, EMBEDDING_DIM, make_encoder  # noqa: E402
+from contrastlab.methods.losses import LOSSES  # noqa: E402
+from contrastlab.pipeline.datasets import load_split  # noqa: E402
+from contrastlab.pipeline.examples import build  # noqa: E402
+from contrastlab.pipeline.train import TrainConfig, train  # noqa: E402
+
+LOSSES_TIMED = ("triplet", "ntxent")
+EXAMPLES_PER_EPOCH = 50_000  # the protocol's 5,000 anchors per class
+
+
+def images_per_s(images: torch.Tensor, examples: dict, loss: str, arch: str) -> float:
+    config = TrainConfig(loss=loss, aug="simclr", seed=0, epochs=1, lr=LOSSES[loss].lr, batch_size=BATCH, arch=arch)
+    return train(images, examples, config, device=torch.device("cpu"), progress=False).images_per_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("data/datasets"))
+    parser.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"])
+    parser.add_argument("--steps", type=int, default=3, help="training steps per timing")
+    parser.add_argument("--rounds", type=int, default=3, help="timings per arch (median shown)")
+    parser.add_argument("--append", type=Path, help="append the Markdown section to this file")
+    args = parser.parse_args()
+
+    fp32 = matmul_gflops(torch.float32)
+    lines = [
+        "", "## Encoders (`model.arch`)", "",
+        f"Produced on {time.strftime('%Y-%m-%d')} by `python benchmarks/bench_archs.py --append BENCHMARKS.md`; "
+        f"{cpu_description()}, torch {torch.__version__}; fp32 matmul {fp32:.0f} GFLOP/s. Images/s: medians of "
+        f"{args.rounds} timings of {args.steps} steps of {BATCH} examples with SimCLR views, the archs alternating.", "",
+        "| dataset | loss | arch | parameters | training MFLOP / image | img/s | FLOP eff. | time / study's | "
+        "min per epoch (50k examples) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    print("\n".join(lines), flush=True)
+    for name in args.datasets:
+        images_np, labels = load_split(args.data / name, "train")
+        images = torch.from_numpy(images_np)
+        for loss in LOSSES_TIMED:
+            layout = LOSSES[loss].examples
+            examples = subset(build(labels, layout, 5000, seed=0), args.steps * BATCH)
+            members = examples["members"].shape[1]
+            for arch in ARCHS:  # warm-up: first calls pay one-off kernel set-up
+                images_per_s(images, subset(examples, BATCH), loss, arch)
+            rates: dict[str, list[float]] = {arch: [] for arch in ARCHS}
+            for _ in range(args.rounds):
+                for arch in ARCHS:
+                    rates[arch].append(images_per_s(images, examples, loss, arch))
+            study_rate = statistics.median(rates["study"])
+            for arch, measured in rates.items():
+                rate = statistics.median(measured)
+                flop = training_flop_per_image(images.shape[1], images.shape[-1], arch=arch)
+                size = sum(p.numel() for p in make_encoder(images.shape[1], arch=arch,
+                                                           embedding_dim=ARCHS[arch].embedding_dim or EMBEDDING_DIM)
+                           .parameters())
+                row = (f"| {name} | {loss} | {arch} | {size:,} | {flop / 1e6:.1f} | {rate:,.0f} | "
+                       f"{rate * flop / 1e9 / fp32:.0%} | {study_rate / rate:.1f}x | "
+                       f"{EXAMPLES_PER_EPOCH * members / rate / 60:.1f} |")
+                lines.append(row)
+                print(row, flush=True)
+    if args.append:
+        with args.append.open("a") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
