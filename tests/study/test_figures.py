@@ -92,3 +92,14 @@ def test_confusion_is_summed_over_seeds(tmp_path):
     expected = np.zeros((10, 10), dtype=int)
     expected[0, 0] = expected[0, 1] = expected[1, 1] = 2
     assert (matrix == expected).all()
+
+
+def test_the_epochs_figure_has_a_panel_per_dataset_and_a_line_per_method_at_its_epochs(drawn, tmp_path):
+    curves = {"mnist": {"ntxent": [(10, 0.9, 0.01), (50, 0.95, 0.0)], "supcon": [(10, 0.97, 0.0), (25, 0.98, 0.0)]},
+              "cifar10": {"ntxent": [(10, 0.5, 0.0), (100, 0.6, 0.0)]}}
+    figures.top1_by_epochs(curves, tmp_path / "epochs.png")
+    mnist, cifar10 = drawn[0].axes
+    assert (mnist.get_title(), cifar10.get_title()) == ("mnist", "cifar10")
+    assert [list(line.get_xdata()) for line in mnist.get_lines() if line.get_marker() == "o"] == [[10, 50], [10, 25]]
+    assert [list(line.get_ydata()) for line in cifar10.get_lines() if line.get_marker() == "o"] == [[0.5, 0.6]]
+    assert [text.get_text() for text in mnist.get_legend().get_texts()] == ["ntxent", "supcon"]

@@ -276,3 +276,20 @@ def test_runs_probed_on_the_validation_split_are_kept_apart_from_every_test_set_
         < validated.index("temperature-0.1")
     rows = list(csv.DictReader((tmp_path / "report" / "representations.csv").open()))
     assert [row["loss"] for row in rows] == ["triplet"]
+
+
+def test_a_method_run_for_several_lengths_gets_its_curve_and_other_methods_none(tmp_path, monkeypatch):
+    drawn = {}
+    monkeypatch.setattr(figures, "top1_by_epochs", lambda curves, path: drawn.update(curves))
+    results = tmp_path / "results"
+    for epochs, values in ((10, (0.80, 0.82)), (50, (0.90, 0.90))):
+        for seed, top1 in enumerate(values):
+            folder = write_scenario(results, "ntxent", "simclr", seed, top1, variant=f"epochs-{epochs}-features-backbone",
+                                    recipe="tuned")
+            (folder / "train.json").write_text(json.dumps({"train_time_s": 10.0, "epochs": epochs}))
+    write_scenario(results, "triplet", "simclr", 0, 0.70)  # one length only: no curve
+    write_report(results, tmp_path / "report")
+    assert drawn == {"mnist": {"ntxent / simclr / features-backbone / tuned": [(10, 0.81, pytest.approx(0.0141, abs=1e-4)),
+                                                                              (50, 0.90, 0.0)]}}
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "- mnist, ntxent / simclr / features-backbone / tuned: 10 epochs 0.8100, 50 epochs 0.9000." in text

@@ -113,3 +113,20 @@ def confusion(group: Group, path: Path) -> None:
     classes = DATASETS[group.dataset].classes
     plots.confusion_heatmap(summed_confusion(group, classes), list(classes),
                             f"{group.dataset}: {group.label}, probe top-1 {group.mean('top1'):.3f}", path)
+
+
+def top1_by_epochs(curves: dict[str, dict[str, list[tuple[int, float, float]]]], path: Path) -> None:
+    """One panel per dataset: mean probe top-1 (+-1 std over seeds) against training epochs, one line per
+    method. curves: dataset -> method label -> [(epochs, mean, std)] in increasing epochs."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 4.5), layout="constrained", squeeze=False)
+    for ax, (dataset, lines) in zip(axes[0], curves.items()):
+        for label, points in lines.items():
+            epochs, means, stds = zip(*points)
+            ax.errorbar(epochs, means, yerr=stds, marker="o", capsize=3, label=label)
+        ax.set_xscale("log")
+        ticks = sorted({e for points in lines.values() for e, _, _ in points})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set(xlabel="training epochs", ylabel="linear-probe top-1", title=dataset)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    plots.save(fig, path, dpi=120)

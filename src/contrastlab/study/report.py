@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -270,6 +271,24 @@ def representation_row(group: Group) -> list:
     ]
 
 
+def epoch_curves(scenarios: dict[str, Group]) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
+    """dataset -> method -> [(epochs, mean top-1, std)] for every method that ran with two or more training
+    lengths and otherwise the same settings (the grid's other axes and the recipe)."""
+    runs_by_method: dict[tuple, dict[int, Group]] = defaultdict(dict)
+    for g in scenarios.values():
+        epochs = g.runs[0].get("train", {}).get("epochs")
+        if epochs is None:
+            continue
+        settings = (g.dataset, g.setting("loss"), g.setting("aug"), re.sub(r"epochs-\d+-?", "", g.variant), g.recipe)
+        runs_by_method[settings][epochs] = g
+    curves: dict[str, dict[str, list[tuple[int, float, float]]]] = defaultdict(dict)
+    for (dataset, loss, aug, variant, recipe), by_epochs in runs_by_method.items():
+        if len(by_epochs) > 1:
+            label = " / ".join(part for part in (loss, aug, variant.strip("-"), recipe) if part)
+            curves[dataset][label] = [(e, by_epochs[e].mean("top1"), by_epochs[e].std("top1")) for e in sorted(by_epochs)]
+    return curves
+
+
 def representations_section(scenarios: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
     """Every scenario and baseline as a row of representations.csv; the study's scenarios probed on the
     embedding and on the backbone side by side, each against the random-init encoder on the same features;
@@ -312,6 +331,18 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
             lines.append(f"- {dataset} baselines (embedding-sized, then on 256 backbone-sized features): "
                          + "; ".join(cells) + ".")
         lines.append("")
+    curves = epoch_curves(scenarios)
+    if curves:
+        figures.top1_by_epochs(curves, out / "top1_by_epochs.png")
+        lines += ["### Probe top-1 against training epochs", "",
+                  "Methods trained for several lengths, everything else equal (mean ± std over seeds):", "",
+                  "![top-1 against epochs](top1_by_epochs.png)", ""]
+        for dataset, methods in curves.items():
+            for label, points in methods.items():
+                lines.append(f"- {dataset}, {label}: " + ", ".join(f"{e} epochs {m:.4f}" for e, m, _ in points) + ".")
+        lines.append("")
+    else:
+        (out / "top1_by_epochs.png").unlink(missing_ok=True)  # left from an earlier report
     lines += ["**Aims** (mean top-1 over seeds; best group found so far among all results):", ""]
     for dataset, aims in AIMS.items():
         for what, threshold, counts in aims:
