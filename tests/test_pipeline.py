@@ -51,7 +51,9 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo, first_repro)
     for name in ("mnist", "cifar10"):
         for array in ("train_images", "train_labels", "test_images", "test_labels"):
             assert (path / f"data/datasets/{name}/{array}.npy").exists()
-    assert np.load(path / "data/embeddings.npz")["embeddings"].shape == (100, 32)
+    embedded = np.load(path / "data/embeddings.npz")
+    assert embedded["embedding"].shape == (100, 32) and embedded["backbone"].shape == (100, 256)
+    assert embedded["backbone_shift+3"].shape == (100, 256)
     assert (path / "models/encoder.pt").stat().st_size > 500_000  # ~181k float32 weights
 
     probe = json.loads((path / "metrics/probe.json").read_text())
@@ -109,6 +111,9 @@ def test_bad_value_stops_the_stage_with_one_line_and_no_output(repo, first_repro
      (0.05, 0.15)),
     (["loss=supcon", "train.temperature=0.1", "dataset=cifar10", "train.momentum=0.9"], (0.0, 0.0)),
     (["pairs.negatives=hard", "pairs.augment_anchor=true", "train.weight_decay=0.01"], (0.0, 0.0)),
+    # 2 of 12 training images per class held out: 10 anchors each, so 9 of 99 other anchors share a class
+    (["loss=ntxent", "model.arch=vgg_small", "model.embedding_dim=16", "probe.features=backbone",
+      "split.validation_per_class=2", "tsne.n_points=all"], (0.0909, 0.0910)),
 ])
 def test_every_option_runs_through_dvc_exp_run_and_lands_in_mlflow(repo, first_repro, settings, fnr):
     path, env = repo

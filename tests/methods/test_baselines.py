@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from contrastlab.infra.errors import TrainingDiverged
+from contrastlab.methods import baselines as baselines_module
 from contrastlab.methods.baselines import BASELINES, calibrate_batchnorm, random_init, raw_pixels, train_supervised
 from contrastlab.methods.encoders import Encoder, make_encoder
 from contrastlab.pipeline.embed import embed_images
@@ -124,3 +125,34 @@ def test_supervised_training_follows_the_recipe():
     weights = [train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU,
                                 progress=False)[0].backbone[0].weight for config in (protocol, protocol, adamw)]
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
+def test_supervised_training_draws_fresh_views_of_the_configs_augmentation():
+    images, labels = tiny(5)
+
+    def first_conv(aug: str) -> torch.Tensor:
+        config = TrainConfig(loss="triplet", aug=aug, seed=0, epochs=2, lr=0.05, batch_size=25)
+        return train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU,
+                                progress=False)[0].backbone[0].weight
+
+    plain, views, again = first_conv("none"), first_conv("pad_rotate_scale"), first_conv("pad_rotate_scale")
+    assert torch.equal(views, again) and not torch.equal(plain, views)
+
+
+def test_the_tuned_supervised_baseline_trains_with_adamw_one_cycle_and_augmentation(monkeypatch):
+    seen = {}
+
+    def recording(images, labels, config, *, device, progress):
+        seen.update(config=config, images=len(images))
+        return make_encoder(1), []
+
+    monkeypatch.setattr(baselines_module, "train_supervised", recording)
+    images, labels = tiny(10)
+    data = {"train_images": images, "train_labels": labels, "test_images": images[:3]}
+    BASELINES["supervised_tuned"].features(data, settings(anchors=4), CPU, progress=False)
+    config = seen["config"]
+    assert (config.optimizer, config.lr, config.weight_decay, config.schedule, config.epochs) == (
+        "adamw", 0.003, 0.05, "onecycle", 10)
+    assert (config.aug, config.batch_size, seen["images"]) == ("pad_rotate_scale", 8, 40)  # 4 anchors x 10 classes
+    BASELINES["supervised"].features(data, settings(anchors=4), CPU, progress=False)
+    assert (seen["config"].aug, seen["config"].optimizer, seen["config"].lr) == ("none", "sgd", 0.15)
