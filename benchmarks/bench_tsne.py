@@ -38,7 +38,7 @@ still running after `--timeout` seconds is stopped and reported as such.
     python benchmarks/bench_tsne.py --data /path/embeddings.npz --out benchmarks/tsne_results.md
     python benchmarks/bench_tsne.py --sizes 1000 --max-iter 1000 --repeats 2   # a quick look
 
-Input: a `.npz` with `embeddings` (N x d float32) and `labels` (N,), e.g. the `embed` stage's.
+Input: a `.npz` with `embedding` (N x d float32) and `labels` (N,), e.g. the `embed` stage's.
 Needs openTSNE (`pip install openTSNE`) in addition to the project's dependencies.
 """
 
@@ -206,7 +206,7 @@ def main() -> None:
     from sklearn.manifold import trustworthiness
 
     data = np.load(args.data)
-    embeddings, labels = data["embeddings"].astype(np.float32), data["labels"]
+    embeddings, labels = data["embedding"].astype(np.float32), data["labels"]
     sizes = [n for n in args.sizes if n <= len(embeddings)]
     cases = {(m, n): Case(m, n) for n in sizes for m in args.methods}
 

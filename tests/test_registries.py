@@ -51,7 +51,7 @@ def test_every_arch_is_a_valid_param_trains_and_every_baseline_uses_it(name, los
     raw = committed_params()
     raw["model"] = {"arch": name, "embedding_dim": size}
     p = params.validate(raw, params.BASELINE)
-    assert p["model"]["arch"] == name and ARCHS[name].label
+    assert p["model"]["arch"] == name
     config = TrainConfig(loss=loss, aug="simclr", seed=0, epochs=1, lr=0.01, batch_size=20, arch=name,
                          embedding_dim=size)
     result = train(torch.from_numpy(IMAGES), build(LABELS, LOSSES[loss].examples, 6, seed=0), config, device=CPU,

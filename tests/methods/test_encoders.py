@@ -29,6 +29,18 @@ def test_the_study_projection_is_its_last_convolution_reading_the_256_x_3_x_3_ma
     assert parameters(encoder.projection) == 256 * 8 * 4
 
 
+def test_the_study_arch_is_initialised_exactly_as_before_it_had_a_backbone_and_a_projection():
+    # numbers from the single nn.Sequential of the code before `model.arch` (e1c4695), seed 0, MNIST: the same
+    # weights, so every earlier result of the 12 scenarios stays comparable
+    torch.manual_seed(0)
+    encoder = make_encoder(1)
+    with torch.no_grad():
+        assert sum(float(p.double().abs().sum()) for p in encoder.parameters()) == pytest.approx(4888.121801165198,
+                                                                                               abs=1e-9)
+        assert float(encoder.backbone[0].weight[0, 0, 0, 0]) == -0.003743410110473633
+        assert float(encoder.projection[0].weight[7, 255, 1, 1]) == 0.004430752247571945
+
+
 def test_vgg_small_parameter_count_by_hand():
     convs = 1 * 32 * 9 + 32 * 64 * 9 + 64 * 128 * 9 + 128 * 256 * 9
     batchnorms = 2 * (32 + 64 + 128 + 256) + 2 * 256

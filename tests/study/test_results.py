@@ -131,10 +131,11 @@ def test_a_param_comes_from_study_json_or_for_older_folders_from_the_overrides_a
     assert Group([new]).param("model.arch") == "vgg_small"
 
 
-def test_the_supervised_baseline_is_the_only_baseline_that_uses_labels():
-    for kind in BASELINES:
-        fields = BaselineRun("mnist", kind).fields()
-        assert Group([{"probe": {"top1": 0.5}, "study": fields}]).labels_used is (kind == "supervised")
+def test_a_baseline_uses_labels_as_its_registry_entry_says():
+    used = {kind: Group([{"probe": {"top1": 0.5}, "study": BaselineRun("mnist", kind).fields()}]).labels_used
+            for kind in BASELINES}
+    assert used == {kind: baseline.uses_labels for kind, baseline in BASELINES.items()}
+    assert used["supervised"] and used["supervised_tuned"] and not used["raw_pixels"] and not used["random_init"]
 
 
 def test_the_studys_repeat_spread_is_the_gap_between_its_two_sheets_for_the_same_settings():

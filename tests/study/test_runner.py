@@ -42,11 +42,12 @@ def test_baselines_run_once_per_setting_of_the_params_they_read_and_are_named_by
     baselines = [run for run in runs if run.is_baseline]  # two losses share each of the four settings
     assert [run.name for run in baselines] == [
         "baseline-mnist-random_init-s0", "baseline-mnist-random_init-arch-vgg_small-s0",
-        "baseline-mnist-random_init-features-backbone-s0", "baseline-mnist-random_init-arch-vgg_small-features-backbone-s0"]
+        "baseline-mnist-random_init-features-backbone-s0", "baseline-mnist-random_init-features-backbone-arch-vgg_small-s0"]
     last = baselines[-1]
-    assert last.identity == BaselineRun("mnist", "random_init", 0, variant="arch-vgg_small-features-backbone")
-    assert last.identity.group == "mnist-baseline-random_init-arch-vgg_small-features-backbone"
-    assert last.overrides == {"dataset": "mnist", "model.arch": "vgg_small", "probe.features": "backbone", "seed": 0}
+    # named with the axes in the grid's order, as its scenarios are
+    assert last.identity == BaselineRun("mnist", "random_init", 0, variant="features-backbone-arch-vgg_small")
+    assert last.identity.group == "mnist-baseline-random_init-features-backbone-arch-vgg_small"
+    assert last.overrides == {"dataset": "mnist", "probe.features": "backbone", "model.arch": "vgg_small", "seed": 0}
     assert last.params["model"]["arch"] == "vgg_small" and last.params["probe"]["features"] == "backbone"
     assert "loss" not in last.params  # what study.json keeps: the params the baseline reads
     scenario = next(run for run in runs if run.name == "mnist-triplet-simclr-features-backbone-arch-vgg_small-s0")

@@ -140,11 +140,13 @@ def supervised_tuned(data: dict, p: dict, device: torch.device, progress: bool =
 class Baseline:
     features: Callable[..., np.ndarray]  # (data, params.BASELINE's values, device, progress) -> the test set's features
     label: str                           # how the report names it
+    uses_labels: bool = False            # trained with the labels (the report's `labels_used`)
 
 
 BASELINES: dict[str, Baseline] = {
     "raw_pixels": Baseline(raw_pixels, "raw pixels (logistic regression)"),
     "random_init": Baseline(random_init, "encoder at random init"),
-    "supervised": Baseline(supervised, "encoder trained supervised (cross-entropy)"),
-    "supervised_tuned": Baseline(supervised_tuned, "encoder trained supervised, AdamW one-cycle + augmentation"),
+    "supervised": Baseline(supervised, "encoder trained supervised (cross-entropy)", uses_labels=True),
+    "supervised_tuned": Baseline(supervised_tuned, "encoder trained supervised, AdamW one-cycle + augmentation",
+                                 uses_labels=True),
 }

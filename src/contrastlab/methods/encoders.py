@@ -3,8 +3,8 @@ the loss sees, ending in a head. The probe reads either the embedding or the bac
 
 - `study`: the protocol's Siamese encoder, five bias-free convolutions to a 32-d embedding, layer for layer.
 - `vgg_small`: 3x3 convolutions with BatchNorm and max-pooling (widths 32-64-128-256), global average
-  pooling to 256 features, and a SimCLR-style MLP projection (256 -> 256 -> `model.embedding_dim`).
-  About 2.5x the study encoder's parameters and 4x its training time per image on a 2-core CPU.
+  pooling to 256 features, and a SimCLR-style MLP projection (256 -> 256 -> `model.embedding_dim`):
+  2.6x the study encoder's parameters, 5.4x its FLOP per CIFAR-10 image (what that costs: BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -87,12 +87,11 @@ def vgg_small(channels: int, embedding_dim: int) -> tuple[list[nn.Module], list[
 class Arch:
     layers: Callable[[int, int], tuple[list[nn.Module], list[nn.Module]]]  # (channels, embedding_dim) -> layers
     embedding_dim: int | None  # the only size it can embed to, or None when `model.embedding_dim` chooses
-    label: str                 # how the report names it
 
 
 ARCHS: dict[str, Arch] = {
-    "study": Arch(study, EMBEDDING_DIM, "the study's encoder (5 convolutions, 181k parameters)"),
-    "vgg_small": Arch(vgg_small, None, "small VGG-style encoder (3x3 convolutions, BatchNorm, 0.46M parameters)"),
+    "study": Arch(study, EMBEDDING_DIM),
+    "vgg_small": Arch(vgg_small, None),
 }
 
 

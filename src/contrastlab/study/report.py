@@ -259,7 +259,7 @@ AIMS = {
 
 def representation_row(group: Group) -> list:
     """One row of representations.csv: what was trained and probed, and how well (mean over seeds)."""
-    is_baseline = "baseline" in group.runs[0]["study"]
+    is_baseline = group.is_baseline
     trained = [run["train"] for run in group.runs if "train" in run]
     return [
         group.dataset, group.param("model.arch"),
@@ -283,12 +283,13 @@ def epoch_curves(scenarios: dict[str, Group]) -> dict[str, dict[str, list[tuple[
         epochs = g.runs[0].get("train", {}).get("epochs")
         if epochs is None:
             continue
-        settings = (g.dataset, g.setting("loss"), g.setting("aug"), re.sub(r"epochs-\d+-?", "", g.variant), g.recipe)
-        runs_by_method[settings][epochs] = g
+        other_axes = re.sub(r"(?:^|-)epochs-\d+(?=-|$)", "", g.variant).strip("-")  # not warmup_epochs-N
+        settings = (g.dataset, g.setting("loss"), g.setting("aug"), other_axes, g.recipe)
+        runs_by_method[settings].setdefault(epochs, g)  # two groups of the same settings and length: the first
     curves: dict[str, dict[str, list[tuple[int, float, float]]]] = defaultdict(dict)
     for (dataset, loss, aug, variant, recipe), by_epochs in runs_by_method.items():
         if len(by_epochs) > 1:
-            label = " / ".join(part for part in (loss, aug, variant.strip("-"), recipe) if part)
+            label = " / ".join(part for part in (loss, aug, variant, recipe) if part)
             curves[dataset][label] = [(e, by_epochs[e].mean("top1"), by_epochs[e].std("top1")) for e in sorted(by_epochs)]
     return curves
 
@@ -340,7 +341,7 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
         for dataset in dict.fromkeys(g.dataset for g, _ in pairs):
             cells = [f"{kind} {fmt(b, 'top1')}" for variant in ("", "features-backbone") for kind in BASELINES
                      if (b := baseline(baselines, dataset, kind, variant))]
-            lines.append(f"- {dataset} baselines (embedding-sized, then on 256 backbone-sized features): "
+            lines.append(f"- {dataset} baselines (on the protocol's features, then on 256 backbone-sized ones): "
                          + "; ".join(cells) + ".")
         lines.append("")
     curves = epoch_curves(scenarios)
@@ -358,7 +359,7 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
     lines += ["**Aims** (mean top-1 over seeds; best group found so far among all results):", ""]
     for dataset, aims in AIMS.items():
         for what, threshold, counts in aims:
-            found = [g for g in groups if g.dataset == dataset and counts(g) and "baseline" not in g.runs[0]["study"]]
+            found = [g for g in groups if g.dataset == dataset and counts(g) and not g.is_baseline]
             if not found:
                 lines.append(f"- {dataset}, {what} >= {threshold}: no result yet.")
                 continue
@@ -376,11 +377,12 @@ def validation_section(validation: dict[str, Group]) -> list[str]:
         return []
     lines = ["## Recipe selection on the held-out validation split", "",
              "Trained without the last `split.validation_per_class` training images of each class and probed on "
-             "those (never on the test set), best first per dataset and arch.", "",
+             "those (never on the test set), best first per dataset and arch, with the baselines on the same images.", "",
              "| dataset | arch | run | labels used | seeds | validation top-1 | kNN | epochs |", "|---|---|---|---|---|---|---|---|"]
     for g in sorted(validation.values(), key=lambda g: (g.dataset, g.param("model.arch"), -g.mean("top1"))):
         epochs = g.runs[0].get("train", {}).get("epochs", "")
-        lines.append(f"| {g.dataset} | {g.param('model.arch')} | {g.label} | {'yes' if g.labels_used else 'no'} | "
+        run = f"*baseline:* {g.label}" if g.is_baseline else g.label
+        lines.append(f"| {g.dataset} | {g.param('model.arch')} | {run} | {'yes' if g.labels_used else 'no'} | "
                      f"{len(g.runs)} | {fmt(g, 'top1')} | {fmt(g, 'knn')} | {epochs} |")
     return [*lines, ""]
 
@@ -417,8 +419,9 @@ def write_report(results: Path, out: Path) -> None:
     every_scenario, every_baseline = load(results)
     validation = {key: g for key, g in every_scenario.items() if g.param("split.validation_per_class")}
     scenarios = {key: g for key, g in every_scenario.items() if key not in validation}  # probed on the test set
-    every_baseline = {key: g for key, g in every_baseline.items() if not g.param("split.validation_per_class")}
-    baselines = {key: g for key, g in every_baseline.items() if not g.variant}  # on the protocol's encoder and probe
+    validation_baselines = {key: g for key, g in every_baseline.items() if g.param("split.validation_per_class")}
+    tested_baselines = {key: g for key, g in every_baseline.items() if key not in validation_baselines}
+    baselines = {key: g for key, g in tested_baselines.items() if not g.variant}  # on the protocol's encoder and probe
     beyond = {key: g for key, g in scenarios.items() if not is_main_scenario(g)}
     scenarios = {key: g for key, g in scenarios.items() if is_main_scenario(g)}
     if not scenarios:
@@ -442,14 +445,14 @@ def write_report(results: Path, out: Path) -> None:
         *recipe_section({**scenarios, **beyond}, baselines),
         "## Time",
         "",
-        *timing(scenarios, beyond, baselines),
+        *timing(scenarios, {**beyond, **validation}, every_baseline),
         "",
         "## Figures",
         "",
         *figures_section(scenarios, baselines, out),
         *beyond_section(beyond, scenarios, baselines, out),
-        *representations_section({**scenarios, **beyond}, every_baseline, out),
-        *validation_section(validation),
+        *representations_section({**scenarios, **beyond}, tested_baselines, out),
+        *validation_section({**validation, **validation_baselines}),
     ]
     write_text(out / "README.md", "\n".join(text) + "\n")
 

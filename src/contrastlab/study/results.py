@@ -37,6 +37,10 @@ class Group:
 
     runs: list[dict] = field(default_factory=list)
 
+    @property
+    def is_baseline(self) -> bool:
+        return "baseline" in self.runs[0]["study"]
+
     def setting(self, name: str):
         """A field of the group's identity as study.json records it (`dataset`, `loss`, `aug`, `variant`,
         `recipe`, or `baseline`): the same for every seed."""
@@ -59,7 +63,7 @@ class Group:
     @property
     def label(self) -> str:
         """"<loss> / <aug>[ / <variant>][ (<recipe> recipe)]", or the baseline's label in its registry."""
-        if "baseline" in self.runs[0]["study"]:
+        if self.is_baseline:
             return BASELINES[self.setting("baseline")].label
         label = " / ".join(part for part in (self.setting("loss"), self.setting("aug"), self.variant) if part)
         return label if self.recipe == PROTOCOL else f"{label} ({self.recipe} recipe)"
@@ -79,8 +83,8 @@ class Group:
     def labels_used(self) -> bool:
         """Whether training saw labels: a label-using two-view loss (SupCon), negatives chosen or mined by
         label (the protocol's pairs and triplets), or the supervised baseline."""
-        if "baseline" in self.runs[0]["study"]:
-            return self.setting("baseline") == "supervised"
+        if self.is_baseline:
+            return BASELINES[self.setting("baseline")].uses_labels
         loss = LOSSES[self.setting("loss")]
         if loss.examples == "views":  # the rest of the batch are its negatives, whatever pairs.negatives says
             return loss.uses_labels

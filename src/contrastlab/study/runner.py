@@ -128,10 +128,11 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
                              "axes whose last name part is the same need different values")
         runs += scenarios
         read_by_baselines = set(params_module.expand(params_module.BASELINE))
-        settings = [{path: value for path, value in run.overrides.items() if path in read_by_baselines}
-                    for run in scenarios]
-        for setting in dict.fromkeys(json.dumps(setting, sort_keys=True) for setting in settings):
-            overrides = json.loads(setting)
+        settings: dict[str, dict] = {}  # each distinct setting once, its axes in the grid's order (as in names)
+        for run in scenarios:
+            setting = {path: value for path, value in run.overrides.items() if path in read_by_baselines}
+            settings.setdefault(json.dumps(setting, sort_keys=True), setting)
+        for overrides in settings.values():
             used = params_module.validate(with_values(raw, overrides), params_module.BASELINE)
             for kind in study["baselines"]:
                 identity = BaselineRun(overrides["dataset"], kind, seed, variant=variant(overrides, raw))
