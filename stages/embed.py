@@ -33,7 +33,8 @@ def main() -> None:
         moved = embed_images(encoder, shift_horizontally(images, shift), p["batch_size"])
         arrays.update({shifted_name(features, shift): array for features, array in moved.items()})
     save_npz(args.out, labels=labels, **arrays)
-    print(f"{len(labels)} test images (and {len(p['shifts'])} shifted copies) -> {arrays['embedding'].shape[1]}-d "
+    which = "held-out training" if loaded["split"]["validation_per_class"] else "test"
+    print(f"{len(labels)} {which} images (and {len(p['shifts'])} shifted copies) -> {arrays['embedding'].shape[1]}-d "
           f"embeddings and {arrays['backbone'].shape[1]} backbone features in {args.out}")
 
 

@@ -48,7 +48,9 @@ def main() -> None:
     experiment = os.environ.get("DVC_EXP_NAME")
     name, group = run_identity(scenario, experiment)
     commit = git_commit(Path.cwd())
-    design = {"arch": p["model"]["arch"], "features": p["probe"]["features"]}  # what the MLflow UI compares across
+    # what the MLflow UI compares across (a run probed on held-out training images is not a test-set result)
+    design = {"arch": p["model"]["arch"], "features": p["probe"]["features"],
+              "probed_on": "validation" if p["split"]["validation_per_class"] else "test"}
     tags = {"scenario": group, "dataset": p["dataset"], "loss": p["loss"], "aug": p["aug"], "seed": str(p["seed"]),
             **design, "git_commit": commit, "dvc_experiment": experiment or "workspace"}
     runs = [dict(run_name=name, params={**p, "resolved": {"epochs": trained["epochs"], "lr": trained["lr"]}},

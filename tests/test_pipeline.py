@@ -76,6 +76,8 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo, first_repro)
         assert (path / f"plots/{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert mlflow_runs(path) == [("mnist-triplet-simclr", "workspace")]
     assert sorted(mlflow_runs(path, "baseline")) == sorted((f"mnist-baseline-{name}", name) for name in BASELINES)
+    for tag, value in (("arch", "study"), ("features", "embedding"), ("probed_on", "test")):  # the UI's columns
+        assert [found for _, found in mlflow_runs(path, tag)] == [value] * (1 + len(BASELINES))
 
 
 def test_second_repro_recomputes_nothing(repo, first_repro):
