@@ -44,8 +44,8 @@ def main() -> None:
     images, labels = load_split(args.data, "test")
     train_images, _ = load_split(args.data, "train")
     trained = load_encoder(args.model, torch.device("cpu"))
-    torch.manual_seed(args.seed)
-    untrained = make_encoder(images.shape[1])
+    torch.manual_seed(args.seed)  # as the random_init baseline makes it
+    untrained = make_encoder(images.shape[1]).to(memory_format=torch.channels_last)
     calibrate_batchnorm(untrained, train_images, 1024)
     print("| features | size | trained top-1 | random init top-1 | gain |\n|---|---|---|---|---|")
     found = {name: representations(encoder, images) for name, encoder in (("trained", trained), ("init", untrained))}
