@@ -308,3 +308,13 @@ def test_a_scenario_that_beats_raw_pixels_in_no_way_is_named_with_the_numbers(tm
     assert "| 0.8800 | none |" in text
     assert ("- Beats raw pixels in none of the ways: mnist pairwise / none: embedding 0.6000 vs 0.9000, backbone "
             "0.8500 vs 0.8900, tuned recipe 0.8800 vs 0.9000.") in text
+
+
+def test_without_the_raw_pixels_baseline_on_backbone_features_the_verdict_waits(tmp_path):
+    results = tmp_path / "results"
+    write_scenario(results, "pairwise", "none", 0, 0.60)
+    write_scenario(results, "pairwise", "none", 0, 0.85, variant="features-backbone", params=protocol_params("backbone"))
+    write_baseline(results, "raw_pixels", 0, 0.90)
+    write_report(results, tmp_path / "report")
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert "|  | not known yet: a raw-pixels baseline is missing |" in text and "in none of the ways" not in text

@@ -20,19 +20,22 @@ from tinydata import make_tiny_repo, sh
 RAW = committed_params()
 
 
-def test_plan_runs_seed_by_seed_with_baselines_after_each_seeds_scenarios():
+def test_plan_runs_seed_by_seed_each_seeds_baselines_before_its_scenarios():
     runs = plan(RAW, seeds=2)
     names = [run.name for run in runs]
     baselines = RAW["study"]["baselines"]
-    assert len(runs) == 2 * (12 + 2 * len(baselines))
-    assert names[:3] == ["mnist-pairwise-none-s0", "mnist-pairwise-pad_rotate_scale-s0", "mnist-pairwise-simclr-s0"]
-    after = 12 + 2 * len(baselines)
-    assert names[12:after] == [f"baseline-{d}-{b}-s0" for d in ("mnist", "cifar10") for b in baselines]
-    assert names[after] == "mnist-pairwise-none-s1"
-    assert runs[after].identity == Scenario("mnist", "pairwise", "none", seed=1)
-    assert runs[after].overrides == {"dataset": "mnist", "loss": "pairwise", "aug": "none", "seed": 1}
-    assert runs[12].identity == BaselineRun("mnist", baselines[0], 0) and runs[12].is_baseline
-    assert runs[12].overrides == {"dataset": "mnist", "seed": 0}
+    first = 2 * len(baselines)
+    assert len(runs) == 2 * (12 + first)
+    assert names[:first] == [f"baseline-{d}-{b}-s0" for d in ("mnist", "cifar10") for b in baselines]
+    assert names[first : first + 3] == ["mnist-pairwise-none-s0", "mnist-pairwise-pad_rotate_scale-s0",
+                                        "mnist-pairwise-simclr-s0"]
+    assert names[first + 12 :][:first] == [f"baseline-{d}-{b}-s1" for d in ("mnist", "cifar10") for b in baselines]
+    second = 2 * first + 12
+    assert names[second] == "mnist-pairwise-none-s1"
+    assert runs[second].identity == Scenario("mnist", "pairwise", "none", seed=1)
+    assert runs[second].overrides == {"dataset": "mnist", "loss": "pairwise", "aug": "none", "seed": 1}
+    assert runs[0].identity == BaselineRun("mnist", baselines[0], 0) and runs[0].is_baseline
+    assert runs[0].overrides == {"dataset": "mnist", "seed": 0}
 
 
 def test_baselines_run_once_per_setting_of_the_params_they_read_and_are_named_by_it():

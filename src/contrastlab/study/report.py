@@ -330,12 +330,14 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
             gains = [f"{x.mean('top1') - r.mean('top1'):+.4f}" if r else "" for x, r in zip((g, twin), init)]
             ways = [(g, raw[0], "embedding"), (twin, raw[1], "backbone"), (tuned, raw[0], f"{TUNED} recipe")]
             beats = [name for x, r, name in ways if x and r and x.mean("top1") > r.mean("top1")]
-            if not beats and raw[0]:
+            unknown = any(x and not r for x, r, _ in ways)  # a raw-pixels baseline has not run yet
+            verdict = ", ".join(beats) or ("not known yet: a raw-pixels baseline is missing" if unknown else "none")
+            if verdict == "none":
                 misses.append(f"{g.dataset} {g.label}: " + ", ".join(
                     f"{name} {x.mean('top1'):.4f} vs {r.mean('top1'):.4f}" for x, r, name in ways if x and r))
             lines.append(f"| {g.dataset} | {g.setting('loss')} / {g.setting('aug')} | {fmt(g, 'top1')} | {gains[0]} | "
                          f"{fmt(twin, 'top1')} | {gains[1]} | {twin.mean('top1') - g.mean('top1'):+.4f}, "
-                         f"{spread_test(twin, g)} | {fmt(tuned, 'top1') if tuned else ''} | {', '.join(beats) or 'none'} |")
+                         f"{spread_test(twin, g)} | {fmt(tuned, 'top1') if tuned else ''} | {verdict} |")
         lines.append("")
         lines += [f"- Beats raw pixels in none of the ways: {miss}." for miss in misses]
         for dataset in dict.fromkeys(g.dataset for g, _ in pairs):

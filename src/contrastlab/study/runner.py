@@ -11,7 +11,8 @@ experiment into `<results>/<name>/`, a folder small enough to commit. A folder t
 finished run: an interrupted study resumes where it stopped, also on another machine that has
 the committed folders. A folder counts as done whatever params.yaml says now: after changing a param
 that is not a grid axis, or the code, delete the folders to recompute. Runs go seed by seed, so the
-first seed of every scenario is done first. A baseline runs once per dataset, seed and the params it
+first seed of every scenario is done first, each seed's baselines before its scenarios. A baseline runs
+once per dataset, seed and the params it
 reads (the encoder's `model`, `probe.features`, ...) as the grid sets them; no recipe is named in it.
 """
 
@@ -105,7 +106,8 @@ def variant(point: dict, defaults: dict) -> str:
 
 
 def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol") -> list[Run]:
-    """Every point of the grid, then every baseline, for seeds 0..seeds-1, seed by seed; all validated up front."""
+    """For seeds 0..seeds-1, seed by seed: the baselines the grid's scenarios compare with (first: they train
+    little and every comparison needs them), then every point of the grid; all validated up front."""
     study = raw["study"]
     for kind, name, known in (("grid", grid_name, study["grids"]), ("recipe", recipe, study["recipes"])):
         if name not in known:
@@ -126,7 +128,6 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
             twice = sorted({name for name in names if names.count(name) > 1})
             raise ParamError(f"params.yaml: study grid '{grid_name}' gives two scenarios the name {twice[0]}; "
                              "axes whose last name part is the same need different values")
-        runs += scenarios
         read_by_baselines = set(params_module.expand(params_module.BASELINE))
         settings: dict[str, dict] = {}  # each distinct setting once, its axes in the grid's order (as in names)
         for run in scenarios:
@@ -137,6 +138,7 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
             for kind in study["baselines"]:
                 identity = BaselineRun(overrides["dataset"], kind, seed, variant=variant(overrides, raw))
                 runs.append(Run(identity, overrides, used))
+        runs += scenarios
     return runs
 
 
