@@ -246,7 +246,7 @@ def test_representations_compare_embedding_and_backbone_each_against_random_init
     # beats raw pixels on its own features (0.95; the embedding's 0.905 < 0.91)
     assert ("| mnist | triplet / simclr | 0.9050 ± 0.0071 | +0.2050 | 0.9600 ± 0.0000 | +0.0200 | +0.0550, larger than "
             "the seed spread |  | backbone |") in text
-    assert ("- mnist baselines (embedding-sized, then on 256 backbone-sized features): raw_pixels 0.9100 ± 0.0000; "
+    assert ("- mnist baselines (on the protocol's features, then on 256 backbone-sized ones): raw_pixels 0.9100 ± 0.0000; "
             "random_init 0.7000 ± 0.0000; raw_pixels 0.9500 ± 0.0000; random_init 0.9400 ± 0.0000.") in text
     assert "in none of the ways" not in text
     assert "| mnist | *baseline:* encoder at random init | 2 | 0.7000" in text  # the main table keeps the protocol's
