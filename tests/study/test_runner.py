@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sqlite3
 import subprocess
@@ -13,7 +14,7 @@ import yaml
 from contrastlab.infra.errors import ParamError
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.study.names import BaselineRun, Scenario
-from contrastlab.study.runner import plan, set_flag
+from contrastlab.study.runner import fixed_value, plan, set_flag
 from project import committed_params
 from tinydata import make_tiny_repo, sh
 
@@ -55,6 +56,17 @@ def test_baselines_run_once_per_setting_of_the_params_they_read_and_are_named_by
     assert "loss" not in last.params  # what study.json keeps: the params the baseline reads
     scenario = next(run for run in runs if run.name == "mnist-triplet-simclr-features-backbone-arch-vgg_small-s0")
     assert scenario.params["loss"] == "triplet" and scenario.params["model"]["arch"] == "vgg_small"
+
+
+def test_a_set_param_is_one_more_axis_of_the_grid_named_like_one():
+    runs = plan(RAW, seeds=1, grid_name="main", fixed={"probe.features": "backbone"})
+    assert [run.name for run in runs] == [run.name for run in plan(RAW, seeds=1, grid_name="backbone")]
+    assert fixed_value("probe.features=backbone") == ("probe.features", "backbone")
+    assert fixed_value("train.epochs=25") == ("train.epochs", 25) and fixed_value("embed.shifts=[3]") == ("embed.shifts", [3])
+    with pytest.raises(argparse.ArgumentTypeError, match="'features' is not KEY=VALUE"):
+        fixed_value("features")
+    with pytest.raises(ParamError, match="probe.features='pixels' is not allowed"):
+        plan(RAW, seeds=1, fixed={"probe.features": "pixels"})
 
 
 def with_grid(grid: dict, **study) -> dict:

@@ -2,6 +2,7 @@
 
     python -m contrastlab.study --results study/results      # grid `main`, recipe `protocol`
     python -m contrastlab.study --grid losses --recipe <name> # any grid and recipe of params.yaml
+    python -m contrastlab.study --grid losses --set probe.features=backbone   # plus a param for every run
 
 Each scenario and seed runs as `dvc exp run --temp -n <name> -S ...` (the workspace is left alone,
 DVC restores unchanged stages from its run cache, the track stage logs one MLflow run for it and one
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from contrastlab.infra import params as params_module
 from contrastlab.infra.errors import ParamError
@@ -105,7 +107,7 @@ def variant(point: dict, defaults: dict) -> str:
                     if path not in (*MAIN_AXES, "seed") and value != get_param(defaults, path))
 
 
-def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol") -> list[Run]:
+def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol", fixed: dict | None = None) -> list[Run]:
     """For seeds 0..seeds-1, seed by seed: the baselines the grid's scenarios compare with (first: they train
     little and every comparison needs them), then every point of the grid; all validated up front."""
     study = raw["study"]
@@ -118,6 +120,7 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
         scenarios: list[Run] = []
         for values in itertools.product(*grid.values()):
             axes = dict(zip(grid, values))
+            axes = {**(fixed or {}), **axes}  # `--set` values: one more axis of one value, named like the others
             point = {**recipe_values, **axes, "seed": seed}
             scenario = params_module.validate_all(with_values(raw, point))
             identity = Scenario(*(scenario[axis] for axis in MAIN_AXES), variant=variant(axes, raw), recipe=recipe,
@@ -140,6 +143,14 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
                 runs.append(Run(identity, overrides, used))
         runs += scenarios
     return runs
+
+
+def fixed_value(text: str) -> tuple[str, object]:
+    """`--set key=value` as (key, value), the value read as YAML as `dvc exp run -S` reads it."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, yaml.safe_load(value)
 
 
 def set_flag(path: str, value) -> str:
@@ -204,6 +215,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="seeds per scenario (default: study.seeds in params.yaml)")
     parser.add_argument("--grid", default="main", help="which of study.grids to run (default: main)")
     parser.add_argument("--recipe", default="protocol", help="which of study.recipes to train with")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=fixed_value,
+                        help="also set this param (as `dvc exp run -S` takes it) for every run of the grid, e.g. "
+                             "--set probe.features=backbone; named in the runs' names; repeatable")
     args = parser.parse_args()
     root = Path.cwd()
     raw = params_module.read(root / "params.yaml")  # what every experiment of the study starts from
@@ -211,7 +225,7 @@ def main() -> None:
     seeds = study["seeds"] if args.seeds is None else args.seeds
     if seeds < 1:
         raise ParamError(f"--seeds {seeds}: a study needs at least one seed")
-    runs = plan(raw, seeds, args.grid, args.recipe)
+    runs = plan(raw, seeds, args.grid, args.recipe, dict(args.set))
     missing = sorted({run.overrides["dataset"] for run in runs} - set(raw["download"]["datasets"]))
     if missing:
         raise ParamError(f"params.yaml: the study uses {', '.join(missing)}, not in download.datasets")
