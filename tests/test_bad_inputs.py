@@ -29,6 +29,7 @@ from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.losses import LOSSES as LOSS_REGISTRY
 from contrastlab.pipeline.datasets import DATASETS
 from contrastlab.pipeline.download import _idx_names
+from project import committed_params
 from tinydata import GIT, make_tiny_repo, sh
 
 pytestmark = pytest.mark.e2e
@@ -155,8 +156,9 @@ CASES = [
     Case("disk full while training (simulated)", "error: cannot write models/train-checkpoint.pt: File too large "
          "(free disk space or fix permissions, then re-run; the previous file, if any, is unchanged)",
          command=TRAIN_STAGE, preexec=limit_file_size(200_000)),
-    Case("study grid that does not exist", "error: params.yaml: no study grid 'mian'; known: main, losses, negatives, "
-         "sweep", command=[sys.executable, "-m", "contrastlab.study", "--grid", "mian", "--results", "results"]),
+    Case("study grid that does not exist", "error: params.yaml: no study grid 'mian'; known: "
+         + ", ".join(committed_params()["study"]["grids"]),
+         command=[sys.executable, "-m", "contrastlab.study", "--grid", "mian", "--results", "results"]),
 ]
 
 

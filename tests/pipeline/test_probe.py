@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 from sklearn.model_selection import train_test_split
 
+from contrastlab.infra.errors import ParamError
 from contrastlab.pipeline.probe import probe
 
 RNG = np.random.default_rng(0)
@@ -77,3 +79,10 @@ def test_standardize_learns_mean_and_deviation_from_the_fitting_split_only():
 def _scored_rows():
     """The held-out rows of `probe`'s split, drawn here the same way."""
     return train_test_split(np.arange(1000), test_size=0.2, stratify=LABELS, random_state=0)[1]
+
+
+def test_a_split_too_small_to_hold_every_class_is_one_line_naming_the_fix():
+    labels = np.repeat(np.arange(10), 2)  # 20 images: 20% scores 4, fewer than the 10 classes
+    with pytest.raises(ParamError, match=r"^params.yaml: probe.test_size=0.2 splits 20 images into 16 to fit and 4 to "
+                                         r"score, but each part needs one of each of the 10 classes; probe more images"):
+        probe(np.zeros((20, 3)), labels, test_size=0.2, knn_k=1, max_iter=10, seed=0)

@@ -151,13 +151,16 @@ def study(tmp_path_factory):
     return repo, env, cmd, first, report
 
 
+KEPT_BASELINES = RAW["study"]["baselines"]  # the tiny repo's study keeps the committed list
+RUNS = 2 + len(KEPT_BASELINES)
+
+
 @pytest.mark.e2e
 def test_study_keeps_every_run_and_tracks_each_once(study):
     repo, _, _, first, _ = study
     results = repo / "study/results"
     assert sorted(p.name for p in results.iterdir()) == sorted([
-        "mnist-triplet-none-s0", "mnist-triplet-simclr-s0",
-        "baseline-mnist-raw_pixels-s0", "baseline-mnist-random_init-s0", "baseline-mnist-supervised-s0"])
+        "mnist-triplet-none-s0", "mnist-triplet-simclr-s0", *(f"baseline-mnist-{b}-s0" for b in KEPT_BASELINES)])
     kept = results / "mnist-triplet-none-s0"
     assert sorted(p.name for p in kept.iterdir()) == [
         "confusion.csv", "examples.json", "probe.json", "study.json", "train.json", "train_loss.csv", "tsne.csv"]
@@ -167,9 +170,9 @@ def test_study_keeps_every_run_and_tracks_each_once(study):
     baseline = json.loads((results / "baseline-mnist-supervised-s0/study.json").read_text())
     assert (baseline["dataset"], baseline["baseline"], baseline["seed"]) == ("mnist", "supervised", 0)
     assert info["wall_s"] > 0
-    assert "=== study [2/5] mnist-triplet-simclr-s0 (3 to go" in first.stdout
-    assert mlflow_scenarios(repo) == ["mnist-baseline-random_init", "mnist-baseline-raw_pixels",
-                                      "mnist-baseline-supervised", "mnist-triplet-none", "mnist-triplet-simclr"]
+    assert f"=== study [{RUNS}/{RUNS}] mnist-triplet-simclr-s0 (0 to go" in first.stdout  # baselines ran first
+    assert mlflow_scenarios(repo) == sorted([*(f"mnist-baseline-{b}" for b in BASELINES), "mnist-triplet-none",
+                                             "mnist-triplet-simclr"])
     with sqlite3.connect(repo / "mlflow.db") as db:  # a study run is named by its experiment, seed included
         names = sorted(name for (name,) in db.execute("SELECT name FROM runs"))
     assert names[-2:] == ["mnist-triplet-none-s0", "mnist-triplet-simclr-s0"]
@@ -187,16 +190,16 @@ def test_report_has_both_scenarios_and_the_baselines(study):
     assert "one seed only: spread unknown" in text
     for png in ("top1.png", "tsne_mnist_triplet.png", "confusion_mnist.png"):
         assert (repo / "report" / png).read_bytes()[:4] == b"\x89PNG"
-    assert len((repo / "report/results.csv").read_text().splitlines()) == 1 + 2 + 3
+    assert len((repo / "report/results.csv").read_text().splitlines()) == 1 + 2 + len(KEPT_BASELINES)
 
 
 @pytest.mark.e2e
 def test_running_the_study_again_retrains_nothing(study):
     repo, env, cmd, _, _ = study
     again = sh(*cmd, cwd=repo, env=env)
-    assert "5 already in study/results, 0 to run" in again.stdout
+    assert f"{RUNS} already in study/results, 0 to run" in again.stdout
     assert "Running stage" not in again.stdout + again.stderr
-    assert len(mlflow_scenarios(repo)) == 5
+    assert len(mlflow_scenarios(repo)) == 2 + len(BASELINES)
 
 
 @pytest.mark.e2e

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, top_k_accuracy_score
@@ -34,6 +36,11 @@ def probe(
     scales each coordinate to unit variance on the fitting split before the logistic regression:
     its fixed penalty (C=1) otherwise underfits small coordinates, such as unit-length embeddings'.
     """
+    classes, scored = len(np.unique(labels)), math.ceil(test_size * len(labels))  # as train_test_split rounds
+    if min(scored, len(labels) - scored) < classes:
+        raise ParamError(f"params.yaml: probe.test_size={test_size} splits {len(labels)} images into {len(labels) - scored} "
+                         f"to fit and {scored} to score, but each part needs one of each of the {classes} classes; "
+                         "probe more images (e.g. a larger split.validation_per_class) or change probe.test_size")
     fit, score = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
     x_fit, x_score, y_fit, y_score = embeddings[fit], embeddings[score], labels[fit], labels[score]
     if knn_k > len(x_fit):
