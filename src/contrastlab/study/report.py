@@ -273,6 +273,7 @@ def representation_row(group: Group) -> list:
 
 
 TUNED = "tuned"  # the recipe of `study.recipes` chosen for the 12 scenarios (issue 5's sweep)
+BACKBONE = "features-backbone"  # the variant the `backbone` grid (or `--set probe.features=backbone`) names
 
 
 def epoch_curves(scenarios: dict[str, Group]) -> dict[str, dict[str, list[tuple[int, float, float]]]]:
@@ -311,7 +312,7 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
         if not (is_main_scenario(g) and g.param("probe.features") == "embedding"):
             continue
         twin = next((h for h in scenarios.values() if h.param("probe.features") == "backbone" and h.recipe == g.recipe
-                     and h.variant == "features-backbone"
+                     and h.variant == BACKBONE
                      and (h.dataset, h.setting("loss"), h.setting("aug")) == (g.dataset, g.setting("loss"), g.setting("aug"))),
                     None)
         if twin is not None:
@@ -324,8 +325,8 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
                   "|---|---|---|---|---|---|---|---|---|"]
         misses = []
         for g, twin in pairs:
-            init = [baseline(baselines, g.dataset, "random_init", variant) for variant in ("", "features-backbone")]
-            raw = [baseline(baselines, g.dataset, "raw_pixels", variant) for variant in ("", "features-backbone")]
+            init = [baseline(baselines, g.dataset, "random_init", variant) for variant in ("", BACKBONE)]
+            raw = [baseline(baselines, g.dataset, "raw_pixels", variant) for variant in ("", BACKBONE)]
             tuned = scenarios.get(Scenario(g.dataset, g.setting("loss"), g.setting("aug"), recipe=TUNED).group)
             gains = [f"{x.mean('top1') - r.mean('top1'):+.4f}" if r else "" for x, r in zip((g, twin), init)]
             ways = [(g, raw[0], "embedding"), (twin, raw[1], "backbone"), (tuned, raw[0], f"{TUNED} recipe")]
@@ -341,7 +342,7 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
         lines.append("")
         lines += [f"- Beats raw pixels in none of the ways: {miss}." for miss in misses]
         for dataset in dict.fromkeys(g.dataset for g, _ in pairs):
-            cells = [f"{kind} {fmt(b, 'top1')}" for variant in ("", "features-backbone") for kind in BASELINES
+            cells = [f"{kind} {fmt(b, 'top1')}" for variant in ("", BACKBONE) for kind in BASELINES
                      if (b := baseline(baselines, dataset, kind, variant))]
             lines.append(f"- {dataset} baselines (on the protocol's features, then on 256 backbone-sized ones): "
                          + "; ".join(cells) + ".")
