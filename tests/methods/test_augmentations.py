@@ -105,8 +105,8 @@ def torchvision_simclr(size: int) -> T.Compose:
 # --- contract ----------------------------------------------------------------------------------
 
 
-def test_registry_holds_the_studys_three_augmentations():
-    assert {"none", "pad_rotate_scale", "simclr"} <= set(AUGMENTATIONS)
+def test_registry_holds_the_studys_three_augmentations_and_shift_flip():
+    assert {"none", "pad_rotate_scale", "simclr", "shift_flip"} <= set(AUGMENTATIONS)
 
 
 def test_register_adds_an_augmentation_under_its_name():
@@ -418,6 +418,41 @@ def test_resized_crop_flip_matches_torchvision_resized_crop():
     never, always = torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
     assert torch.allclose(augment.resized_crop_flip(x, whole, never), x, atol=1e-6)
     assert torch.allclose(augment.resized_crop_flip(x, whole, always), x.flip(-1), atol=1e-6)
+
+
+def test_shifted_crop_by_hand():
+    x = torch.arange(1, 10, dtype=torch.float32).view(1, 1, 3, 3)  # 1 2 3 / 4 5 6 / 7 8 9
+    top_left = augment.shifted_crop(x, torch.tensor([0]), torch.tensor([0]), padding=1)
+    assert top_left.tolist() == [[[[0, 0, 0], [0, 1, 2], [0, 4, 5]]]]  # the image moved down and right
+    centre = augment.shifted_crop(x, torch.tensor([1]), torch.tensor([1]), padding=1)
+    assert torch.equal(centre, x)
+    bottom_left = augment.shifted_crop(x, torch.tensor([2]), torch.tensor([0]), padding=1)
+    assert bottom_left.tolist() == [[[[0, 4, 5], [0, 7, 8], [0, 0, 0]]]]
+
+
+def test_shifted_crop_matches_torchvision_pad_and_crop():
+    x = torch.rand(16, 3, 32, 32, generator=seeded(0))
+    top, left = torch.randint(0, 9, (16,), generator=seeded(1)), torch.randint(0, 9, (16,), generator=seeded(2))
+    ours = augment.shifted_crop(x, top, left, padding=4)
+    for image, view, t, l in zip(x, ours, top.tolist(), left.tolist()):
+        assert torch.equal(view, TF.crop(TF.pad(image, [4]), t, l, 32, 32))
+
+
+@pytest.mark.parametrize("size, padding", [(32, 4), (28, 4)])
+def test_shift_flip_is_a_whole_pixel_shift_of_at_most_s_over_8_flipped_half_the_time(size, padding):
+    n = 2000
+    one_image = random_images((1, 3, size, size))
+    views = AUGMENTATIONS["shift_flip"](one_image.expand(n, -1, -1, -1).contiguous(), seeded(0))
+    image = to_unit(one_image)
+    every_shift = {}
+    for t in range(2 * padding + 1):
+        for l in range(2 * padding + 1):
+            shifted = augment.shifted_crop(image, torch.tensor([t]), torch.tensor([l]), padding)[0]
+            every_shift[t, l, False], every_shift[t, l, True] = shifted, shifted.flip(-1)
+    found = [next(key for key, candidate in every_shift.items() if torch.equal(view, candidate)) for view in views]
+    assert len(set(found)) == len(every_shift)  # every shift and both mirror images occur
+    assert sum(flipped for _, _, flipped in found) / n == pytest.approx(0.5, abs=0.04)
+    assert sum(t == padding and l == padding for t, l, _ in found) / n == pytest.approx(1 / 81, abs=0.01)
 
 
 def test_blur_keeps_constants_and_mass():

@@ -152,7 +152,7 @@ def test_the_tuned_supervised_baseline_trains_with_adamw_one_cycle_and_augmentat
     BASELINES["supervised_tuned"].features(data, settings(anchors=4), CPU, progress=False)
     config = seen["config"]
     assert (config.optimizer, config.lr, config.weight_decay, config.schedule, config.epochs) == (
-        "adamw", 0.003, 0.05, "onecycle", 10)
-    assert (config.aug, config.batch_size, seen["images"]) == ("pad_rotate_scale", 8, 40)  # 4 anchors x 10 classes
+        "adamw", 0.01, 0.05, "onecycle", 10)
+    assert (config.aug, config.batch_size, seen["images"]) == ("shift_flip", 8, 40)  # 4 anchors x 10 classes
     BASELINES["supervised"].features(data, settings(anchors=4), CPU, progress=False)
     assert (seen["config"].aug, seen["config"].optimizer, seen["config"].lr) == ("none", "sgd", 0.15)

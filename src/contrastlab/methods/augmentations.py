@@ -34,6 +34,7 @@ CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 CROP_ATTEMPTS = 10  # as torchvision's RandomResizedCrop.get_params
 FLIP_P = 0.5
+SHIFT_FRACTION = 1 / 8  # shift_flip pads by S/8 (4 pixels at 32) and crops S back: CIFAR's standard augmentation
 JITTER_P = 0.8
 JITTER_STRENGTH = 0.8  # brightness, contrast and saturation factors in [1 - 0.8, 1 + 0.8]
 HUE_SHIFT = 0.2  # hue shift in [-0.2, 0.2] of a full turn
@@ -172,6 +173,18 @@ def resized_crop_flip(x01: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor
     shape = (batch, height, width)
     grid = torch.stack((grid_x[:, None, :].expand(shape), grid_y[:, :, None].expand(shape)), dim=-1)
     return F.grid_sample(x01, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def shifted_crop(x01: torch.Tensor, top: torch.Tensor, left: torch.Tensor, padding: int) -> torch.Tensor:
+    """Zero-pad each image by `padding` pixels and crop its original size back at (top, left) of the padded
+    image: torchvision's RandomCrop(S, padding), a whole-pixel shift; two gathers (rows, then columns) do the
+    whole batch, 2x faster than one four-index lookup."""
+    batch, channels, height, width = x01.shape
+    padded = F.pad(x01, (padding,) * 4)
+    rows = (top.to(x01.device)[:, None] + torch.arange(height, device=x01.device))[:, None, :, None]
+    padded = padded.gather(2, rows.expand(batch, channels, height, width + 2 * padding))
+    cols = (left.to(x01.device)[:, None] + torch.arange(width, device=x01.device))[:, None, None, :]
+    return padded.gather(3, cols.expand(batch, channels, height, width))
 
 
 # --- colour ------------------------------------------------------------------------------------
@@ -339,3 +352,15 @@ def simclr(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     grayscale_(views, torch.rand(batch, generator=generator, device=x.device) < GRAYSCALE_P)
     # The blur's normalised kernel can overshoot 1 by a rounding error; the contract is [0, 1].
     return gaussian_blur3(views, sample_blur_sigma(batch, generator)).clamp_(0, 1)
+
+
+@register("shift_flip")
+def shift_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """RandomCrop(S, padding=S/8) -> RandomHorizontalFlip: the standard supervised CIFAR augmentation."""
+    batch, _, height, width = x.shape
+    padding = round(min(height, width) * SHIFT_FRACTION)
+    top = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=x.device)
+    left = torch.randint(0, 2 * padding + 1, (batch,), generator=generator, device=x.device)
+    flip = torch.rand(batch, generator=generator, device=x.device) < FLIP_P
+    views = shifted_crop(to_unit(x), top, left, padding)
+    return torch.where(_per_sample(flip), views.flip(-1), views)
