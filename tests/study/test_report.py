@@ -21,12 +21,12 @@ from contrastlab.study.results import load
 def write_scenario(results: Path, loss: str, aug: str, seed: int, top1: float, train_s: float = 100.0,
                    variant: str = "", recipe: str = "protocol", shifted: dict | None = None,
                    wall_s: float = 120.0, machine: str | None = None, dataset: str = "mnist",
-                   params: dict | None = None) -> Path:
+                   params: dict | None = None, overrides: dict | None = None) -> Path:
     """A scenario run's folder as the study keeps it; returns the folder."""
     run = Scenario(dataset, loss, aug, variant=variant, recipe=recipe, seed=seed)
     folder = results / run.name
     folder.mkdir(parents=True)
-    overrides = {"dataset": dataset, "loss": loss, "aug": aug, "seed": seed}
+    overrides = {"dataset": dataset, "loss": loss, "aug": aug, **(overrides or {}), "seed": seed}
     info = {"name": run.name, **run.fields(), "overrides": overrides, "wall_s": wall_s,
             "finished": f"2026-11-25T10:0{seed}:00", **({"machine": machine} if machine else {}),
             **({"params": params} if params else {})}
@@ -266,15 +266,17 @@ def test_runs_probed_on_the_validation_split_are_kept_apart_from_every_test_set_
     results = tmp_path / "results"
     write_scenario(results, "triplet", "simclr", 0, 0.80)
     held_out = {**protocol_params("embedding"), "split": {"validation_per_class": 1000}}  # as study.json records it
-    write_scenario(results, "ntxent", "simclr", 0, 0.97, variant="validation_per_class-1000", params=held_out)
-    write_scenario(results, "ntxent", "simclr", 0, 0.95, variant="validation_per_class-1000-temperature-0.1",
-                   params=held_out)
+    for temperature, top1 in ((0.5, 0.97), (0.1, 0.95)):
+        write_scenario(results, "ntxent", "simclr", 0, top1, params=held_out,
+                       variant="validation_per_class-1000" + (f"-temperature-{temperature}" if temperature != 0.5 else ""),
+                       overrides={"split.validation_per_class": 1000, "train.temperature": temperature})
     write_report(results, tmp_path / "report")
     text = (tmp_path / "report" / "README.md").read_text()
     tested, validated = text.split("## Recipe selection on the held-out validation split")
     assert "0.97" not in tested and "0.95" not in tested
-    assert validated.index("| mnist | study | ntxent / simclr / validation_per_class-1000 | no | 1 | 0.9700 | 0.9600 | 10 |") \
-        < validated.index("temperature-0.1")
+    # named by what differs between the candidates (the temperature), not by the split they share
+    assert validated.index("| mnist | study | ntxent / simclr / temperature 0.5 | no | 1 | 0.9700 | 0.9600 | 10 |") \
+        < validated.index("| mnist | study | ntxent / simclr / temperature 0.1 | no | 1 | 0.9500 |")
     rows = list(csv.DictReader((tmp_path / "report" / "representations.csv").open()))
     assert [row["loss"] for row in rows] == ["triplet"]
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Iterable
 
 PROTOCOL = "protocol"  # the study's own training recipe, left out of names
+MAIN_AXES = ("dataset", "loss", "aug")  # named in every scenario's name; the other axes make its variant
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=-]+")  # lists, spaces, ':' or '/' cannot be in a git ref
 _SEED = re.compile(r"^(?P<group>.+)-s(?P<seed>\d+)$")
 

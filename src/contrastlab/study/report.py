@@ -21,7 +21,7 @@ from pathlib import Path
 from contrastlab.infra.files import write_csv, write_text
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.study import figures
-from contrastlab.study.names import PROTOCOL, Scenario
+from contrastlab.study.names import MAIN_AXES, PROTOCOL, Scenario
 from contrastlab.study.results import (
     FACTORS, METRICS, Group, baseline, by_dataset, factor_effect, in_registry_order, is_main_scenario,
     is_recipe_cell, is_study_scenario, load, shift_top1, spread_test, study_repeat_spread,
@@ -373,6 +373,17 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
     return [*lines, ""]
 
 
+def candidate_label(group: Group, candidates: list[Group]) -> str:
+    """"<loss> / <aug>[ / <setting> <value>, ...][ (<recipe> recipe)]" naming only the settings that differ
+    between the candidates (a temperature, say), not the held-out split or features they all share."""
+    overrides = [g.runs[0]["study"].get("overrides", {}) for g in candidates]
+    own = group.runs[0]["study"].get("overrides", {})
+    differing = [f"{path.rsplit('.', 1)[-1]} {value}" for path, value in own.items()
+                 if path not in (*MAIN_AXES, "seed") and any(o.get(path) != value for o in overrides)]
+    label = " / ".join([group.setting("loss"), group.setting("aug"), *([", ".join(differing)] if differing else [])])
+    return label if group.recipe == PROTOCOL else f"{label} ({group.recipe} recipe)"
+
+
 def validation_section(validation: dict[str, Group]) -> list[str]:
     """Runs probed on held-out training images (`split.validation_per_class`), where recipes are chosen: kept
     apart from every test-set number above."""
@@ -382,9 +393,10 @@ def validation_section(validation: dict[str, Group]) -> list[str]:
              "Trained without the last `split.validation_per_class` training images of each class and probed on "
              "those (never on the test set), best first per dataset and arch, with the baselines on the same images.", "",
              "| dataset | arch | run | labels used | seeds | validation top-1 | kNN | epochs |", "|---|---|---|---|---|---|---|---|"]
+    scenarios = [g for g in validation.values() if not g.is_baseline]
     for g in sorted(validation.values(), key=lambda g: (g.dataset, g.param("model.arch"), -g.mean("top1"))):
         epochs = g.runs[0].get("train", {}).get("epochs", "")
-        run = f"*baseline:* {g.label}" if g.is_baseline else g.label
+        run = f"*baseline:* {g.label}" if g.is_baseline else candidate_label(g, scenarios)
         lines.append(f"| {g.dataset} | {g.param('model.arch')} | {run} | {'yes' if g.labels_used else 'no'} | "
                      f"{len(g.runs)} | {fmt(g, 'top1')} | {fmt(g, 'knn')} | {epochs} |")
     return [*lines, ""]

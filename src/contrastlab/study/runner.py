@@ -37,7 +37,7 @@ from contrastlab.infra import params as params_module
 from contrastlab.infra.errors import ParamError
 from contrastlab.infra.machine import cpu_description
 from contrastlab.infra.stage import run_stage
-from contrastlab.study.names import BaselineRun, Scenario, safe
+from contrastlab.study.names import MAIN_AXES, BaselineRun, Scenario, safe
 
 # What each finished scenario keeps: path in the experiment -> file name in its results folder.
 KEPT = {
@@ -48,7 +48,6 @@ KEPT = {
     "plots/confusion.csv": "confusion.csv",
     "metrics/examples.json": "examples.json",
 }
-MAIN_AXES = ("dataset", "loss", "aug")
 
 
 @dataclass(frozen=True)
