@@ -13,11 +13,12 @@ ZEN5 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma avx5
 AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma\n"
 
 
-def test_description_names_model_threads_and_the_simd_flags_that_set_the_rates(tmp_path):
+def test_description_names_model_threads_and_the_simd_flags_that_set_the_rates(tmp_path, monkeypatch):
     (tmp_path / "cpuinfo").write_text(ZEN5)
-    threads = torch.get_num_threads()
-    expected = f"AMD EPYC, {threads} threads, {platform.machine()}, avx2 fma avx512f avx512_bf16"
-    assert cpu_description(tmp_path / "cpuinfo") == expected
+    for threads, said in ((2, "2 threads"), (1, "1 thread")):
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+        expected = f"AMD EPYC, {said}, {platform.machine()}, avx2 fma avx512f avx512_bf16"
+        assert cpu_description(tmp_path / "cpuinfo") == expected
 
 
 def test_native_bf16_needs_avx512_bf16_or_amx(tmp_path):

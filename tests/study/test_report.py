@@ -123,8 +123,8 @@ def test_wall_times_are_reported_per_machine(tmp_path):
     write_report(results, tmp_path / "report")
     text = (tmp_path / "report/README.md").read_text()
     assert "- Total wall time of all 5 runs (scenarios, baselines and beyond): 0.36 h." in text  # 1295 s
-    assert "- On a machine not recorded (2 runs):\n  - the 2 scenarios with one seed (seed 0): 15 min." in text
-    assert "- On fast CPU (3 runs):\n  - the 2 scenarios with one seed (seed 1): 4 min." in text  # 150 + 75 s
+    assert "- On a machine not recorded (2 runs, 0.25 h):\n  - the 2 scenarios with one seed (seed 0): 15 min." in text
+    assert "- On fast CPU (3 runs, 0.11 h):\n  - the 2 scenarios with one seed (seed 1): 4 min." in text  # 150 + 75 s
     assert "mnist triplet / simclr 160 s, mnist pairwise / simclr 75 s." in text  # mean of 150 and 170 s
 
 

@@ -30,7 +30,8 @@ def cpu_description(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """Model, threads and SIMD flags, e.g. "AMD EPYC, 2 threads, x86_64, avx2 fma"."""
     model, flags = cpu_model_and_flags(cpuinfo)
     simd = [flag for flag in SIMD_FLAGS if flag in flags]
-    return f"{model}, {torch.get_num_threads()} threads, {platform.machine()}, {' '.join(simd) or 'no AVX'}"
+    threads = torch.get_num_threads()
+    return f"{model}, {threads} thread{'s' if threads != 1 else ''}, {platform.machine()}, {' '.join(simd) or 'no AVX'}"
 
 
 def has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

@@ -414,7 +414,8 @@ def timing(main: dict[str, Group], beyond: dict[str, Group], baselines: dict[str
     for where in dict.fromkeys(machine_of(run) for run in runs):
         here = {key: {run["study"]["seed"]: run for run in g.runs if machine_of(run) == where}
                 for key, g in main.items()}
-        lines.append(f"- On {where} ({sum(machine_of(run) == where for run in runs)} runs):")
+        there = [run["study"]["wall_s"] for run in runs if machine_of(run) == where]
+        lines.append(f"- On {where} ({len(there)} runs, {sum(there) / 3600:.2f} h):")
         complete = sorted(set.intersection(*(set(seeds) for seeds in here.values()))) if here else []
         if complete:
             seed = complete[0]
