@@ -380,8 +380,7 @@ def candidate_label(group: Group, candidates: list[Group]) -> str:
     own = group.runs[0]["study"].get("overrides", {})
     differing = [f"{path.rsplit('.', 1)[-1]} {value}" for path, value in own.items()
                  if path not in (*MAIN_AXES, "seed") and any(o.get(path) != value for o in overrides)]
-    label = " / ".join([group.setting("loss"), group.setting("aug"), *([", ".join(differing)] if differing else [])])
-    return label if group.recipe == PROTOCOL else f"{label} ({group.recipe} recipe)"
+    return group.described_by(", ".join(differing))
 
 
 def validation_section(validation: dict[str, Group]) -> list[str]:

@@ -65,7 +65,12 @@ class Group:
         """"<loss> / <aug>[ / <variant>][ (<recipe> recipe)]", or the baseline's label in its registry."""
         if self.is_baseline:
             return BASELINES[self.setting("baseline")].label
-        label = " / ".join(part for part in (self.setting("loss"), self.setting("aug"), self.variant) if part)
+        return self.described_by(self.variant)
+
+    def described_by(self, variant: str) -> str:
+        """The scenario's label with `variant` in place of its own (the report names held-out candidates by
+        only what differs between them)."""
+        label = " / ".join(part for part in (self.setting("loss"), self.setting("aug"), variant) if part)
         return label if self.recipe == PROTOCOL else f"{label} ({self.recipe} recipe)"
 
     def param(self, path: str):
