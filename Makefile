@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run study report test lock clean-env
+.PHONY: setup run study report mlflow test lock clean-env
 
 setup: $(VENV)/.installed
 
@@ -22,7 +22,7 @@ run: setup
 	@echo "  metrics:  metrics/probe.json, metrics/train.json, metrics/examples.json, metrics/baselines/   (dvc metrics show)"
 	@echo "  figures:  plots/tsne.png, plots/confusion.png, plots/train_loss.png"
 	@echo "  encoder:  models/encoder.pt"
-	@echo "  MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000   -> http://127.0.0.1:5000"
+	@echo "  MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000   -> http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
 	@dvc metrics show
 
 # The 12-scenario study (study.* in params.yaml) as DVC experiments, then its report.
@@ -32,10 +32,15 @@ GRID ?= main
 RECIPE ?= protocol
 study: setup
 	$(BIN)/python -m contrastlab.study --results study/results --grid $(GRID) --recipe $(RECIPE) $(if $(SEEDS),--seeds $(SEEDS))
+	$(MAKE) report
+
+report: setup mlflow
 	$(BIN)/python -m contrastlab.study.report --results study/results --out report
 
-report: setup
-	$(BIN)/python -m contrastlab.study.report --results study/results --out report
+# The committed study results as MLflow runs (nested per study), so the MLflow UI compares them after a clone.
+# Adds only what the store does not hold yet.
+mlflow: setup
+	$(BIN)/python -m contrastlab.study.import_runs --results study/results
 
 test: setup
 	$(BIN)/python -m pytest

@@ -1,4 +1,4 @@
-"""Stage `download`: fetch, verify and store every dataset in `download.datasets`."""
+"""Stage `download`: fetch, verify and store the scenario's dataset (DVC's run cache keeps earlier ones)."""
 
 import argparse
 import os
@@ -9,20 +9,20 @@ from contrastlab.infra.files import project_root, read_json
 from contrastlab.infra.stage import run_stage
 from contrastlab.pipeline.download import MIRROR_ENV, OFFICIAL_DIGESTS, fetch
 
-READS = ("download",)
+READS = ("dataset", "download")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, required=True, help="folder that receives one subfolder per dataset")
+    parser.add_argument("--out", type=Path, required=True, help="folder that receives the dataset's arrays")
     args = parser.parse_args()
-    p = params.load(READS)["download"]
+    p = params.load(READS)
+    download = p["download"]
 
-    mirror = os.environ.get(MIRROR_ENV) or p["mirror"]
+    mirror = os.environ.get(MIRROR_ENV) or download["mirror"]
     mirror = project_root() / mirror if mirror else None  # relative paths mean the repository root
-    digests = read_json(project_root() / p["digests"]) if p["digests"] else OFFICIAL_DIGESTS
-    for name in p["datasets"]:
-        fetch(name, args.out / name, mirror=mirror, sources=p["sources"], digests=digests)
+    digests = read_json(project_root() / download["digests"]) if download["digests"] else OFFICIAL_DIGESTS
+    fetch(p["dataset"], args.out, mirror=mirror, sources=download["sources"], digests=digests)
 
 
 if __name__ == "__main__":

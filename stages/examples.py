@@ -24,8 +24,7 @@ def main() -> None:
     q = p["pairs"]
 
     if not args.labels.is_file():
-        raise DataError(f"{args.labels} does not exist: add '{p['dataset']}' to download.datasets in params.yaml "
-                        "and run `dvc repro`")
+        raise DataError(f"{args.labels} does not exist; run the download stage first (dvc repro download)")
     labels = load_npy(args.labels)
     labels = labels[~held_out(labels, p["split"]["validation_per_class"])]  # indices into the images train sees
     loss = LOSSES[p["loss"]]

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from contrastlab.infra import params, plots
-from contrastlab.infra.files import load_npz, write_csv, write_json
+from contrastlab.infra.files import load_npz, now_stamp, write_csv, write_json
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.encoders import pick_device, save_encoder
 from contrastlab.pipeline.datasets import load_training
@@ -45,6 +45,7 @@ def main() -> None:
         "final_loss": result.epoch_losses[-1],
         "train_time_s": round(result.train_time_s, 2),
         "images_per_s": round(result.images_per_s, 1),
+        "finished": now_stamp(),  # with train_time_s, the MLflow run's start and end
         "device": device.type,
         "precision": config.precision,
     })

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -48,9 +49,9 @@ def first_repro(repo):
 def test_first_repro_runs_every_stage_and_writes_every_output(repo, first_repro):
     path, _ = repo
     assert stages_run(first_repro.stdout) == ALL_STAGES
-    for name in ("mnist", "cifar10"):
-        for array in ("train_images", "train_labels", "test_images", "test_labels"):
-            assert (path / f"data/datasets/{name}/{array}.npy").exists()
+    assert sorted(p.name for p in (path / "data/datasets").iterdir()) == ["mnist"]  # the scenario's dataset only
+    for array in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert (path / f"data/datasets/mnist/{array}.npy").exists()
     embedded = np.load(path / "data/embeddings.npz")
     assert embedded["embedding"].shape == (100, 32) and embedded["backbone"].shape == (100, 256)
     assert embedded["backbone_shift+3"].shape == (100, 256)
@@ -75,9 +76,15 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo, first_repro)
     for png in ("tsne", "confusion", "train_loss"):
         assert (path / f"plots/{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert mlflow_runs(path) == [("mnist-triplet-simclr", "workspace")]
-    assert sorted(mlflow_runs(path, "baseline")) == sorted((f"mnist-baseline-{name}", name) for name in BASELINES)
+    assert sorted(mlflow_runs(path, "baseline")) == sorted((f"baseline-mnist-{name}-s0", name) for name in BASELINES)
     for tag, value in (("arch", "study"), ("features", "embedding"), ("probed_on", "test")):  # the UI's columns
         assert [found for _, found in mlflow_runs(path, tag)] == [value] * (1 + len(BASELINES))
+
+
+def test_training_progress_in_dvcs_log_is_one_line_per_epoch(first_repro):
+    log = first_repro.stdout + first_repro.stderr
+    assert "\r" not in log
+    assert re.findall(r"^epoch (\d)/2: loss [\d.]+, [\d,]+ images/s$", log, re.MULTILINE) == ["1", "2"]
 
 
 def test_second_repro_recomputes_nothing(repo, first_repro):
@@ -95,6 +102,22 @@ def test_exp_run_with_another_aug_reruns_only_train_and_later(repo, first_repro)
     assert stages_run(run.stdout) == {"train", "embed", "tsne", "probe", "track"}
     assert mlflow_runs(path) == [("mnist-triplet-simclr", "workspace"), ("mnist-triplet-none (aug-none)", "aug-none")]
     assert len(mlflow_runs(path, "baseline")) == len(BASELINES)  # the same baselines: found, not logged again
+
+
+def test_a_dataset_fetched_before_comes_back_from_the_run_cache_not_from_its_source(tmp_path):
+    path, env = make_tiny_repo(tmp_path)
+    sh("dvc", "repro", "download", cwd=path, env=env)
+    sh("git", "add", "-A", cwd=path, env=env)
+    sh(*GIT, "commit", "-qm", "mnist fetched", cwd=path, env=env)
+    to_cifar = sh("dvc", "exp", "run", "-S", "dataset=cifar10", "download", cwd=path, env=env)
+    assert "cifar10: trying source 'mirror'" in to_cifar.stdout
+    for dataset in ("mnist", "cifar10"):  # back, and there again, with nothing left in the workspace
+        shutil.rmtree(path / "data/datasets")
+        switch = sh("dvc", "exp", "run", "-S", f"dataset={dataset}", "download", cwd=path, env=env)
+        assert "Stage 'download' is cached - skipping run, checking out outputs" in switch.stdout
+        assert "trying source" not in switch.stdout  # `fetch` never ran
+        assert sorted(p.name for p in (path / "data/datasets").iterdir()) == [dataset]
+        assert (path / f"data/datasets/{dataset}/train_labels.npy").is_file()
 
 
 def test_bad_value_stops_the_stage_with_one_line_and_no_output(repo, first_repro):

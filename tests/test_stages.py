@@ -56,18 +56,23 @@ def test_tracking_failure_is_loud_exits_nonzero_and_leaves_outputs_alone(tmp_pat
     (tmp_path / "examples.json").write_text(json.dumps({"false_negative_rate": 0.0}))
     (tmp_path / "loss.csv").write_text("epoch,loss\n1,0.5\n")
     (tmp_path / "encoder.pt").write_bytes(b"weights")
+    (tmp_path / "figure.png").write_bytes(b"png")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "meta.json").write_text(json.dumps({"digests": {"test": {"images": "a" * 64}}}))
+    np.save(tmp_path / "data" / "test_images.npy", np.zeros((4, 28, 28), np.uint8))
+    np.save(tmp_path / "data" / "test_labels.npy", np.zeros(4, np.uint8))
     (tmp_path / "not-a-folder").write_text("")
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    result = stage("track", "--train-metrics", "train.json", "--probe-metrics", "probe.json",
-                   "--examples-metrics", "examples.json", "--loss-csv", "loss.csv",
-                   "--artifacts", "encoder.pt", cwd=tmp_path,
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    result = stage("track", "--data", "data", "--train-metrics", "train.json", "--probe-metrics", "probe.json",
+                   "--examples-metrics", "examples.json", "--loss-csv", "loss.csv", "--encoder", "encoder.pt",
+                   "--artifacts", "figure.png", cwd=tmp_path,
                    env={"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/not-a-folder/mlflow.db", "DVC_ROOT": str(tmp_path)})
     assert result.returncode == 2
     line = result.stderr.strip()
     assert "\n" not in line and "Traceback" not in line
     assert line.startswith(f"error: MLflow tracking failed for mnist-triplet-simclr (store sqlite:///{tmp_path}/not-a-folder")
     assert line.endswith("run `dvc repro` again (only `track` re-runs)")
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.parametrize("standardize", [False, True])

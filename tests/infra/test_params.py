@@ -120,7 +120,7 @@ def test_every_registry_of_the_table_is_a_registry_of_names():
 
 
 def test_only_what_a_stage_reads_decides_which_registries_it_imports():
-    assert registry_modules(("download",)) == {REGISTRIES["dataset"][0]}
+    assert registry_modules(("dataset", "download")) == {REGISTRIES["dataset"][0]}  # the download stage
     assert registry_modules(("seed", "tsne", "probe")) == set()
     assert registry_modules(("loss", "train")) == {REGISTRIES["loss"][0], REGISTRIES["head"][0]}
     assert registry_modules(SCENARIO) == {REGISTRIES[kind][0] for kind in ("dataset", "loss", "aug", "head")}

@@ -2,25 +2,35 @@ import multiprocessing
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
+import torch
 
 from contrastlab.infra.files import project_root
-from contrastlab.infra.tracking import flatten, log_scenario, probe_metrics, result_key, run_identity, tracking_uri
+from contrastlab.infra.tracking import (DatasetRef, RunRecord, dataset_digest, describe, flatten, open_store,
+                                        probe_metrics, result_key, run_identity, runs_url, tracking_uri)
+from contrastlab.methods.encoders import make_encoder, save_encoder
 from contrastlab.study.names import Scenario
 
 PARAMS = {"dataset": "mnist", "loss": "triplet", "aug": "none", "seed": 0, "train": {"lr": 0.15, "epochs": 2}}
+FINISHED = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+DIGESTS = {"train": {"images": "a" * 64, "labels": "b" * 64}, "test": {"images": "c" * 64, "labels": "d" * 64}}
 
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    (tmp_path / "encoder.pt").write_bytes(b"weights")
+    (tmp_path / "figure.png").write_bytes(b"png")
     return tmp_path
 
 
 def log(root, metrics, **kw):
-    return log_scenario(run_name="mnist-triplet-none", params=PARAMS, metrics=metrics, epoch_losses=[0.5, 0.25],
-                        artifacts=[root / "encoder.pt"], tags={"scenario": "mnist-triplet-none"}, root=root, **kw)
+    run = RunRecord(name="mnist-triplet-none", params=PARAMS, metrics=metrics, epoch_losses=[0.5, 0.25],
+                    artifacts=[root / "figure.png"], tags={"scenario": "mnist-triplet-none"}, finished=FINISHED,
+                    duration_s=100.0, description="**mnist / triplet / none**", source="stages/train.py",
+                    commit="0123abc", dataset=DatasetRef("mnist", DIGESTS, "411a1f8dadee2bd62f801e9dbce39447.dir"), **kw)
+    with open_store(root) as opened:
+        return opened.log(run)
 
 
 def test_one_run_with_params_metrics_loss_curve_and_artifacts(store):
@@ -31,10 +41,54 @@ def test_one_run_with_params_metrics_loss_curve_and_artifacts(store):
     assert run.info.run_name == "mnist-triplet-none"
     assert run.data.params["train.lr"] == "0.15" and run.data.params["aug"] == "none"
     assert run.data.metrics["probe_top1"] == 0.9
-    assert [m.value for m in mlflow.MlflowClient().get_metric_history(run_id, "train_loss")] == [0.5, 0.25]
+    history = mlflow.MlflowClient().get_metric_history(run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.25)]
     assert run.data.tags["scenario"] == "mnist-triplet-none"
     assert (store / "mlflow.db").exists()
-    assert list(store.glob("mlruns/contrastlab/*/artifacts/encoder.pt"))  # artifacts beside the db, not in the cwd
+    assert list(store.glob("mlruns/contrastlab/*/artifacts/figure.png"))  # artifacts beside the db, not in the cwd
+
+
+def test_a_run_carries_its_lineage_in_mlflow_own_fields(store):
+    """Duration is the training time, Source and Version the code, the description the settings, the
+    dataset an input with its content digest (the UI's Dataset column and filter)."""
+    run_id, _ = log(store, {"probe_top1": 0.9})
+    client = mlflow.MlflowClient(tracking_uri(store))
+    run = client.get_run(run_id)
+    assert (run.info.start_time, run.info.end_time) == (1_699_999_900_000, 1_700_000_000_000)
+    assert run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert (tags["mlflow.source.name"], tags["mlflow.source.git.commit"], tags["mlflow.source.type"]) == (
+        "stages/train.py", "0123abc", "LOCAL")
+    assert tags["mlflow.note.content"] == "**mnist / triplet / none**"
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert (dataset_input.dataset.name, dataset_input.dataset.digest) == ("mnist", dataset_digest(DIGESTS))
+    assert {t.key: t.value for t in dataset_input.tags} == {"mlflow.data.context": "training",
+                                                            "dvc_md5": "411a1f8dadee2bd62f801e9dbce39447.dir"}
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    found = client.search_runs([run.info.experiment_id], filter_string=f"dataset.digest = '{dataset_digest(DIGESTS)}'")
+    assert [r.info.run_id for r in found] == [run_id]
+
+
+def test_dataset_digest_fits_mlflow_and_follows_the_content():
+    assert len(dataset_digest(DIGESTS)) == 32  # MLflow refuses digests over 36 characters
+    assert dataset_digest(DIGESTS) == dataset_digest({"test": DIGESTS["test"], "train": DIGESTS["train"]})
+    assert dataset_digest(DIGESTS) != dataset_digest({**DIGESTS, "test": {"images": "e" * 64, "labels": "d" * 64}})
+
+
+def test_the_encoder_is_a_pytorch_model_that_loads_and_embeds_as_the_stage_file(store):
+    torch.manual_seed(0)
+    encoder = make_encoder(1)
+    save_encoder(encoder, {"channels": 1, "head": "sigmoid", "arch": "study", "embedding_dim": 32}, store / "encoder.pt")
+    example = np.random.default_rng(0).uniform(-1, 1, (4, 1, 28, 28)).astype(np.float32)
+    run_id, _ = log(store, {"probe_top1": 0.9}, encoder=store / "encoder.pt", input_example=example)
+    mlflow.set_tracking_uri(tracking_uri(store))
+    loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/encoder")
+    images = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (7, 1, 28, 28)).astype(np.float32))
+    with torch.no_grad():
+        assert torch.equal(loaded(images), encoder.eval()(images))  # another batch size than the example's
+    version = mlflow.register_model(f"runs:/{run_id}/encoder", "contrastlab-encoder")
+    assert (version.name, int(version.version), version.status) == ("contrastlab-encoder", 1, "READY")
 
 
 def test_the_same_result_twice_is_one_run_a_new_result_is_another(store):
@@ -43,6 +97,36 @@ def test_the_same_result_twice_is_one_run_a_new_result_is_another(store):
     assert (again, created) == (first, False)
     other, created = log(store, {"probe_top1": 0.8})
     assert created and other != first
+
+
+def test_a_retrain_with_the_same_result_but_another_training_time_is_the_same_run(store):
+    first, _ = log(store, {"probe_top1": 0.9, "train_time_s": 100.0, "images_per_s": 5000.0})
+    again, created = log(store, {"probe_top1": 0.9, "train_time_s": 93.5, "images_per_s": 5311.0})
+    assert (again, created) == (first, False)
+
+
+def test_a_run_nests_under_its_parent(store):
+    parent, _ = log(store, {"probe_top1": 0.5})
+    child, _ = log(store, {"probe_top1": 0.9}, parent_id=parent)
+    assert mlflow.MlflowClient(tracking_uri(store)).get_run(child).data.tags["mlflow.parentRunId"] == parent
+
+
+def test_describe_names_the_scenario_encoder_probe_and_recipe():
+    p = {**PARAMS, "model": {"arch": "study", "embedding_dim": 32}, "split": {"validation_per_class": 0},
+         "probe": {"features": "backbone"}, "train": {"optimizer": "sgd", "schedule": "constant", "batch_size": 1024,
+                                                      "head": "sigmoid", "precision": "fp32"}}
+    assert describe(p, {"epochs": 10, "lr": 0.15}) == (
+        "**mnist / triplet / none**, seed 0; encoder `study` (32-d embedding); linear probe of the backbone on the "
+        "test set; trained 10 epochs at lr 0.15 (sgd, constant, batch 1024, sigmoid head, fp32).")
+    baseline = {"baseline": "raw_pixels", "dataset": "cifar10", "seed": 1, "split": {"validation_per_class": 1000},
+                "probe": {"features": "embedding"}}
+    assert describe(baseline) == ("**cifar10**, baseline `raw_pixels`, seed 1; linear probe of the embedding on 1000 "
+                                  "held-out training images per class.")
+
+
+def test_runs_url_opens_the_model_training_side_of_the_ui():
+    assert runs_url("http://127.0.0.1:5000/", "7") == (
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning")
 
 
 def test_unwritable_store_raises(store, monkeypatch):
@@ -65,6 +149,7 @@ def test_flatten_uses_dvc_param_names_and_key_depends_on_content():
     assert flatten({"a": 1, "train": {"lr": 0.1, "x": {"y": 2}}}) == {"a": 1, "train.lr": 0.1, "train.x.y": 2}
     assert result_key(PARAMS, {"m": 1}) == result_key(dict(PARAMS), {"m": 1})
     assert result_key(PARAMS, {"m": 1}) != result_key(PARAMS, {"m": 2})
+    assert result_key(PARAMS, {"m": 1, "train_time_s": 5}) == result_key(PARAMS, {"m": 1, "train_time_s": 6})
 
 
 def log_one(root: str, top1: float) -> str:

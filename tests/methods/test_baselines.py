@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -107,6 +109,18 @@ def test_supervised_training_drives_the_cross_entropy_down():
     assert losses[0] > 2.0  # about ln(10) = 2.30 for ten classes at the start
     assert losses[-1] < 0.5 * losses[0]
     assert isinstance(encoder, Encoder)  # the encoder alone: the linear head is dropped
+
+
+def test_supervised_training_logged_to_a_file_prints_one_line_per_epoch_with_its_loss(capsys):
+    images, labels = tiny(5)
+    config = TrainConfig(loss="triplet", aug="none", seed=0, epochs=2, lr=0.05, batch_size=25)
+    _, losses = train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU)
+    out = capsys.readouterr().out  # captured: not a terminal
+    assert "\r" not in out
+    lines = out.splitlines()
+    assert len(lines) == 2
+    for epoch, (line, loss) in enumerate(zip(lines, losses), start=1):
+        assert re.fullmatch(rf"supervised epoch {epoch}/2: loss {loss:.4f}, [\d,]+ images/s", line), line
 
 
 def test_supervised_training_that_diverges_stops_with_the_step_and_advice():

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -62,6 +64,17 @@ def test_training_records_losses_and_throughput(loss, examples, members):
     assert len(result.epoch_losses) == 3 and all(np.isfinite(result.epoch_losses))
     assert result.images_seen == 3 * examples * members
     assert result.images_per_s > 0
+
+
+def test_training_logged_to_a_file_prints_one_line_per_epoch_with_its_loss(capsys):
+    config = TrainConfig(**{**QUICK, "epochs": 3})
+    result = train(IMAGES, build(LABELS, "triplets", 8, seed=0), config, device=CPU)  # stdout captured: no terminal
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    lines = out.splitlines()
+    assert len(lines) == 3
+    for epoch, (line, loss) in enumerate(zip(lines, result.epoch_losses), start=1):
+        assert re.fullmatch(rf"epoch {epoch}/3: loss {loss:.4f}, [\d,]+ images/s", line), line
 
 
 def test_loss_goes_down_on_learnable_data():

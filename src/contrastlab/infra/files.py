@@ -10,8 +10,10 @@ names the file and the fix; `cli.run_stage` prints it without a traceback.
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import os
+import time
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,16 @@ import numpy as np
 from contrastlab.infra.errors import FileError
 
 RECOMPUTE = "delete it and run `dvc repro` to recompute it"
+STAMP = "%Y-%m-%dT%H:%M:%S%z"  # when something finished, in train.json and study.json: local time with its offset
+
+
+def now_stamp() -> str:
+    return time.strftime(STAMP)
+
+
+def stamp_seconds(stamp: str) -> float:
+    """A `STAMP` as Unix seconds."""
+    return datetime.datetime.strptime(stamp, STAMP).timestamp()
 
 
 def project_root() -> Path:

@@ -152,7 +152,6 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
         "seed": int_at_least(0),
     },
     "download": {
-        "datasets": Registered("dataset", many=True),
         "mirror": optional_text(),
         "sources": list_of(*SOURCES),
         "digests": optional_text(),

@@ -1,31 +1,52 @@
-"""Record one scenario result as one MLflow run in the project's store.
+"""Record results as MLflow runs in the project's store, with MLflow's own lineage fields.
 
 The store is `sqlite:///<repo>/mlflow.db` with artifacts in `<repo>/mlruns`, where <repo> is
 `DVC_ROOT` (set by DVC, and pointing at the main repository even when a queued experiment runs
 in `.dvc/tmp/exps/...`). `MLFLOW_TRACKING_URI` overrides it, e.g. for a tracking server.
 
-A run is keyed by a digest of the scenario's params and probe metrics: logging the same result
-twice (a forced re-run of a deterministic scenario) finds the existing run instead of adding one.
-A new param in params.yaml changes every digest, so the next result of each scenario is a new run.
+A run is keyed by a digest of its params and its deterministic metrics (not the training time or
+speed, which differ between two runs of one result): logging the same result twice (a forced re-run,
+a retrain after a failure, the import of a result already logged by the stage) finds the existing
+run instead of adding one. A new param in params.yaml changes every digest, so the next result of
+each scenario is a new run.
+
+Where MLflow has a field for something, the run uses it rather than a tag of ours: the run's start
+and end are the training's (so Duration is the training time), `mlflow.source.*` name the code and
+its git commit, the dataset is a dataset input with a content digest, the encoder a logged PyTorch
+model, the settings the run's description, and a study's runs are nested under one parent run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
 import json
 import os
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
+
+import numpy as np
 
 from contrastlab.study.names import Scenario
 
 EXPERIMENT = "contrastlab"
-
+# MLflow 3's experiment kind for model training (the "Model training" side, not GenAI). MLflow 3.17's open-source
+# UI ignores it (its workflow toggle is always on: the side comes from the address's `workflowType`, else the
+# last one chosen in the sidebar, else GenAI), so links to the runs add `?workflowType=machine_learning`.
+EXPERIMENT_KIND = "custom_model_development"
+TIMING_METRICS = ("train_time_s", "images_per_s")  # differ between two runs of one result: not in its key
 
 
 def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def runs_url(server: str, experiment_id: str) -> str:
+    """The experiment's runs table in the MLflow UI at `server` (its hash router, model-training side)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def git_commit(cwd: Path) -> str:
@@ -78,27 +99,154 @@ def probe_metrics(summary: dict) -> dict[str, float]:
 
 
 def result_key(params: dict, metrics: dict) -> str:
-    blob = json.dumps({"params": params, "metrics": metrics}, sort_keys=True, default=str)
+    """What identifies one result: its params and its metrics, without the timings."""
+    deterministic = {name: value for name, value in metrics.items() if name not in TIMING_METRICS}
+    blob = json.dumps({"params": params, "metrics": deterministic}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def log_scenario(
-    *,
-    run_name: str,
-    params: dict,
-    metrics: dict,
-    epoch_losses: list[float],
-    artifacts: list[Path],
-    tags: dict[str, str],
-    root: Path,
-) -> tuple[str, bool]:
-    """Log one scenario result; return (run id, whether a new run was created).
+def describe(params: dict, resolved: dict | None = None) -> str:
+    """The run's description (Markdown): what was trained and how it was probed, in one paragraph."""
+    if "baseline" in params:
+        head = f"**{params['dataset']}**, baseline `{params['baseline']}`, seed {params['seed']}"
+    else:
+        head = f"**{params['dataset']} / {params['loss']} / {params['aug']}**, seed {params['seed']}"
+    model, probe, train = params.get("model", {}), params.get("probe", {}), params.get("train", {})
+    parts = [head]
+    if model:
+        parts.append(f"encoder `{model['arch']}` ({model['embedding_dim']}-d embedding)")
+    if probe:
+        held_out = params.get("split", {}).get("validation_per_class")
+        on = f"{held_out} held-out training images per class" if held_out else "the test set"
+        parts.append(f"linear probe of the {probe.get('features', 'embedding')} on {on}")
+    if resolved and "optimizer" in train:
+        parts.append(f"trained {resolved['epochs']} epochs at lr {resolved['lr']} ({train['optimizer']}, "
+                     f"{train['schedule']}, batch {train['batch_size']}, {train['head']} head, {train['precision']})")
+    return "; ".join(parts) + "."
 
-    Safe with several writers at once (`dvc queue start -j N`, or machines sharing a server): the
-    local sqlite store is written by one process at a time (a lock file beside it), and a run is
-    marked complete (its `result_key` tag) only after everything is logged; a run that failed half
-    way is deleted, so the dedupe never finds an incomplete run.
-    """
+
+def dataset_digest(content_digests: dict) -> str:
+    """One digest of a dataset's content (the sha256 of each array, which the download stage verifies),
+    short enough for MLflow (at most 36 characters): the same data gives the same digest whatever its source."""
+    return hashlib.sha256(json.dumps(content_digests, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass
+class DatasetRef:
+    """The data a run trained on, as MLflow's dataset input: name, content digest, and DVC's hash of the
+    folder when known (it also depends on where the files came from, which `meta.json` records)."""
+
+    name: str
+    content_digests: dict
+    dvc_md5: str | None = None
+
+    def as_input(self):
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        profile = {"content_sha256": self.content_digests, "dvc_md5": self.dvc_md5}
+        dataset = Dataset(name=self.name, digest=dataset_digest(self.content_digests), source_type="local",
+                          source=json.dumps({"uri": f"data/datasets/{self.name}"}), profile=json.dumps(profile))
+        tags = [InputTag("mlflow.data.context", "training")]
+        if self.dvc_md5:
+            tags.append(InputTag("dvc_md5", self.dvc_md5))
+        return DatasetInput(dataset, tags)
+
+
+@dataclass
+class RunRecord:
+    """Everything MLflow keeps of one result, from the track stage or from a committed results folder."""
+
+    name: str
+    params: dict
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    finished: float  # when training ended (Unix seconds); the run spans `duration_s` before it
+    duration_s: float = 0.0
+    description: str = ""
+    source: str = "dvc.yaml"
+    commit: str = "unknown"
+    epoch_losses: list[float] = field(default_factory=list)
+    artifacts: list[Path] = field(default_factory=list)
+    dataset: DatasetRef | None = None
+    encoder: Path | None = None  # an encoder file of `contrastlab.methods.encoders`, logged as a PyTorch model
+    input_example: np.ndarray | None = None  # a few encoder inputs, float32 (N, C, H, W): the model's signature
+    parent_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return result_key(self.params, self.metrics)
+
+
+class Store:
+    """The project's MLflow experiment, opened by `open_store`: find a result's run or add one."""
+
+    def __init__(self, client, experiment_id: str):
+        self.client, self.experiment_id = client, experiment_id
+
+    def find(self, key: str) -> str | None:
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.result_key = '{key}'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def log(self, record: RunRecord) -> tuple[str, bool]:
+        """(run id, whether it is new): the run already holding this result, or a new complete one."""
+        existing = self.find(record.key)
+        if existing:
+            return existing, False
+        return self._add(record), True
+
+    def _add(self, record: RunRecord) -> str:
+        """A run is marked complete (its `result_key` tag) only after everything is logged; a run that
+        failed half way is deleted, so `find` never returns an incomplete run."""
+        from mlflow.entities import Metric, Param
+
+        start_ms = int((record.finished - record.duration_s) * 1000)
+        end_ms = int(record.finished * 1000)
+        tags = {**record.tags, "mlflow.user": getpass.getuser(), "mlflow.source.type": "LOCAL",
+                "mlflow.source.name": record.source, "mlflow.source.git.commit": record.commit,
+                "mlflow.note.content": record.description}
+        if record.parent_id:
+            tags["mlflow.parentRunId"] = record.parent_id
+        run_id = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags,
+                                        run_name=record.name).info.run_id
+        try:
+            n = len(record.epoch_losses)
+            metrics = [Metric(name, value, end_ms, 0) for name, value in record.metrics.items()]
+            metrics += [Metric("train_loss", value, start_ms + (end_ms - start_ms) * epoch // n, epoch)
+                        for epoch, value in enumerate(record.epoch_losses, start=1)]
+            params = [Param(name, str(value)) for name, value in flatten(record.params).items()]
+            self.client.log_batch(run_id, metrics=metrics, params=params)
+            if record.dataset:
+                self.client.log_inputs(run_id, datasets=[record.dataset.as_input()])
+            for path in record.artifacts:
+                self.client.log_artifact(run_id, str(path))
+            if record.encoder:
+                self._log_encoder(run_id, record)
+            self.client.set_tag(run_id, "result_key", record.key)
+            self.client.set_terminated(run_id, "FINISHED", end_time=end_ms)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.client.delete_run(run_id)
+            raise
+        return run_id
+
+    def _log_encoder(self, run_id: str, record: RunRecord) -> None:
+        """The encoder as an MLflow PyTorch model (torch.export's format: loading it needs no class of ours),
+        its signature from `record.input_example` with a free batch size; `mlflow.pytorch.load_model` reads it."""
+        import mlflow
+        import torch
+
+        from contrastlab.methods.encoders import load_encoder
+
+        encoder = load_encoder(record.encoder, torch.device("cpu")).eval()
+        mlflow.set_experiment(experiment_id=self.experiment_id)  # where MLflow puts the logged model
+        mlflow.pytorch.log_model(encoder, name="encoder", input_example=record.input_example, run_id=run_id,
+                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+
+
+@contextlib.contextmanager
+def open_store(root: Path) -> Iterator[Store]:
+    """The project's experiment, held by this process alone while open when the store is the local sqlite
+    file (a lock beside it), so several writers at once (`dvc queue start -j N`) each log complete runs."""
     # A dead server should fail in seconds, not after MLflow's default minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
@@ -110,40 +258,25 @@ def log_scenario(
     with FileLock(f"{local_db}.lock") if local_db else contextlib.nullcontext():
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient()
-        experiment_id = _experiment_id(client, root, uri)
-        key = result_key(params, metrics)
-        existing = client.search_runs([experiment_id], filter_string=f"tags.result_key = '{key}'", max_results=1)
-        if existing:
-            return existing[0].info.run_id, False
-
-        run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-        run_id = run.info.run_id
-        try:
-            with mlflow.start_run(run_id=run_id):
-                mlflow.log_params(flatten(params))
-                mlflow.log_metrics(metrics)
-                for epoch, value in enumerate(epoch_losses, start=1):
-                    mlflow.log_metric("train_loss", value, step=epoch)
-                for path in artifacts:
-                    mlflow.log_artifact(str(path))
-                mlflow.set_tag("result_key", key)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                client.delete_run(run_id)
-            raise
-        return run_id, True
+        yield Store(client, _experiment_id(client, root, uri))
 
 
 def _experiment_id(client, root: Path, uri: str) -> str:
-    """The project's experiment, created on first use (another writer may create it at the same moment)."""
+    """The project's experiment, created on first use as a model-training experiment (another writer may
+    create it at the same moment)."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
+        if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND:  # a store made before the kind was set
+            client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
         return experiment.experiment_id
     artifact_root = (root / "mlruns" / EXPERIMENT).as_uri() if uri.startswith("sqlite:") else None
+    tags = {"mlflow.experimentKind": EXPERIMENT_KIND,
+            "mlflow.note.content": "Contrastive representation learning: one run per scenario result and baseline "
+                                   "(contrastlab). Compare runs by the `scenario`, `dataset`, `loss` and `aug` tags."}
     try:
-        return client.create_experiment(EXPERIMENT, artifact_location=artifact_root)
+        return client.create_experiment(EXPERIMENT, artifact_location=artifact_root, tags=tags)
     except MlflowException:
         experiment = client.get_experiment_by_name(EXPERIMENT)
         if experiment is None:

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from contrastlab.infra.params import AUTO
+from contrastlab.infra.progress import EpochProgress
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import Encoder, make_encoder
 from contrastlab.pipeline.embed import embed_images
@@ -51,15 +51,18 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainCo
     for epoch in range(1, config.epochs + 1):
         total = 0.0
         order = torch.randperm(len(images), generator=shuffle_rng).to(device)
-        for start in tqdm(range(0, len(images), config.batch_size), desc=f"supervised epoch {epoch}/{config.epochs}",
-                          unit="batch", disable=not progress):
+        bar = EpochProgress(range(0, len(images), config.batch_size), f"supervised epoch {epoch}/{config.epochs}",
+                            enabled=progress)
+        for start in bar:
             rows = order[start : start + config.batch_size]
             x = normalize(augment(images[rows], augment_rng)).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(model(x), labels[rows])
             value = descend(loss, "the supervised baseline's cross-entropy", epoch, start // config.batch_size + 1,
                             optimizer, schedule, config)
             total += value * len(rows)
+            bar.step(value, len(rows))
         epoch_losses.append(total / len(images))
+        bar.close(epoch_losses[-1])
     return encoder, epoch_losses
 
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from contrastlab.infra.codegraph import closure
 from contrastlab.infra.errors import TrainingDiverged
 from contrastlab.infra.machine import keep_freed_memory
 from contrastlab.infra.params import AUTO, PRECISIONS
+from contrastlab.infra.progress import EpochProgress
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import EMBEDDING_DIM, make_encoder, save_torch
 from contrastlab.methods.losses import LOSSES, LossOptions, semi_hard_negatives
@@ -252,7 +252,7 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
     for epoch in range(len(result.epoch_losses) + 1, config.epochs + 1):
         order = torch.randperm(n_examples, generator=shuffle_rng).to(device)
         batches = range(0, n_examples, config.batch_size)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=True)
+        bar = EpochProgress(batches, f"epoch {epoch}/{config.epochs}", enabled=progress)
         epoch_loss, epoch_start, epoch_images = 0.0, time.perf_counter(), 0
         for start in bar:
             rows = order[start : start + config.batch_size]
@@ -269,16 +269,14 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
 
             epoch_loss += loss_value * len(rows)
             epoch_images += len(rows) * k
-            rate = epoch_images / (time.perf_counter() - epoch_start)
-            bar.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:,.0f}")
+            bar.step(loss_value, len(rows) * k)
         if not all(torch.isfinite(p).all() for p in encoder.parameters()):
             raise TrainingDiverged(f"training diverged: the weights are not finite after epoch {epoch} (lr {config.lr}, "
                                    f"{config.optimizer}); lower train.lr or change the recipe")
         result.train_time_s += time.perf_counter() - epoch_start
         result.images_seen += epoch_images
         result.epoch_losses.append(epoch_loss / n_examples)
-        bar.set_postfix(loss=f"{result.epoch_losses[-1]:.4f}", img_s=f"{epoch_images / (time.perf_counter() - epoch_start):,.0f}")
-        bar.close()
+        bar.close(result.epoch_losses[-1])
         if checkpoint is not None:
             save_checkpoint(checkpoint, {
                 "key": key, "encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),

@@ -35,6 +35,7 @@ import yaml
 
 from contrastlab.infra import params as params_module
 from contrastlab.infra.errors import ParamError
+from contrastlab.infra.files import now_stamp
 from contrastlab.infra.machine import cpu_description
 from contrastlab.infra.stage import run_stage
 from contrastlab.study.names import MAIN_AXES, BaselineRun, Scenario, safe
@@ -181,7 +182,7 @@ def keep(folder: Path, files: dict[str, str]) -> None:
 
 def finished(info: dict, start: float) -> str:
     """study.json: how, when and on what machine a run was made, and its wall time."""
-    stamp = {"wall_s": round(time.perf_counter() - start, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    stamp = {"wall_s": round(time.perf_counter() - start, 1), "finished": now_stamp(),
              "machine": cpu_description()}
     return json.dumps({**info, **stamp}, indent=2) + "\n"
 
@@ -225,9 +226,6 @@ def main() -> None:
     if seeds < 1:
         raise ParamError(f"--seeds {seeds}: a study needs at least one seed")
     runs = plan(raw, seeds, args.grid, args.recipe, dict(args.set))
-    missing = sorted({run.overrides["dataset"] for run in runs} - set(raw["download"]["datasets"]))
-    if missing:
-        raise ParamError(f"params.yaml: the study uses {', '.join(missing)}, not in download.datasets")
 
     todo = [run for run in runs if not (args.results / run.name).is_dir()]
     print(f"study: {len(runs)} runs (scenarios and baselines x {seeds} seeds); "
