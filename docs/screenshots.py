@@ -110,10 +110,10 @@ def temporary_store(folder: Path) -> str:
     (`open_store` would put them in the repository's mlruns/, and set this process's tracking URI)."""
     import mlflow
 
-    from contrastlab.infra.tracking import _experiment_id
+    from contrastlab.infra.tracking import project_experiment
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    _experiment_id(mlflow.MlflowClient(tracking_uri=uri), folder, uri)
+    project_experiment(mlflow.MlflowClient(tracking_uri=uri), folder, uri)
     return uri
 
 

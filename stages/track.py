@@ -89,18 +89,19 @@ def main() -> None:
             finished=path.stat().st_mtime, description=describe(run_params), source="stages/baseline.py",
             commit=commit, dataset=dataset))
     root = project_root()
-    for record in records:
-        try:
-            with open_store(root) as store:
+    record = records[0]
+    try:
+        with open_store(root) as store:  # opened once: one lock and one client for the scenario and its baselines
+            for record in records:
                 run_id, created = store.log(record)
-        except Exception as err:  # noqa: BLE001 - any tracking failure must be reported, not hidden
-            reason = one_line(f"{type(err).__name__}: {err}", 300)
-            raise TrackingError(
-                f"MLflow tracking failed for {record.name} (store {tracking_uri(root)}): {reason}. Every DVC "
-                "output is intact: fix the store or start the server, then run `dvc repro` again (only `track` re-runs)"
-            ) from None
-        state = "logged new" if created else "already recorded as"
-        print(f"MLflow: {state} run {run_id} ({record.name}) in {tracking_uri(root)}")
+                state = "logged new" if created else "already recorded as"
+                print(f"MLflow: {state} run {run_id} ({record.name}) in {tracking_uri(root)}")
+    except Exception as err:  # noqa: BLE001 - any tracking failure must be reported, not hidden
+        reason = one_line(f"{type(err).__name__}: {err}", 300)
+        raise TrackingError(
+            f"MLflow tracking failed for {record.name} (store {tracking_uri(root)}): {reason}. Every DVC "
+            "output is intact: fix the store or start the server, then run `dvc repro` again (only `track` re-runs)"
+        ) from None
 
 
 def finished_at(trained: dict, path: Path) -> float:

@@ -258,10 +258,10 @@ def open_store(root: Path) -> Iterator[Store]:
     with FileLock(f"{local_db}.lock") if local_db else contextlib.nullcontext():
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient()
-        yield Store(client, _experiment_id(client, root, uri))
+        yield Store(client, project_experiment(client, root, uri))
 
 
-def _experiment_id(client, root: Path, uri: str) -> str:
+def project_experiment(client, root: Path, uri: str) -> str:
     """The project's experiment, created on first use as a model-training experiment (another writer may
     create it at the same moment)."""
     from mlflow.exceptions import MlflowException
