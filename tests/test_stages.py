@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from contrastlab.methods.augmentations import AUGMENTATIONS
+from contrastlab.pipeline.datasets import content_digest
 from contrastlab.pipeline.probe import fit_settings, probe
 from project import ROOT, committed_params, write_committed_params
 
@@ -58,9 +59,11 @@ def test_tracking_failure_is_loud_exits_nonzero_and_leaves_outputs_alone(tmp_pat
     (tmp_path / "encoder.pt").write_bytes(b"weights")
     (tmp_path / "figure.png").write_bytes(b"png")
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "meta.json").write_text(json.dumps({"digests": {"test": {"images": "a" * 64}}}))
-    np.save(tmp_path / "data" / "test_images.npy", np.zeros((4, 28, 28), np.uint8))
-    np.save(tmp_path / "data" / "test_labels.npy", np.zeros(4, np.uint8))
+    images, labels = np.zeros((4, 28, 28), np.uint8), np.zeros(4, np.uint8)
+    (tmp_path / "data" / "meta.json").write_text(json.dumps(
+        {"digests": {"test": {"images": content_digest(images), "labels": content_digest(labels)}}}))
+    np.save(tmp_path / "data" / "test_images.npy", images)
+    np.save(tmp_path / "data" / "test_labels.npy", labels)
     (tmp_path / "not-a-folder").write_text("")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     result = stage("track", "--data", "data", "--train-metrics", "train.json", "--probe-metrics", "probe.json",
@@ -94,11 +97,14 @@ def test_baseline_stage_scores_the_features_with_the_scenarios_probe(tmp_path):
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
     data.mkdir()
+    digests = {}
     for split, n in (("train", 200), ("test", 100)):
         labels = np.repeat(np.arange(10), n // 10).astype(np.uint8)
         images = np.clip(labels[:, None, None] * 25 + rng.normal(0, 5, (n, 28, 28)), 0, 255).astype(np.uint8)
         np.save(data / f"{split}_images.npy", images)
         np.save(data / f"{split}_labels.npy", labels)
+        digests[split] = {"images": content_digest(images), "labels": content_digest(labels)}
+    (data / "meta.json").write_text(json.dumps({"digests": digests}))
     params = committed_params()
     params["probe"]["knn_k"] = 3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -1,12 +1,15 @@
 import errno
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from contrastlab.infra import files
 from contrastlab.infra.errors import FileError
-from contrastlab.infra.files import atomic_path, load_npy, load_npz, read_json, save_npz, write_csv, write_json
+from contrastlab.infra.files import (RECOMPUTE, atomic_path, dvc_cached_copy, load_npy, load_npz, read_json,
+                                     recompute_advice, save_npz, write_csv, write_json)
 
 
 def test_writes_land_complete_and_leave_no_temporary_file(tmp_path):
@@ -38,8 +41,10 @@ def test_disk_full_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch
     monkeypatch.setattr(files.Path, "write_text", full_disk)
     with pytest.raises(FileError) as caught:
         write_json(tmp_path / "a.json", {"new": True})
-    assert str(caught.value) == (f"cannot write {tmp_path / 'a.json'}: No space left on device (free disk space or "
-                                 "fix permissions, then re-run; the previous file, if any, is unchanged)")
+    assert str(caught.value) == (
+        f"cannot write {tmp_path / 'a.json'}: No space left on device (free disk space or fix permissions, then "
+        "re-run; `dvc checkout` brings back the outputs `dvc repro` deleted before running the stage, `git checkout` "
+        "its uncached metrics and plots)")
     monkeypatch.undo()
     assert json.loads((tmp_path / "a.json").read_text()) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
@@ -60,3 +65,52 @@ def test_truncated_or_missing_arrays_name_the_file_and_the_fix(tmp_path):
     (tmp_path / "d.json").write_text("{")
     with pytest.raises(FileError, match=r"d\.json is unreadable"):
         read_json(tmp_path / "d.json")
+
+
+def cache(root: Path, content: bytes, suffix: str = "") -> str:
+    """Store `content` as DVC 3 does, read-only, in .dvc/cache/files/md5/<2 hex>/<30 hex><suffix> (".dir" for
+    a folder's listing); return its name in dvc.lock."""
+    md5 = hashlib.md5(content).hexdigest() + suffix
+    path = root / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    path.chmod(0o444)
+    return md5
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """A DVC project whose dvc.lock records a cached file, a cached folder and an uncached metric."""
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    listing = [{"md5": cache(tmp_path, b"pixels"), "relpath": "train_images.npy"}]
+    (tmp_path / "dvc.lock").write_text(json.dumps({"schema": "2.0", "stages": {
+        "download": {"outs": [{"path": "data/mnist", "md5": cache(tmp_path, json.dumps(listing).encode(), ".dir")}]},
+        "train": {"outs": [{"path": "models/encoder.pt", "md5": cache(tmp_path, b"weights")},
+                           {"path": "metrics/train.json", "md5": "0" * 32}]}}}))
+    return tmp_path
+
+
+def test_dvc_cached_copy_finds_the_object_of_a_file_or_of_a_file_in_a_folder(project):
+    md5 = hashlib.md5(b"weights").hexdigest()
+    assert dvc_cached_copy(project / "models/encoder.pt") == project / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    assert dvc_cached_copy(project / "data/mnist/train_images.npy").read_bytes() == b"pixels"
+    assert dvc_cached_copy(project / "data/mnist/test_images.npy") is None  # not in the folder's listing
+    assert dvc_cached_copy(project / "params.yaml") is None
+    assert dvc_cached_copy(project.parent / "elsewhere.pt") is None
+
+
+def test_a_damaged_cached_copy_has_to_go_too(project):
+    assert recompute_advice(project / "models/encoder.pt") == RECOMPUTE  # the cached copy is intact
+    assert recompute_advice(project / "metrics/train.json") == RECOMPUTE  # uncached: no object
+    damaged = dvc_cached_copy(project / "data/mnist/train_images.npy")
+    damaged.chmod(0o644)
+    damaged.write_bytes(b"pixelz")
+    damaged.chmod(0o444)  # as DVC left it: read-only, so DVC never hashes it again
+    assert recompute_advice(project / "data/mnist/train_images.npy") == (
+        f"DVC's cached copy {damaged.relative_to(project)} is damaged too: delete both and run `dvc repro` to "
+        "recompute it")
+
+
+def test_outside_a_dvc_project_the_advice_is_to_recompute(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert recompute_advice(tmp_path / "models/encoder.pt") == RECOMPUTE

@@ -1,9 +1,13 @@
+import hashlib
+import os
+import struct
+
 import numpy as np
 import pytest
 import torch
 
 from contrastlab.infra.errors import FileError
-from contrastlab.methods.encoders import ARCHS, load_encoder, make_encoder, save_encoder
+from contrastlab.methods.encoders import ARCHS, load_encoder, make_encoder, save_encoder, weights_digest
 from contrastlab.pipeline.embed import embed_images
 
 
@@ -99,14 +103,77 @@ def test_saved_encoder_loads_back_with_the_same_outputs(arch, tmp_path):
     assert torch.equal(loaded(x), encoder(x))
 
 
+def test_the_weights_digest_covers_name_dtype_shape_and_bytes_in_name_order():
+    state = {"b": torch.tensor([1, 2], dtype=torch.int16), "a": torch.tensor(3.0)}
+    by_hand = (b"a\0torch.float32\0()\0" + struct.pack("<f", 3.0)
+               + b"b\0torch.int16\0(2,)\0" + b"\x01\x00\x02\x00")
+    assert weights_digest(state) == hashlib.sha256(by_hand).hexdigest()
+    assert weights_digest({"a": torch.tensor([3.0]), "b": state["b"]}) != weights_digest(state)  # shape (1,), not ()
+
+
+def test_the_saved_file_keeps_its_keys_and_adds_the_digest(tmp_path):
+    encoder = make_encoder(1)
+    save_encoder(encoder, {"channels": 1}, tmp_path / "encoder.pt")
+    saved = torch.load(tmp_path / "encoder.pt", weights_only=True)
+    assert list(saved) == ["state_dict", "design", "weights_sha256"]
+    assert list(saved["state_dict"]) == list(encoder.state_dict())
+    assert saved["weights_sha256"] == weights_digest(encoder.state_dict())
+
+
+def test_an_encoder_saved_before_the_digest_still_loads(tmp_path):
+    encoder = make_encoder(1).eval()
+    torch.save({"state_dict": encoder.state_dict(), "design": {"channels": 1}}, tmp_path / "encoder.pt")
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(load_encoder(tmp_path / "encoder.pt", torch.device("cpu")).eval()(x), encoder(x))
+
+
+def test_bytes_flipped_inside_the_weights_are_caught(tmp_path):
+    path = tmp_path / "encoder.pt"
+    encoder = make_encoder(1)
+    save_encoder(encoder, {"channels": 1}, path)
+    raw = bytearray(path.read_bytes())
+    at = raw.find(encoder.projection[0].weight.detach().numpy().tobytes())  # the last convolution's weights
+    raw[at + 100] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    assert not torch.equal(torch.load(path, weights_only=True)["state_dict"]["projection.0.weight"],
+                           encoder.projection[0].weight)  # torch itself loads the damage silently
+    with pytest.raises(FileError) as caught:
+        load_encoder(path, torch.device("cpu"))
+    assert str(caught.value) == (
+        f"{path} is damaged: its weights do not match the digest saved with them; delete it and run `dvc repro` to "
+        "recompute it")
+
+
 class RunsCodeWhenUnpickled:
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (print, ("code ran while loading",))
+        return os.system, (f"touch {self.marker}",)
 
 
-def test_an_encoder_file_that_would_run_code_is_refused_unrun(tmp_path, capsys):
+def test_an_encoder_file_that_would_run_code_is_refused_unrun(tmp_path):
+    path, marker = tmp_path / "encoder.pt", tmp_path / "code-ran"
     torch.save({"state_dict": make_encoder(1).state_dict(), "design": {"channels": 1},
-                "extra": RunsCodeWhenUnpickled()}, tmp_path / "encoder.pt")
-    with pytest.raises(FileError, match=r"encoder\.pt is not a readable encoder \(.*\); delete it and run `dvc repro`"):
-        load_encoder(tmp_path / "encoder.pt", torch.device("cpu"))
-    assert "code ran" not in capsys.readouterr().out
+                "extra": RunsCodeWhenUnpickled(marker)}, path)
+    with pytest.raises(FileError) as caught:
+        load_encoder(path, torch.device("cpu"))
+    assert str(caught.value) == (
+        f"{path} holds something other than plain weights (it refers to {os.system.__module__}.system): it was "
+        "refused and nothing in it was run; delete it and run `dvc repro` to recompute it")
+    assert not marker.exists()
+    torch.load(path, weights_only=False)  # what torch's own message suggests: it runs the payload
+    assert marker.exists()
+
+
+def test_a_garbled_pickle_is_refused_in_one_line_without_torchs_advice(tmp_path):
+    path = tmp_path / "encoder.pt"
+    save_encoder(make_encoder(1), {"channels": 1}, path)
+    raw = path.read_bytes()
+    at = raw.index(b"X\n\x00\x00\x00state_dict")  # in data.pkl: opcode BINUNICODE, length 10, the first key
+    path.write_bytes(raw[:at] + b"\xff" + raw[at + 1:])  # 0xff: no pickle opcode
+    with pytest.raises(FileError) as caught:
+        load_encoder(path, torch.device("cpu"))
+    assert str(caught.value) == (
+        f"{path} holds something other than plain weights (a pickle torch's safe loader does not accept): it was "
+        "refused and nothing in it was run; delete it and run `dvc repro` to recompute it")

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import pickle
 import re
 import shutil
@@ -204,36 +205,58 @@ def test_read_idx_rejects_bad_files(tmp_path, content, complaint):
         read_idx(path)
 
 
-def archive_with_test_batch(folder: Path, payload: bytes) -> None:
+def archive_with_batch(folder: Path, name: str, payload: bytes) -> Path:
+    """A mirror's cifar10 archive holding one batch file with `payload` as its bytes."""
     (folder / "cifar10").mkdir()
-    with tarfile.open(folder / "cifar10" / download.CIFAR_ARCHIVE, "w:gz") as tar:
-        info = tarfile.TarInfo("cifar-10-batches-py/test_batch")
+    archive = folder / "cifar10" / download.CIFAR_ARCHIVE
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
         info.size = len(payload)
         tar.addfile(info, io.BytesIO(payload))
+    return archive
 
 
-def test_cifar_batch_with_an_unknown_digest_is_never_unpickled(tmp_path, monkeypatch):
-    payload = pickle.dumps({"data": print}, protocol=2)
-    archive_with_test_batch(tmp_path, payload)
-    unpickled = []
-    monkeypatch.setattr(download._NumpyOnlyUnpickler, "load", lambda self: unpickled.append(1))
+class RunsCodeWhenUnpickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def tampered_batch(marker: Path) -> bytes:
+    """A batch as the official ones are pickled (protocol 2), whose data would run a shell command."""
+    payload = pickle.dumps({"data": RunsCodeWhenUnpickled(marker), "labels": [0]}, protocol=2)
+    assert b"system" in payload
+    return payload
+
+
+def test_a_tampered_cifar_batch_with_an_unknown_digest_is_never_unpickled(tmp_path):
+    marker = tmp_path / "code-ran"
+    payload = tampered_batch(marker)
+    archive = archive_with_batch(tmp_path, "data_batch_1", payload)
     with pytest.raises(DataError) as caught:
         fetch("cifar10", tmp_path / "data", mirror=tmp_path, sources=["mirror"], digests=OFFICIAL_DIGESTS, log=quiet)
-    sha256 = hashlib.sha256(payload).hexdigest()
     assert str(caught.value) == (
-        f"cifar10 from source 'mirror': {tmp_path / 'cifar10' / download.CIFAR_ARCHIVE}: test_batch matches no known "
-        f"digest of the official file (sha256 {sha256}); refusing to unpickle it: the archive is corrupted or not the "
+        f"cifar10 from source 'mirror': {archive}: data_batch_1 matches no known digest of the official file (sha256 "
+        f"{hashlib.sha256(payload).hexdigest()}); refusing to unpickle it: the archive is corrupted or not the "
         "official data, or the digests file lacks its 'files'")
-    assert unpickled == []
+    assert not marker.exists() and not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize("listed", ["sha256", "md5"])
-def test_cifar_batch_with_a_listed_digest_still_may_not_run_code(tmp_path, listed):
-    payload = pickle.dumps({"data": print}, protocol=2)  # any global outside numpy arrays
-    archive_with_test_batch(tmp_path, payload)
-    digests = {"cifar10": {"files": {"test_batch": [f"{listed}:{hashlib.new(listed, payload).hexdigest()}"]}}}
-    with pytest.raises(DataError, match=r"refusing to load (__builtin__|builtins)\.print"):
+def test_a_tampered_cifar_batch_with_a_listed_digest_still_may_not_run_code(tmp_path, listed):
+    marker = tmp_path / "code-ran"
+    payload = tampered_batch(marker)
+    archive = archive_with_batch(tmp_path, "data_batch_1", payload)
+    digests = {"cifar10": {"files": {"data_batch_1": [f"{listed}:{hashlib.new(listed, payload).hexdigest()}"]}}}
+    with pytest.raises(DataError) as caught:
         fetch("cifar10", tmp_path / "data", mirror=tmp_path, sources=["mirror"], digests=digests, log=quiet)
+    assert str(caught.value) == (f"cifar10 from source 'mirror': {archive}: cannot read the CIFAR-10 batches "
+                                 f"(refusing to load {os.system.__module__}.system)")
+    assert not marker.exists()
+    pickle.loads(payload)  # unrestricted, the payload does run
+    assert marker.exists()
 
 
 def test_the_shared_cifar_batches_match_the_listed_file_digests():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import hashlib
 import json
 import os
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import yaml
 
 from contrastlab.infra.errors import FileError
 
@@ -49,7 +51,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     The temporary name keeps the suffix, so writers that infer the format from it (matplotlib,
     numpy's .npz) behave as with the final name. On any failure the temporary file is removed and
-    `path` keeps its previous content.
+    `path` keeps its previous content; but `dvc repro` deletes a stage's outputs before running it, so
+    the failure says how to bring those back.
     """
     path = Path(path)
     partial = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
@@ -58,8 +61,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield partial
         os.replace(partial, path)
     except OSError as err:
-        raise FileError(f"cannot write {path}: {err.strerror or err} (free disk space or fix permissions, "
-                        "then re-run; the previous file, if any, is unchanged)") from None
+        raise FileError(f"cannot write {path}: {err.strerror or err} (free disk space or fix permissions, then "
+                        "re-run; `dvc checkout` brings back the outputs `dvc repro` deleted before running the stage, "
+                        "`git checkout` its uncached metrics and plots)") from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -95,6 +99,41 @@ def one_line(text: object, limit: int | None = None) -> str:
     return " ".join(str(text).split())[:limit]
 
 
+def _cache_object(md5: str) -> Path:
+    return project_root() / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def dvc_cached_copy(path: str | Path) -> Path | None:
+    """The object in DVC's cache (at its default place) that holds the version of `path` dvc.lock records,
+    for a cached output or a file inside a cached folder; None for any other file."""
+    try:
+        relative = Path(path).resolve().relative_to(project_root()).as_posix()
+        stages = yaml.safe_load((project_root() / "dvc.lock").read_text())["stages"]
+        for out in (out for stage in stages.values() for out in stage.get("outs", [])):
+            if relative == out["path"]:
+                return _cache_object(out["md5"])
+            if relative.startswith(out["path"] + "/") and out["md5"].endswith(".dir"):
+                listing = json.loads(_cache_object(out["md5"]).read_text())
+                inside = relative[len(out["path"]) + 1 :]
+                return next(_cache_object(entry["md5"]) for entry in listing if entry["relpath"] == inside)
+    except (ValueError, OSError, KeyError, TypeError, AttributeError, StopIteration, yaml.YAMLError):
+        pass  # not in a DVC project, or not one of its cached outputs
+    return None
+
+
+def recompute_advice(path: str | Path) -> str:
+    """How to get a damaged file back. `dvc repro` restores a deleted output from DVC's cache when it can, and
+    DVC never re-hashes its read-only cache objects: when the cached copy is damaged too, it has to go as well."""
+    cached = dvc_cached_copy(path)
+    if cached is None or not cached.is_file():
+        return RECOMPUTE
+    with cached.open("rb") as f:
+        if hashlib.file_digest(f, "md5").hexdigest() == cached.parent.name + cached.name:
+            return RECOMPUTE
+    return (f"DVC's cached copy {cached.relative_to(project_root())} is damaged too: delete both and run `dvc repro` "
+            "to recompute it")
+
+
 @contextmanager
 def _reading(path: str | Path, problem: str = "is truncated or corrupted") -> Iterator[None]:
     """Turn a missing or unreadable input into one FileError line with the way out."""
@@ -103,7 +142,7 @@ def _reading(path: str | Path, problem: str = "is truncated or corrupted") -> It
     except FileNotFoundError:
         raise FileError(f"{path} does not exist; run the stage that writes it first (dvc repro)") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise FileError(f"{path} {problem} ({one_line(err)}); {RECOMPUTE}") from None
+        raise FileError(f"{path} {problem} ({one_line(err)}); {recompute_advice(path)}") from None
 
 
 def read_json(path: str | Path) -> dict:

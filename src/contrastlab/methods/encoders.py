@@ -9,7 +9,9 @@ the loss sees, ending in a head. The probe reads either the embedding or the bac
 
 from __future__ import annotations
 
+import hashlib
 import io
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from contrastlab.infra.errors import FileError
-from contrastlab.infra.files import RECOMPUTE, one_line, write_bytes
+from contrastlab.infra.files import one_line, recompute_advice, write_bytes
 
 EMBEDDING_DIM = 32  # the study's
 
@@ -109,22 +111,63 @@ def save_torch(obj: object, path: Path) -> None:
     write_bytes(path, buffer.getvalue())
 
 
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 over each tensor's name, dtype, shape and bytes, in name order.
+
+    torch.load checks no checksum: bytes flipped inside a saved tensor load as other weights, silently.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def save_encoder(encoder: nn.Module, design: dict, path: Path) -> None:
     """Weights plus `design`, the keyword arguments of `make_encoder` that rebuild the network
-    (channels, head, arch, embedding_dim): plain tensors and values only."""
-    save_torch({"state_dict": encoder.cpu().state_dict(), "design": design}, path)
+    (channels, head, arch, embedding_dim), plus the weights' digest: plain tensors and values only."""
+    state_dict = encoder.cpu().state_dict()
+    save_torch({"state_dict": state_dict, "design": design, "weights_sha256": weights_digest(state_dict)}, path)
+
+
+def _check_weights(path: Path, saved: dict) -> None:
+    """An encoder saved before the digest existed has none and is taken as it is: refusing it would make
+    every earlier result in DVC's cache and in the study unusable."""
+    if "weights_sha256" in saved and saved["weights_sha256"] != weights_digest(saved["state_dict"]):
+        raise FileError(f"{path} is damaged: its weights do not match the digest saved with them; "
+                        f"{recompute_advice(path)}")
+
+
+def _refused(path: Path) -> FileError:
+    """torch refused to unpickle something a weights file never holds (code, arbitrary objects). Its own
+    message advises loading with `weights_only=False`, which would run it: that advice is never passed on."""
+    try:
+        found = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))  # read, never run
+    except Exception:  # noqa: BLE001 - a pickle too damaged to read has nothing to name
+        found = []
+    what = f"it refers to {', '.join(found)}" if found else "a pickle torch's safe loader does not accept"
+    return FileError(f"{path} holds something other than plain weights ({what}): it was refused and nothing in it "
+                     f"was run; {recompute_advice(path)}")
 
 
 def load_encoder(path: Path, device: torch.device) -> Encoder:
-    """Rebuild a saved encoder. `weights_only=True`: a tampered file cannot run code when loaded."""
+    """Rebuild a saved encoder. `weights_only=True`: a tampered file cannot run code when loaded; and the
+    weights must match the digest saved with them (an encoder saved before there was one loads unchecked)."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
+        _check_weights(path, saved)
         encoder = make_encoder(**saved["design"])
         encoder.load_state_dict(saved["state_dict"])
+    except FileError:
+        raise
     except FileNotFoundError:
         raise FileError(f"{path} does not exist; run the train stage first (dvc repro)") from None
+    except pickle.UnpicklingError:
+        raise _refused(path) from None
     except Exception as err:  # noqa: BLE001 - a damaged file can fail in any way, always with this advice
-        raise FileError(f"{path} is not a readable encoder ({one_line(err, 200)}); {RECOMPUTE}") from None
+        advice = recompute_advice(path)
+        raise FileError(f"{path} is not a readable encoder ({one_line(err, 200)}); {advice}") from None
     return encoder.to(device)
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from contrastlab.infra.errors import DataError
 from contrastlab.infra.files import atomic_path, one_line, write_json
-from contrastlab.pipeline.datasets import ARRAYS, DATASETS, SPLITS, DatasetSpec
+from contrastlab.pipeline.datasets import ARRAYS, DATASETS, SPLITS, DatasetSpec, content_digest
 
 MIRROR_ENV = "CONTRASTLAB_MIRROR"
 
@@ -225,11 +225,6 @@ OFFICIAL_DIGESTS: dict[str, dict] = {
         },
     },
 }
-
-
-def content_digest(a: np.ndarray) -> str:
-    """sha256 of the array's bytes: the same for the same data whatever file or archive it came in."""
-    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
 # --- the sources ------------------------------------------------------------------------------
