@@ -1,4 +1,10 @@
 import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -6,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from contrastlab.infra.files import project_root
+from contrastlab.infra.errors import TrackingError
+from contrastlab.infra.files import one_line, project_root
 from contrastlab.infra.tracking import (DatasetRef, RunRecord, dataset_digest, describe, flatten, open_store,
                                         probe_metrics, result_key, run_identity, runs_url, tracking_uri)
 from contrastlab.methods.encoders import make_encoder, save_encoder
@@ -188,3 +195,142 @@ def test_probe_metrics_names_every_number_of_a_probe_summary():
                                       "class_acc.cat": 1.0, "shift_top1.-3": 0.7}
     assert probe_metrics({"top1": 0.1, "top3": 0.3, "knn": 0.2}) == {"probe_top1": 0.1, "probe_top3": 0.3,
                                                                       "knn_top1": 0.2}
+
+
+def test_opening_the_store_removes_runs_a_killed_writer_left_and_keeps_complete_runs_and_live_writers(store, capsys):
+    """A run is complete once tagged `result_key`; a writer killed before that leaves it RUNNING. On a shared server
+    only a run whose writer was a process of this host that has ended is surely orphaned; under the local store's
+    lock every incomplete run is."""
+    complete, _ = log(store, {"probe_top1": 0.9})
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    host = socket.gethostname()
+    with open_store(store) as opened:
+        client = opened.client
+
+        def running(name, **tags):
+            return client.create_run(opened.experiment_id, run_name=name, tags=tags).info.run_id
+
+        dead = running("killed here", writer=f"{host}:{ended.pid}")
+        live = running("still logging here", writer=f"{host}:{os.getpid()}")
+        elsewhere = running("killed on another machine", writer=f"other-{host}:{ended.pid}")
+        unnamed = running("logged before writers were named")
+        tagged = running("killed after it was complete", writer=f"{host}:{ended.pid}", result_key="0123456789abcdef")
+        capsys.readouterr()
+        opened.remove_incomplete(exclusive=False)  # as on a tracking server
+    assert capsys.readouterr().out == (f"MLflow: removed 1 incomplete run left by an interrupted track stage or import "
+                                       f"(killed here {dead})\n")
+    active = {run.info.run_id for run in client.search_runs([opened.experiment_id])}
+    assert active == {complete, live, elsewhere, unnamed, tagged}
+    assert client.get_run(complete).data.tags["writer"] == f"{host}:{os.getpid()}"
+
+    with open_store(store):  # the local store, under its lock: nothing else is writing
+        pass
+    assert {run.info.run_id for run in client.search_runs([opened.experiment_id])} == {complete, tagged}
+    assert "MLflow: removed 3 incomplete runs left by an interrupted track stage or import (" in capsys.readouterr().out
+
+
+def test_a_new_store_killed_while_mlflow_creates_its_tables_leaves_none_and_the_next_one_is_made_whole(store):
+    """MLflow takes seconds to create and migrate a new store's tables; killed half way, a store made in place failed
+    forever ("duplicate column name: step"). It is made beside its name and renamed in when complete."""
+    code = "import sys; from pathlib import Path; from contrastlab.infra.tracking import open_store; " \
+           "open_store(Path(sys.argv[1])).__enter__()"
+    creating = subprocess.Popen([sys.executable, "-c", code, str(store)])
+    partial = store / "mlflow.db.partial"
+    deadline = time.monotonic() + 120
+    while not partial.exists():
+        assert creating.poll() is None and time.monotonic() < deadline, "the store was not made at mlflow.db.partial"
+        time.sleep(0.01)
+    time.sleep(0.5)  # MLflow is migrating the tables now
+    creating.kill()
+    creating.wait()
+    assert not (store / "mlflow.db").exists()
+
+    run_id, created = log(store, {"probe_top1": 0.9})
+    assert created and mlflow.MlflowClient(tracking_uri(store)).get_run(run_id).info.status == "FINISHED"
+    assert sorted(path.name for path in store.glob("mlflow.db*")) == ["mlflow.db", "mlflow.db.lock"]
+
+
+def half_migrated(db: Path) -> None:
+    """What a store made in place was left as when killed after MLflow's first migration had altered a table but
+    before it recorded that it had: every later open tried to add the column again."""
+    import sqlalchemy
+    from mlflow.store.tracking.dbmodels.initial_models import Base
+
+    engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+    Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text("ALTER TABLE metrics ADD COLUMN step BIGINT DEFAULT 0 NOT NULL"))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda db: db.write_bytes(b"not sqlite" * 100), "file is not a database"),
+    (half_migrated, "duplicate column name: step"),
+], ids=["garbage", "half migrated"])
+def test_a_store_mlflow_cannot_open_is_one_line_saying_to_move_it_aside_which_starts_afresh(store, damage, reason):
+    db = store / "mlflow.db"
+    damage(db)
+    with pytest.raises(TrackingError) as raised:
+        log(store, {"probe_top1": 0.9})
+    assert str(raised.value) == (f"{db} is not a complete MLflow store ({reason}): move it aside (`mv {db} "
+                                 f"{db}.broken`); the next run makes a new one, and `make mlflow` re-imports the "
+                                 "committed study")
+    db.rename(store / "mlflow.db.broken")
+    with multiprocessing.get_context("spawn").Pool(1) as pool:  # the next run: a new process, as `dvc repro` starts
+        assert pool.apply(log_one, (str(store), 0.9))
+
+
+def test_a_copied_repository_logs_its_artifacts_into_its_own_mlruns_and_leaves_the_original_alone(tmp_path, monkeypatch,
+                                                                                                    capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    original.mkdir()
+    (original / "figure.png").write_bytes(b"png")
+    first, _ = log(original, {"probe_top1": 0.9})
+    shutil.copytree(original, copy)
+    before = {path: path.read_bytes() for path in original.rglob("*") if path.is_file()}
+    capsys.readouterr()
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # set by MLflow in this process; the copy's `dvc repro` is another
+
+    second, created = log(copy, {"probe_top1": 0.8})
+    assert created
+    assert capsys.readouterr().out.startswith(
+        f"MLflow: this repository was moved or copied; mlflow.db now keeps artifacts in {(copy / 'mlruns').as_uri()}, "
+        f"not {(original / 'mlruns').as_uri()}\n")
+    client = mlflow.MlflowClient(tracking_uri(copy))
+    for run_id in (first, second):  # the copied run's artifacts are the copy's too
+        assert client.get_run(run_id).info.artifact_uri.startswith((copy / "mlruns").as_uri() + "/")
+        assert [f.path for f in client.list_artifacts(run_id)] == ["figure.png"]
+    assert list(copy.glob(f"mlruns/contrastlab/{second}/artifacts/figure.png"))
+    assert {path: path.read_bytes() for path in original.rglob("*") if path.is_file()} == before
+    assert not list(original.glob(f"mlruns/contrastlab/{second}"))
+
+
+HOLDERS = {
+    "a sqlite write transaction": "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                                  "db.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(60)",
+    "the writers' lock": "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1] + '.lock'); "
+                         "lock.acquire(); print('held', flush=True); time.sleep(60)",
+}
+
+
+@pytest.mark.parametrize("holder", HOLDERS)
+def test_a_store_another_process_holds_is_waited_for_then_one_line_naming_it(store, monkeypatch, capsys, holder):
+    log(store, {"probe_top1": 0.9})
+    monkeypatch.setenv("CONTRASTLAB_MLFLOW_WAIT", "1")
+    db = store / "mlflow.db"
+    holding = subprocess.Popen([sys.executable, "-c", HOLDERS[holder], str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holding.stdout.readline() == "held\n"
+        who = f"pid {holding.pid} ({one_line(f'{sys.executable} -c {HOLDERS[holder]} {db}', 100)})"
+        capsys.readouterr()
+        with pytest.raises(TrackingError) as raised:
+            log(store, {"probe_top1": 0.8})
+        assert capsys.readouterr().out == f"MLflow: mlflow.db is in use by {who}; waiting up to 1 s\n"
+        assert str(raised.value) == (f"{db} is still in use by {who} after 1 s: let it finish or end it "
+                                     "(CONTRASTLAB_MLFLOW_WAIT=<seconds> waits longer)")
+    finally:
+        holding.kill()
+        holding.wait()
+    assert log(store, {"probe_top1": 0.8})[1]  # free again: logged

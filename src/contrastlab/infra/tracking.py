@@ -14,6 +14,11 @@ Where MLflow has a field for something, the run uses it rather than a tag of our
 and end are the training's (so Duration is the training time), `mlflow.source.*` name the code and
 its git commit, the dataset is a dataset input with a content digest, the encoder a logged PyTorch
 model, the settings the run's description, and a study's runs are nested under one parent run.
+
+Opening the store for writing repairs what a crash or a move leaves: a new local store is created beside
+its final name and renamed into place when complete, runs an interrupted writer left half-logged are
+removed, and a copied or moved repository's store is pointed at its own `mlruns/`. A store that another
+process holds is waited for, a bounded time, and one that MLflow cannot use is one line saying what to do.
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ import getpass
 import hashlib
 import json
 import os
+import re
+import socket
+import sqlite3
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
+from contrastlab.infra.errors import TrackingError
+from contrastlab.infra.files import one_line
 from contrastlab.study.names import Scenario
 
 EXPERIMENT = "contrastlab"
@@ -38,6 +48,10 @@ EXPERIMENT = "contrastlab"
 # last one chosen in the sidebar, else GenAI), so links to the runs add `?workflowType=machine_learning`.
 EXPERIMENT_KIND = "custom_model_development"
 TIMING_METRICS = ("train_time_s", "images_per_s")  # differ between two runs of one result: not in its key
+WAIT_ENV, WAIT_S = "CONTRASTLAB_MLFLOW_WAIT", 300.0  # how long to wait for a store another process holds
+# Where the local store keeps absolute artifact addresses (MLflow has no API to change them).
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
 
 
 def tracking_uri(root: Path) -> str:
@@ -194,6 +208,20 @@ class Store:
             return existing, False
         return self._add(record), True
 
+    def remove_incomplete(self, exclusive: bool) -> None:
+        """Delete the runs a killed writer left: RUNNING without `result_key`, as `_add` never got to complete or
+        delete them. With `exclusive` (the local store's lock is held, so no other writer is active) every such run
+        is one; on a shared server only a run whose `writer` is a process of this host that no longer exists."""
+        runs = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'")
+        left = [run for run in runs if "result_key" not in run.data.tags
+                and (exclusive or writer_gone(run.data.tags.get("writer", "")))]
+        for run in left:
+            self.client.delete_run(run.info.run_id)
+        if left:
+            names = ", ".join(f"{run.info.run_name} {run.info.run_id}" for run in left)
+            print(f"MLflow: removed {len(left)} incomplete run{'s' * (len(left) > 1)} left by an interrupted track "
+                  f"stage or import ({names})")
+
     def _add(self, record: RunRecord) -> str:
         """A run is marked complete (its `result_key` tag) only after everything is logged; a run that
         failed half way is deleted, so `find` never returns an incomplete run."""
@@ -206,6 +234,7 @@ class Store:
                 "mlflow.note.content": record.description}
         if record.parent_id:
             tags["mlflow.parentRunId"] = record.parent_id
+        tags["writer"] = f"{socket.gethostname()}:{os.getpid()}"  # tells a server's orphans: remove_incomplete
         run_id = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags,
                                         run_name=record.name).info.run_id
         try:
@@ -243,6 +272,20 @@ class Store:
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
 
 
+def writer_gone(writer: str) -> bool:
+    """Whether a run's `writer` ("<host>:<pid>") is a process of this host that has ended (elsewhere: unknown)."""
+    host, _, pid = writer.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's process: alive
+        pass
+    return False
+
+
 @contextlib.contextmanager
 def open_store(root: Path) -> Iterator[Store]:
     """The project's experiment, held by this process alone while open when the store is the local sqlite
@@ -251,14 +294,152 @@ def open_store(root: Path) -> Iterator[Store]:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     import mlflow
-    from filelock import FileLock
 
     uri = tracking_uri(root)
-    local_db = uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else None
-    with FileLock(f"{local_db}.lock") if local_db else contextlib.nullcontext():
+    local_db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    with writer_lock(local_db) if local_db else contextlib.nullcontext():
+        if local_db:
+            prepare_local(local_db, uri, root)
         mlflow.set_tracking_uri(uri)
         client = mlflow.MlflowClient()
-        yield Store(client, project_experiment(client, root, uri))
+        store = Store(client, project_experiment(client, root, uri))
+        store.remove_incomplete(exclusive=local_db is not None)
+        yield store
+
+
+@contextlib.contextmanager
+def writer_lock(db: Path) -> Iterator[None]:
+    """The lock beside the local store `db` that makes this process its only writer."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{db}.lock")
+
+    def take(seconds: float) -> bool:
+        try:
+            lock.acquire(timeout=seconds)
+        except Timeout:
+            return False
+        return True
+
+    wait_for(db, Path(lock.lock_file), take)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def prepare_local(db: Path, uri: str, root: Path) -> None:
+    """Make the local store `db` one MLflow can write, under its lock: created whole, or checked, and for the
+    project's own store (not a `MLFLOW_TRACKING_URI`) pointed at this repository's `mlruns/`."""
+    artifact_root = (root / "mlruns").as_uri()
+    if not db.exists() or db.stat().st_size == 0:  # an empty file is what opening a missing one leaves
+        create_store(db, artifact_root)
+    else:
+        check_store(db, uri, artifact_root)
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        relocate(db, artifact_root)
+
+
+def create_store(db: Path, artifact_root: str) -> None:
+    """Create the store at `<db>.partial` and rename it into place once MLflow has made and migrated every table:
+    that takes seconds, and a store killed half way through fails forever ("duplicate column name: step")."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    partial = db.with_name(f"{db.name}.partial")
+    # a creation killed before left these; sqlite would replay an old journal into the new file
+    leftovers = (partial, partial.with_name(f"{partial.name}-journal"))
+    try:
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        SqlAlchemyStore(f"sqlite:///{partial}", artifact_root).engine.dispose()
+        os.replace(partial, db)
+    finally:
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+
+
+def check_store(db: Path, uri: str, artifact_root: str) -> None:
+    """Wait until no other process holds `db`, then let MLflow open it (it checks and migrates the schema): a
+    file it cannot use (not a database, half made, another schema) is one line saying how to start afresh."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        wait_for(db, db, lambda seconds: writable(db, seconds))
+        SqlAlchemyStore(uri, artifact_root)
+    except (sqlite3.DatabaseError, SQLAlchemyError, MlflowException) as err:
+        if isinstance(err, sqlite3.OperationalError) or "database is locked" in str(err):
+            raise  # a file sqlite cannot open, or a lock taken since: not the store's content
+        raise TrackingError(
+            f"{db} is not a complete MLflow store ({one_line(getattr(err, 'orig', None) or err, 120)}): move it aside "
+            f"(`mv {db} {db}.broken`); the next run makes a new one, and `make mlflow` re-imports the committed study"
+        ) from None
+
+
+def writable(db: Path, seconds: float) -> bool:
+    """Whether a write transaction on `db` can start within `seconds`: not while another process holds one
+    (sqlite then says "database is locked")."""
+    connection = sqlite3.connect(db, timeout=seconds, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+    except sqlite3.OperationalError as err:
+        if err.sqlite_errorname != "SQLITE_BUSY":
+            raise
+        return False
+    finally:
+        connection.close()
+    return True
+
+
+def wait_for(db: Path, held: Path, take: Callable[[float], bool]) -> None:
+    """`take(seconds)`: take a lock on `held` (the store `db` or its lock file), waiting at most that long. At once,
+    or else after saying who holds it, within `$CONTRASTLAB_MLFLOW_WAIT` seconds; then one line saying what to do."""
+    if take(0):
+        return
+    seconds = float(os.environ.get(WAIT_ENV, WAIT_S))
+    print(f"MLflow: {db.name} is in use by {lock_holders(held)}; waiting up to {seconds:g} s", flush=True)
+    if not take(seconds):
+        raise TrackingError(f"{db} is still in use by {lock_holders(held)} after {seconds:g} s: let it finish or end "
+                            f"it ({WAIT_ENV}=<seconds> waits longer)")
+
+
+def lock_holders(path: Path) -> str:
+    """The processes holding a lock on `path` (sqlite's and filelock's are in Linux's /proc/locks), for a message."""
+    try:
+        inode = path.stat().st_ino
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return "another process"
+    # "<n>: POSIX  ADVISORY  WRITE <pid> <major>:<minor>:<inode> <start> <end>"; a waiter's line has "->" after "<n>:"
+    pids = sorted({int(pid) for pid, node in re.findall(r"^\d+: \w+\s+\w+\s+\w+\s+(\d+) \w+:\w+:(\d+) ", table, re.M)
+                   if int(node) == inode})
+    return ", ".join(f"pid {pid} ({command_line(pid)})" for pid in pids) or "another process"
+
+
+def command_line(pid: int) -> str:
+    try:
+        return one_line(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"), 100)
+    except OSError:
+        return "ended"
+
+
+def relocate(db: Path, artifact_root: str) -> None:
+    """Point a copied or moved repository's store at its own `mlruns/`: MLflow records absolute artifact addresses,
+    so the copy would keep writing into the original's. Rewritten in the sqlite file (under the store's lock), as
+    MLflow has no API to change where an experiment or run keeps its artifacts."""
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        found = connection.execute("SELECT artifact_location FROM experiments WHERE name = ?", (EXPERIMENT,)).fetchone()
+        location = found[0] if found else ""
+        if "/mlruns/" not in location or location.startswith(f"{artifact_root}/"):
+            return
+        old = location[:location.rindex("/mlruns/") + len("/mlruns")]
+        prefix = f"{old}/"
+        for table, column in ARTIFACT_COLUMNS:
+            rewrite = f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?"
+            connection.execute(rewrite, (f"{artifact_root}/", len(prefix) + 1, len(prefix), prefix))
+    print(f"MLflow: this repository was moved or copied; {db.name} now keeps artifacts in {artifact_root}, not {old}")
 
 
 def project_experiment(client, root: Path, uri: str) -> str:
