@@ -34,8 +34,10 @@ def write_params(folder: Path, section: str | None, key: str, value) -> None:
     [
         (None, "aug", "simclar",
          f"error: params.yaml: aug='simclar' is not allowed; expected one of {', '.join(sorted(AUGMENTATIONS))}"),
-        ("train", "epochs", -1, "error: params.yaml: train.epochs=-1 is not allowed; expected 'auto' or an integer >= 1"),
-        ("train", "batch_size", 0, "error: params.yaml: train.batch_size=0 is not allowed; expected an integer >= 1"),
+        ("train", "epochs", -1, "error: params.yaml: train.epochs=-1 is not allowed; expected 'auto' or an integer >= 1 "
+         "and <= 10000"),
+        ("train", "batch_size", 0, "error: params.yaml: train.batch_size=0 is not allowed; expected an integer >= 1 "
+         "and <= 1000000"),
     ],
 )
 def test_bad_value_stops_train_before_any_work_with_one_line(tmp_path, section, key, value, line):

@@ -1,13 +1,16 @@
 import copy
+import math
+import re
 
 import pytest
 
 from contrastlab.infra.errors import ParamError
-from contrastlab.infra.params import (BASELINE, COMBINATIONS, REGISTRIES, SCENARIO, load, registry, registry_modules,
-                                      validate)
+from contrastlab.infra.params import (BASELINE, COMBINATIONS, NARROWEST_IMAGE, REGISTRIES, SCENARIO, load, registry,
+                                      registry_modules, validate)
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import ARCHS, HEADS
 from contrastlab.methods.losses import LOSSES
+from contrastlab.pipeline.datasets import DATASETS
 from project import committed_params, write_committed_params
 
 DEFAULTS = committed_params()
@@ -53,25 +56,38 @@ def test_repository_defaults_are_the_protocol():
         ("pairs.augment_anchor", "yes", "pairs", "pairs.augment_anchor='yes' is not allowed; expected true or false"),
         ("train.head", "tanh", "train", f"train.head='tanh' is not allowed; expected one of {names(HEADS)}"),
         ("train.optimizer", "adam", "train", "train.optimizer='adam' is not allowed; expected one of sgd, adamw"),
-        ("train.momentum", 1.0, "train", "train.momentum=1.0 is not allowed; expected a number >= 0 and < 1"),
-        ("train.weight_decay", -0.1, "train", "train.weight_decay=-0.1 is not allowed; expected a number >= 0"),
+        ("train.momentum", 1.0, "train", "train.momentum=1.0 is not allowed; expected a finite number >= 0 and < 1"),
+        ("train.weight_decay", -0.1, "train", "train.weight_decay=-0.1 is not allowed; expected a finite number >= 0"),
         ("train.schedule", "step", "train", "expected one of constant, cosine, onecycle"),
-        ("train.warmup_epochs", 0.5, "train", "train.warmup_epochs=0.5 is not allowed; expected an integer >= 0"),
-        ("train.temperature", 0, "train", "train.temperature=0 is not allowed; expected a number > 0"),
-        ("embed.shifts", [3, "6"], "embed", "embed.shifts=[3, '6'] is not allowed; expected a list of integers"),
-        ("train.epochs", -1, "train", "train.epochs=-1 is not allowed; expected 'auto' or an integer >= 1"),
-        ("train.batch_size", 0, "train", "train.batch_size=0 is not allowed; expected an integer >= 1"),
+        ("train.warmup_epochs", 0.5, "train",
+         "train.warmup_epochs=0.5 is not allowed; expected an integer >= 0 and <= 10000"),
+        ("train.temperature", 0, "train", "train.temperature=0 is not allowed; expected a finite number > 0"),
+        ("embed.shifts", [3, "6"], "embed",
+         "embed.shifts=[3, '6'] is not allowed; expected a list of integers >= -27 and <= 27"),
+        ("train.epochs", -1, "train", "train.epochs=-1 is not allowed; expected 'auto' or an integer >= 1 and <= 10000"),
+        ("train.batch_size", 0, "train", "train.batch_size=0 is not allowed; expected an integer >= 1 and <= 1000000"),
         ("train.batch_size", "big", "train", "train.batch_size='big' is not allowed"),
-        ("train.lr", True, "train", "train.lr=True is not allowed; expected 'auto' or a number > 0"),
+        ("train.lr", True, "train", "train.lr=True is not allowed; expected 'auto' or a finite number > 0"),
         ("train.views", "twice", "train", "expected one of fresh, once"),
         ("train.precision", "fp16", "train", "train.precision='fp16' is not allowed; expected one of fp32, bf16"),
         ("probe.test_size", 1.5, "probe", "probe.test_size=1.5 is not allowed; expected a number strictly between 0 and 1"),
-        ("seed", 1.5, "embed", "seed=1.5 is not allowed; expected an integer >= 0"),
+        ("seed", 1.5, "embed", "seed=1.5 is not allowed; expected an integer >= 0 and <= 4294967295"),
         ("download.sources", ["ftp"], "download", "download.sources=['ftp'] is not allowed"),
         ("model.arch", "resnet50", "model", f"model.arch='resnet50' is not allowed; expected one of {names(ARCHS)}"),
-        ("model.embedding_dim", 0, "model", "model.embedding_dim=0 is not allowed; expected an integer >= 1"),
+        ("model.embedding_dim", 0, "model", "model.embedding_dim=0 is not allowed; expected an integer >= 1 and <= 4096"),
         ("probe.features", "pixels", "probe",
          "probe.features='pixels' is not allowed; expected one of embedding, backbone"),
+        ("train.lr", [1], "train", "train.lr=[1] is not allowed; expected 'auto' or a finite number > 0"),
+        ("train.lr", {"auto": 1}, "train", "train.lr={'auto': 1} is not allowed"),
+        ("train.lr", float("inf"), "train", "train.lr=inf is not allowed; expected 'auto' or a finite number > 0"),
+        ("train.weight_decay", float("nan"), "train", "train.weight_decay=nan is not allowed"),
+        ("tsne.perplexity", float("nan"), "tsne", "tsne.perplexity=nan is not allowed"),
+        ("probe.test_size", float("nan"), "probe", "probe.test_size=nan is not allowed"),
+        ("probe.knn_k", 0, "probe", "probe.knn_k=0 is not allowed; expected an integer >= 1"),
+        ("train.batch_size", 1e12, "train",
+         "train.batch_size=1000000000000.0 is not allowed; expected an integer >= 1 and <= 1000000"),
+        ("train.batch_size", 1024.0, "train", "train.batch_size=1024.0 is not allowed"),
+        ("dataset", ["mnist"], "train", "dataset=['mnist'] is not allowed; expected one of"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(key, value, section, message):
@@ -79,6 +95,98 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(key, value, secti
         validate(with_value(key, value), (*TOP, section))
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+# key -> the largest value allowed, checked by hand
+UPPER_BOUNDS = {
+    "seed": 2**32 - 1,  # scikit-learn's t-SNE takes seeds below 2**32
+    "model.embedding_dim": 4096,
+    "pairs.anchors_per_class": 1_000_000,
+    "train.epochs": 10_000,
+    "train.batch_size": 1_000_000,
+    "train.warmup_epochs": 10_000,
+    "embed.batch_size": 1_000_000,
+    "tsne.perplexity": 10_000,
+    "tsne.max_iter": 1_000_000,
+    "probe.max_iter": 1_000_000,
+    "study.seeds": 1000,
+}
+
+
+@pytest.mark.parametrize("key, most", UPPER_BOUNDS.items())
+def test_each_upper_bound_allows_its_value_and_refuses_the_next(key, most):
+    assert validate(with_value(key, most), (key,))
+    with pytest.raises(ParamError) as err:
+        validate(with_value(key, most + 1), (key,))
+    assert re.fullmatch(rf"params.yaml: {key}={most + 1} is not allowed; expected .* and <= {most}", str(err.value))
+
+
+def test_a_float_bound_refuses_the_next_float():
+    assert validate(with_value("tsne.perplexity", 10_000.0), ("tsne",))
+    with pytest.raises(ParamError, match=r"tsne.perplexity=10000.000000000002 is not allowed; expected a finite "
+                                         r"number > 0 and <= 10000$"):
+        validate(with_value("tsne.perplexity", math.nextafter(10_000.0, math.inf)), ("tsne",))
+
+
+def test_learning_rates_have_no_upper_bound_but_must_be_finite():
+    """A huge rate is allowed to train and diverge: training says so, with the epoch and step."""
+    assert validate(with_value("train.lr", 1e38), ("train",))["train"]["lr"] == 1e38
+    assert validate(with_value("train.lr", 1.7e308), ("train",))["train"]["lr"] == 1.7e308
+    for bad in (float("inf"), float("nan"), 0, -1e-9):
+        with pytest.raises(ParamError):
+            validate(with_value("train.lr", bad), ("train",))
+
+
+def test_probe_test_size_is_strictly_between_0_and_1():
+    for fine in (math.nextafter(0, 1), 0.5, math.nextafter(1, 0)):
+        assert validate(with_value("probe.test_size", fine), ("probe",))
+    for bad in (0, 1, 1.0, 1.5, -0.2):
+        with pytest.raises(ParamError) as err:
+            validate(with_value("probe.test_size", bad), ("probe",))
+        assert str(err.value) == (f"params.yaml: probe.test_size={bad!r} is not allowed; "
+                                  "expected a number strictly between 0 and 1")
+
+
+def test_shifts_leave_part_of_the_narrowest_image():
+    assert NARROWEST_IMAGE == min(spec.size for spec in DATASETS.values())
+    most = NARROWEST_IMAGE - 1
+    assert validate(with_value("embed.shifts", [-most, 0, most]), ("embed",))
+    for bad in ([most + 1], [-most - 1], [40]):
+        with pytest.raises(ParamError) as err:
+            validate(with_value("embed.shifts", bad), ("embed",))
+        assert str(err.value) == (f"params.yaml: embed.shifts={bad!r} is not allowed; "
+                                  f"expected a list of integers >= {-most} and <= {most} (may be empty)")
+
+
+def test_warm_up_must_end_before_training_unless_onecycle_ignores_it():
+    raw = with_value("train.epochs", 10)
+    raw["train"]["warmup_epochs"] = 9
+    assert validate(raw, ("train",))
+    raw["train"]["warmup_epochs"] = 10
+    with pytest.raises(ParamError) as err:
+        validate(raw, ("train",))
+    assert str(err.value) == ("params.yaml: train.warmup_epochs=10 but training lasts only train.epochs=10, so the "
+                              "learning rate would never reach train.lr; use at most 9")
+    assert validate(raw, ("train.warmup_epochs", "train.epochs"))  # the check needs the schedule too
+    raw["train"]["schedule"] = "onecycle"
+    assert validate(raw, ("train",))
+    raw["train"].update(schedule="constant", epochs="auto", warmup_epochs=10_000)
+    assert validate(raw, ("train",))  # the length of an 'auto' run is decided by the loss, in training
+
+
+def test_a_section_that_is_not_a_mapping_is_named_with_its_value():
+    with pytest.raises(ParamError) as err:
+        validate({**DEFAULTS, "train": [1]}, ("train.lr",))
+    assert str(err.value) == "params.yaml: train=[1] is not allowed; expected a section of keys and values"
+    with pytest.raises(ParamError, match="^params.yaml: missing section 'train'$"):
+        validate({**DEFAULTS, "train": None}, ("train.lr",))
+
+
+def test_unknown_keys_of_any_type_are_named():
+    raw = copy.deepcopy(DEFAULTS)
+    raw["train"].update({1: "x", "epocs": 3})
+    with pytest.raises(ParamError, match=r"^params.yaml: train.1 is not a known key"):
+        validate(raw, ("train",))
 
 
 def test_unknown_and_missing_keys_are_named():
@@ -167,6 +275,13 @@ def test_every_combination_names_keys_of_the_schema_and_baselines_read_real_keys
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamError, match="not found"):
         load(("train",), tmp_path / "params.yaml")
-    (tmp_path / "params.yaml").write_text("dataset: [mnist\n")
-    with pytest.raises(ParamError, match="not valid YAML"):
-        load(("train",), tmp_path / "params.yaml")
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 0\ntrain:\n  lr: 0.1\n epochs: 3\n")
+    with pytest.raises(ParamError) as err:
+        load(("train",), path)
+    assert str(err.value) == (f"{path} is not valid YAML (line 4, column 2: expected <block end>, but found "
+                              f"'<block mapping start>'); fix it or `git checkout {path}`")
+    path.write_bytes(b"seed: \xc3\x28\n")  # not UTF-8
+    with pytest.raises(ParamError, match=r"is not valid YAML \(.*invalid continuation byte.*\); fix it") as err:
+        load(("seed",), path)
+    assert "\n" not in str(err.value)

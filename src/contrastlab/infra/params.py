@@ -12,6 +12,7 @@ that reads no method name never imports one.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -53,33 +54,45 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """An int, or a float other than YAML's .nan and .inf (no computation survives those)."""
+    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
 
 
-def int_at_least(lo: int, word: str | None = None) -> Rule:
-    """An integer >= lo, or the keyword `word` (e.g. 'auto') where one is allowed."""
-    prefix = f"'{word}' or " if word else ""
-    return Rule(f"{prefix}an integer >= {lo}", lambda v: (word is not None and v == word) or (_is_int(v) and v >= lo))
+def _bounded(noun: str, is_kind: Callable[[Any], bool], lo: float, *, strict: bool = False, most: float | None = None,
+             below: float | None = None, word: str | None = None) -> Rule:
+    """A `noun` > `lo` if `strict`, else >= `lo`, and at most `most` or under `below` where a larger value can only be
+    a typo that would fail (or run for days) in the middle of the work; or the keyword `word` (e.g. 'auto')."""
+    allowed = f"{noun} {'>' if strict else '>='} {lo}"
+    allowed += f" and <= {most}" if most is not None else ""
+    allowed += f" and < {below}" if below is not None else ""
+    return Rule(
+        (f"'{word}' or " if word else "") + allowed,
+        lambda v: (word is not None and v == word) or (
+            is_kind(v) and (v > lo if strict else v >= lo) and (most is None or v <= most)
+            and (below is None or v < below)),
+    )
 
 
-def positive_number(word: str | None = None) -> Rule:
-    """A number > 0, or the keyword `word` (e.g. 'auto') where one is allowed."""
-    prefix = f"'{word}' or " if word else ""
-    return Rule(f"{prefix}a number > 0", lambda v: (word is not None and v == word) or (_is_number(v) and v > 0))
+def int_at_least(lo: int, word: str | None = None, most: int | None = None) -> Rule:
+    return _bounded("an integer", _is_int, lo, most=most, word=word)
+
+
+def positive_number(word: str | None = None, most: float | None = None) -> Rule:
+    return _bounded("a finite number", _is_number, 0, strict=True, most=most, word=word)
 
 
 def number_at_least(lo: float, below: float | None = None) -> Rule:
-    upper = f" and < {below}" if below is not None else ""
-    return Rule(f"a number >= {lo}{upper}",
-                lambda v: _is_number(v) and v >= lo and (below is None or v < below))
+    return _bounded("a finite number", _is_number, lo, below=below)
 
 
 def boolean() -> Rule:
     return Rule("true or false", lambda v: isinstance(v, bool))
 
 
-def int_list() -> Rule:
-    return Rule("a list of integers (may be empty)", lambda v: isinstance(v, list) and all(_is_int(x) for x in v))
+def int_list(most: int) -> Rule:
+    """Integers from -most to most, e.g. shifts in pixels that must leave part of the image."""
+    return Rule(f"a list of integers >= {-most} and <= {most} (may be empty)",
+                lambda v: isinstance(v, list) and all(_is_int(x) and abs(x) <= most for x in v))
 
 
 def fraction() -> Rule:
@@ -142,6 +155,12 @@ NEGATIVES = ("label_aware", "random", "hard")
 OPTIMIZERS = ("sgd", "adamw")
 FEATURES = ("embedding", "backbone")  # what the probe reads: the loss's embedding, or the layer before the projection
 SCHEDULES = ("constant", "cosine", "onecycle")
+# Upper bounds: far beyond any sensible run, so a larger value is a typo that would otherwise fail (or run for
+# days) in the middle of the work. Counts that the data bounds (tsne.n_points, probe.knn_k,
+# split.validation_per_class) are checked against it where the data is read.
+MANY = 1_000_000  # sizes of batches and anchor sets, optimiser iterations
+MAX_EPOCHS = 10_000
+NARROWEST_IMAGE = 28  # pixels: MNIST's width; a shift of the test images must leave some of every image
 
 # section -> key -> rule (or a factory for rules that depend on the registries).
 SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
@@ -149,7 +168,7 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
         "dataset": Registered("dataset"),
         "loss": Registered("loss"),
         "aug": Registered("aug"),
-        "seed": int_at_least(0),
+        "seed": int_at_least(0, most=2**32 - 1),  # scikit-learn takes seeds below 2**32
     },
     "download": {
         "mirror": optional_text(),
@@ -158,17 +177,17 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
     },
     "model": {
         "arch": Registered("arch"),
-        "embedding_dim": int_at_least(1),
+        "embedding_dim": int_at_least(1, most=4096),  # 16x the backbone's 256 features
     },
     "split": {"validation_per_class": int_at_least(0)},
     "pairs": {
-        "anchors_per_class": int_at_least(1),
+        "anchors_per_class": int_at_least(1, most=MANY),
         "negatives": one_of(*NEGATIVES),
         "augment_anchor": boolean(),
     },
     "train": {
-        "epochs": int_at_least(1, AUTO),
-        "batch_size": int_at_least(1),
+        "epochs": int_at_least(1, AUTO, most=MAX_EPOCHS),
+        "batch_size": int_at_least(1, most=MANY),
         "lr": positive_number(AUTO),
         "views": one_of("fresh", "once"),
         "precision": one_of(*PRECISIONS),
@@ -177,27 +196,27 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
         "momentum": number_at_least(0, below=1),
         "weight_decay": number_at_least(0),
         "schedule": one_of(*SCHEDULES),
-        "warmup_epochs": int_at_least(0),
+        "warmup_epochs": int_at_least(0, most=MAX_EPOCHS),
         "margin": positive_number(),
         "temperature": positive_number(),
         "checkpoint": boolean(),
     },
-    "embed": {"batch_size": int_at_least(1), "shifts": int_list()},
+    "embed": {"batch_size": int_at_least(1, most=MANY), "shifts": int_list(NARROWEST_IMAGE - 1)},
     "tsne": {
         "n_points": int_at_least(2, ALL),
-        "perplexity": positive_number(),
-        "max_iter": int_at_least(250),
+        "perplexity": positive_number(most=10_000),
+        "max_iter": int_at_least(250, most=MANY),
     },
     "probe": {
         "test_size": fraction(),
         "knn_k": int_at_least(1),
-        "max_iter": int_at_least(1),
+        "max_iter": int_at_least(1, most=MANY),
         "standardize": boolean(),
         "features": one_of(*FEATURES),
     },
     # Read by the study command only, never by a stage: not part of any scenario's params.
     "study": {
-        "seeds": int_at_least(1),
+        "seeds": int_at_least(1, most=1000),
         "grids": named_grids(),
         "recipes": named_overrides(),
         "baselines": Registered("baseline", many=True),
@@ -228,11 +247,21 @@ def _arch_embeds_to_the_size(p: dict) -> str | None:
     return None
 
 
+def _warmup_ends_before_training(p: dict) -> str | None:
+    """A warm-up as long as training never reaches train.lr (onecycle has its own and ignores it)."""
+    t = p["train"]
+    if t["schedule"] != "onecycle" and t["epochs"] != AUTO and t["warmup_epochs"] >= t["epochs"]:
+        return (f"train.warmup_epochs={t['warmup_epochs']} but training lasts only train.epochs={t['epochs']}, "
+                f"so the learning rate would never reach train.lr; use at most {t['epochs'] - 1}")
+    return None
+
+
 # Checks of param combinations: (the keys involved, check -> the problem or None). A stage runs
 # each check whose keys it reads; the study runs them all before it starts any scenario.
 COMBINATIONS: list[tuple[tuple[str, ...], Callable[[dict], str | None]]] = [
     (("loss", "pairs.negatives"), _negatives_fit_the_loss),
     (("model.arch", "model.embedding_dim"), _arch_embeds_to_the_size),
+    (("train.epochs", "train.warmup_epochs", "train.schedule"), _warmup_ends_before_training),
 ]
 
 
@@ -272,8 +301,10 @@ def _lookup(raw: dict, key: str) -> Any:
     node = raw
     if section:
         node = raw.get(section)
-        if not isinstance(node, dict):
+        if node is None:
             raise ParamError(f"params.yaml: missing section '{section}'")
+        if not isinstance(node, dict):
+            raise ParamError(f"params.yaml: {section}={node!r} is not allowed; expected a section of keys and values")
     if name not in node:
         raise ParamError(f"params.yaml: missing key '{key}'" if section else f"params.yaml: missing top-level key '{key}'")
     return node[name]
@@ -287,7 +318,7 @@ def validate(raw: Any, reads: Iterable[str]) -> dict:
     reads = list(reads)
     for section in reads:
         if section in SCHEMA and isinstance(raw.get(section), dict):
-            unknown = sorted(set(raw[section]) - set(SCHEMA[section]))
+            unknown = sorted(set(raw[section]) - set(SCHEMA[section]), key=str)
             if unknown:
                 raise ParamError(f"params.yaml: {section}.{unknown[0]} is not a known key; "
                                  f"known keys: {', '.join(SCHEMA[section])}")
@@ -328,8 +359,12 @@ def validate_all(raw: Any) -> dict:
 def read(path: str | Path) -> Any:
     """params.yaml as parsed YAML, not yet validated."""
     try:
-        return yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_bytes())  # bytes: an encoding error is a YAMLError too
     except FileNotFoundError:
         raise ParamError(f"params.yaml: {path} not found (run from the repository root)") from None
     except yaml.YAMLError as err:
-        raise ParamError(f"params.yaml: not valid YAML ({err})".replace("\n", " ")) from None
+        where = getattr(err, "problem_mark", None)
+        at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ParamError(f"{path} is not valid YAML ({at}{problem}); fix it or `git checkout {path}`"
+                         .replace("\n", " ")) from None
