@@ -266,7 +266,7 @@ def representation_row(group: Group) -> list:
         f"baseline:{group.setting('baseline')}" if is_baseline else group.setting("loss"),
         "" if is_baseline else group.setting("aug"), "" if is_baseline else group.param("pairs.negatives"),
         "" if is_baseline else group.recipe, group.param("probe.features"), "yes" if group.labels_used else "no",
-        len(group.runs), round(group.mean("top1"), 4), round(group.std("top1"), 4), round(group.mean("knn"), 4),
+        len(group.runs), round(group.mean("top1"), 4), round(group.std("top1"), 4) if len(group.runs) > 1 else "", round(group.mean("knn"), 4),
         trained[0].get("epochs", "") if trained else "",
         round(statistics.fmean(t["train_time_s"] for t in trained), 1) if trained else "",
     ]
@@ -370,7 +370,31 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
             verdict = "met" if best.mean("top1") >= threshold else f"missed by {threshold - best.mean('top1'):.4f}"
             lines.append(f"- {dataset}, {what} >= {threshold}: {verdict}; best {best.label} "
                          f"({best.param('model.arch')} encoder, {best.param('probe.features')}) {fmt_seeds(best, 'top1')}.")
+    lines += supervised_aim(groups, "cifar10")
     return [*lines, ""]
+
+
+def supervised_aim(groups: list[Group], dataset: str) -> list[str]:
+    """The aim "SupCon or hard negatives >= the supervised baseline of the same encoder", per arch: the best such
+    method against the best supervised baseline of its arch, probed on the same features."""
+    lines = []
+    for arch in sorted({g.param("model.arch") for g in groups if g.dataset == dataset}):
+        mine = [g for g in groups if g.dataset == dataset and g.param("model.arch") == arch]
+        rivals = [g for g in mine if not g.is_baseline
+                  and (g.setting("loss") == "supcon" or g.param("pairs.negatives") == "hard")]
+        if not rivals:
+            continue
+        best = max(rivals, key=lambda g: g.mean("top1"))
+        ceilings = [g for g in mine if g.is_baseline and g.setting("baseline").startswith("supervised")
+                    and g.param("probe.features") == best.param("probe.features")]
+        if not ceilings:
+            continue
+        ceiling = max(ceilings, key=lambda g: g.mean("top1"))
+        gap = best.mean("top1") - ceiling.mean("top1")
+        lines.append(f"- {dataset}, SupCon or hard negatives >= the supervised baseline of the same encoder ({arch}): "
+                     f"{'met' if gap >= 0 else f'missed by {-gap:.4f}'}; best {best.label} {fmt_seeds(best, 'top1')} "
+                     f"vs {ceiling.label} {fmt_seeds(ceiling, 'top1')} ({best.param('probe.features')}).")
+    return lines
 
 
 def candidate_label(group: Group, candidates: list[Group]) -> str:
