@@ -80,7 +80,7 @@ def _fit(method: str, x: np.ndarray, max_iter: int, n_jobs: int) -> tuple[np.nda
     n = len(x)
     info: dict = {}
     if method == "sklearn":
-        # exactly contrastlab.pipeline.tsne.tsne_map (its perplexity clamp is a no-op for n > 61)
+        # contrastlab.pipeline.tsne.tsne_map's TSNE call (it also centres and rescales the features first)
         model = TSNE(n_components=2, perplexity=PERPLEXITY, max_iter=max_iter, init="pca", random_state=SEED)
         fit = model.fit_transform
     else:

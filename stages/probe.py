@@ -1,6 +1,7 @@
 """Stage `probe`: linear probe (top-1, top-3), kNN and per-class accuracy on the test images'
 representation (`probe.features`: the embedding or the backbone's features), and the same probe's top-1
-on the held-out images shifted horizontally (robustness)."""
+on the held-out images shifted horizontally (robustness). What makes the numbers suspect (a probe that did
+not converge, collapsed features) is kept in the metrics' `warnings` and printed as "warning: ..." lines."""
 
 import argparse
 from pathlib import Path
@@ -9,7 +10,7 @@ from contrastlab.infra import params, plots
 from contrastlab.infra.files import load_npz, write_csv, write_json
 from contrastlab.infra.stage import run_stage
 from contrastlab.pipeline.datasets import DATASETS
-from contrastlab.pipeline.features import stored_features
+from contrastlab.pipeline.features import collapse_warning, stored_features
 from contrastlab.pipeline.probe import fit_settings, probe, summary
 
 READS = ("dataset", "seed", "probe")
@@ -27,6 +28,8 @@ def main() -> None:
     saved = load_npz(args.embeddings)
     features, shifted = stored_features(saved, p["probe"]["features"])
     scores = probe(features, saved["labels"], **fit_settings(p["probe"]), seed=p["seed"], shifted=shifted)
+    collapsed = collapse_warning(features, p["probe"]["features"])
+    scores["warnings"] = [collapsed, *scores["warnings"]] if collapsed else scores["warnings"]  # the cause first
     classes = DATASETS[p["dataset"]].classes
     write_json(args.metrics, summary(scores, classes))
     write_csv(args.confusion_csv, ["actual", "predicted"],
@@ -36,6 +39,8 @@ def main() -> None:
     robustness = "".join(f"  shift {name}: {acc:.4f}" for name, acc in scores["shifted_top1"].items())
     print(f"probe top-1 {scores['top1']:.4f}  top-3 {scores['top3']:.4f}  kNN {scores['knn']:.4f}{robustness}"
           f" -> {args.metrics}")
+    for warning in scores["warnings"]:
+        print(f"warning: {warning}")
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ def main() -> None:
     trained = read_json(args.train_metrics)
     with args.loss_csv.open() as f:
         epoch_losses = [float(row["loss"]) for row in csv.DictReader(f)]
+    probed = read_json(args.probe_metrics)
     metrics = {
-        **probe_metrics(read_json(args.probe_metrics)),
+        **probe_metrics(probed),
         "false_negative_rate": read_json(args.examples_metrics)["false_negative_rate"],
         "final_loss": trained["final_loss"],
         "train_time_s": trained["train_time_s"],
@@ -74,7 +75,7 @@ def main() -> None:
     records = [RunRecord(
         name=name, params=scenario_params, metrics=metrics, epoch_losses=epoch_losses, artifacts=args.artifacts,
         tags={"scenario": group, "dataset": p["dataset"], "loss": p["loss"], "aug": p["aug"], "seed": str(p["seed"]),
-              **design, "dvc_experiment": experiment or "workspace"},
+              **design, "dvc_experiment": experiment or "workspace", **warnings_tag(trained, probed)},
         finished=finished_at(trained, args.train_metrics), duration_s=trained["train_time_s"],
         description=describe(p, resolved), source="stages/train.py", commit=commit, dataset=dataset,
         encoder=args.encoder, input_example=normalize(to_unit(torch.from_numpy(test_images))).numpy())]
@@ -97,11 +98,19 @@ def main() -> None:
                 state = "logged new" if created else "already recorded as"
                 print(f"MLflow: {state} run {run_id} ({record.name}) in {tracking_uri(root)}")
     except Exception as err:  # noqa: BLE001 - any tracking failure must be reported, not hidden
-        reason = one_line(f"{type(err).__name__}: {err}", 300)
+        # the store's own TrackingError already says what is wrong with it and what to do, in full
+        reason = str(err) if isinstance(err, TrackingError) else one_line(f"{type(err).__name__}: {err}", 300)
         raise TrackingError(
             f"MLflow tracking failed for {record.name} (store {tracking_uri(root)}): {reason}. Every DVC "
             "output is intact: fix the store or start the server, then run `dvc repro` again (only `track` re-runs)"
         ) from None
+
+
+def warnings_tag(*results: dict) -> dict[str, str]:
+    """{"warnings": the results' warnings joined by "; "} (a collapsed encoder, ...), or {} when there are none.
+    A tag, not a param or metric: it never changes the result's key."""
+    warnings = [warning for result in results for warning in result.get("warnings", [])]
+    return {"warnings": "; ".join(warnings)} if warnings else {}
 
 
 def finished_at(trained: dict, path: Path) -> float:

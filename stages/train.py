@@ -48,10 +48,13 @@ def main() -> None:
         "finished": now_stamp(),  # with train_time_s, the MLflow run's start and end
         "device": device.type,
         "precision": config.precision,
+        "warnings": result.warnings,  # e.g. a collapsed encoder: the run stands, but its numbers are suspect
     })
     write_csv(args.loss_csv, ["epoch", "loss"], enumerate(result.epoch_losses, start=1))
     plots.loss_curve(result.epoch_losses, f"training loss: {scenario}", args.loss_png)
     print(f"{result.train_time_s:.0f} s, {result.images_per_s:,.0f} images/s, final loss {result.epoch_losses[-1]:.4f}")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
 
 
 if __name__ == "__main__":

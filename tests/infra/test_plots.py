@@ -33,6 +33,14 @@ def test_tsne_scatter_has_one_legend_entry_per_class(drawn, tmp_path):
     assert [len(c.get_offsets()) for c in ax.collections] == [1, 0, 2]
 
 
+def test_a_placeholder_only_says_why_there_is_nothing_to_draw(drawn, tmp_path):
+    message = "No t-SNE map: the embedding features collapsed: all 80 rows are 0; lower train.lr or change the recipe."
+    plots.placeholder(message, "t-SNE", tmp_path / "tsne.png")
+    ax = drawn[0].axes[0]
+    assert [t.get_text().replace("\n", " ") for t in ax.texts] == [message]  # wrapped, every word kept
+    assert ax.get_title() == "t-SNE" and not ax.collections and not ax.get_xticks().size
+
+
 def test_save_writes_the_png_and_frees_the_figure(tmp_path):
     fig, _ = plots.plt.subplots()
     plots.save(fig, tmp_path / "figure.png", dpi=50)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from contrastlab.infra.errors import FileError
-from contrastlab.pipeline.features import shifted_name, stored_features
+from contrastlab.pipeline.features import collapse_warning, shifted_name, stored_features
 
 
 def test_each_representation_comes_with_its_own_shifted_copies_only():
@@ -20,3 +20,33 @@ def test_a_file_from_before_the_backbone_was_kept_is_named_with_the_advice():
     with pytest.raises(FileError, match=r"holds no 'backbone' features \(only embedding, labels\): it predates them; "
                                         r"delete it and run `dvc repro`"):
         stored_features({"embedding": np.zeros((2, 3)), "labels": np.arange(2)}, "backbone")
+
+
+def test_all_zero_features_collapsed():
+    assert collapse_warning(np.zeros((5, 3), dtype=np.float32), "embedding") == (
+        "the embedding features collapsed: all 5 rows are 0; lower train.lr or change the recipe")
+
+
+def test_identical_rows_of_1e8_collapsed_and_their_size_is_named():
+    rows = np.tile(np.array([3e8, -4e8], dtype=np.float32), (6, 1))  # each row's norm: 5e8
+    assert collapse_warning(rows, "backbone") == ("the backbone features collapsed: all 6 rows are the same point "
+                                                  "(spread 0 of their norm 5e+08); lower train.lr or change the recipe")
+
+
+def test_rows_within_a_millionth_of_their_norm_are_one_point():
+    # rows (3 +- d, -4): spread around the mean d, norm sqrt(25 + d^2) ~ 5, so collapsed iff d <= 5e-6
+    def rows(d):
+        return np.array([[3 + d, -4.0], [3 - d, -4.0]] * 4)
+
+    assert collapse_warning(rows(4e-6), "embedding") == ("the embedding features collapsed: all 8 rows are the same "
+                                                         "point (spread 8e-07 of their norm 5); lower train.lr or "
+                                                         "change the recipe")
+    assert collapse_warning(rows(6e-6), "embedding") is None
+
+
+def test_healthy_features_and_a_single_row_are_not_collapsed():
+    rng = np.random.default_rng(0)
+    assert collapse_warning(rng.normal(0, 1, (100, 32)), "embedding") is None
+    # 1e8 everywhere, 1e3 apart: spread sqrt(256) * 1e3 is 1e-5 of the norm sqrt(256) * 1e8, above 1e-6
+    assert collapse_warning(1e8 + rng.normal(0, 1e3, (100, 256)), "backbone") is None
+    assert collapse_warning(np.ones((1, 4)), "embedding") is None  # one row: nothing to tell apart

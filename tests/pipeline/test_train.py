@@ -10,8 +10,8 @@ from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import make_encoder
 from contrastlab.methods.losses import LOSSES
 from contrastlab.pipeline.examples import build
-from contrastlab.pipeline.train import (TrainConfig, checkpoint_key, draw_fixed_views, make_optimizer, make_schedule,
-                                        train)
+from contrastlab.pipeline.train import (TrainConfig, checkpoint_key, collapse_warnings, draw_fixed_views,
+                                        make_optimizer, make_schedule, stop_if_not_finite, train, weight_norm)
 
 RNG = np.random.default_rng(0)
 LABELS = np.repeat(np.arange(10), 8)
@@ -218,6 +218,16 @@ def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_weights(tmp_path
     assert torch.equal(weights(resumed), weights(uninterrupted))
     assert resumed.epoch_losses == uninterrupted.epoch_losses
     assert resumed.images_seen == uninterrupted.images_seen
+    assert resumed.step_losses == uninterrupted.step_losses
+
+
+def test_a_run_killed_after_its_last_checkpoint_keeps_the_last_epochs_step_losses(tmp_path, monkeypatch, capsys):
+    uninterrupted = run(epochs=1)
+    checkpoint = tmp_path / "train-checkpoint.pt"
+    interrupted_after_first_checkpoint(monkeypatch, epochs=1, checkpoint=checkpoint)
+    resumed = run(epochs=1, checkpoint=checkpoint)  # trains no step: the collapse check reads the checkpoint's
+    assert "after epoch 1 of 1" in capsys.readouterr().out
+    assert resumed.step_losses == uninterrupted.step_losses and len(resumed.step_losses) == 5
 
 
 def test_a_checkpoint_of_other_params_is_ignored(tmp_path, monkeypatch, capsys):
@@ -246,8 +256,57 @@ def test_a_loss_that_turns_nan_stops_training_with_the_step_and_advice():
 def test_weights_that_turn_non_finite_after_the_last_step_stop_training_too():
     with pytest.raises(TrainingDiverged) as caught:
         run(aug="none", lr=float("inf"), epochs=1, batch_size=80)  # one step: its loss is still finite
-    assert str(caught.value) == ("training diverged: the weights are not finite after epoch 1 (lr inf, sgd); "
-                                 "lower train.lr or change the recipe")
+    assert str(caught.value) == ("training diverged: the encoder's weight backbone.0.weight became -inf in epoch 1 "
+                                 "(lr inf, sgd); lower train.lr or change the recipe")
+
+
+def test_a_running_variance_that_overflows_stops_training_though_every_weight_is_finite():
+    with pytest.raises(TrainingDiverged) as caught:
+        run(lr=1e12, epochs=1)  # issue 18: the sigmoid head keeps the loss finite, BatchNorm's variance overflows
+    assert str(caught.value) == ("training diverged: the encoder's buffer backbone.3.running_var became inf in epoch 1 "
+                                 "(lr 1000000000000.0, sgd); lower train.lr or change the recipe")
+
+
+@pytest.mark.parametrize("name, value, kind", [("backbone.6.running_mean", float("nan"), "buffer"),
+                                               ("projection.0.weight", float("-inf"), "weight")])
+def test_the_finite_check_covers_the_whole_state_dict_and_names_the_tensor(name, value, kind):
+    encoder = make_encoder(channels=1, head="sigmoid", arch="study", embedding_dim=32)
+    stop_if_not_finite(encoder, 3, TrainConfig(**QUICK))  # a fresh encoder is finite
+    with torch.no_grad():
+        encoder.state_dict()[name].view(-1)[5] = value
+    with pytest.raises(TrainingDiverged) as caught:
+        stop_if_not_finite(encoder, 3, TrainConfig(**QUICK))
+    assert str(caught.value) == (f"training diverged: the encoder's {kind} {name} became {value} in epoch 3 "
+                                 "(lr 0.1, sgd); lower train.lr or change the recipe")
+
+
+def test_weight_norm_is_the_norm_of_all_weights_together_in_float64():
+    layer = torch.nn.Linear(2, 1)  # weights (3e30, 4e30) and bias 0: squares overflow float32, not float64
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[3e30, 4e30]]))
+        layer.bias.zero_()
+    assert weight_norm(layer) == pytest.approx(5e30, rel=1e-6)
+
+
+TRIPLET = TrainConfig(**QUICK)
+
+
+def test_a_collapse_is_a_weight_norm_grown_over_100_fold_and_a_loss_that_stopped_moving():
+    # the last half of the steps: 1.0, 1.0, 1.0005: they move 5e-4, within 1e-3 of their mean 1.00017
+    steps = [0.5, 0.9, 1.0, 1.0, 1.0005]
+    assert collapse_warnings(2.0, 300.0, steps, TRIPLET) == [
+        "the encoder likely collapsed: its weights' norm grew 150-fold while the triplet loss stayed at 1.0002 over "
+        "the last 3 steps (lr 0.1, sgd); lower train.lr or change the recipe"]
+    assert collapse_warnings(2.0, 199.0, steps, TRIPLET) == []  # grew 99.5-fold
+    assert collapse_warnings(2.0, 300.0, [0.5, 0.9, 1.0, 1.0, 1.0015], TRIPLET) == []  # moved 1.5e-3
+    assert collapse_warnings(2.0, 300.0, [1.0], TRIPLET) == []  # one step: no second half to judge
+    assert collapse_warnings(2.0, 300.0, [0.3, 0.0, 0.0], TRIPLET)[0].startswith(
+        "the encoder likely collapsed: its weights' norm grew 150-fold while the triplet loss stayed at 0.0000 ")
+
+
+def test_a_healthy_training_has_no_warnings():
+    result = run(epochs=2)
+    assert result.warnings == [] and len(result.step_losses) == 5  # 80 triplets in batches of 16
 
 
 @pytest.mark.parametrize("loss", list(LOSSES))

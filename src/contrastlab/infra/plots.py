@@ -6,6 +6,7 @@ a report chart must not make DVC retrain an encoder.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -48,6 +49,14 @@ def tsne_scatter(coords: np.ndarray, labels: np.ndarray, class_names: list[str],
     scatter_classes(ax, coords, labels, class_names, size=8)
     ax.set_title(title)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=2.5, frameon=False, title="class")
+    save(fig, path, dpi=120)
+
+
+def placeholder(message: str, title: str, path: Path) -> None:
+    """A figure that only says why there is nothing to draw (e.g. no t-SNE map of collapsed features)."""
+    fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
+    ax.text(0.5, 0.5, textwrap.fill(message, 60), ha="center", va="center", transform=ax.transAxes)
+    ax.set(xticks=[], yticks=[], title=title)
     save(fig, path, dpi=120)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from contrastlab.infra.errors import TrainingDiverged
 from contrastlab.methods.encoders import Encoder
 from contrastlab.pipeline.preprocess import normalize, to_unit
 
@@ -22,6 +23,17 @@ def embed_images(encoder: Encoder, images: np.ndarray, batch_size: int) -> dict[
         for name, out in encoder.embed(normalize(to_unit(batch))).items():
             chunks.setdefault(name, []).append(out.float().cpu())
     return {name: torch.cat(parts).numpy() for name, parts in chunks.items()}
+
+
+def stop_if_not_finite(arrays: dict[str, np.ndarray], images: str) -> None:
+    """Outputs with NaN or infinite values (an encoder whose finite weights are too large) stop the stage, naming
+    the first such array: `images` says of what ("test images")."""
+    for name, array in arrays.items():
+        bad = np.count_nonzero(~np.isfinite(array))
+        if bad:
+            raise TrainingDiverged(f"training diverged: the encoder's {name} outputs for the {images} are not finite "
+                                   f"({bad} of {array.size} values are NaN or infinite); lower train.lr or change "
+                                   "the recipe")
 
 
 def shift_horizontally(images: np.ndarray, pixels: int) -> np.ndarray:

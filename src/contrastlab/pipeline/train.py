@@ -8,9 +8,11 @@ swaps each negative for a semi-hard one from the batch, and applies the loss. Au
 fresh every epoch (`views="fresh"`) or drawn once before training and reused (`views="once"`,
 the study's way). The optimizer and learning-rate schedule default to the protocol's plain SGD
 at a fixed rate; AdamW, momentum, weight decay, warm-up, cosine and one-cycle schedules are options.
-A loss that turns NaN or infinite stops training at once with the step and the advice. With a
-checkpoint path, the full training state is saved after every epoch and a killed run resumes
-from it, ending with exactly the weights of an uninterrupted run.
+A loss that turns NaN or infinite stops training at once with the step and the advice, and so do
+weights or BatchNorm running statistics that are not finite after an epoch. An encoder that collapses
+while its loss stays finite (a saturated sigmoid head) trains on: a collapse is a result, and the run's
+`warnings` say so (`collapse_warnings`). With a checkpoint path, the full training state is saved after
+every epoch and a killed run resumes from it, ending with exactly the weights of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -84,8 +86,10 @@ class TrainConfig:
 class TrainResult:
     encoder: torch.nn.Module
     epoch_losses: list[float] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)  # of the last epoch
     train_time_s: float = 0.0
     images_seen: int = 0
+    warnings: list[str] = field(default_factory=list)  # what makes the encoder suspect, with what to do
 
     @property
     def images_per_s(self) -> float:
@@ -147,6 +151,46 @@ def stop_if_diverged(what: str, value: float, epoch: int, step: int, config: Tra
     if not math.isfinite(value):
         raise TrainingDiverged(f"training diverged: {what} became {value} at epoch {epoch}, step {step} "
                                f"(lr {config.lr}, {config.optimizer}); lower train.lr or change the recipe")
+
+
+def stop_if_not_finite(encoder: torch.nn.Module, epoch: int, config: TrainConfig) -> None:
+    """Weights or buffers (BatchNorm's running statistics) that are NaN or infinite stop training, naming the
+    first such tensor: a running variance can overflow while every weight is still finite."""
+    buffers = dict(encoder.named_buffers())
+    for name, tensor in encoder.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            kind, value = "buffer" if name in buffers else "weight", tensor[~torch.isfinite(tensor)][0].item()
+            raise TrainingDiverged(f"training diverged: the encoder's {kind} {name} became {value} in epoch {epoch} "
+                                   f"(lr {config.lr}, {config.optimizer}); lower train.lr or change the recipe")
+
+
+# A collapsed encoder maps every image to (nearly) one point; with the sigmoid head saturated its loss stays
+# finite and constant, so nothing above stops it. Both signs together make the warning: the weights' norm grew
+# more than WEIGHT_GROWTH-fold from initialisation (on the tests' tiny data the study's recipes change it by
+# at most 2%, and a triplet encoder collapsing at lr 1000 grows it 164-fold), and the batch loss stopped moving,
+# staying within FLAT_LOSS of its mean (relative) over the second half of the last epoch's steps (the first
+# half may still be before the collapse).
+WEIGHT_GROWTH = 100
+FLAT_LOSS = 1e-3
+
+
+def weight_norm(encoder: torch.nn.Module) -> float:
+    """The Euclidean norm of all the encoder's weights together, in float64 (huge weights do not overflow)."""
+    return math.sqrt(sum(p.detach().double().square().sum().item() for p in encoder.parameters()))
+
+
+def collapse_warnings(initial_norm: float, final_norm: float, step_losses: list[float],
+                      config: TrainConfig) -> list[str]:
+    """[the warning] when the weights' norm exploded while the loss stopped moving (see WEIGHT_GROWTH), else []."""
+    tail = step_losses[len(step_losses) // 2 :]
+    if len(tail) < 2 or not final_norm > WEIGHT_GROWTH * initial_norm:
+        return []
+    mean = sum(tail) / len(tail)
+    if max(tail) - min(tail) > FLAT_LOSS * abs(mean):
+        return []
+    return [f"the encoder likely collapsed: its weights' norm grew {final_norm / initial_norm:.3g}-fold while the "
+            f"{config.loss} loss stayed at {mean:.4f} over the last {len(tail)} steps (lr {config.lr}, "
+            f"{config.optimizer}); lower train.lr or change the recipe"]
 
 
 def descend(loss: torch.Tensor, what: str, epoch: int, step: int, optimizer: torch.optim.Optimizer,
@@ -214,6 +258,7 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
     n_examples, k = members.shape
 
     encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)
+    initial_norm = weight_norm(encoder)
     optimizer = make_optimizer(encoder.parameters(), config)
     schedule = make_schedule(optimizer, config, -(-n_examples // config.batch_size))
     fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if config.views == "once" else None
@@ -244,8 +289,8 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
             shuffle_rng.set_state(saved["shuffle_rng"])
             augment_rng.set_state(saved["augment_rng"])
             torch.set_rng_state(saved["torch_rng"])
-            result.epoch_losses, result.train_time_s, result.images_seen = (
-                saved["epoch_losses"], saved["train_time_s"], saved["images_seen"])
+            result.epoch_losses, result.step_losses, result.train_time_s, result.images_seen = (
+                saved["epoch_losses"], saved.get("step_losses", []), saved["train_time_s"], saved["images_seen"])
             print(f"resuming from {checkpoint} after epoch {len(result.epoch_losses)} of {config.epochs}")
 
     encoder.train()
@@ -253,7 +298,7 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
         order = torch.randperm(n_examples, generator=shuffle_rng).to(device)
         batches = range(0, n_examples, config.batch_size)
         bar = EpochProgress(batches, f"epoch {epoch}/{config.epochs}", enabled=progress)
-        epoch_loss, epoch_start, epoch_images = 0.0, time.perf_counter(), 0
+        epoch_loss, epoch_start, epoch_images, step_losses = 0.0, time.perf_counter(), 0, []
         for start in bar:
             rows = order[start : start + config.batch_size]
             x = inputs_for(rows)  # augmentation stays fp32: autocast would also turn the blur into bf16
@@ -268,14 +313,14 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
                                  optimizer, schedule, config)
 
             epoch_loss += loss_value * len(rows)
+            step_losses.append(loss_value)
             epoch_images += len(rows) * k
             bar.step(loss_value, len(rows) * k)
-        if not all(torch.isfinite(p).all() for p in encoder.parameters()):
-            raise TrainingDiverged(f"training diverged: the weights are not finite after epoch {epoch} (lr {config.lr}, "
-                                   f"{config.optimizer}); lower train.lr or change the recipe")
+        stop_if_not_finite(encoder, epoch, config)
         result.train_time_s += time.perf_counter() - epoch_start
         result.images_seen += epoch_images
         result.epoch_losses.append(epoch_loss / n_examples)
+        result.step_losses = step_losses
         bar.close(result.epoch_losses[-1])
         if checkpoint is not None:
             save_checkpoint(checkpoint, {
@@ -283,6 +328,7 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
                 "schedule": schedule.state_dict() if schedule is not None else None,
                 "shuffle_rng": shuffle_rng.get_state(), "augment_rng": augment_rng.get_state(),
                 "torch_rng": torch.get_rng_state(), "epoch_losses": result.epoch_losses,
-                "train_time_s": result.train_time_s, "images_seen": result.images_seen,
+                "step_losses": result.step_losses, "train_time_s": result.train_time_s, "images_seen": result.images_seen,
             })  # fmt: skip
+    result.warnings = collapse_warnings(initial_norm, weight_norm(encoder), result.step_losses, config)
     return result
