@@ -3,7 +3,7 @@ of every DVC experiment in a repository (its `refs/exps`, e.g. a study's `dvc ex
 their embeddings in the repository's DVC cache) on both features, with the earlier probe (scikit-learn's
 default lbfgs, tol 1e-4, on the stored float32 features) and with today's `probe`, on the same split.
 
-    python benchmarks/rescore_probe.py --repo . --match features-backbone-s2
+    python benchmarks/rescore_probe.py --repo . --match features-backbone-s2 --features embedding
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", type=Path, default=Path("."))
     parser.add_argument("--match", default="", help="only experiments whose name contains this")
+    parser.add_argument("--features", nargs="+", default=["embedding", "backbone"])
     parser.add_argument("--out", type=Path, help="also write the rows as JSON")
     args = parser.parse_args()
     refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], cwd=args.repo, check=True,
@@ -51,7 +52,7 @@ def main() -> None:
         p = yaml.safe_load(git_show(args.repo, ref, "params.yaml"))
         md5 = next(out["md5"] for out in lock["embed"]["outs"] if out["path"] == "data/embeddings.npz")
         saved = dict(np.load(args.repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]))
-        for features in ("embedding", "backbone"):
+        for features in args.features:
             x = stored_features(saved, features)[0]
             start = time.perf_counter()
             now = probe(x, saved["labels"], **fit_settings(p["probe"]), seed=p["seed"])
