@@ -45,10 +45,10 @@ def main() -> None:
     refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], cwd=args.repo, check=True,
                           capture_output=True, text=True).stdout.split()
     rows = []
-    for ref in sorted(ref for ref in refs if args.match in ref.rsplit("/", 1)[-1]):
+    names = {ref: ref.rsplit("/", 1)[-1] for ref in refs}
+    # a baseline's experiment runs its own stage only: its dvc.lock's embed entry is the base commit's
+    for ref in sorted(ref for ref, name in names.items() if args.match in name and not name.startswith("baseline-")):
         lock = yaml.safe_load(git_show(args.repo, ref, "dvc.lock"))["stages"]
-        if "embed" not in lock:
-            continue  # a baseline's experiment
         p = yaml.safe_load(git_show(args.repo, ref, "params.yaml"))
         md5 = next(out["md5"] for out in lock["embed"]["outs"] if out["path"] == "data/embeddings.npz")
         saved = dict(np.load(args.repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]))
@@ -57,7 +57,7 @@ def main() -> None:
             start = time.perf_counter()
             now = probe(x, saved["labels"], **fit_settings(p["probe"]), seed=p["seed"])
             seconds = time.perf_counter() - start
-            rows.append({"experiment": ref.rsplit("/", 1)[-1], "features": features,
+            rows.append({"experiment": names[ref], "features": features,
                          "earlier": earlier_top1(x, saved["labels"], p["probe"], p["seed"]),
                          "converged": now["top1"], "converged_s": round(seconds, 1), "warnings": now["warnings"]})
             if p["probe"]["features"] == features:  # the earlier probe's own record of the same features
