@@ -126,6 +126,7 @@ def top1_by_epochs(curves: dict[str, dict[str, list[tuple[int, float, float]]]],
         ax.set_xscale("log")
         ticks = sorted({e for points in lines.values() for e, _, _ in points})
         ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xticks([], minor=True)  # a log axis otherwise labels its minor ticks "2 x 10^1", ...
         ax.set(xlabel="training epochs", ylabel="linear-probe top-1", title=dataset)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
