@@ -11,7 +11,7 @@ from contrastlab.infra.files import save_npz
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.encoders import load_encoder, pick_device
 from contrastlab.pipeline.datasets import load_evaluation
-from contrastlab.pipeline.embed import embed_images, shift_horizontally, stop_if_not_finite
+from contrastlab.pipeline.embed import embed_images, shift_horizontally, stop_if_outputs_not_finite
 from contrastlab.pipeline.features import shifted_name
 
 READS = ("embed", "split")
@@ -33,7 +33,7 @@ def main() -> None:
         moved = embed_images(encoder, shift_horizontally(images, shift), p["batch_size"])
         arrays.update({shifted_name(features, shift): array for features, array in moved.items()})
     which = "held-out training" if loaded["split"]["validation_per_class"] else "test"
-    stop_if_not_finite(arrays, f"{which} images")
+    stop_if_outputs_not_finite(arrays, f"{which} images")
     save_npz(args.out, labels=labels, **arrays)
     print(f"{len(labels)} {which} images (and {len(p['shifts'])} shifted copies) -> {arrays['embedding'].shape[1]}-d "
           f"embeddings and {arrays['backbone'].shape[1]} backbone features in {args.out}")

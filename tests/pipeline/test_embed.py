@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from contrastlab.infra.errors import TrainingDiverged
-from contrastlab.pipeline.embed import shift_horizontally, stop_if_not_finite
+from contrastlab.pipeline.embed import shift_horizontally, stop_if_outputs_not_finite
 
 
 def test_shift_moves_columns_and_fills_the_gap_with_zero():
@@ -16,8 +16,8 @@ def test_shift_moves_columns_and_fills_the_gap_with_zero():
 def test_outputs_that_are_not_finite_stop_the_stage_naming_the_first_and_how_many():
     healthy = np.ones((4, 3), dtype=np.float32)
     broken = np.array([[1, np.inf, 2], [np.nan, 0, -np.inf]], dtype=np.float32)  # 3 of 6 values
-    stop_if_not_finite({"embedding": healthy, "backbone": healthy}, "test images")
+    stop_if_outputs_not_finite({"embedding": healthy, "backbone": healthy}, "test images")
     with pytest.raises(TrainingDiverged) as caught:
-        stop_if_not_finite({"embedding": healthy, "backbone": broken, "backbone_shift+3": broken}, "test images")
+        stop_if_outputs_not_finite({"embedding": healthy, "backbone": broken, "backbone_shift+3": broken}, "test images")
     assert str(caught.value) == ("training diverged: the encoder's backbone outputs for the test images are not finite "
                                  "(3 of 6 values are NaN or infinite); lower train.lr or change the recipe")

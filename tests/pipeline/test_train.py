@@ -11,7 +11,7 @@ from contrastlab.methods.encoders import make_encoder
 from contrastlab.methods.losses import LOSSES
 from contrastlab.pipeline.examples import build
 from contrastlab.pipeline.train import (TrainConfig, checkpoint_key, collapse_warnings, draw_fixed_views,
-                                        make_optimizer, make_schedule, stop_if_not_finite, train, weight_norm)
+                                        make_optimizer, make_schedule, stop_if_weights_not_finite, train, weight_norm)
 
 RNG = np.random.default_rng(0)
 LABELS = np.repeat(np.arange(10), 8)
@@ -271,11 +271,11 @@ def test_a_running_variance_that_overflows_stops_training_though_every_weight_is
                                                ("projection.0.weight", float("-inf"), "weight")])
 def test_the_finite_check_covers_the_whole_state_dict_and_names_the_tensor(name, value, kind):
     encoder = make_encoder(channels=1, head="sigmoid", arch="study", embedding_dim=32)
-    stop_if_not_finite(encoder, 3, TrainConfig(**QUICK))  # a fresh encoder is finite
+    stop_if_weights_not_finite(encoder, 3, TrainConfig(**QUICK))  # a fresh encoder is finite
     with torch.no_grad():
         encoder.state_dict()[name].view(-1)[5] = value
     with pytest.raises(TrainingDiverged) as caught:
-        stop_if_not_finite(encoder, 3, TrainConfig(**QUICK))
+        stop_if_weights_not_finite(encoder, 3, TrainConfig(**QUICK))
     assert str(caught.value) == (f"training diverged: the encoder's {kind} {name} became {value} in epoch 3 "
                                  "(lr 0.1, sgd); lower train.lr or change the recipe")
 

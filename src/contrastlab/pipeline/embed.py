@@ -25,7 +25,7 @@ def embed_images(encoder: Encoder, images: np.ndarray, batch_size: int) -> dict[
     return {name: torch.cat(parts).numpy() for name, parts in chunks.items()}
 
 
-def stop_if_not_finite(arrays: dict[str, np.ndarray], images: str) -> None:
+def stop_if_outputs_not_finite(arrays: dict[str, np.ndarray], images: str) -> None:
     """Outputs with NaN or infinite values (an encoder whose finite weights are too large) stop the stage, naming
     the first such array: `images` says of what ("test images")."""
     for name, array in arrays.items():

@@ -153,7 +153,7 @@ def stop_if_diverged(what: str, value: float, epoch: int, step: int, config: Tra
                                f"(lr {config.lr}, {config.optimizer}); lower train.lr or change the recipe")
 
 
-def stop_if_not_finite(encoder: torch.nn.Module, epoch: int, config: TrainConfig) -> None:
+def stop_if_weights_not_finite(encoder: torch.nn.Module, epoch: int, config: TrainConfig) -> None:
     """Weights or buffers (BatchNorm's running statistics) that are NaN or infinite stop training, naming the
     first such tensor: a running variance can overflow while every weight is still finite."""
     buffers = dict(encoder.named_buffers())
@@ -316,7 +316,7 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
             step_losses.append(loss_value)
             epoch_images += len(rows) * k
             bar.step(loss_value, len(rows) * k)
-        stop_if_not_finite(encoder, epoch, config)
+        stop_if_weights_not_finite(encoder, epoch, config)
         result.train_time_s += time.perf_counter() - epoch_start
         result.images_seen += epoch_images
         result.epoch_losses.append(epoch_loss / n_examples)
