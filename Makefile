@@ -28,10 +28,14 @@ run: setup
 # The 12-scenario study (study.* in params.yaml) as DVC experiments, then its report.
 # Resumes where it stopped. `make study SEEDS=1` for one seed per scenario;
 # `make study GRID=losses RECIPE=<name>` for another grid or recipe of params.yaml.
+# On Dask, one task per run: `make study WORKERS=2` (an embedded cluster on this machine, THREADS each),
+# `make study SCHEDULER=tcp://host:8786` (an existing cluster), `make study CLUSTER=slurm JOBS=20`.
 GRID ?= main
 RECIPE ?= protocol
 study: setup
-	$(BIN)/python -m contrastlab.study --results study/results --grid $(GRID) --recipe $(RECIPE) $(if $(SEEDS),--seeds $(SEEDS))
+	$(BIN)/python -m contrastlab.study --results study/results --grid $(GRID) --recipe $(RECIPE) $(if $(SEEDS),--seeds $(SEEDS)) \
+		$(if $(WORKERS),--workers $(WORKERS)) $(if $(THREADS),--threads $(THREADS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+		$(if $(CLUSTER),--cluster $(CLUSTER) --jobs $(or $(JOBS),1))
 	$(MAKE) report
 
 report: setup mlflow

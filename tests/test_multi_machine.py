@@ -11,18 +11,15 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import torch
 
+import servers
+from servers import free_port
 from tinydata import GIT, make_tiny_repo, sh
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -35,12 +32,6 @@ def postgres_bin() -> Path:
             pytest.fail("PostgreSQL server binaries not found (apt-get install postgresql)")
         pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
     return Path(found).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def as_postgres_user(cmd: list[str]) -> list[str]:
@@ -74,28 +65,8 @@ def postgres():
 @pytest.fixture
 def tracking_server(postgres, tmp_path):
     """`mlflow server` on 127.0.0.1, runs in PostgreSQL, artifacts in a folder it serves; yields its URL."""
-    port = free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    server = subprocess.Popen(
-        [str(mlflow), "server", "--backend-store-uri", postgres, "--artifacts-destination", str(tmp_path / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow-server.log", "w"), start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "mlflow-server.log").read_text()
-            time.sleep(1)
+    with servers.tracking_server(postgres, tmp_path) as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the server's workers are in its process group
-        server.wait(timeout=30)
 
 
 def test_two_machines_share_a_postgres_tracking_server_and_a_dvc_remote(tracking_server, tmp_path):

@@ -1,6 +1,7 @@
 """The study: every scenario of a grid x `study.seeds` as a DVC experiment, plus the baselines.
 
     python -m contrastlab.study --results study/results      # grid `main`, recipe `protocol`
+    python -m contrastlab.study --workers 2                   # on Dask (see contrastlab.study.distributed)
     python -m contrastlab.study --grid losses --recipe <name> # any grid and recipe of params.yaml
     python -m contrastlab.study --grid losses --set probe.features=backbone   # plus a param for every run
 
@@ -25,19 +26,16 @@ import itertools
 import json
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 from contrastlab.infra import params as params_module
 from contrastlab.infra.errors import ParamError
 from contrastlab.infra.files import now_stamp
 from contrastlab.infra.machine import cpu_description
-from contrastlab.infra.stage import run_stage
 from contrastlab.study.names import MAIN_AXES, BaselineRun, Scenario, safe
 
 # What each finished scenario keeps: path in the experiment -> file name in its results folder.
@@ -187,16 +185,18 @@ def finished(info: dict, start: float) -> str:
     return json.dumps({**info, **stamp}, indent=2) + "\n"
 
 
-def run_experiment(root: Path, run: Run, folder: Path) -> None:
-    """`dvc exp run` the scenario (its whole pipeline) or the baseline (its stage) unless DVC already
-    holds the experiment, then keep its results."""
+def experiment_files(root: Path, run: Run, env: dict | None = None, output=None) -> dict[str, str]:
+    """`dvc exp run` the scenario (its whole pipeline) or the baseline (its stage) in the repository `root`
+    unless DVC already holds the experiment, and return the files its results folder keeps. `env` and
+    `output` (a file for DVC's output) are for runs on a Dask worker; by default DVC prints here."""
     ref = experiment_ref(root, run.name)
     start = time.perf_counter()
     kind = run.identity.baseline if run.is_baseline else None
     if ref is None:
         flags = [arg for path, value in run.overrides.items() for arg in ("-S", set_flag(path, value))]
         targets = [f"baseline@{kind}"] if kind else []
-        subprocess.run(["dvc", "exp", "run", "--temp", "-n", run.name, *flags, *targets], cwd=root, check=True)
+        subprocess.run(["dvc", "exp", "run", "--temp", "-n", run.name, *flags, *targets], cwd=root, check=True,
+                       env=env, stdout=output, stderr=subprocess.STDOUT if output else None)
         ref = experiment_ref(root, run.name)
         if ref is None:
             raise RuntimeError(f"dvc exp run finished but experiment {run.name} is missing")
@@ -206,46 +206,4 @@ def run_experiment(root: Path, run: Run, folder: Path) -> None:
                                     "params": run.params,
                                     "experiment_commit": git(root, "rev-parse", ref),
                                     "baseline_commit": git(root, "rev-parse", "HEAD")}, start)
-    keep(folder, files)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=Path("study/results"), help="one folder per finished run")
-    parser.add_argument("--seeds", type=int, help="seeds per scenario (default: study.seeds in params.yaml)")
-    parser.add_argument("--grid", default="main", help="which of study.grids to run (default: main)")
-    parser.add_argument("--recipe", default="protocol", help="which of study.recipes to train with")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=fixed_value,
-                        help="also set this param (as `dvc exp run -S` takes it) for every run of the grid, e.g. "
-                             "--set probe.features=backbone; named in the runs' names; repeatable")
-    args = parser.parse_args()
-    root = Path.cwd()
-    raw = params_module.read(root / "params.yaml")  # what every experiment of the study starts from
-    study = params_module.validate(raw, ("study",))["study"]
-    seeds = study["seeds"] if args.seeds is None else args.seeds
-    if seeds < 1:
-        raise ParamError(f"--seeds {seeds}: a study needs at least one seed")
-    runs = plan(raw, seeds, args.grid, args.recipe, dict(args.set))
-
-    todo = [run for run in runs if not (args.results / run.name).is_dir()]
-    print(f"study: {len(runs)} runs (scenarios and baselines x {seeds} seeds); "
-          f"{len(runs) - len(todo)} already in {args.results}, {len(todo)} to run", flush=True)
-    durations: list[float] = []
-    for done, run in enumerate(todo):
-        left = len(todo) - done - 1
-        eta = f"; about {np.mean(durations) * left / 60:.0f} min left after it" if durations else ""
-        print(f"\n=== study [{done + 1}/{len(todo)}] {run.name} ({left} to go{eta}) ===", flush=True)
-        start = time.perf_counter()
-        run_experiment(root, run, args.results / run.name)
-        durations.append(time.perf_counter() - start)
-    print(f"\nstudy complete: {len(runs)} runs in {args.results}")
-
-
-def cli() -> None:
-    """`python -m contrastlab.study`: a bad param is one line (exit 2); a failed experiment names its command."""
-    try:
-        run_stage(main)
-    except subprocess.CalledProcessError as err:
-        print(f"error: `{' '.join(map(str, err.cmd))}` failed (exit {err.returncode}); its output is above. "
-              "Fix the cause and run the study again: finished runs are kept.", file=sys.stderr)
-        sys.exit(1)
+    return files
