@@ -72,3 +72,12 @@ def test_the_exempt_modules_exist_and_say_why():
     for path, reason in EXEMPT.items():
         assert (SOURCE_ROOT / path).is_file(), path
         assert len(reason) > 20
+
+
+def test_dvc_reads_yaml_with_the_c_parser():
+    """A no-op `dvc repro` parses params.yaml once per stage plus dvc.yaml and dvc.lock: with ruamel's pure-Python
+    parser that took 2.4 of its 3.9 s (tiny repository, 11 stages, profiled), with the C one 0.35 s."""
+    from _ruamel_yaml import CParser
+    from ruamel.yaml import YAML
+
+    assert YAML(typ="safe").Parser is CParser
