@@ -20,7 +20,7 @@ from contrastlab.infra.errors import TrackingError
 from contrastlab.infra.files import one_line, project_root, read_json, stamp_seconds
 from contrastlab.infra.stage import run_stage
 from contrastlab.infra.tracking import (DatasetRef, RunRecord, describe, git_commit, open_store, probe_metrics,
-                                        run_identity, tracking_uri)
+                                        run_identity, tracking_uri, warnings_tag)
 from contrastlab.pipeline.datasets import load_split
 from contrastlab.pipeline.preprocess import normalize, to_unit
 from contrastlab.study.names import BaselineRun, Scenario
@@ -105,12 +105,6 @@ def main() -> None:
             "output is intact: fix the store or start the server, then run `dvc repro` again (only `track` re-runs)"
         ) from None
 
-
-def warnings_tag(*results: dict) -> dict[str, str]:
-    """{"warnings": the results' warnings joined by "; "} (a collapsed encoder, ...), or {} when there are none.
-    A tag, not a param or metric: it never changes the result's key."""
-    warnings = [warning for result in results for warning in result.get("warnings", [])]
-    return {"warnings": "; ".join(warnings)} if warnings else {}
 
 
 def finished_at(trained: dict, path: Path) -> float:

@@ -10,7 +10,7 @@ import pytest
 from contrastlab.infra.files import stamp_seconds
 from contrastlab.infra.tracking import dataset_digest, open_store, tracking_uri
 from contrastlab.pipeline.download import OFFICIAL_DIGESTS
-from contrastlab.study.import_runs import import_results, record, recorded_params, study_of
+from contrastlab.study.import_runs import figures, import_results, record, recorded_params, study_of
 from project import committed_params, write_committed_params
 
 PARAMS = {"dataset": "mnist", "loss": "triplet", "aug": "simclr", "seed": 0,
@@ -144,3 +144,19 @@ def test_an_unreachable_tracking_server_is_one_line(results, tmp_path):
     assert done.returncode == 2
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith("error: MLflow import failed (store http://127.0.0.1:9): ") and "Traceback" not in done.stderr
+
+
+def test_a_collapsed_run_keeps_its_warnings_and_gets_no_map(results, tmp_path, monkeypatch):
+    folder = results / "mnist-triplet-simclr-s0"
+    for name, warning in (("train.json", "the encoder likely collapsed"), ("probe.json", "the features collapsed")):
+        saved = json.loads((folder / name).read_text())
+        (folder / name).write_text(json.dumps({**saved, "warnings": [warning]}))
+    (folder / "tsne.csv").write_text("x,y,class\n0.0000,0.0000,0\n0.0000,0.0000,7\n")  # as the tsne stage writes them
+    assert record(folder, tmp_path).tags["warnings"] == "the encoder likely collapsed; the features collapsed"
+    messages = []
+    monkeypatch.setattr("contrastlab.infra.plots.placeholder", lambda message, title, path: messages.append(message))
+    monkeypatch.setattr("contrastlab.infra.plots.tsne_scatter", lambda *args: pytest.fail("a map of one point"))
+    figures(folder, tmp_path / "figures")
+    assert messages == ["No t-SNE map: the features collapsed (every point at the origin; the run's warnings tag "
+                        "says more)."]
+    assert "warnings" not in record(results / "baseline-mnist-raw_pixels-s0", tmp_path).tags

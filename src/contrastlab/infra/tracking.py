@@ -112,6 +112,13 @@ def probe_metrics(summary: dict) -> dict[str, float]:
     }
 
 
+def warnings_tag(*results: dict) -> dict[str, str]:
+    """{"warnings": the results' warnings joined by "; "} (a collapsed encoder, ...), or {} when there are none.
+    A tag, not a param or metric: it never changes the result's key."""
+    warnings = [warning for result in results for warning in result.get("warnings", [])]
+    return {"warnings": "; ".join(warnings)} if warnings else {}
+
+
 def result_key(params: dict, metrics: dict) -> str:
     """What identifies one result: its params and its metrics, without the timings."""
     deterministic = {name: value for name, value in metrics.items() if name not in TIMING_METRICS}

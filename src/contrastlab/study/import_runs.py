@@ -34,7 +34,7 @@ from contrastlab.infra.errors import ParamError, TrackingError
 from contrastlab.infra.files import one_line, stamp_seconds, write_csv
 from contrastlab.infra.stage import run_stage
 from contrastlab.infra.tracking import (DatasetRef, RunRecord, Store, describe, open_store, probe_metrics, runs_url,
-                                        tracking_uri)
+                                        tracking_uri, warnings_tag)
 from contrastlab.pipeline.datasets import DATASETS
 from contrastlab.pipeline.download import OFFICIAL_DIGESTS
 from contrastlab.study.names import PROTOCOL
@@ -76,8 +76,12 @@ def figures(folder: Path, out: Path) -> list[Path]:
     plots.loss_curve(losses, f"training loss: {name}", out / "train_loss.png")
     points = read_rows(folder / "tsne.csv")
     coords = np.array([[float(row["x"]), float(row["y"])] for row in points])
-    plots.tsne_scatter(coords, np.array([index[row["class"]] for row in points]), classes, f"t-SNE: {name}",
-                       out / "tsne.png")
+    if coords.any():
+        plots.tsne_scatter(coords, np.array([index[row["class"]] for row in points]), classes, f"t-SNE: {name}",
+                           out / "tsne.png")
+    else:  # the tsne stage put collapsed features all at (0, 0), and drew this instead of a map
+        plots.placeholder("No t-SNE map: the features collapsed (every point at the origin; the run's warnings "
+                          "tag says more).", f"t-SNE: {name}", out / "tsne.png")
     matrix = np.zeros((len(classes), len(classes)), dtype=int)
     for row in read_rows(folder / "confusion.csv"):
         matrix[index[row["actual"]], index[row["predicted"]]] += 1
@@ -127,7 +131,7 @@ def record(folder: Path, root: Path) -> RunRecord:
     return RunRecord(name=study["name"], params={**p, "resolved": resolved}, metrics=metrics,
                      epoch_losses=[float(row["loss"]) for row in read_rows(folder / "train_loss.csv")],
                      tags={"scenario": group_name(study), "dataset": dataset, "loss": study["loss"], "aug": study["aug"],
-                           "seed": str(seed), **design, **imported},
+                           "seed": str(seed), **design, **imported, **warnings_tag(trained, probe)},
                      duration_s=trained["train_time_s"],
                      description=describe({**p, "dataset": dataset, "loss": study["loss"], "aug": study["aug"],
                                            "seed": seed}, resolved),
