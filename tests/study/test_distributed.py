@@ -5,6 +5,7 @@ with a bare git remote, a DVC remote and an MLflow tracking server, one worker k
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,6 +173,15 @@ def test_a_study_on_a_dask_cluster_survives_a_killed_worker(tmp_path):
                     "only 80 points; use a perplexity below 80")
             assert mistake.stdout.count(line) == 1 and mistake.stdout.count("error") == 1, mistake.stdout
             assert not (results / "mnist-triplet-none-perplexity-100-s0").exists()
+            assert len(client.search_runs([experiment.experiment_id])) == len(names)
+
+            kept = results / "mnist-triplet-none-s0"  # a lost folder comes back from origin's experiment, untrained
+            before = (kept / "probe.json").read_text()
+            shutil.rmtree(kept)
+            again = run_study(repo, study_env, "--scheduler", scheduler)
+            assert again.returncode == 0 and "1 to run on Dask" in again.stdout, again.stdout + again.stderr
+            assert (kept / "probe.json").read_text() == before
+            assert "Running stage" not in (folders["w2"] / "contrastlab-workers" / "w2.log").read_text()
             assert len(client.search_runs([experiment.experiment_id])) == len(names)
 
         pushed = sh("git", "ls-remote", str(remote), "refs/exps/*", cwd=tmp_path, env=env).stdout

@@ -117,6 +117,10 @@ def run_on_worker(source: Source, run: Run, *after) -> dict:
     worker = get_worker()
     threads = str(worker.state.nthreads)
     with worker_clone(source, str(worker.name)) as clone:
+        # an experiment origin already holds (its results folder deleted, or a driver stopped after the push) is
+        # kept, not trained again, as the local study does
+        ref = f"refs/exps/{source.commit[:2]}/{source.commit[2:]}/{run.name}"
+        subprocess.run(["git", "fetch", "--quiet", "origin", f"+{ref}:{ref}"], cwd=clone, capture_output=True)
         env = {**os.environ, **source.env, "PYTHONPATH": str(clone / "src"), "OMP_NUM_THREADS": threads,
                "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
                WATCHED_PID: str(os.getpid())}  # its stages stop if this worker dies
