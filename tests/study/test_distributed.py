@@ -14,11 +14,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 import yaml
 
 from contrastlab.infra.stage import WATCHED_PID
 from contrastlab.infra.errors import ParamError
-from contrastlab.study.distributed import Cluster, connect, needs, start_cluster, user_error
+from contrastlab.study.distributed import Cluster, connect, needs, start_cluster, use_worker_threads, user_error
 from contrastlab.study.runner import plan
 from project import committed_params
 from servers import free_port, tracking_server
@@ -56,14 +57,16 @@ def test_each_scenario_waits_for_the_baselines_of_its_dataset_seed_and_features(
     assert all(needs(run, runs) == [] for run in runs if run.is_baseline)
 
 
-def test_the_embedded_cluster_listens_on_127_0_0_1_only_with_one_study_slot_per_worker():
-    with connect(Cluster(workers=2, threads=1)) as client:
+def test_the_embedded_cluster_listens_on_127_0_0_1_only_with_one_study_slot_and_its_threads_per_worker():
+    with connect(Cluster(workers=2, threads=2)) as client:
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
         workers = client.scheduler_info()["workers"]
         assert len(workers) == 2
         for address, worker in workers.items():
             assert address.startswith("tcp://127.0.0.1:") and worker["resources"] == {"study": 1}
-            assert worker["nthreads"] == 1
+            assert worker["nthreads"] == 2
+        threads = client.submit(lambda: (use_worker_threads(), torch.get_num_threads()), resources={"study": 1})
+        assert threads.result() == ("2", 2)
         here = psutil.Process()
         listening = [c.laddr for p in (here, *here.children(recursive=True)) for c in p.net_connections("tcp")
                      if c.status == psutil.CONN_LISTEN]

@@ -108,6 +108,17 @@ def worker_clone(source: Source, worker: str) -> Iterator[Path]:
     busy.unlink()
 
 
+def use_worker_threads() -> str:
+    """The threads Dask gave this worker, set for torch here (study.json's machine line says it) and returned for
+    the stages' OMP_NUM_THREADS (Dask starts workers with one)."""
+    import torch
+    from distributed import get_worker
+
+    threads = get_worker().state.nthreads
+    torch.set_num_threads(threads)
+    return str(threads)
+
+
 def run_on_worker(source: Source, run: Run, *after) -> dict:
     """The Dask task: `run` in this worker's clone with the worker's threads, its experiment pushed to the
     clone's origin. Returns {"files": ...} for the results folder, or {"error": line} for a user's mistake.
@@ -115,7 +126,7 @@ def run_on_worker(source: Source, run: Run, *after) -> dict:
     from distributed import get_worker
 
     worker = get_worker()
-    threads = str(worker.state.nthreads)
+    threads = use_worker_threads()
     with worker_clone(source, str(worker.name)) as clone:
         # an experiment origin already holds (its results folder deleted, or a driver stopped after the push) is
         # kept, not trained again, as the local study does
