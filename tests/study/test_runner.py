@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import yaml
 from contrastlab.infra.errors import ParamError
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.study.names import BaselineRun, Scenario
-from contrastlab.study.runner import fixed_value, plan, set_flag
+from contrastlab.study.runner import fixed_value, made_with, plan, set_flag, with_values
 from project import committed_params
 from tinydata import make_tiny_repo, sh
 
@@ -211,3 +213,26 @@ def test_a_lost_results_folder_comes_back_from_dvc_without_training(study):
     again = sh(*cmd, cwd=repo, env=env)
     assert "1 to run" in again.stdout and "Running stage" not in again.stdout
     assert (kept / "probe.json").read_text() == before
+
+
+def test_an_experiment_made_with_other_params_is_not_taken_for_a_run(tmp_path):
+    raw = copy.deepcopy(RAW)
+    runs = plan(raw, 1)
+    scenario = runs[-1]
+    baseline = next(run for run in runs if run.is_baseline and run.overrides["dataset"] == scenario.overrides["dataset"])
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@e"}
+
+    def experiment(params: dict) -> str:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        subprocess.run(["git", "add", "params.yaml"], cwd=tmp_path, check=True, env=env)
+        subprocess.run(["git", "commit", "-qm", "exp", "--allow-empty"], cwd=tmp_path, check=True, env=env)
+        return "HEAD"
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    as_run = with_values(raw, scenario.overrides)
+    assert made_with(tmp_path, experiment(as_run), scenario) and made_with(tmp_path, "HEAD", baseline)
+    as_run["train"]["lr"] = 0.123  # not a grid axis, so not in the name
+    assert not made_with(tmp_path, experiment(as_run), scenario) and made_with(tmp_path, "HEAD", baseline)
+    as_run["probe"]["knn_k"] = 7  # read by the baselines too
+    assert not made_with(tmp_path, experiment(as_run), baseline)

@@ -4,9 +4,11 @@ started for a Dask worker stops when that worker dies."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 from contrastlab.infra.errors import DataError, FileError, ParamError, TrackingError
@@ -19,21 +21,32 @@ WATCHED_PID = "CONTRASTLAB_WATCHED_PID"
 
 
 def alive(pid: int) -> bool:
+    """Whether process `pid` runs: one that ended but is not yet reaped by its parent (a zombie) does not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    except PermissionError:  # someone else's process: alive
-        pass
-    return True
+    except OSError:  # no /proc here: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # someone else's process: alive
+            pass
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-def stop_when_gone(pid: int, every: float = 1.0) -> None:
-    """End this process (exit 1, nothing more written) once process `pid` is gone; checks `every` seconds."""
+def stop_when_gone(pid: int, every: float = 1.0, grace: float = 30.0) -> None:
+    """Stop this process once process `pid` is gone (checked every `every` seconds): KeyboardInterrupt in its main
+    thread first, so what it was doing cleans up on the way out (MLflow deletes a half-logged run), and after
+    `grace` seconds at once."""
     def watch() -> None:
         while alive(pid):
             time.sleep(every)
         print(f"error: the process that started this stage ({pid}) is gone; stopping", file=sys.stderr, flush=True)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # a real signal: it ends a blocking wait
+        time.sleep(grace)
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()

@@ -35,7 +35,7 @@ from contrastlab.study.names import safe
 from contrastlab.study.runner import Run, experiment_files, keep
 
 SLOT = "study"  # the worker resource a task holds: one study run per worker at a time, with all its threads
-CODE = ("dvc.yaml", "stages", "src", "pyproject.toml")  # what workers take from the commit, never from here
+CODE = ("dvc.yaml", "stages", "src", "pyproject.toml", ".dvc/config")  # workers take these from the commit alone
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def user_error(output: str) -> str | None:
     """The one line a stage printed when it stopped on a user's mistake (contrastlab.infra.stage: `error: ...`,
     exit 2), found in `dvc exp run`'s output: running it again cannot help."""
     errors = re.findall(r"^error: (.+)$", output, flags=re.MULTILINE)
-    return errors[-1] if errors and "exited with 2" in output else None
+    return errors[-1] if errors and re.search(r"exited with 2$", output, flags=re.MULTILINE) else None
 
 
 def sh(*cmd: str, cwd: Path, env: dict | None = None) -> str:
@@ -92,7 +92,10 @@ def worker_clone(source: Source, worker: str) -> Iterator[Path]:
     clone = base / safe(worker)
     busy = clone.with_name(clone.name + ".busy")
     if busy.exists() or not (clone / ".git").is_dir():
-        shutil.rmtree(clone, ignore_errors=True)
+        if clone.exists():  # moved aside first: a dead task's stages may still write into it for a second
+            dead = clone.with_name(f"{clone.name}.dead-{os.getpid()}-{time.time_ns()}")
+            clone.rename(dead)
+            shutil.rmtree(dead, ignore_errors=True)
         base.mkdir(parents=True, exist_ok=True)
         sh("git", "clone", "--quiet", source.remote, str(clone), cwd=base)
         sh("git", "config", "user.name", source.user[0], cwd=clone)
@@ -145,7 +148,9 @@ def run_on_worker(source: Source, run: Run, *after) -> dict:
                 return {"error": message}
             tail = "\n".join(text.splitlines()[-15:])
             raise RuntimeError(f"{run.name} failed on worker {worker.name}; the end of its output:\n{tail}") from None
-        sh("dvc", "exp", "push", *(["--no-cache"] if source.cache else []), "origin", run.name, cwd=clone, env=env)
+        # --force: origin may hold an experiment of this name made with params since changed (it was run again)
+        sh("dvc", "exp", "push", "--force", *(["--no-cache"] if source.cache else []), "origin", run.name, cwd=clone,
+           env=env)
     return {"files": files, "worker": str(worker.name)}
 
 
@@ -175,8 +180,10 @@ def source_for(root: Path, cluster: Cluster, workdir: str) -> Source:
         sh("git", "fetch", "--quiet", "origin", cwd=root)
         if not sh("git", "branch", "--remotes", "--contains", commit, cwd=root):
             raise ParamError(f"commit {commit[:8]} is not on origin: workers clone it from there, so push it first")
-        if not sh("dvc", "remote", "default", cwd=root):
-            raise ParamError("workers push their experiments' data to the DVC remote; add one (dvc remote add -d ...)")
+        default = subprocess.run(["dvc", "remote", "default", "--project"], cwd=root, capture_output=True, text=True)
+        if default.returncode != 0 or not default.stdout.strip():
+            raise ParamError("workers push their experiments' data to the DVC remote of the commit; add one and commit "
+                             "it (dvc remote add -d ..., git commit .dvc/config)")
     user = tuple(subprocess.run(["git", "config", key], cwd=root, capture_output=True, text=True).stdout.strip()
                  for key in ("user.name", "user.email"))
     if not all(user):
@@ -207,7 +214,7 @@ def start_cluster(cluster: Cluster):
         raise ParamError(f"--cluster {cluster.cluster}: dask-jobqueue has no such cluster (slurm, pbs, sge, lsf, ...)")
     try:
         return kind(cores=cluster.threads, processes=1, worker_extra_args=["--resources", f"{SLOT}=1"], security=True,
-                    scheduler_options={"dashboard": False})
+                    scheduler_options={"dashboard_address": "127.0.0.1:0"})
     except ValueError as err:  # e.g. no memory per job in Dask's jobqueue config
         raise ParamError(f"--cluster {cluster.cluster}: {one_line(err, 200)} (Dask's jobqueue config)") from None
 
@@ -218,7 +225,12 @@ def connect(cluster: Cluster):
     from distributed import Client
 
     if cluster.scheduler:
-        with Client(cluster.scheduler) as client:  # TLS and other security: Dask's own config (README)
+        try:
+            client = Client(cluster.scheduler, timeout=30)  # TLS and other security: Dask's own config (README)
+        except (OSError, TimeoutError) as err:
+            raise ParamError(f"--scheduler {cluster.scheduler}: no Dask scheduler answers there "
+                             f"({one_line(err, 150)})") from None
+        with client:
             yield client
         return
     with start_cluster(cluster) as made, Client(made) as client:
@@ -240,10 +252,15 @@ def run_study(root: Path, runs: list[Run], results: Path, cluster: Cluster, work
     source = source_for(root, cluster, workdir)
     failed = 0
     with connect(cluster) as client:
-        print(f"Dask: {client.scheduler.address}, {cluster.workers or cluster.jobs or 'its'} workers", flush=True)
+        workers = client.scheduler_info()["workers"].values()
+        slots = sum(1 for worker in workers if worker.get("resources", {}).get(SLOT))
+        print(f"Dask: {client.scheduler.address}, {len(workers)} workers ({slots} with a study slot)", flush=True)
+        if cluster.scheduler and not slots:
+            print(f"warning: no worker of {cluster.scheduler} has the resource {SLOT}=1 yet: the study waits for one "
+                  f"(start workers with `dask worker {cluster.scheduler} --resources {SLOT}=1`)", flush=True)
         tasks: dict = {}
-        for run in todo:
-            after = [tasks[b.name] for b in needs(run, todo)]
+        for run in todo:  # with a shared DVC cache a scenario restores its baselines: then it waits for them
+            after = [tasks[b.name] for b in needs(run, todo)] if source.cache else []
             tasks[run.name] = client.submit(run_on_worker, source, run, *after, key=f"study-{run.name}", pure=False,
                                             retries=1, resources={SLOT: 1})
         names = {future.key: name for name, future in tasks.items()}
@@ -252,9 +269,10 @@ def run_study(root: Path, runs: list[Run], results: Path, cluster: Cluster, work
             name = names[future.key]
             left = len(todo) - done
             eta = f"; about {(time.perf_counter() - start) / done * left / 60:.0f} min left" if left else ""
-            if future.status == "error":
+            if future.status != "finished":  # an error after its retries, or cancelled (the scheduler went away)
                 failed += 1
-                print(f"[{done}/{len(todo)}] {name} failed: {one_line(future.exception(), 300)}{eta}", flush=True)
+                reason = future.exception() if future.status == "error" else future.status
+                print(f"[{done}/{len(todo)}] {name} failed: {one_line(reason, 300)}{eta}", flush=True)
                 continue
             outcome = future.result()
             if "error" in outcome:

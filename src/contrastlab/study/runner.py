@@ -12,7 +12,8 @@ results (metrics, t-SNE points, probe predictions, wall time) are then copied ou
 experiment into `<results>/<name>/`, a folder small enough to commit. A folder that exists is a
 finished run: an interrupted study resumes where it stopped, also on another machine that has
 the committed folders. A folder counts as done whatever params.yaml says now: after changing a param
-that is not a grid axis, or the code, delete the folders to recompute. Runs go seed by seed, so the
+that is not a grid axis, or the code, delete the folders to recompute (an experiment DVC kept from
+before a param changed is then run again, not taken). Runs go seed by seed, so the
 first seed of every scenario is done first, each seed's baselines before its scenarios. A baseline runs
 once per dataset, seed and the params it
 reads (the encoder's `model`, `probe.features`, ...) as the grid sets them; no recipe is named in it.
@@ -168,6 +169,17 @@ def experiment_ref(root: Path, name: str) -> str | None:
     return ref if found.returncode == 0 else None
 
 
+def made_with(root: Path, ref: str, run: Run) -> bool:
+    """Whether the experiment at `ref` read the params `run` asks for: a name says only the grid's values, so an
+    experiment kept from before a change of another param (or of the recipe's values) must not be taken for it."""
+    saved = yaml.safe_load(git(root, "show", f"{ref}:params.yaml"))
+    reads = params_module.BASELINE if run.is_baseline else params_module.SCENARIO
+    try:
+        return params_module.validate(saved, reads) == run.params
+    except ParamError:
+        return False
+
+
 def keep(folder: Path, files: dict[str, str]) -> None:
     """Write a finished run's files into `folder` all at once: a folder that exists is complete."""
     partial = folder.with_name(folder.name + ".partial")
@@ -192,6 +204,10 @@ def experiment_files(root: Path, run: Run, env: dict | None = None, output=None)
     ref = experiment_ref(root, run.name)
     start = time.perf_counter()
     kind = run.identity.baseline if run.is_baseline else None
+    if ref is not None and not made_with(root, ref, run):  # a param changed since: it is run again
+        subprocess.run(["dvc", "exp", "remove", run.name], cwd=root, check=True, env=env, stdout=output,
+                       stderr=subprocess.STDOUT if output else None)
+        ref = None
     if ref is None:
         flags = [arg for path, value in run.overrides.items() for arg in ("-S", set_flag(path, value))]
         targets = [f"baseline@{kind}"] if kind else []

@@ -1,0 +1,48 @@
+import os
+import subprocess
+import sys
+import time
+
+from contrastlab.infra.stage import WATCHED_PID, alive
+
+WATCHER = """
+import sys, time
+from contrastlab.infra.stage import stop_when_gone
+stop_when_gone(int(sys.argv[1]), every=0.05, grace=float(sys.argv[2]))
+try:
+    time.sleep(30)
+except KeyboardInterrupt:
+    print("cleaned up", flush=True)
+    if sys.argv[3] == "stuck":
+        time.sleep(30)
+    raise
+"""
+
+
+def watch(behaviour: str, grace: float) -> tuple[subprocess.CompletedProcess, float]:
+    parent = subprocess.Popen(["sleep", "0.5"])
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", WATCHER, str(parent.pid), str(grace), behaviour],
+                          capture_output=True, text=True, timeout=60)
+    parent.wait()
+    return done, time.monotonic() - start
+
+
+def test_a_stage_whose_worker_is_gone_cleans_up_and_stops_within_a_second():
+    done, seconds = watch("cleans", grace=30)
+    assert seconds < 5 and done.returncode != 0 and done.stdout == "cleaned up\n"
+    assert done.stderr.startswith("error: the process that started this stage")
+
+
+def test_a_stage_that_does_not_stop_is_ended_after_the_grace_period():
+    done, seconds = watch("stuck", grace=1)
+    assert done.returncode == 1 and done.stdout == "cleaned up\n" and seconds < 10
+
+
+def test_alive_tells_a_running_process_from_an_ended_one_reaped_or_not():
+    unreaped = subprocess.Popen(["true"])
+    time.sleep(0.5)  # ended, not waited for: a zombie, as a SIGKILLed worker is until its parent reaps it
+    assert alive(os.getpid()) and not alive(unreaped.pid)
+    unreaped.wait()
+    assert not alive(unreaped.pid)
+    assert WATCHED_PID == "CONTRASTLAB_WATCHED_PID"  # the name the Dask worker sets (contrastlab.study.distributed)
