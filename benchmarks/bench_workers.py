@@ -24,7 +24,8 @@ QUICK = {"pairs": {"anchors_per_class": 500}, "train": {"epochs": 3}, "tsne": {"
 
 
 def quick_clone(folder: Path) -> Path:
-    """A clone of this repository's commit with the quick settings committed and the mirror where it expects."""
+    """A clone of this repository's commit with the quick settings committed, the mirror where it expects and no
+    committed results (every run is computed)."""
     clone = folder / "project"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
     params = yaml.safe_load((clone / "params.yaml").read_text())
@@ -32,7 +33,7 @@ def quick_clone(folder: Path) -> Path:
         params[section].update(values)
     params["download"]["mirror"] = str((ROOT / params["download"]["mirror"]).resolve())
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for args in (("add", "params.yaml"), ("-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit",
+    for args in (("rm", "-rq", "study/results"), ("add", "params.yaml"), ("-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit",
                                           "-qm", "quick settings")):
         subprocess.run(["git", *args], cwd=clone, check=True)
     for key, value in (("user.name", "bench"), ("user.email", "bench@example.com")):

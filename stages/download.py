@@ -1,13 +1,12 @@
 """Stage `download`: fetch, verify and store the scenario's dataset (DVC's run cache keeps earlier ones)."""
 
 import argparse
-import os
 from pathlib import Path
 
 from contrastlab.infra import params
 from contrastlab.infra.files import project_root, read_json
 from contrastlab.infra.stage import run_stage
-from contrastlab.pipeline.download import MIRROR_ENV, OFFICIAL_DIGESTS, fetch
+from contrastlab.pipeline.download import OFFICIAL_DIGESTS, fetch, mirror_folder
 
 READS = ("dataset", "download")
 
@@ -19,8 +18,7 @@ def main() -> None:
     p = params.load(READS)
     download = p["download"]
 
-    mirror = os.environ.get(MIRROR_ENV) or download["mirror"]
-    mirror = project_root() / mirror if mirror else None  # relative paths mean the repository root
+    mirror = mirror_folder(download["mirror"], project_root())
     digests = read_json(project_root() / download["digests"]) if download["digests"] else OFFICIAL_DIGESTS
     fetch(p["dataset"], args.out, mirror=mirror, sources=download["sources"], digests=digests)
 

@@ -23,7 +23,7 @@ import pytest
 from contrastlab.infra.errors import DataError
 from contrastlab.pipeline import download
 from contrastlab.pipeline.datasets import DATASETS, load_split
-from contrastlab.pipeline.download import OFFICIAL_DIGESTS, content_digest, fetch, read_idx
+from contrastlab.pipeline.download import MIRROR_ENV, OFFICIAL_DIGESTS, content_digest, fetch, mirror_folder, read_idx
 from tinydata import write_tiny_mirror
 
 SHARED_MIRROR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
@@ -411,3 +411,12 @@ def test_shared_mirror_holds_the_official_mnist(tmp_path):
     assert images.shape == (60000, 1, 28, 28)
     assert round(float(images.mean()) / 255, 4) == 0.1307
     assert np.bincount(labels).tolist()[:3] == [5923, 6742, 5958]
+
+
+def test_the_mirror_is_the_variable_else_the_param_and_relative_paths_start_at_the_repository(tmp_path, monkeypatch):
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    assert mirror_folder("../shared/datasets", tmp_path) == tmp_path / "../shared/datasets"
+    assert mirror_folder("/data/mirror", tmp_path) == Path("/data/mirror")
+    assert mirror_folder("", tmp_path) is None
+    monkeypatch.setenv(MIRROR_ENV, "/elsewhere")
+    assert mirror_folder("../shared/datasets", tmp_path) == Path("/elsewhere")

@@ -19,7 +19,9 @@ import yaml
 
 from contrastlab.infra.stage import WATCHED_PID
 from contrastlab.infra.errors import ParamError
-from contrastlab.study.distributed import Cluster, connect, needs, start_cluster, use_worker_threads, user_error
+from contrastlab.pipeline.download import MIRROR_ENV
+from contrastlab.study.distributed import (Cluster, connect, needs, source_for, start_cluster, use_worker_threads,
+                                           user_error)
 from contrastlab.study.runner import plan
 from project import committed_params
 from servers import free_port, tracking_server
@@ -93,6 +95,23 @@ def test_workers_on_other_machines_need_a_tracking_server(tmp_path):
     assert done.returncode == 2
     assert done.stderr == ("error: workers on other machines log to the MLflow tracking server in MLFLOW_TRACKING_URI; "
                            "set it (README: The study on a cluster)\n")
+
+
+def test_embedded_workers_read_the_mirror_this_repository_points_at(tmp_path, monkeypatch):
+    """Their clones lie under .dvc/tmp/, where the committed relative path (../shared/datasets) leads nowhere."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    params = committed_params()
+    params["download"]["mirror"] = "../shared/datasets"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    for command in (("git", "init", "-q"), ("git", "add", "params.yaml"), (*GIT, "commit", "-qm", "params"),
+                    ("git", "config", "user.name", "someone"), ("git", "config", "user.email", "someone@example.com")):
+        sh(*command, cwd=repo, env=os.environ)
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert source_for(repo, Cluster(workers=2), "").env[MIRROR_ENV] == str(tmp_path / "shared" / "datasets")
+    monkeypatch.setenv(MIRROR_ENV, str(tmp_path / "elsewhere"))  # as the download stage reads it: the variable first
+    assert source_for(repo, Cluster(workers=2), "").env[MIRROR_ENV] == str(tmp_path / "elsewhere")
 
 
 def processes_watching(pid: int) -> list[int]:

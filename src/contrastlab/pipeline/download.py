@@ -33,6 +33,13 @@ from contrastlab.pipeline.datasets import ARRAYS, DATASETS, SPLITS, DatasetSpec,
 
 MIRROR_ENV = "CONTRASTLAB_MIRROR"
 
+
+def mirror_folder(param: str | None, root: Path) -> Path | None:
+    """The mirror to read: `$CONTRASTLAB_MIRROR`, else the `download.mirror` param; a relative path means one
+    under `root`, the repository's root."""
+    mirror = os.environ.get(MIRROR_ENV) or param
+    return root / mirror if mirror else None
+
 # Per-operation socket timeout while torchvision downloads: a firewalled network that drops
 # packets would otherwise hang each connection attempt for minutes. Generous for real downloads.
 TORCHVISION_SOCKET_TIMEOUT_S = 30

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import yaml
+
 from contrastlab.infra.errors import ParamError
 from contrastlab.infra.files import one_line
 from contrastlab.infra.stage import WATCHED_PID
@@ -192,10 +194,15 @@ def source_for(root: Path, cluster: Cluster, workdir: str) -> Source:
         return Source(sh("git", "remote", "get-url", "origin", cwd=root), commit, params, user,
                       {"MLFLOW_TRACKING_URI": tracking}, workdir)
     from contrastlab.infra.tracking import open_store, tracking_uri
+    from contrastlab.pipeline.download import MIRROR_ENV, mirror_folder
 
     with open_store(root):  # made here, so its runs' artifacts go to this repository's mlruns/
         pass
-    return Source(str(root), commit, params, user, {"MLFLOW_TRACKING_URI": tracking_uri(root)},
+    env = {"MLFLOW_TRACKING_URI": tracking_uri(root)}
+    mirror = mirror_folder(yaml.safe_load(params).get("download", {}).get("mirror"), root)
+    if mirror:  # the workers' clones lie deeper in this tree: a mirror relative to this root would miss there
+        env[MIRROR_ENV] = str(mirror.resolve())
+    return Source(str(root), commit, params, user, env,
                   workdir or str(root / ".dvc" / "tmp" / "dask-workers"), str(root / ".dvc" / "cache"))
 
 
