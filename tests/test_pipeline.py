@@ -98,9 +98,9 @@ def reproducible_numbers(path: Path) -> dict:
 
 
 def test_the_tiny_scenario_reproduces_its_committed_numbers_exactly(repo, first_repro):
-    # the committed numbers were computed on an x86_64 CPU with the pinned torch; training on another CPU
-    # family may round differently (README, "Same seed, same numbers"). After an intended change, write
-    # this test's printed numbers to tests/tiny_scenario_expected.json.
+    # the committed numbers were computed on an x86_64 AVX-512 CPU with the pinned torch and 2 threads (the tiny
+    # repository's OMP_NUM_THREADS); training on another CPU family may round differently (README, "Same seed,
+    # same numbers"). After an intended change, write this test's printed numbers to tests/tiny_scenario_expected.json.
     path, _ = repo
     found = reproducible_numbers(path)
     assert found == json.loads(EXPECTED.read_text()), json.dumps(found, indent=2)

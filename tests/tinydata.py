@@ -161,6 +161,7 @@ def make_tiny_repo(tmp: Path) -> tuple[Path, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "CONTRASTLAB_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = str(repo / "src")  # the copy's code, not the checkout's
+    env["OMP_NUM_THREADS"] = "2"  # the threads tests/tiny_scenario_expected.json was trained with: others sum in another order
     sh("git", "init", "-q", cwd=repo, env=env)
     sh("git", "add", "-A", cwd=repo, env=env)
     sh(*GIT, "commit", "-qm", "copy", cwd=repo, env=env)

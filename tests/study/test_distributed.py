@@ -60,6 +60,7 @@ def test_each_scenario_waits_for_the_baselines_of_its_dataset_seed_and_features(
 
 
 def test_the_embedded_cluster_listens_on_127_0_0_1_only_with_one_study_slot_and_its_threads_per_worker():
+    environment = dict(os.environ)
     with connect(Cluster(workers=2, threads=2)) as client:
         assert client.scheduler.address.startswith("tcp://127.0.0.1:")
         workers = client.scheduler_info()["workers"]
@@ -73,6 +74,7 @@ def test_the_embedded_cluster_listens_on_127_0_0_1_only_with_one_study_slot_and_
         listening = [c.laddr for p in (here, *here.children(recursive=True)) for c in p.net_connections("tcp")
                      if c.status == psutil.CONN_LISTEN]
         assert len(listening) >= 3 and {address.ip for address in listening} == {"127.0.0.1"}  # HTTP servers too
+    assert dict(os.environ) == environment  # Dask's worker variables (OMP_NUM_THREADS=1) stay out of the driver
 
 
 def run_study(repo: Path, env: dict, *args: str) -> subprocess.CompletedProcess:

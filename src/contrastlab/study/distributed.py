@@ -227,6 +227,20 @@ def start_cluster(cluster: Cluster):
 
 
 @contextlib.contextmanager
+def environment_kept():
+    """This process's environment as it was, at the end. Dask's nanny sets its workers' variables
+    (OMP_NUM_THREADS=1 and others) in the process that starts them and leaves them there, so every later
+    child of the driver (a pytest session's `dvc repro`, say) would train on one thread: other sums, other
+    numbers."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
 def connect(cluster: Cluster):
     """A Dask client of the chosen cluster (closed, and an embedded or jobqueue cluster stopped, at the end)."""
     from distributed import Client
@@ -240,7 +254,7 @@ def connect(cluster: Cluster):
         with client:
             yield client
         return
-    with start_cluster(cluster) as made, Client(made) as client:
+    with environment_kept(), start_cluster(cluster) as made, Client(made) as client:
         if cluster.cluster:
             made.scale(jobs=cluster.jobs)
         yield client
