@@ -10,6 +10,7 @@ import sys, time
 from contrastlab.infra.stage import stop_when_gone
 stop_when_gone(int(sys.argv[1]), every=0.05, grace=float(sys.argv[2]))
 try:
+    print("watching", flush=True)
     time.sleep(30)
 except KeyboardInterrupt:
     print("cleaned up", flush=True)
@@ -20,12 +21,17 @@ except KeyboardInterrupt:
 
 
 def watch(behaviour: str, grace: float) -> tuple[subprocess.CompletedProcess, float]:
-    parent = subprocess.Popen(["sleep", "0.5"])
-    start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", WATCHER, str(parent.pid), str(grace), behaviour],
-                          capture_output=True, text=True, timeout=60)
-    parent.wait()
-    return done, time.monotonic() - start
+    """The watcher's output and how long it took to stop once its parent was killed (only once it watches: on a
+    busy machine Python's start-up alone can take longer than a parent that ends by itself)."""
+    parent = subprocess.Popen(["sleep", "60"])
+    args = [sys.executable, "-c", WATCHER, str(parent.pid), str(grace), behaviour]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as watcher:
+        assert watcher.stdout.readline() == "watching\n"
+        parent.kill()
+        start = time.monotonic()
+        parent.wait()  # reaped here; a zombie counts as gone as well (test_alive_...)
+        stdout, stderr = watcher.communicate(timeout=60)
+    return subprocess.CompletedProcess(args, watcher.returncode, stdout, stderr), time.monotonic() - start
 
 
 def test_a_stage_whose_worker_is_gone_cleans_up_and_stops_within_a_second():
