@@ -20,8 +20,8 @@ import yaml
 from contrastlab.infra.stage import WATCHED_PID
 from contrastlab.infra.errors import ParamError
 from contrastlab.pipeline.download import MIRROR_ENV
-from contrastlab.study.distributed import (Cluster, connect, needs, source_for, start_cluster, use_worker_threads,
-                                           user_error)
+from contrastlab.study.distributed import (Cluster, Source, connect, needs, source_for, start_cluster,
+                                           use_worker_threads, user_error, worker_clone)
 from contrastlab.study.runner import plan
 from project import committed_params
 from servers import free_port, tracking_server
@@ -126,6 +126,24 @@ def processes_watching(pid: int) -> list[int]:
         except OSError:
             pass
     return found
+
+
+@pytest.mark.e2e
+def test_a_kept_worker_clone_catches_up_with_a_later_study_quietly(tmp_path, capfd):
+    project, env = tmp_path / "project", dict(os.environ)
+    project.mkdir()
+    sh("git", "init", "-q", cwd=project, env=env)
+    commits = []
+    for text in ("first", "second"):
+        (project / "params.yaml").write_text(f"dataset: mnist  # {text}\n")
+        sh("git", "add", "-A", cwd=project, env=env)
+        sh(*GIT, "commit", "-qm", text, cwd=project, env=env)
+        commits.append(sh("git", "rev-parse", "HEAD", cwd=project, env=env).stdout.strip())
+        source = Source(str(project), commits[-1], "seed: 1\n", ("test", "test@example.com"), {}, str(tmp_path / "work"))
+        with worker_clone(source, "w1") as clone:  # the first study clones; the second reuses it, one commit behind
+            assert sh("git", "rev-parse", "HEAD", cwd=clone, env=env).stdout.strip() == commits[-1]
+            assert (clone / "params.yaml").read_text() == "seed: 1\n"
+    assert "fatal" not in capfd.readouterr().err
 
 
 @pytest.mark.e2e

@@ -105,7 +105,8 @@ def worker_clone(source: Source, worker: str) -> Iterator[Path]:
         if source.cache:
             sh("dvc", "cache", "dir", "--local", source.cache, cwd=clone)
     busy.touch()
-    if subprocess.run(["git", "cat-file", "-e", f"{source.commit}^{{commit}}"], cwd=clone).returncode != 0:
+    known = subprocess.run(["git", "cat-file", "-e", f"{source.commit}^{{commit}}"], cwd=clone, capture_output=True)
+    if known.returncode != 0:  # a clone kept from an earlier study: git's "fatal: Not a valid object" is expected
         sh("git", "fetch", "--quiet", "origin", cwd=clone)
     sh("git", "checkout", "--quiet", "--force", source.commit, cwd=clone)
     (clone / "params.yaml").write_text(source.params)
