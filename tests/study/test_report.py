@@ -43,14 +43,15 @@ def write_scenario(results: Path, loss: str, aug: str, seed: int, top1: float, t
 
 
 def write_baseline(results: Path, kind: str, seed: int, top1: float, dataset: str = "mnist", variant: str = "",
-                   params: dict | None = None) -> Path:
+                   params: dict | None = None, overrides: dict | None = None) -> Path:
     """A baseline run's folder as the study keeps it; returns the folder."""
     run = BaselineRun(dataset, kind, seed, variant=variant)
     folder = results / run.name
     folder.mkdir(parents=True)
     (folder / "study.json").write_text(json.dumps({"name": run.name, **run.fields(), "wall_s": 10.0,
                                                    "finished": "2026-11-25T11:00:00",
-                                                   **({"params": params} if params else {})}))
+                                                   **({"params": params} if params else {}),
+                                                   **({"overrides": overrides} if overrides else {})}))
     (folder / "probe.json").write_text(json.dumps({"top1": top1, "top3": 0.98, "knn": top1}))
     return folder
 
@@ -262,6 +263,18 @@ def test_representations_compare_embedding_and_backbone_each_against_random_init
     assert rows[("baseline:random_init", "backbone")]["labels_used"] == "no"
 
 
+def test_the_recipe_column_names_what_a_run_changed_beyond_its_recipe_but_not_what_has_a_column(tmp_path):
+    results = tmp_path / "results"
+    for variant in ("features-backbone", "temperature-0.2-batch_size-256-epochs-25-features-backbone"):
+        write_scenario(results, "supcon", "simclr", 0, 0.5, variant=variant, recipe="adamw_onecycle",
+                       params=protocol_params("backbone"))
+    write_scenario(results, "triplet", "simclr", 0, 0.8)
+    write_report(results, tmp_path / "report")
+    rows = list(csv.DictReader((tmp_path / "report" / "representations.csv").open()))
+    assert sorted(row["recipe"] for row in rows) == [
+        "adamw_onecycle", "adamw_onecycle (temperature-0.2-batch_size-256)", "protocol"]
+
+
 def test_runs_probed_on_the_validation_split_are_kept_apart_from_every_test_set_number(tmp_path):
     results = tmp_path / "results"
     write_scenario(results, "triplet", "simclr", 0, 0.80)
@@ -279,6 +292,33 @@ def test_runs_probed_on_the_validation_split_are_kept_apart_from_every_test_set_
         < validated.index("| mnist | study | ntxent / simclr / temperature 0.1 | no | 1 | 0.9500 |")
     rows = list(csv.DictReader((tmp_path / "report" / "representations.csv").open()))
     assert [row["loss"] for row in rows] == ["triplet"]
+
+
+def test_each_methods_held_out_candidates_are_judged_by_one_runs_seed_spread_on_the_test_split(tmp_path):
+    results = tmp_path / "results"
+    held_out = {**protocol_params("embedding"), "split": {"validation_per_class": 1000}}
+    for loss, lr, top1 in (("ntxent", 0.003, 0.95), ("ntxent", 0.001, 0.94), ("ntxent", 0.01, 0.80),
+                           ("supcon", 0.003, 0.96), ("supcon", 0.01, 0.90)):
+        write_scenario(results, loss, "simclr", 0, top1, params=held_out, variant=f"validation_per_class-1000-lr-{lr}",
+                       overrides={"split.validation_per_class": 1000, "train.lr": lr})
+    for batch, top1 in ((1024, 0.98), (256, 0.99)):  # baselines at each batch a candidate trained with
+        write_baseline(results, "supervised", 0, top1, params=held_out, variant=f"validation_per_class-1000-batch_size-{batch}",
+                       overrides={"split.validation_per_class": 1000, **({"train.batch_size": batch} if batch != 1024 else {})})
+    for seed, top1 in ((0, 0.90), (1, 0.92)):  # std 0.0141: one run's spread 2 x sqrt(2) x 0.0141 = 0.04
+        write_scenario(results, "ntxent", "simclr", seed, top1)
+        write_scenario(results, "triplet", "simclr", seed, top1)
+        for lr, twin in ((0.003, 0.91 + seed / 50), (0.01, 0.88 + seed / 50)):  # the winner and a loser, re-run on test
+            write_scenario(results, "ntxent", "simclr", seed, twin, variant=f"lr-{lr}", overrides={"train.lr": lr})
+    write_report(results, tmp_path / "report")
+    text = (tmp_path / "report" / "README.md").read_text()
+    assert ("- mnist / study / ntxent: best of 3 lr 0.003 (0.9500); below it by more than one run's seed spread 0.0400 "
+            "(2√2 × the std 0.0141 of ntxent / simclr / lr-0.003 over 2 seeds on the test split): lr 0.01 (0.8000) (on "
+            "the test split: 0.9200 ± 0.0141 vs 0.8900 ± 0.0141, +0.0300, larger than the seed spread); "
+            "the other 1 within it.") in text
+    assert "| mnist | study | *baseline:* encoder trained supervised (cross-entropy), batch_size 256 | yes | 1 | 0.9900 |" in text
+    assert "| mnist | study | *baseline:* encoder trained supervised (cross-entropy) | yes | 1 | 0.9800 |" in text
+    assert ("- mnist / study / supcon: best of 2 lr 0.003 (0.9600); no run of it with several seeds on the test "
+            "split, so no spread to judge the others by (lowest 0.9000).") in text
 
 
 def test_a_method_run_for_several_lengths_gets_its_curve_and_other_methods_none(tmp_path, monkeypatch):

@@ -258,14 +258,17 @@ AIMS = {
 
 
 def representation_row(group: Group) -> list:
-    """One row of representations.csv: what was trained and probed, and how well (mean over seeds)."""
+    """One row of representations.csv: what was trained and probed, and how well (mean over seeds). The recipe
+    column adds the training settings the run changed beyond its recipe (`adamw_onecycle (temperature-0.2)`)."""
     is_baseline = group.is_baseline
+    changed = without_axes(group.variant, "arch", "features", "negatives", "epochs")
     trained = [run["train"] for run in group.runs if "train" in run]
     return [
         group.dataset, group.param("model.arch"),
         f"baseline:{group.setting('baseline')}" if is_baseline else group.setting("loss"),
         "" if is_baseline else group.setting("aug"), "" if is_baseline else group.param("pairs.negatives"),
-        "" if is_baseline else group.recipe, group.param("probe.features"), "yes" if group.labels_used else "no",
+        "" if is_baseline else f"{group.recipe} ({changed})" if changed else group.recipe,
+        group.param("probe.features"), "yes" if group.labels_used else "no",
         len(group.runs), round(group.mean("top1"), 4), round(group.std("top1"), 4) if len(group.runs) > 1 else "", round(group.mean("knn"), 4),
         trained[0].get("epochs", "") if trained else "",
         round(statistics.fmean(t["train_time_s"] for t in trained), 1) if trained else "",
@@ -445,17 +448,88 @@ def supervised_aim(groups: list[Group], dataset: str) -> list[str]:
     return lines
 
 
-def candidate_label(group: Group, candidates: list[Group]) -> str:
-    """"<loss> / <aug>[ / <setting> <value>, ...][ (<recipe> recipe)]" naming only the settings that differ
-    between the candidates (a temperature, say), not the held-out split or features they all share."""
+def differing_settings(group: Group, candidates: list[Group]) -> str:
+    """"<setting> <value>, ..." for the settings of `group` that differ between the candidates (a temperature,
+    say), not the held-out split or features they all share."""
     overrides = [g.runs[0]["study"].get("overrides", {}) for g in candidates]
     own = group.runs[0]["study"].get("overrides", {})
-    differing = [f"{path.rsplit('.', 1)[-1]} {value}" for path, value in own.items()
-                 if path not in (*MAIN_AXES, "seed") and any(o.get(path) != value for o in overrides)]
-    return group.described_by(", ".join(differing))
+    return ", ".join(f"{path.rsplit('.', 1)[-1]} {value}" for path, value in own.items()
+                     if path not in (*MAIN_AXES, "seed") and any(o.get(path) != value for o in overrides))
 
 
-def validation_section(validation: dict[str, Group]) -> list[str]:
+def candidate_label(group: Group, candidates: list[Group]) -> str:
+    """"<loss> / <aug>[ / <differing settings>][ (<recipe> recipe)]"."""
+    return group.described_by(differing_settings(group, candidates))
+
+
+HELD_OUT = {"split.validation_per_class", "pairs.anchors_per_class", "seed"}  # where a held-out run and its twin may differ
+
+
+def trained_alike(a: Group, b: Group) -> bool:
+    """Whether `a` and `b` trained the same way apart from the held-out split: a held-out candidate and its
+    twin on the test split (the `chosen` grid)."""
+    def value(g: Group, path: str):
+        try:
+            return g.param(path)
+        except KeyError:  # a param neither recorded nor in the protocol's list: not comparable
+            return None
+    paths = {path for g in (a, b) for path in g.runs[0]["study"].get("overrides", {})} - HELD_OUT
+    return a.recipe == b.recipe and all(value(a, path) == value(b, path) for path in paths)
+
+
+def on_test_split(winner: Group, loser: Group, tested: dict[str, Group]) -> str:
+    """" (on the test split: ...)" comparing the test-split twins of two held-out candidates; "" unless both ran there."""
+    twins = [next((g for g in tested.values() if not g.is_baseline and trained_alike(g, held_out)), None)
+             for held_out in (winner, loser)]
+    if None in twins:
+        return ""
+    won, lost = twins
+    return (f" (on the test split: {fmt(won, 'top1')} vs {fmt(lost, 'top1')}, "
+            f"{won.mean('top1') - lost.mean('top1'):+.4f}, {spread_test(won, lost)})")
+
+
+def method_choices(validation: dict[str, Group], tested: dict[str, Group]) -> list[str]:
+    """Per method (dataset, arch, loss): the best held-out candidate, and which others fall below it by more
+    than seeds alone move a single run: 2 x sqrt(2) x the method's seed std on the test split (two runs of one
+    seed each differ by sqrt(2) sigma, give or take)."""
+    methods: dict[tuple, list[Group]] = defaultdict(list)
+    for g in validation.values():
+        if not g.is_baseline:
+            methods[(g.dataset, g.param("model.arch"), g.setting("loss"))].append(g)
+    lines = []
+    for (dataset, arch, loss), candidates in sorted(methods.items()):
+        if len(candidates) < 2:
+            continue
+        candidates.sort(key=lambda g: -g.mean("top1"))
+        best = candidates[0]
+        named = {id(g): differing_settings(g, candidates) or g.label for g in candidates}
+        head = (f"- {dataset} / {arch} / {loss}: best of {len(candidates)} {named[id(best)]} "
+                f"({best.mean('top1'):.4f})")
+        seeded = [g for g in tested.values() if not g.is_baseline and len(g.runs) > 1 and g.dataset == dataset
+                  and g.param("model.arch") == arch and g.setting("loss") == loss]
+        if not seeded:
+            lines.append(f"{head}; no run of it with several seeds on the test split, so no spread to judge the "
+                         f"others by (lowest {candidates[-1].mean('top1'):.4f}).")
+            continue
+        reference = max(seeded, key=lambda g: (trained_alike(g, best), g.recipe == best.recipe,
+                                               g.param("probe.features") == best.param("probe.features"), len(g.runs)))
+        bar = 2 * 2 ** 0.5 * reference.std("top1")
+        below = [g for g in candidates[1:] if best.mean("top1") - g.mean("top1") > bar]
+        spread = (f"one run's seed spread {bar:.4f} (2√2 × the std {reference.std('top1'):.4f} of "
+                  f"{reference.label} over {len(reference.runs)} seeds on the test split)")
+        if below:
+            lines.append(f"{head}; below it by more than {spread}: "
+                         + ", ".join(f"{named[id(g)]} ({g.mean('top1'):.4f}){on_test_split(best, g, tested)}"
+                                     for g in below)
+                         + f"; the other {len(candidates) - 1 - len(below)} within it.")
+        else:
+            lines.append(f"{head}; all within {best.mean('top1') - candidates[-1].mean('top1'):.4f} of it, less than "
+                         f"{spread}: no setting is told apart from another.")
+    return ["Chosen per method (one seed each, so a setting counts as worse only by more than one run's seed spread):",
+            "", *lines, ""] if lines else []
+
+
+def validation_section(validation: dict[str, Group], tested: dict[str, Group]) -> list[str]:
     """Runs probed on held-out training images (`split.validation_per_class`), where recipes are chosen: kept
     apart from every test-set number above."""
     if not validation:
@@ -465,12 +539,14 @@ def validation_section(validation: dict[str, Group]) -> list[str]:
              "those (never on the test set), best first per dataset and arch, with the baselines on the same images.", "",
              "| dataset | arch | run | labels used | seeds | validation top-1 | kNN | epochs |", "|---|---|---|---|---|---|---|---|"]
     scenarios = [g for g in validation.values() if not g.is_baseline]
+    baselines = [g for g in validation.values() if g.is_baseline]
     for g in sorted(validation.values(), key=lambda g: (g.dataset, g.param("model.arch"), -g.mean("top1"))):
         epochs = g.runs[0].get("train", {}).get("epochs", "")
-        run = f"*baseline:* {g.label}" if g.is_baseline else candidate_label(g, scenarios)
+        run = (", ".join(filter(None, (f"*baseline:* {g.label}", differing_settings(g, baselines)))) if g.is_baseline
+               else candidate_label(g, scenarios))
         lines.append(f"| {g.dataset} | {g.param('model.arch')} | {run} | {'yes' if g.labels_used else 'no'} | "
                      f"{len(g.runs)} | {fmt(g, 'top1')} | {fmt(g, 'knn')} | {epochs} |")
-    return [*lines, ""]
+    return [*lines, "", *method_choices(validation, tested)]
 
 
 def machine_of(run: dict) -> str:
@@ -539,7 +615,7 @@ def write_report(results: Path, out: Path) -> None:
         *figures_section(scenarios, baselines, out),
         *beyond_section(beyond, scenarios, baselines, out),
         *representations_section({**scenarios, **beyond}, tested_baselines, out),
-        *validation_section({**validation, **validation_baselines}),
+        *validation_section({**validation, **validation_baselines}, {**scenarios, **beyond}),
     ]
     write_text(out / "README.md", "\n".join(text) + "\n")
 

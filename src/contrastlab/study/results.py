@@ -80,7 +80,8 @@ class Group:
         node = study.get("params", {})
         for part in path.split("."):
             if not isinstance(node, dict) or part not in node:
-                return study.get("overrides", {}).get(path, PROTOCOL_PARAMS[path])
+                overrides = study.get("overrides", {})
+                return overrides[path] if path in overrides else PROTOCOL_PARAMS[path]
             node = node[part]
         return node
 
