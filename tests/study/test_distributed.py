@@ -20,8 +20,8 @@ import yaml
 from contrastlab.infra.stage import WATCHED_PID
 from contrastlab.infra.errors import ParamError
 from contrastlab.pipeline.download import MIRROR_ENV
-from contrastlab.study.distributed import (Cluster, Source, connect, needs, source_for, start_cluster,
-                                           use_worker_threads, user_error, worker_clone)
+from contrastlab.study.distributed import (Cluster, Source, connect, kept_baselines_needed, needs, source_for,
+                                           start_cluster, use_worker_threads, user_error, worker_clone)
 from contrastlab.study.runner import plan
 from project import committed_params
 from servers import free_port, tracking_server
@@ -57,6 +57,18 @@ def test_each_scenario_waits_for_the_baselines_of_its_dataset_seed_and_features(
         expected = {f"baseline-{run.identity.dataset}-{kind}{variant}-s{run.identity.seed}" for kind in BASELINES}
         assert {baseline.name for baseline in needs(run, runs)} == expected
     assert all(needs(run, runs) == [] for run in runs if run.is_baseline)
+
+
+def test_kept_baselines_run_again_only_for_scenarios_still_to_run():
+    raw = committed_params()
+    raw["study"]["grids"]["main"] = {"dataset": ["mnist", "cifar10"], "loss": ["triplet"], "aug": ["none"]}
+    runs = plan(raw, seeds=1)
+    mnist_done = {run.name for run in runs if run.identity.dataset == "mnist"}
+    baselines_kept = {run.name for run in runs if run.is_baseline}
+    todo = [run for run in runs if run.name not in mnist_done | baselines_kept]  # only cifar10's scenario is left
+    assert [run.name for run in todo] == ["cifar10-triplet-none-s0"]
+    assert {run.name for run in kept_baselines_needed(runs, todo)} == {f"baseline-cifar10-{kind}-s0" for kind in BASELINES}
+    assert kept_baselines_needed(runs, [run for run in runs if run.name not in mnist_done]) == []  # none kept yet
 
 
 def test_the_embedded_cluster_listens_on_127_0_0_1_only_with_one_study_slot_and_its_threads_per_worker():

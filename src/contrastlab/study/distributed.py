@@ -166,6 +166,13 @@ def needs(run: Run, runs: list[Run]) -> list[Run]:
             and all(path in run.overrides and run.overrides[path] == value for path, value in other.overrides.items())]
 
 
+def kept_baselines_needed(runs: list[Run], todo: list[Run]) -> list[Run]:
+    """The baselines among `runs` whose folders exist but that a scenario of `todo` needs. The folder does not
+    put them in this DVC cache (a study kept from another machine): each runs once as a task of its own (a
+    cache hit where the cache has it), not inside every scenario task that needs it, two workers at a time."""
+    return [run for run in runs if run.is_baseline and run not in todo and any(run in needs(s, runs) for s in todo)]
+
+
 def source_for(root: Path, cluster: Cluster, workdir: str) -> Source:
     """What the workers run: this repository's commit (its code committed: workers never see this workspace)
     and the params.yaml the study was planned with. Embedded workers clone this repository and share its
@@ -272,6 +279,10 @@ def run_study(root: Path, runs: list[Run], results: Path, cluster: Cluster, work
     if not todo:
         return 0
     source = source_for(root, cluster, workdir)
+    again = kept_baselines_needed(runs, todo) if source.cache else []
+    if again:
+        print(f"study: first {len(again)} baselines kept in {results} into this DVC cache, for the scenarios that "
+              f"compare with them (their folders stay as they are)", flush=True)
     failed = 0
     with connect(cluster) as client:
         workers = client.scheduler_info()["workers"].values()
@@ -281,26 +292,30 @@ def run_study(root: Path, runs: list[Run], results: Path, cluster: Cluster, work
             print(f"warning: no worker of {cluster.scheduler} has the resource {SLOT}=1 yet: the study waits for one "
                   f"(start workers with `dask worker {cluster.scheduler} --resources {SLOT}=1`)", flush=True)
         tasks: dict = {}
-        for run in todo:  # with a shared DVC cache a scenario restores its baselines: then it waits for them
-            after = [tasks[b.name] for b in needs(run, todo)] if source.cache else []
+        for run in again + todo:  # with a shared DVC cache a scenario restores its baselines: then it waits for them
+            after = [tasks[b.name] for b in needs(run, again + todo)] if source.cache else []
             tasks[run.name] = client.submit(run_on_worker, source, run, *after, key=f"study-{run.name}", pure=False,
                                             retries=1, resources={SLOT: 1})
         names = {future.key: name for name, future in tasks.items()}
         start = time.perf_counter()
         for done, future in enumerate(as_completed(tasks.values()), start=1):
             name = names[future.key]
-            left = len(todo) - done
+            left = len(tasks) - done
             eta = f"; about {(time.perf_counter() - start) / done * left / 60:.0f} min left" if left else ""
             if future.status != "finished":  # an error after its retries, or cancelled (the scheduler went away)
                 failed += 1
                 reason = future.exception() if future.status == "error" else future.status
-                print(f"[{done}/{len(todo)}] {name} failed: {one_line(reason, 300)}{eta}", flush=True)
+                print(f"[{done}/{len(tasks)}] {name} failed: {one_line(reason, 300)}{eta}", flush=True)
                 continue
             outcome = future.result()
             if "error" in outcome:
                 failed += 1
-                print(f"[{done}/{len(todo)}] {name}: error: {outcome['error']}{eta}", flush=True)
+                print(f"[{done}/{len(tasks)}] {name}: error: {outcome['error']}{eta}", flush=True)
+                continue
+            if (results / name).is_dir():  # a kept baseline, now in this DVC cache
+                print(f"[{done}/{len(tasks)}] {name} on worker {outcome['worker']}: in the DVC cache ({results / name} "
+                      f"kept as it was){eta}", flush=True)
                 continue
             keep(results / name, outcome["files"])
-            print(f"[{done}/{len(todo)}] {name} on worker {outcome['worker']} -> {results / name}{eta}", flush=True)
+            print(f"[{done}/{len(tasks)}] {name} on worker {outcome['worker']} -> {results / name}{eta}", flush=True)
     return failed
