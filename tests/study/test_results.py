@@ -147,3 +147,9 @@ def test_a_param_added_after_a_run_was_made_has_the_protocols_value_for_it():
     run = group([0.5]).runs[0]
     run["study"]["params"] = {"model": {"arch": "vgg_small"}}  # recorded before `split` existed
     assert Group([run]).param("split.validation_per_class") == 0
+
+
+def test_an_override_of_a_param_the_protocols_list_lacks_is_read_from_the_overrides():
+    run = group([0.5]).runs[0]
+    run["study"].update(params={"model": {"arch": "study"}}, overrides={"train.warmup_epochs": 1})
+    assert Group([run]).param("train.warmup_epochs") == 1

@@ -167,10 +167,11 @@ def needs(run: Run, runs: list[Run]) -> list[Run]:
 
 
 def kept_baselines_needed(runs: list[Run], todo: list[Run]) -> list[Run]:
-    """The baselines among `runs` whose folders exist but that a scenario of `todo` needs. The folder does not
-    put them in this DVC cache (a study kept from another machine): each runs once as a task of its own (a
+    """The baselines of `runs` not to run (their folders exist) that a scenario of `todo` needs. A folder does
+    not put them in this DVC cache (a study kept from another machine): each runs once as a task of its own (a
     cache hit where the cache has it), not inside every scenario task that needs it, two workers at a time."""
-    return [run for run in runs if run.is_baseline and run not in todo and any(run in needs(s, runs) for s in todo)]
+    needed = {baseline.name for scenario in todo for baseline in needs(scenario, runs)}
+    return [run for run in runs if run.name in needed and run not in todo]
 
 
 def source_for(root: Path, cluster: Cluster, workdir: str) -> Source:
@@ -280,6 +281,7 @@ def run_study(root: Path, runs: list[Run], results: Path, cluster: Cluster, work
         return 0
     source = source_for(root, cluster, workdir)
     again = kept_baselines_needed(runs, todo) if source.cache else []
+    restored = {run.name for run in again}
     if again:
         print(f"study: first {len(again)} baselines kept in {results} into this DVC cache, for the scenarios that "
               f"compare with them (their folders stay as they are)", flush=True)
@@ -312,7 +314,7 @@ def run_study(root: Path, runs: list[Run], results: Path, cluster: Cluster, work
                 failed += 1
                 print(f"[{done}/{len(tasks)}] {name}: error: {outcome['error']}{eta}", flush=True)
                 continue
-            if (results / name).is_dir():  # a kept baseline, now in this DVC cache
+            if name in restored:  # a kept baseline, now in this DVC cache
                 print(f"[{done}/{len(tasks)}] {name} on worker {outcome['worker']}: in the DVC cache ({results / name} "
                       f"kept as it was){eta}", flush=True)
                 continue

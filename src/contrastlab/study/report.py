@@ -466,21 +466,22 @@ HELD_OUT = {"split.validation_per_class", "pairs.anchors_per_class", "seed"}  # 
 
 
 def trained_alike(a: Group, b: Group) -> bool:
-    """Whether `a` and `b` trained the same way apart from the held-out split: a held-out candidate and its
+    """Whether `a` and `b` trained the same way apart from the held-out split (its images taken out of training:
+    `split.validation_per_class` and the `pairs.anchors_per_class` that leaves): a held-out candidate and its
     twin on the test split (the `chosen` grid)."""
     def value(g: Group, path: str):
         try:
             return g.param(path)
-        except KeyError:  # a param neither recorded nor in the protocol's list: not comparable
-            return None
+        except KeyError:  # a param neither recorded nor in the protocol's list: equal to nothing
+            return object()
     paths = {path for g in (a, b) for path in g.runs[0]["study"].get("overrides", {})} - HELD_OUT
     return a.recipe == b.recipe and all(value(a, path) == value(b, path) for path in paths)
 
 
 def on_test_split(winner: Group, loser: Group, tested: dict[str, Group]) -> str:
     """" (on the test split: ...)" comparing the test-split twins of two held-out candidates; "" unless both ran there."""
-    twins = [next((g for g in tested.values() if not g.is_baseline and trained_alike(g, held_out)), None)
-             for held_out in (winner, loser)]
+    twins = [max((g for g in tested.values() if not g.is_baseline and trained_alike(g, held_out)),
+                 key=lambda g: len(g.runs), default=None) for held_out in (winner, loser)]
     if None in twins:
         return ""
     won, lost = twins
@@ -505,14 +506,14 @@ def method_choices(validation: dict[str, Group], tested: dict[str, Group]) -> li
         named = {id(g): differing_settings(g, candidates) or g.label for g in candidates}
         head = (f"- {dataset} / {arch} / {loss}: best of {len(candidates)} {named[id(best)]} "
                 f"({best.mean('top1'):.4f})")
-        seeded = [g for g in tested.values() if not g.is_baseline and len(g.runs) > 1 and g.dataset == dataset
-                  and g.param("model.arch") == arch and g.setting("loss") == loss]
+        seeded = [g for g in tested.values() if not g.is_baseline and len(g.runs) > 1 and g.std("top1") > 0
+                  and g.dataset == dataset and g.param("model.arch") == arch and g.setting("loss") == loss]
         if not seeded:
             lines.append(f"{head}; no run of it with several seeds on the test split, so no spread to judge the "
                          f"others by (lowest {candidates[-1].mean('top1'):.4f}).")
             continue
-        reference = max(seeded, key=lambda g: (trained_alike(g, best), g.recipe == best.recipe,
-                                               g.param("probe.features") == best.param("probe.features"), len(g.runs)))
+        reference = max(seeded, key=lambda g: (trained_alike(g, best), g.param("probe.features") == best.param(
+            "probe.features"), g.recipe == best.recipe, len(g.runs)))
         bar = 2 * 2 ** 0.5 * reference.std("top1")
         below = [g for g in candidates[1:] if best.mean("top1") - g.mean("top1") > bar]
         spread = (f"one run's seed spread {bar:.4f} (2√2 × the std {reference.std('top1'):.4f} of "
