@@ -492,7 +492,8 @@ def on_test_split(winner: Group, loser: Group, tested: dict[str, Group]) -> str:
 def method_choices(validation: dict[str, Group], tested: dict[str, Group]) -> list[str]:
     """Per method (dataset, arch, loss): the best held-out candidate, and which others fall below it by more
     than seeds alone move a single run: 2 x sqrt(2) x the method's seed std on the test split (two runs of one
-    seed each differ by sqrt(2) sigma, give or take)."""
+    seed each differ by sqrt(2) sigma, give or take), pooled over its groups with several seeds there (on the
+    best's features where it has any): three seeds of one group alone give a std that may be half or twice sigma."""
     methods: dict[tuple, list[Group]] = defaultdict(list)
     for g in validation.values():
         if not g.is_baseline:
@@ -512,12 +513,15 @@ def method_choices(validation: dict[str, Group], tested: dict[str, Group]) -> li
             lines.append(f"{head}; no run of it with several seeds on the test split, so no spread to judge the "
                          f"others by (lowest {candidates[-1].mean('top1'):.4f}).")
             continue
-        reference = max(seeded, key=lambda g: (trained_alike(g, best), g.param("probe.features") == best.param(
-            "probe.features"), g.recipe == best.recipe, len(g.runs)))
-        bar = 2 * 2 ** 0.5 * reference.std("top1")
+        features = best.param("probe.features")
+        seeded = [g for g in seeded if g.param("probe.features") == features] or seeded
+        freedom = sum(len(g.runs) - 1 for g in seeded)
+        pooled = (sum((len(g.runs) - 1) * g.std("top1") ** 2 for g in seeded) / freedom) ** 0.5
+        bar = 2 * 2 ** 0.5 * pooled
         below = [g for g in candidates[1:] if best.mean("top1") - g.mean("top1") > bar]
-        spread = (f"one run's seed spread {bar:.4f} (2√2 × the std {reference.std('top1'):.4f} of "
-                  f"{reference.label} over {len(reference.runs)} seeds on the test split)")
+        spread = (f"one run's seed spread {bar:.4f} (2√2 × the std {pooled:.4f} pooled over {len(seeded)} "
+                  f"{'group' if len(seeded) == 1 else 'groups'} of it on the test split, "
+                  f"{sum(len(g.runs) for g in seeded)} runs)")
         if below:
             lines.append(f"{head}; below it by more than {spread}: "
                          + ", ".join(f"{named[id(g)]} ({g.mean('top1'):.4f}){on_test_split(best, g, tested)}"
