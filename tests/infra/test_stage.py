@@ -1,7 +1,10 @@
 import os
+import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from contrastlab.infra.stage import WATCHED_PID, alive
 
@@ -20,12 +23,14 @@ except KeyboardInterrupt:
 """
 
 
-def watch(behaviour: str, grace: float) -> tuple[subprocess.CompletedProcess, float]:
+def watch(behaviour: str, grace: float, sigint_ignored: bool = False) -> tuple[subprocess.CompletedProcess, float]:
     """The watcher's output and how long it took to stop once its parent was killed (only once it watches: on a
-    busy machine Python's start-up alone can take longer than a parent that ends by itself)."""
+    busy machine Python's start-up alone can take longer than a parent that ends by itself). `sigint_ignored`:
+    started as a shell starts a background job, SIGINT ignored."""
     parent = subprocess.Popen(["sleep", "60"])
     args = [sys.executable, "-c", WATCHER, str(parent.pid), str(grace), behaviour]
-    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as watcher:
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore) as watcher:
         assert watcher.stdout.readline() == "watching\n"
         parent.kill()
         start = time.monotonic()
@@ -34,8 +39,9 @@ def watch(behaviour: str, grace: float) -> tuple[subprocess.CompletedProcess, fl
     return subprocess.CompletedProcess(args, watcher.returncode, stdout, stderr), time.monotonic() - start
 
 
-def test_a_stage_whose_worker_is_gone_cleans_up_and_stops_within_a_second():
-    done, seconds = watch("cleans", grace=30)
+@pytest.mark.parametrize("sigint_ignored", [False, True])
+def test_a_stage_whose_worker_is_gone_cleans_up_and_stops_within_a_second(sigint_ignored):
+    done, seconds = watch("cleans", grace=30, sigint_ignored=sigint_ignored)
     assert seconds < 5 and done.returncode != 0 and done.stdout == "cleaned up\n"
     assert done.stderr.startswith("error: the process that started this stage")
 

@@ -49,6 +49,8 @@ def stop_when_gone(pid: int, every: float = 1.0, grace: float = 30.0) -> None:
         time.sleep(grace)
         os._exit(1)
 
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # inherited: a shell's background job, pytest-xdist's workers
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # else the clean-up never starts
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()
 
 
