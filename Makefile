@@ -46,8 +46,10 @@ report: setup mlflow
 mlflow: setup
 	$(BIN)/python -m contrastlab.study.import_runs --results study/results
 
+# One pytest worker per core, each test file on one worker (its module fixtures are built once): most of the
+# suite's time is single-threaded process start-up (dvc, torch imports), so 2 cores take about half as long.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # Re-pin every dependency to what is installed now (after changing pyproject.toml).
 lock:
