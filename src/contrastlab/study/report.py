@@ -329,7 +329,9 @@ def epoch_curves(scenarios: dict[str, Group]) -> dict[str, dict[str, list[tuple[
         if epochs is None:
             continue
         settings = (g.dataset, g.setting("loss"), g.setting("aug"), without_axes(g.variant, "epochs"), g.recipe)
-        runs_by_method[settings].setdefault(epochs, g)  # two groups of the same settings and length: the first
+        known = runs_by_method[settings].get(epochs)
+        if known is None or len(g.runs) > len(known.runs):  # two groups of the same settings and length: more seeds
+            runs_by_method[settings][epochs] = g
     curves: dict[str, dict[str, list[tuple[int, float, float]]]] = defaultdict(dict)
     for (dataset, loss, aug, variant, recipe), by_epochs in runs_by_method.items():
         if len(by_epochs) > 1:
