@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -58,9 +59,9 @@ def timed_stages(cmd: list[str], cwd: Path, env: dict) -> tuple[float, dict[str,
     start = time.perf_counter()
     starts: list[tuple[str, float]] = []
     with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as dvc:
-        for line in dvc.stdout:
-            if line.startswith("Running stage '"):
-                starts.append((line.split("'")[1], time.perf_counter()))
+        for line in dvc.stdout:  # a stage's progress bar may leave terminal codes in front of DVC's line
+            if found := re.search(r"Running stage '([^']+)'", line):
+                starts.append((found[1], time.perf_counter()))
     end = time.perf_counter()
     if dvc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed")

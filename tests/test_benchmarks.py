@@ -87,7 +87,7 @@ def test_pipeline_benchmark_reports_the_peak_memory_of_a_grandchild(tmp_path):
 
 
 def test_pipeline_benchmark_times_each_stage_from_its_start_to_the_next(tmp_path):
-    script = "echo starting; sleep 0.3; echo \"Running stage 'a':\"; sleep 0.6; echo \"Running stage 'b':\"; sleep 0.2"
+    script = "echo starting; sleep 0.3; echo \"Running stage 'a':\"; sleep 0.6; printf \"\\033[2KRunning stage 'b':\\n\"; sleep 0.2"
     wall, stages = bench_pipeline.timed_stages(["sh", "-c", script], tmp_path, env=dict(os.environ))
     assert list(stages) == ["a", "b"]
     assert stages["a"] == pytest.approx(0.6, abs=0.15) and stages["b"] == pytest.approx(0.2, abs=0.15)
