@@ -9,6 +9,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_convolutions  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_training  # noqa: E402
 import notebook_style  # noqa: E402
@@ -92,3 +93,9 @@ def test_pipeline_benchmark_times_each_stage_from_its_start_to_the_next(tmp_path
     assert list(stages) == ["a", "b"]
     assert stages["a"] == pytest.approx(0.6, abs=0.15) and stages["b"] == pytest.approx(0.2, abs=0.15)
     assert wall - sum(stages.values()) == pytest.approx(0.3, abs=0.15)  # before the first stage
+
+
+def test_convolution_benchmark_finds_each_strided_convolution_and_its_input_size():
+    # sizes by hand: pad 1 on each side, then non-overlapping 2x2 patches (an odd size drops its last row)
+    assert bench_convolutions.strided_inputs(1, 28) == [(1, 32, 28), (32, 64, 15), (64, 128, 8), (128, 256, 5)]
+    assert bench_convolutions.strided_inputs(3, 32) == [(3, 32, 32), (32, 64, 17), (64, 128, 9), (128, 256, 5)]

@@ -5,9 +5,11 @@ import struct
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from contrastlab.infra.errors import FileError
-from contrastlab.methods.encoders import ARCHS, load_encoder, make_encoder, save_encoder, weights_digest
+from contrastlab.methods.encoders import (ARCHS, StridedConv2x2, _MatmulBackwardConv, load_encoder, make_encoder,
+                                          save_encoder, weights_digest)
 from contrastlab.pipeline.embed import embed_images
 
 
@@ -43,6 +45,64 @@ def test_the_study_arch_is_initialised_exactly_as_before_it_had_a_backbone_and_a
                                                                                                abs=1e-9)
         assert float(encoder.backbone[0].weight[0, 0, 0, 0]) == -0.003743410110473633
         assert float(encoder.projection[0].weight[7, 255, 1, 1]) == 0.004430752247571945
+
+
+@pytest.mark.parametrize("size", [5, 8, 15])  # the study's map sizes: odd ones drop the last row and column
+def test_the_matmul_backward_convolution_has_the_gradients_of_conv2d(size):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 4, size // 2 + 1, size // 2 + 1, dtype=torch.float64)
+    ours = torch.autograd.grad(_MatmulBackwardConv.apply(x, weight), (x, weight), grad)
+    conv2d = torch.autograd.grad(F.conv2d(x, weight, stride=2, padding=1), (x, weight), grad)
+    for a, b in zip(ours, conv2d):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def oneDNN_encoder(channels: int) -> torch.nn.Module:
+    """The study encoder with conv2d's own backward in its strided layers: what the fast path must match."""
+    encoder = make_encoder(channels)
+    for layer in encoder.modules():
+        if isinstance(layer, StridedConv2x2):
+            layer.matmul_backward = False
+    return encoder
+
+
+def gradients(encoder: torch.nn.Module, x: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, dict]:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        y = encoder(x)
+    y.float().pow(2).sum().backward()
+    return y.float(), {name: p.grad for name, p in encoder.named_parameters()}
+
+
+@pytest.mark.parametrize("channels, size", [(1, 28), (3, 32)])
+def test_the_study_encoder_under_bf16_autocast_is_as_close_to_fp32_as_conv2d_in_bf16(channels, size):
+    torch.manual_seed(0)
+    x = torch.randn(64, channels, size, size).contiguous(memory_format=torch.channels_last)
+    runs = {}
+    for name, bf16 in [("fast", True), ("oneDNN", True), ("fp32", False)]:
+        torch.manual_seed(1)
+        encoder = make_encoder(channels) if name == "fast" else oneDNN_encoder(channels)
+        runs[name] = gradients(encoder.to(memory_format=torch.channels_last), x, bf16)
+    assert torch.equal(runs["fast"][0], runs["oneDNN"][0])  # the same forward pass
+    for name, exact in runs["fp32"][1].items():
+        def error(run):
+            return float((runs[run][1][name] - exact).norm() / exact.norm())
+        assert error("fast") <= 1.05 * error("oneDNN") + 1e-3, name  # bf16's own error, not more
+        assert error("fast") < 0.1, name
+
+
+def test_the_strided_convolution_outside_bf16_autocast_is_conv2d_itself():
+    torch.manual_seed(0)
+    layer = StridedConv2x2(3, 8)
+    x = torch.randn(2, 3, 9, 9)
+    assert torch.equal(layer(x), F.conv2d(x, layer.weight, stride=2, padding=1))
+    assert [name for name, _ in layer.named_parameters()] == ["weight"]
+    assert type(layer(x).grad_fn).__name__ == "ConvolutionBackward0"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert type(layer(x).grad_fn).__name__ == "_MatmulBackwardConvBackward"
+        layer.matmul_backward = False
+        assert type(layer(x).grad_fn).__name__ == "ConvolutionBackward0"
 
 
 def test_vgg_small_parameter_count_by_hand():

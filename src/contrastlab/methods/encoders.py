@@ -59,13 +59,65 @@ class Encoder(nn.Module):
         return {"embedding": self.projection(hidden), "backbone": pooled}
 
 
+def _patches(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """The non-overlapping 2x2 patches of `x`'s top-left 2*rows x 2*cols pixels, one row per output position
+    and (kernel row, kernel column, channel) along it: [N * rows * cols, 4 * C]."""
+    n, c = x.shape[:2]
+    x = x[:, :, : 2 * rows, : 2 * cols].permute(0, 2, 3, 1)
+    return x.reshape(n, rows, 2, cols, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 4 * c)
+
+
+class _MatmulBackwardConv(torch.autograd.Function):
+    """conv2d(x, weight, stride=2, padding=1) for a 2x2 kernel, its backward pass as two matrix products over
+    the non-overlapping patches: oneDNN's bf16 backward kernels for this shape gain little over fp32."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, stride=2, padding=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        x, weight = ctx.saved_tensors
+        n, c, height, width = x.shape
+        outputs, rows, cols = grad.shape[1:]
+        grad_rows = grad.permute(0, 2, 3, 1).reshape(-1, outputs)  # [N * rows * cols, outputs]
+        padded = F.pad(x, (1, 1, 1, 1))
+        grad_weight = (grad_rows.t() @ _patches(padded, rows, cols)).reshape(outputs, 2, 2, c).permute(0, 3, 1, 2)
+        if not ctx.needs_input_grad[0]:  # the first layer's input: the images
+            return None, grad_weight
+        kernel = weight.permute(0, 2, 3, 1).reshape(outputs, 4 * c)  # the patches' order
+        grad_patches = (grad_rows @ kernel).reshape(n, rows, cols, 2, 2, c).permute(0, 1, 3, 2, 4, 5)
+        grad_padded = grad_patches.reshape(n, 2 * rows, 2 * cols, c).permute(0, 3, 1, 2)
+        # pixels past the last whole patch (odd sizes) get no gradient; then the padding is dropped
+        grad_x = F.pad(grad_padded, (0, width + 2 - 2 * cols, 0, height + 2 - 2 * rows))[:, :, 1:-1, 1:-1]
+        return grad_x, grad_weight
+
+
+class StridedConv2x2(nn.Conv2d):
+    """The study's 2x2, stride-2, padding-1 convolution without bias: nn.Conv2d's parameters and function.
+    Under CPU bf16 autocast its backward pass runs as matrix products (faster: BENCHMARKS.md), unless
+    `matmul_backward` is switched off (to compare with oneDNN's own)."""
+
+    matmul_backward = True
+
+    def __init__(self, inputs: int, outputs: int):
+        super().__init__(inputs, outputs, kernel_size=2, stride=2, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.matmul_backward or x.device.type != "cpu" or not torch.is_autocast_enabled("cpu") or \
+                torch.get_autocast_dtype("cpu") != torch.bfloat16:
+            return super().forward(x)
+        with torch.autocast("cpu", enabled=False):
+            return _MatmulBackwardConv.apply(x.to(torch.bfloat16), self.weight.to(torch.bfloat16))
+
+
 def study(channels: int, embedding_dim: int) -> tuple[list[nn.Module], list[nn.Module]]:
     """The protocol's encoder (about 181k parameters for any input size 28-32): four strided 2x2
     convolutions to a 256 x 3 x 3 map, then a 2x2 convolution to 8 x 2 x 2 = 32 outputs."""
-    backbone = [nn.Conv2d(channels, 32, kernel_size=2, stride=2, padding=1, bias=False), nn.LeakyReLU(0.2)]
+    backbone = [StridedConv2x2(channels, 32), nn.LeakyReLU(0.2)]
     for width in (64, 128, 256):
-        backbone += [nn.Conv2d(width // 2, width, kernel_size=2, stride=2, padding=1, bias=False),
-                     nn.BatchNorm2d(width), nn.LeakyReLU(0.2)]
+        backbone += [StridedConv2x2(width // 2, width), nn.BatchNorm2d(width), nn.LeakyReLU(0.2)]
     return backbone, [nn.Conv2d(256, 8, kernel_size=2, stride=1, padding=0, bias=False)]
 
 
