@@ -88,11 +88,18 @@ def test_pipeline_benchmark_reports_the_peak_memory_of_a_grandchild(tmp_path):
 
 
 def test_pipeline_benchmark_times_each_stage_from_its_start_to_the_next(tmp_path):
-    script = "echo starting; sleep 0.3; echo \"Running stage 'a':\"; sleep 0.6; printf \"\\033[2KRunning stage 'b':\\n\"; sleep 0.2"
+    # b's line also carries c's, as when a stage prints no newline at its end
+    script = ("echo starting; sleep 0.3; echo \"Running stage 'a':\"; sleep 0.6; "
+              "printf \"\\033[2KRunning stage 'b':progress Running stage 'c':\\n\"; sleep 0.2")
     wall, stages = bench_pipeline.timed_stages(["sh", "-c", script], tmp_path, env=dict(os.environ))
-    assert list(stages) == ["a", "b"]
-    assert stages["a"] == pytest.approx(0.6, abs=0.15) and stages["b"] == pytest.approx(0.2, abs=0.15)
+    assert list(stages) == ["a", "b", "c"]
+    assert stages["a"] == pytest.approx(0.6, abs=0.15) and stages["c"] == pytest.approx(0.2, abs=0.15)
+    assert stages["b"] < 0.05
     assert wall - sum(stages.values()) == pytest.approx(0.3, abs=0.15)  # before the first stage
+
+
+def test_the_stages_that_train_an_encoder_are_the_scenarios_and_the_ceilings():
+    assert bench_pipeline.TRAINING_STAGES == ("train", "baseline@supervised", "baseline@supervised_tuned")
 
 
 def test_convolution_benchmark_finds_each_strided_convolution_and_its_input_size():
