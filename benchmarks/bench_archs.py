@@ -4,7 +4,7 @@ For each dataset and loss (SimCLR views; triplet: three members per example, ntx
 training steps of every arch exactly as the `train` stage runs them (channels-last, batched augmentation on
 the fly) and reports parameters, training FLOP per image, images/s, FLOP efficiency against the measured
 fp32 matmul rate, the ratio to the study's encoder and the minutes one epoch of the protocol's 50,000
-examples takes at that rate.
+examples takes at that rate; where the CPU has native bf16, also its images/s under `train.precision: bf16`.
 
     python benchmarks/bench_archs.py --append BENCHMARKS.md
     python benchmarks/bench_archs.py --steps 2 --rounds 1 --datasets mnist    # a quick look
@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import BATCH, matmul_gflops, subset, training_flop_per_image  # noqa: E402
 
-from contrastlab.infra.machine import cpu_description  # noqa: E402
+from contrastlab.infra.machine import cpu_description, has_native_bf16  # noqa: E402
+from contrastlab.infra.params import PRECISIONS  # noqa: E402
 from contrastlab.methods.encoders import ARCHS, EMBEDDING_DIM, make_encoder  # noqa: E402
 from contrastlab.methods.losses import LOSSES  # noqa: E402
 from contrastlab.pipeline.datasets import load_split  # noqa: E402
@@ -36,8 +37,9 @@ LOSSES_TIMED = ("triplet", "ntxent")
 EXAMPLES_PER_EPOCH = 50_000  # the protocol's 5,000 anchors per class
 
 
-def images_per_s(images: torch.Tensor, examples: dict, loss: str, arch: str) -> float:
-    config = TrainConfig(loss=loss, aug="simclr", seed=0, epochs=1, lr=LOSSES[loss].lr, batch_size=BATCH, arch=arch)
+def images_per_s(images: torch.Tensor, examples: dict, loss: str, arch: str, precision: str = "fp32") -> float:
+    config = TrainConfig(loss=loss, aug="simclr", seed=0, epochs=1, lr=LOSSES[loss].lr, batch_size=BATCH, arch=arch,
+                         precision=precision)
     return train(images, examples, config, device=torch.device("cpu"), progress=False).images_per_s
 
 
@@ -51,14 +53,16 @@ def main() -> None:
     args = parser.parse_args()
 
     fp32 = matmul_gflops(torch.float32)
+    precisions = PRECISIONS if has_native_bf16() else ("fp32",)
+    runs = [(arch, precision) for arch in ARCHS for precision in precisions]
     lines = [
         "", "## Encoders (`model.arch`)", "",
         f"Produced on {time.strftime('%Y-%m-%d')} by `python benchmarks/bench_archs.py --append BENCHMARKS.md`; "
         f"{cpu_description()}, torch {torch.__version__}; fp32 matmul {fp32:.0f} GFLOP/s. Images/s: medians of "
         f"{args.rounds} timings of {args.steps} steps of {BATCH} examples with SimCLR views, the archs alternating.", "",
         "| dataset | loss | arch | parameters | training MFLOP / image | img/s | FLOP eff. | time / study's | "
-        "min per epoch (50k examples) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "min per epoch (50k examples) | bf16 img/s | bf16 / fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for name in args.datasets:
@@ -68,22 +72,24 @@ def main() -> None:
             layout = LOSSES[loss].examples
             examples = subset(build(labels, layout, 5000, seed=0), args.steps * BATCH)
             members = examples["members"].shape[1]
-            for arch in ARCHS:  # warm-up: first calls pay one-off kernel set-up
-                images_per_s(images, subset(examples, BATCH), loss, arch)
-            rates: dict[str, list[float]] = {arch: [] for arch in ARCHS}
+            for run in runs:  # warm-up: first calls pay one-off kernel set-up
+                images_per_s(images, subset(examples, BATCH), loss, *run)
+            rates: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
             for _ in range(args.rounds):
-                for arch in ARCHS:
-                    rates[arch].append(images_per_s(images, examples, loss, arch))
-            study_rate = statistics.median(rates["study"])
-            for arch, measured in rates.items():
-                rate = statistics.median(measured)
+                for run in runs:
+                    rates[run].append(images_per_s(images, examples, loss, *run))
+            study_rate = statistics.median(rates["study", "fp32"])
+            for arch in ARCHS:
+                rate = statistics.median(rates[arch, "fp32"])
+                bf16 = statistics.median(rates[arch, "bf16"]) if "bf16" in precisions else None
                 flop = training_flop_per_image(images.shape[1], images.shape[-1], arch=arch)
                 size = sum(p.numel() for p in make_encoder(images.shape[1], arch=arch,
                                                            embedding_dim=ARCHS[arch].embedding_dim or EMBEDDING_DIM)
                            .parameters())
                 row = (f"| {name} | {loss} | {arch} | {size:,} | {flop / 1e6:.1f} | {rate:,.0f} | "
                        f"{rate * flop / 1e9 / fp32:.0%} | {study_rate / rate:.1f}x | "
-                       f"{EXAMPLES_PER_EPOCH * members / rate / 60:.1f} |")
+                       f"{EXAMPLES_PER_EPOCH * members / rate / 60:.1f} | "
+                       + (f"{bf16:,.0f} | {bf16 / rate:.2f}x |" if bf16 else "n/a | n/a |"))
                 lines.append(row)
                 print(row, flush=True)
     if args.append:
