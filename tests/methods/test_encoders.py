@@ -105,6 +105,21 @@ def test_the_strided_convolution_outside_bf16_autocast_is_conv2d_itself():
         assert type(layer(x).grad_fn).__name__ == "ConvolutionBackward0"
 
 
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_in_place_activations_give_the_gradients_of_out_of_place_ones(arch):
+    def gradients_with(inplace: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        encoder = make_encoder(3, arch=arch, embedding_dim=ARCHS[arch].embedding_dim or 32)
+        activations = [m for m in encoder.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU))]
+        assert activations and all(m.inplace for m in activations)
+        for m in activations:
+            m.inplace = inplace
+        encoder(torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))).pow(2).sum().backward()
+        return [p.grad for p in encoder.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(gradients_with(True), gradients_with(False)))
+
+
 def test_vgg_small_parameter_count_by_hand():
     convs = 1 * 32 * 9 + 32 * 64 * 9 + 64 * 128 * 9 + 128 * 256 * 9
     batchnorms = 2 * (32 + 64 + 128 + 256) + 2 * 256
