@@ -53,11 +53,13 @@ def median_ms(run, repeats: int) -> float:
     return statistics.median(times) * 1000
 
 
-def time_layer(inputs: int, outputs: int, size: int, bf16: bool, matmul_backward: bool, repeats: int) -> tuple[float, float]:
-    """Forward and backward milliseconds of one strided convolution over a batch."""
+def time_layer(inputs: int, outputs: int, size: int, bf16: bool, matmul_backward: bool, repeats: int,
+               input_grad: bool) -> tuple[float, float]:
+    """Forward and backward milliseconds of one strided convolution over a batch; `input_grad`: also the
+    gradient of its input (every layer but the first, whose input is the images)."""
     layer = StridedConv2x2(inputs, outputs).to(memory_format=torch.channels_last)
     layer.matmul_backward = matmul_backward
-    x = torch.randn(BATCH, inputs, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = torch.randn(BATCH, inputs, size, size).contiguous(memory_format=torch.channels_last).requires_grad_(input_grad)
 
     def forward() -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -115,8 +117,9 @@ def main() -> None:
     print("| convolution | " + " | ".join(PATHS) + " | bf16 backward: conv2d / matmul |")
     print("|---|" + "---|" * (len(PATHS) + 1))
     totals = {name: [0.0, 0.0] for name in PATHS}
-    for inputs, outputs, size in strided_inputs(1, 28):
-        cells = {name: time_layer(inputs, outputs, size, *flags, args.repeats) for name, flags in PATHS.items()}
+    for index, (inputs, outputs, size) in enumerate(strided_inputs(1, 28)):
+        cells = {name: time_layer(inputs, outputs, size, *flags, args.repeats, input_grad=index > 0)
+                 for name, flags in PATHS.items()}
         for name, (forward_ms, backward_ms) in cells.items():
             totals[name][0] += forward_ms
             totals[name][1] += backward_ms

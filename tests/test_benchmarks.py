@@ -103,6 +103,6 @@ def test_the_stages_that_train_an_encoder_are_the_scenarios_and_the_ceilings():
 
 
 def test_convolution_benchmark_finds_each_strided_convolution_and_its_input_size():
-    # sizes by hand: pad 1 on each side, then non-overlapping 2x2 patches (an odd size drops its last row)
+    # sizes by hand: pad 1 on each side, then whole 2x2 patches (an odd padded size leaves its last row out)
     assert bench_convolutions.strided_inputs(1, 28) == [(1, 32, 28), (32, 64, 15), (64, 128, 8), (128, 256, 5)]
     assert bench_convolutions.strided_inputs(3, 32) == [(3, 32, 32), (32, 64, 17), (64, 128, 9), (128, 256, 5)]

@@ -47,16 +47,18 @@ def test_the_study_arch_is_initialised_exactly_as_before_it_had_a_backbone_and_a
         assert float(encoder.projection[0].weight[7, 255, 1, 1]) == 0.004430752247571945
 
 
-@pytest.mark.parametrize("size", [5, 8, 15])  # the study's map sizes: odd ones drop the last row and column
-def test_the_matmul_backward_convolution_has_the_gradients_of_conv2d(size):
+@pytest.mark.parametrize("height, width", [(5, 5), (8, 8), (15, 9)])  # the study's map sizes, odd and even
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_matmul_backward_convolution_has_the_gradients_of_conv2d(height, width, layout):
     torch.manual_seed(0)
-    x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, height, width, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
     weight = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
-    grad = torch.randn(2, 4, size // 2 + 1, size // 2 + 1, dtype=torch.float64)
+    grad = torch.randn(2, height // 2 + 1, width // 2 + 1, 4, dtype=torch.float64).permute(0, 3, 1, 2)  # not contiguous
     ours = torch.autograd.grad(_MatmulBackwardConv.apply(x, weight), (x, weight), grad)
     conv2d = torch.autograd.grad(F.conv2d(x, weight, stride=2, padding=1), (x, weight), grad)
     for a, b in zip(ours, conv2d):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(_MatmulBackwardConv.apply, (x[:1, :2], weight[:2, :2]))
 
 
 def oneDNN_encoder(channels: int) -> torch.nn.Module:
@@ -94,15 +96,24 @@ def test_the_study_encoder_under_bf16_autocast_is_as_close_to_fp32_as_conv2d_in_
 
 def test_the_strided_convolution_outside_bf16_autocast_is_conv2d_itself():
     torch.manual_seed(0)
-    layer = StridedConv2x2(3, 8)
-    x = torch.randn(2, 3, 9, 9)
+    layer = StridedConv2x2(32, 8)
+    x = torch.randn(2, 32, 9, 9)
     assert torch.equal(layer(x), F.conv2d(x, layer.weight, stride=2, padding=1))
     assert [name for name, _ in layer.named_parameters()] == ["weight"]
-    assert type(layer(x).grad_fn).__name__ == "ConvolutionBackward0"
+    def takes_matmul_backward() -> bool:
+        return isinstance(layer(x).grad_fn, _MatmulBackwardConv._backward_cls)
+
+    assert not takes_matmul_backward()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert type(layer(x).grad_fn).__name__ == "_MatmulBackwardConvBackward"
+        assert takes_matmul_backward()
         layer.matmul_backward = False
-        assert type(layer(x).grad_fn).__name__ == "ConvolutionBackward0"
+        assert not takes_matmul_backward()
+
+
+def test_only_the_layers_after_the_first_take_the_matmul_backward():
+    for channels in (1, 3):
+        layers = [m for m in make_encoder(channels).modules() if isinstance(m, StridedConv2x2)]
+        assert [layer.matmul_backward for layer in layers] == [False, True, True, True]
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

@@ -70,6 +70,13 @@ def _patches(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return x.reshape(n, rows, 2, cols, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 4 * c)
 
 
+def _unpatch(patches: torch.Tensor, n: int, rows: int, cols: int) -> torch.Tensor:
+    """`_patches` undone: [N * rows * cols, 4 * C] back to the [N, C, 2*rows, 2*cols] image they cover."""
+    c = patches.shape[1] // 4
+    x = patches.reshape(n, rows, cols, 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(n, 2 * rows, 2 * cols, c)
+    return x.permute(0, 3, 1, 2)
+
+
 class _MatmulBackwardConv(torch.autograd.Function):
     """conv2d(x, weight, stride=2, padding=1) for a 2x2 kernel, its backward pass as two matrix products over
     the non-overlapping patches: oneDNN's bf16 backward kernels for this shape gain little over fp32."""
@@ -80,32 +87,32 @@ class _MatmulBackwardConv(torch.autograd.Function):
         return F.conv2d(x, weight, stride=2, padding=1)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         x, weight = ctx.saved_tensors
         n, c, height, width = x.shape
         outputs, rows, cols = grad.shape[1:]
         grad_rows = grad.permute(0, 2, 3, 1).reshape(-1, outputs)  # [N * rows * cols, outputs]
-        padded = F.pad(x, (1, 1, 1, 1))
-        grad_weight = (grad_rows.t() @ _patches(padded, rows, cols)).reshape(outputs, 2, 2, c).permute(0, 3, 1, 2)
-        if not ctx.needs_input_grad[0]:  # the first layer's input: the images
-            return None, grad_weight
-        kernel = weight.permute(0, 2, 3, 1).reshape(outputs, 4 * c)  # the patches' order
-        grad_patches = (grad_rows @ kernel).reshape(n, rows, cols, 2, 2, c).permute(0, 1, 3, 2, 4, 5)
-        grad_padded = grad_patches.reshape(n, 2 * rows, 2 * cols, c).permute(0, 3, 1, 2)
-        # pixels past the last whole patch (odd sizes) get no gradient; then the padding is dropped
-        grad_x = F.pad(grad_padded, (0, width + 2 - 2 * cols, 0, height + 2 - 2 * rows))[:, :, 1:-1, 1:-1]
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:  # not for the first layer, whose input is the images
+            kernel = weight.permute(0, 2, 3, 1).reshape(outputs, 4 * c)  # in the patches' order
+            # drop the padding; with an odd size the last padding row and column lie past the last whole patch
+            grad_x = F.pad(_unpatch(grad_rows @ kernel, n, rows, cols),
+                           (-1, width + 1 - 2 * cols, -1, height + 1 - 2 * rows))
+        if ctx.needs_input_grad[1]:
+            patches = _patches(F.pad(x, (1, 1, 1, 1)), rows, cols)
+            grad_weight = (grad_rows.t() @ patches).reshape(outputs, 2, 2, c).permute(0, 3, 1, 2)
         return grad_x, grad_weight
 
 
 class StridedConv2x2(nn.Conv2d):
     """The study's 2x2, stride-2, padding-1 convolution without bias: nn.Conv2d's parameters and function.
-    Under CPU bf16 autocast its backward pass runs as matrix products (faster: BENCHMARKS.md), unless
-    `matmul_backward` is switched off (to compare with oneDNN's own)."""
-
-    matmul_backward = True
+    Under CPU bf16 autocast its backward pass runs as matrix products where that is faster (BENCHMARKS.md):
+    `matmul_backward`, on for all but a layer reading the images (patches of 4-12 values: oneDNN's own
+    backward wins there)."""
 
     def __init__(self, inputs: int, outputs: int):
         super().__init__(inputs, outputs, kernel_size=2, stride=2, padding=1, bias=False)
+        self.matmul_backward = inputs > 3
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.matmul_backward or x.device.type != "cpu" or not torch.is_autocast_enabled("cpu") or \
