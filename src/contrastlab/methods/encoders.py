@@ -106,13 +106,13 @@ class _MatmulBackwardConv(torch.autograd.Function):
 
 class StridedConv2x2(nn.Conv2d):
     """The study's 2x2, stride-2, padding-1 convolution without bias: nn.Conv2d's parameters and function.
-    Under CPU bf16 autocast its backward pass runs as matrix products where that is faster (BENCHMARKS.md):
-    `matmul_backward`, on for all but a layer reading the images (patches of 4-12 values: oneDNN's own
-    backward wins there)."""
+    Under CPU bf16 autocast its backward pass runs as matrix products where that measured faster
+    (`matmul_backward`: from 64 input channels, 1.1-1.7x; below, oneDNN's own backward is as fast or faster:
+    BENCHMARKS.md)."""
 
     def __init__(self, inputs: int, outputs: int):
         super().__init__(inputs, outputs, kernel_size=2, stride=2, padding=1, bias=False)
-        self.matmul_backward = inputs > 3
+        self.matmul_backward = inputs >= 64
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.matmul_backward or x.device.type != "cpu" or not torch.is_autocast_enabled("cpu") or \
