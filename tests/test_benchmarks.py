@@ -106,3 +106,10 @@ def test_convolution_benchmark_finds_each_strided_convolution_and_its_input_size
     # sizes by hand: pad 1 on each side, then whole 2x2 patches (an odd padded size leaves its last row out)
     assert bench_convolutions.strided_inputs(1, 28) == [(1, 32, 28), (32, 64, 15), (64, 128, 8), (128, 256, 5)]
     assert bench_convolutions.strided_inputs(3, 32) == [(3, 32, 32), (32, 64, 17), (64, 128, 9), (128, 256, 5)]
+
+
+def test_the_training_benchmark_times_only_what_the_notebook_way_knows():
+    from contrastlab.methods.augmentations import AUGMENTATIONS
+    assert set(bench_training.STUDY_AUGS) <= set(AUGMENTATIONS)  # "shift_flip" has no notebook pipeline
+    for aug in bench_training.STUDY_AUGS:
+        notebook_style.study_transform(aug, 28)
