@@ -89,7 +89,7 @@ def main() -> None:
                 row = (f"| {name} | {loss} | {arch} | {size:,} | {flop / 1e6:.1f} | {rate:,.0f} | "
                        f"{rate * flop / 1e9 / fp32:.0%} | {study_rate / rate:.1f}x | "
                        f"{EXAMPLES_PER_EPOCH * members / rate / 60:.1f} | "
-                       + (f"{bf16:,.0f} | {bf16 / rate:.2f}x |" if bf16 else "n/a | n/a |"))
+                       + (f"{bf16:,.0f} | {bf16 / rate:.2f}x |" if bf16 is not None else "n/a | n/a |"))
                 lines.append(row)
                 print(row, flush=True)
     if args.append:
