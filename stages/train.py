@@ -48,6 +48,7 @@ def main() -> None:
         "finished": now_stamp(),  # with train_time_s, the MLflow run's start and end
         "device": device.type,
         "precision": config.precision,
+        "compiled": result.compiled,
         "warnings": result.warnings,  # e.g. a collapsed encoder: the run stands, but its numbers are suspect
     })
     write_csv(args.loss_csv, ["epoch", "loss"], enumerate(result.epoch_losses, start=1))

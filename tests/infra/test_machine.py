@@ -7,7 +7,9 @@ import sys
 import pytest
 import torch
 
-from contrastlab.infra.machine import cpu_description, has_native_bf16
+import torch._inductor.cpp_builder
+
+from contrastlab.infra.machine import cpp_compiler, cpu_description, has_native_bf16
 
 ZEN5 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma avx512f avx512_bf16 avx512bw\n"
 AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma\n"
@@ -31,6 +33,17 @@ def test_native_bf16_needs_avx512_bf16_or_amx(tmp_path):
 def test_an_unreadable_cpuinfo_gives_an_unknown_cpu(tmp_path):
     assert cpu_description(tmp_path / "missing").startswith("unknown CPU, ")
     assert not has_native_bf16(tmp_path / "missing")
+
+
+def test_the_cpp_compiler_is_the_one_inductor_finds_or_none(monkeypatch):
+    monkeypatch.setattr(torch._inductor.cpp_builder, "get_cpp_compiler", lambda: "/opt/bin/g++-14")
+    assert cpp_compiler() == "/opt/bin/g++-14"
+
+    def no_compiler():
+        raise torch._inductor.exc.InvalidCxxCompiler()
+
+    monkeypatch.setattr(torch._inductor.cpp_builder, "get_cpp_compiler", no_compiler)
+    assert cpp_compiler() is None
 
 
 # Page faults of each forward and backward pass of the encoder, in a fresh process.

@@ -70,6 +70,7 @@ def test_repository_defaults_are_the_protocol():
         ("train.lr", True, "train", "train.lr=True is not allowed; expected 'auto' or a finite number > 0"),
         ("train.views", "twice", "train", "expected one of fresh, once"),
         ("train.precision", "fp16", "train", "train.precision='fp16' is not allowed; expected one of fp32, bf16"),
+        ("train.compile", "yes", "train", "train.compile='yes' is not allowed; expected true or false"),
         ("probe.test_size", 1.5, "probe", "probe.test_size=1.5 is not allowed; expected a number strictly between 0 and 1"),
         ("seed", 1.5, "embed", "seed=1.5 is not allowed; expected an integer >= 0 and <= 4294967295"),
         ("download.sources", ["ftp"], "download", "download.sources=['ftp'] is not allowed"),

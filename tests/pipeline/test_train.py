@@ -127,6 +127,24 @@ def test_unknown_precision_is_refused():
         run(precision="fp16")
 
 
+def test_compiled_training_computes_what_uncompiled_training_does(capsys):
+    compiled, eager = run(compile=True, aug="none", batch_size=24), run(aug="none", batch_size=24)  # 80 = 3 x 24 + 8
+    assert "compiles the encoder" in capsys.readouterr().out
+    assert compiled.compiled and not eager.compiled
+    assert type(compiled.encoder) is type(eager.encoder)  # the module itself: its state_dict saves as always
+    assert compiled.encoder.state_dict().keys() == eager.encoder.state_dict().keys()
+    np.testing.assert_allclose(compiled.epoch_losses, eager.epoch_losses, rtol=1e-5)
+    torch.testing.assert_close(weights(compiled), weights(eager), rtol=1e-4, atol=1e-5)
+
+
+def test_compile_without_a_cpp_compiler_trains_uncompiled_and_says_so(monkeypatch, capsys):
+    monkeypatch.setattr(contrastlab.pipeline.train, "cpp_compiler", lambda: None)
+    fallback, eager = run(compile=True), run()
+    assert "no C++ compiler found" in capsys.readouterr().out
+    assert not fallback.compiled
+    assert torch.equal(weights(fallback), weights(eager))
+
+
 def test_hard_negatives_change_training_and_still_learn():
     hard, label_aware = run(aug="none", epochs=8, negatives="hard"), run(aug="none", epochs=8)
     assert hard.epoch_losses[-1] < hard.epoch_losses[0]

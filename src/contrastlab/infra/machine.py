@@ -39,6 +39,17 @@ def has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & cpu_model_and_flags(cpuinfo)[1])
 
 
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend (Inductor) would use (g++, or `CXX`), or None when it
+    finds none: without one, compiling for the CPU fails at the first forward pass."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    try:
+        return get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - Inductor's own search raises its own error types, and they change
+        return None
+
+
 # mallopt parameters of glibc's malloc.h
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 

@@ -191,6 +191,7 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
         "lr": positive_number(AUTO),
         "views": one_of("fresh", "once"),
         "precision": one_of(*PRECISIONS),
+        "compile": boolean(),
         "head": Registered("head"),
         "optimizer": one_of(*OPTIMIZERS),
         "momentum": number_at_least(0, below=1),

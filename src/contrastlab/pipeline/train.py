@@ -29,7 +29,7 @@ import torch
 
 from contrastlab.infra.codegraph import closure
 from contrastlab.infra.errors import TrainingDiverged
-from contrastlab.infra.machine import keep_freed_memory
+from contrastlab.infra.machine import cpp_compiler, keep_freed_memory
 from contrastlab.infra.params import AUTO, PRECISIONS
 from contrastlab.infra.progress import EpochProgress
 from contrastlab.methods.augmentations import AUGMENTATIONS
@@ -51,6 +51,7 @@ class TrainConfig:
     batch_size: int
     views: str = "fresh"
     precision: str = "fp32"
+    compile: bool = False
     head: str = "sigmoid"
     optimizer: str = "sgd"
     momentum: float = 0.0
@@ -90,6 +91,7 @@ class TrainResult:
     train_time_s: float = 0.0
     images_seen: int = 0
     warnings: list[str] = field(default_factory=list)  # what makes the encoder suspect, with what to do
+    compiled: bool = False  # the forward passes ran under torch.compile
 
     @property
     def images_per_s(self) -> float:
@@ -109,6 +111,16 @@ def draw_fixed_views(images, members, augmented, augment, generator, chunk=4096)
     slot = torch.full(members.shape, -1, dtype=torch.long, device=images.device)
     slot[augmented] = torch.arange(len(wanted), device=images.device)
     return views, slot
+
+
+def compiled_forward(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module | None:
+    """The encoder under torch.compile, or None where it cannot compile for `device` (the CPU needs a C++
+    compiler). Inductor fuses the BatchNorm and activation passes between the convolutions: a study-encoder
+    step 1.21x faster in fp32, 1.47x in bf16 (BENCHMARKS.md). Each batch shape compiles once (`dynamic=False`:
+    the full batches and the last, smaller one), into a cache that later processes on the machine reuse."""
+    if device.type == "cpu" and cpp_compiler() is None:
+        return None
+    return torch.compile(encoder, dynamic=False)
 
 
 def make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
@@ -232,6 +244,8 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
     `config.precision="bf16"` runs the encoder's forward passes under bfloat16 autocast; augmentation, loss,
     weights and optimizer stay fp32. On the CPU this also sets the whole process to deterministic
     algorithms without the NaN fill of new tensors, and lets glibc keep freed memory for reuse.
+    `config.compile`: the forward passes run under `torch.compile` (`compiled_forward`; where it cannot, training
+    runs uncompiled and says so); the result's encoder is the module itself, whose state_dict saves as always.
     `checkpoint`: where to save the state after each epoch and to resume from if it holds an earlier
     state of the same training.
     """
@@ -261,6 +275,14 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
     initial_norm = weight_norm(encoder)
     optimizer = make_optimizer(encoder.parameters(), config)
     schedule = make_schedule(optimizer, config, -(-n_examples // config.batch_size))
+    forward = compiled_forward(encoder, device) if config.compile else encoder
+    if forward is None:
+        print("train.compile: no C++ compiler found for torch.compile's CPU backend (install g++, or name one in CXX); "
+              "training uncompiled")
+        forward = encoder
+    elif forward is not encoder:
+        print("train.compile: the first step of each batch size compiles the encoder (about 30 s; seconds when "
+              "torch's cache holds it from an earlier run)")
     fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if config.views == "once" else None
 
     def inputs_for(rows: torch.Tensor) -> torch.Tensor:
@@ -277,7 +299,7 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
                 x[is_view] = to_unit(views_u8[slot[rows].T.reshape(-1)[is_view]])
         return normalize(x).contiguous(memory_format=torch.channels_last)
 
-    result = TrainResult(encoder)
+    result = TrainResult(encoder, compiled=forward is not encoder)
     if checkpoint is not None:
         key = checkpoint_key(images, examples, config, device)
         saved = load_checkpoint(checkpoint, key)
@@ -303,7 +325,7 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
             rows = order[start : start + config.batch_size]
             x = inputs_for(rows)  # augmentation stays fp32: autocast would also turn the blur into bf16
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                embeddings = [encoder(member).float() for member in x.chunk(k)]
+                embeddings = [forward(member).float() for member in x.chunk(k)]
             if mine:  # members are (anchor, positive, negative): the pool is every anchor and negative
                 pool, pool_labels = torch.cat([embeddings[0], embeddings[2]]), labels[rows][:, [0, 2]].T.reshape(-1)
                 embeddings[2] = semi_hard_negatives(embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels,
