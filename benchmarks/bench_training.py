@@ -10,11 +10,14 @@ and reports images/s, FLOP efficiency against the measured fp32 matmul rate and 
 the project's path also with bf16 autocast (`train.precision: bf16`).
 `--full` also times the whole default scenario (mnist / triplet / simclr, 10 epochs) both ways,
 and scores the project's encoders with the linear probe: fp32 with seeds 0-2 (the seed-to-seed
-spread) and bf16 with seed 0.
+spread) and bf16 with seed 0; where torch.compile can run (a C++ compiler), also fp32 and bf16
+compiled (`train.compile: true`), each twice: with an empty Inductor cache (compiling included,
+as on a new machine) and with the cache the first run left (as every later stage run).
 
     python benchmarks/bench_training.py --full --out BENCHMARKS.md     # about an hour; writes the file anew
     python benchmarks/bench_pipeline.py --append BENCHMARKS.md         # then the pipeline section
     python benchmarks/bench_training.py --steps 2 --datasets mnist     # a quick look
+    python benchmarks/bench_training.py --datasets --full --seeds 1    # only the whole scenario (~30 min)
 
 Needs the arrays of the download stage (`dvc repro download`).
 """
@@ -23,8 +26,10 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import sys
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import notebook_style  # noqa: E402
 
-from contrastlab.infra.machine import cpu_description, has_native_bf16  # noqa: E402
+from contrastlab.infra.machine import cpp_compiler, cpu_description, has_native_bf16  # noqa: E402
 from contrastlab.infra.params import PRECISIONS  # noqa: E402
 from contrastlab.methods.encoders import make_encoder  # noqa: E402
 from contrastlab.methods.losses import LOSSES  # noqa: E402
@@ -107,12 +112,32 @@ class Measured:
 
 
 def time_project(images: torch.Tensor, examples: dict, loss: str, aug: str, epochs: int = 1,
-                 precision: str = "fp32", seed: int = 0) -> Measured:
+                 precision: str = "fp32", seed: int = 0, compile: bool = False) -> Measured:
     """Train exactly as the `train` stage does (fresh views every step) and time it."""
     config = TrainConfig(loss=loss, aug=aug, seed=seed, epochs=epochs, lr=LOSSES[loss].lr, batch_size=BATCH,
-                         precision=precision)
+                         precision=precision, compile=compile)
     result = train(images, examples, config, device=torch.device("cpu"), progress=False)
     return Measured(result.images_per_s, result.train_time_s, result.encoder)
+
+
+def time_compiled_twice(images: torch.Tensor, examples: dict, precision: str) -> tuple[Measured, Measured]:
+    """The default scenario compiled: first with an empty Inductor cache (as on a new machine), then, with
+    this process's compiled code dropped, from the cache that run left (as every later stage run)."""
+    before = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
+        try:
+            runs = []
+            for _ in range(2):
+                torch._dynamo.reset()
+                runs.append(time_project(images, examples, "triplet", "simclr", epochs=10, precision=precision,
+                                         compile=True))
+        finally:
+            if before is None:
+                del os.environ["TORCHINDUCTOR_CACHE_DIR"]
+            else:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+    return runs[0], runs[1]
 
 
 def probe_top1(encoder: torch.nn.Module, test_images: np.ndarray, test_labels: np.ndarray, seed: int) -> float:
@@ -130,10 +155,11 @@ def subset(examples: dict, n: int, seed: int = 0) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("data/datasets"))
-    parser.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"])
+    parser.add_argument("--datasets", nargs="*", default=["mnist", "cifar10"], help="none: skip the throughput rows")
     parser.add_argument("--steps", type=int, default=4, help="training steps per timing")
     parser.add_argument("--rounds", type=int, default=3, help="timings per path and scenario (median shown)")
     parser.add_argument("--full", action="store_true", help="also time the whole default scenario both ways")
+    parser.add_argument("--seeds", type=int, default=3, help="--full: fp32 seeds 0..N-1 (their spread)")
     parser.add_argument("--out", type=Path, help="write the Markdown report here")
     args = parser.parse_args()
 
@@ -208,7 +234,7 @@ def main() -> None:
             f"- notebook way: {views_s:.0f} s making views + {train_s:.0f} s training = {notebook_s:.0f} s",
         ]
         print("\n".join(full), flush=True)
-        for precision, seeds in (("fp32", (0, 1, 2)), ("bf16", (0,))):
+        for precision, seeds in (("fp32", range(args.seeds)), ("bf16", (0,))):
             for seed in seeds if precision in precisions else ():
                 ours = time_project(torch.from_numpy(images_np), examples, "triplet", "simclr", epochs=10,
                                     precision=precision, seed=seed)
@@ -216,6 +242,13 @@ def main() -> None:
                 full.append(f"- project {precision}, seed {seed}, fresh views every epoch: {ours.seconds:.0f} s "
                             f"({notebook_s / ours.seconds:.2f}x faster), probe top-1 {top1:.4f}")
                 print(full[-1], flush=True)
+        for precision in precisions if cpp_compiler() else ():
+            cold, warm = time_compiled_twice(torch.from_numpy(images_np), examples, precision)
+            top1 = probe_top1(warm.encoder, test_images, test_labels, seed=0)
+            full.append(f"- project {precision} compiled, seed 0: {cold.seconds:.0f} s with an empty Inductor cache "
+                        f"(compiling included; {notebook_s / cold.seconds:.2f}x faster), {warm.seconds:.0f} s with "
+                        f"the cache kept ({notebook_s / warm.seconds:.2f}x faster), probe top-1 {top1:.4f}")
+            print(full[-1], flush=True)
         lines += full
 
     drift = f"\nfp32 matmul again at the end of the run: {matmul_gflops(torch.float32):.0f} GFLOP/s (load drift)."

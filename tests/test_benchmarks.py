@@ -113,3 +113,22 @@ def test_the_training_benchmark_times_only_what_the_notebook_way_knows():
     assert set(bench_training.STUDY_AUGS) <= set(AUGMENTATIONS)  # "shift_flip" has no notebook pipeline
     for aug in bench_training.STUDY_AUGS:
         notebook_style.study_transform(aug, 28)
+
+
+def test_a_compiled_scenario_runs_first_with_an_empty_cache_then_with_the_cache_it_left(monkeypatch):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/the/users/cache")
+    runs = []
+
+    def record(*args, **settings):
+        cache = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+        runs.append((cache, sorted(os.listdir(cache)), settings["precision"], settings["compile"]))
+        Path(cache, f"compiled-{len(runs)}").touch()  # what a compile leaves there
+        return len(runs)
+
+    monkeypatch.setattr(bench_training, "time_project", record)
+    assert bench_training.time_compiled_twice(None, {}, "bf16") == (1, 2)
+    (first_cache, first_files, *first), (second_cache, second_files, *second) = runs
+    assert first_cache == second_cache != "/the/users/cache" and first == second == ["bf16", True]
+    assert (first_files, second_files) == ([], ["compiled-1"])  # empty, then kept
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/the/users/cache"  # the user's cache untouched
+    assert not Path(first_cache).exists()
