@@ -2,9 +2,12 @@
 
 Per strided 2x2 convolution (batch 1024 MNIST images, channels-last), forward and backward milliseconds:
 fp32 conv2d, bf16 conv2d (oneDNN's backward) and bf16 with the backward as matrix products
-(`StridedConv2x2`, what training uses under `train.precision: bf16`). Then one whole encoder step
-(3 x 1024 images, as a triplet batch) eager and under `torch.compile`, with what compiling costs in a fresh
-process: first with an empty Inductor cache, then again with the cache the first one left.
+(`StridedConv2x2`, what training uses under `train.precision: bf16`). Then one whole encoder step of a
+triplet batch (3 x 1024 images) as training runs it, a forward per member, eager and under `torch.compile`,
+with what compiling costs in a fresh process: first with an empty Inductor cache, then again with the
+cache the first one left. Beside it, eager, the three members in one forward of 3,072 images: BatchNorm
+would then mix the members' statistics, so it only bounds what one forward with per-member statistics
+could gain.
 
     python benchmarks/bench_convolutions.py              # about 5 minutes on 2 cores
     python benchmarks/bench_convolutions.py --no-compile # the convolutions only
@@ -76,17 +79,18 @@ def time_layer(inputs: int, outputs: int, size: int, bf16: bool, matmul_backward
     return forward_ms, statistics.median(backward[1:]) * 1000
 
 
-def time_step(bf16: bool, compiled: bool, repeats: int) -> dict:
-    """One training step of the study encoder on 3 x BATCH MNIST-sized images: seconds of the first call
-    (compilation, when compiled) and the median milliseconds of the later ones."""
+def time_step(bf16: bool, compiled: bool, repeats: int, per_member: bool = True) -> dict:
+    """One training step of the study encoder on 3 x BATCH MNIST-sized images, a forward per member of
+    BATCH (as training runs) or one for all: seconds of the first call (compilation, when compiled) and the
+    median milliseconds of the later ones."""
     torch.manual_seed(0)
     encoder = make_encoder(1).to(memory_format=torch.channels_last)
-    model = torch.compile(encoder) if compiled else encoder
+    model = torch.compile(encoder, dynamic=False) if compiled else encoder
     x = torch.randn(3 * BATCH, 1, 28, 28).contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(x)
+            out = torch.cat([model(member) for member in x.chunk(3 if per_member else 1)])
         out.float().pow(2).sum().backward()
 
     start = time.perf_counter()
@@ -130,11 +134,13 @@ def main() -> None:
           + f" | {totals['bf16 conv2d'][1] / totals['bf16 matmul backward'][1]:.2f}x |")
 
     print(f"\nWhole encoder step (3 x {BATCH} MNIST images, forward and backward), ms:\n")
-    print("| precision | eager | compiled | compile, empty cache (s) | compile, cache kept (s) |")
-    print("|---|---|---|---|---|")
+    print("| precision | eager, one forward of 3,072 | eager | compiled | compile, empty cache (s) | "
+          "compile, cache kept (s) |")
+    print("|---|---|---|---|---|---|")
     for bf16 in (False, True):
+        together = time_step(bf16, False, args.repeats, per_member=False)
         eager = time_step(bf16, False, args.repeats)
-        cells = [f"{eager['step_ms']:.0f}"]
+        cells = [f"{together['step_ms']:.0f}", f"{eager['step_ms']:.0f}"]
         if args.compile:
             with tempfile.TemporaryDirectory() as cache:
                 cold = step_in_fresh_process(bf16, True, args.repeats, cache)
