@@ -20,8 +20,9 @@ import yaml
 from contrastlab.infra.stage import WATCHED_PID
 from contrastlab.infra.errors import ParamError
 from contrastlab.pipeline.download import MIRROR_ENV
-from contrastlab.study.distributed import (Cluster, Source, connect, kept_baselines_needed, needs, source_for,
-                                           start_cluster, use_worker_threads, user_error, worker_clone)
+from contrastlab.study.distributed import (Cluster, Source, connect, kept_baseline_line, kept_baselines_needed, needs,
+                                           source_for, stages_run, start_cluster, use_worker_threads, user_error,
+                                           worker_clone)
 from contrastlab.study.runner import plan
 from project import committed_params
 from servers import free_port, tracking_server
@@ -69,6 +70,21 @@ def test_kept_baselines_run_again_only_for_scenarios_still_to_run():
     assert [run.name for run in todo] == ["cifar10-triplet-none-s0"]
     assert {run.name for run in kept_baselines_needed(runs, todo)} == {f"baseline-cifar10-{kind}-s0" for kind in BASELINES}
     assert kept_baselines_needed(runs, [run for run in runs if run.name not in mnist_done]) == []  # none kept yet
+
+
+def test_a_kept_baseline_says_whether_the_cache_held_it_or_it_trained_again():
+    log = ("Stage 'download' is cached - skipping run, checking out outputs\n\n"
+           "Running stage 'baseline@supervised':\n> python stages/baseline.py --name supervised\n"
+           "\rsupervised epoch 1/10: loss 1.6\x1b[2KRunning stage 'track':\n")
+    assert stages_run(log) == ["baseline@supervised", "track"]
+    folder = Path("study/results/baseline-mnist-supervised-s0")
+    trained = kept_baseline_line(folder.name, {"worker": "0", "stages_run": ["baseline@supervised"]}, folder)
+    assert trained == ("baseline-mnist-supervised-s0 on worker 0: trained again into this DVC cache (ran "
+                       "baseline@supervised: changed since the folder was made); "
+                       "study/results/baseline-mnist-supervised-s0 kept as it was")
+    restored = kept_baseline_line(folder.name, {"worker": "1", "stages_run": []}, folder)
+    assert restored == ("baseline-mnist-supervised-s0 on worker 1: restored from this DVC cache; "
+                        "study/results/baseline-mnist-supervised-s0 kept as it was")
 
 
 def test_the_embedded_cluster_listens_on_127_0_0_1_only_with_one_study_slot_and_its_threads_per_worker():

@@ -154,7 +154,22 @@ def run_on_worker(source: Source, run: Run, *after) -> dict:
         # --force: origin may hold an experiment of this name made with params since changed (it was run again)
         sh("dvc", "exp", "push", "--force", *(["--no-cache"] if source.cache else []), "origin", run.name, cwd=clone,
            env=env)
-    return {"files": files, "worker": str(worker.name)}
+    return {"files": files, "worker": str(worker.name), "stages_run": stages_run(log.read_text())}
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages a `dvc exp run` ran rather than restored, from the line DVC prints as it starts each."""
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def kept_baseline_line(name: str, outcome: dict, folder: Path) -> str:
+    """What became of a kept baseline's task: restored from this DVC cache, or trained again (DVC found
+    its code or data changed since the folder was made, so the cache did not hold it)."""
+    if outcome["stages_run"]:
+        how = f"trained again into this DVC cache (ran {', '.join(outcome['stages_run'])}: changed since the folder was made)"
+    else:
+        how = "restored from this DVC cache"
+    return f"{name} on worker {outcome['worker']}: {how}; {folder} kept as it was"
 
 
 def needs(run: Run, runs: list[Run]) -> list[Run]:
@@ -284,7 +299,8 @@ def run_study(root: Path, runs: list[Run], results: Path, cluster: Cluster, work
     restored = {run.name for run in again}
     if again:
         print(f"study: first {len(again)} baselines kept in {results} into this DVC cache, for the scenarios that "
-              f"compare with them (their folders stay as they are)", flush=True)
+              f"compare with them (their folders stay as they are; one whose code changed since trains again)",
+              flush=True)
     failed = 0
     with connect(cluster) as client:
         workers = client.scheduler_info()["workers"].values()
@@ -315,8 +331,7 @@ def run_study(root: Path, runs: list[Run], results: Path, cluster: Cluster, work
                 print(f"[{done}/{len(tasks)}] {name}: error: {outcome['error']}{eta}", flush=True)
                 continue
             if name in restored:  # a kept baseline, now in this DVC cache
-                print(f"[{done}/{len(tasks)}] {name} on worker {outcome['worker']}: in the DVC cache ({results / name} "
-                      f"kept as it was){eta}", flush=True)
+                print(f"[{done}/{len(tasks)}] {kept_baseline_line(name, outcome, results / name)}{eta}", flush=True)
                 continue
             keep(results / name, outcome["files"])
             print(f"[{done}/{len(tasks)}] {name} on worker {outcome['worker']} -> {results / name}{eta}", flush=True)
