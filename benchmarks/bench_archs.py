@@ -4,7 +4,9 @@ For each dataset and loss (SimCLR views; triplet: three members per example, ntx
 training steps of every arch exactly as the `train` stage runs them (channels-last, batched augmentation on
 the fly) and reports parameters, training FLOP per image, images/s, FLOP efficiency against the measured
 fp32 matmul rate, the ratio to the study's encoder and the minutes one epoch of the protocol's 50,000
-examples takes at that rate; where the CPU has native bf16, also its images/s under `train.precision: bf16`.
+examples takes at that rate; where the CPU has native bf16, also its images/s under `train.precision: bf16`;
+where torch.compile can run (a C++ compiler), also compiled (`train.compile: true`; compiling is paid in the
+warm-up, which every later timing reuses).
 
     python benchmarks/bench_archs.py --append BENCHMARKS.md
     python benchmarks/bench_archs.py --steps 2 --rounds 1 --datasets mnist    # a quick look
@@ -25,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import BATCH, matmul_gflops, subset, training_flop_per_image  # noqa: E402
 
-from contrastlab.infra.machine import cpu_description, has_native_bf16  # noqa: E402
+from contrastlab.infra.machine import cpp_compiler, cpu_description, has_native_bf16  # noqa: E402
 from contrastlab.infra.params import PRECISIONS  # noqa: E402
 from contrastlab.methods.encoders import ARCHS, EMBEDDING_DIM, make_encoder  # noqa: E402
 from contrastlab.methods.losses import LOSSES  # noqa: E402
@@ -37,9 +39,10 @@ LOSSES_TIMED = ("triplet", "ntxent")
 EXAMPLES_PER_EPOCH = 50_000  # the protocol's 5,000 anchors per class
 
 
-def images_per_s(images: torch.Tensor, examples: dict, loss: str, arch: str, precision: str = "fp32") -> float:
+def images_per_s(images: torch.Tensor, examples: dict, loss: str, arch: str, precision: str = "fp32",
+                 compiled: bool = False) -> float:
     config = TrainConfig(loss=loss, aug="simclr", seed=0, epochs=1, lr=LOSSES[loss].lr, batch_size=BATCH, arch=arch,
-                         precision=precision)
+                         precision=precision, compile=compiled)
     return train(images, examples, config, device=torch.device("cpu"), progress=False).images_per_s
 
 
@@ -54,15 +57,17 @@ def main() -> None:
 
     fp32 = matmul_gflops(torch.float32)
     precisions = PRECISIONS if has_native_bf16() else ("fp32",)
-    runs = [(arch, precision) for arch in ARCHS for precision in precisions]
+    compiles = (False, True) if cpp_compiler() else (False,)
+    runs = [(arch, precision, compiled) for arch in ARCHS for precision in precisions for compiled in compiles]
     lines = [
         "", "## Encoders (`model.arch`)", "",
         f"Produced on {time.strftime('%Y-%m-%d')} by `python benchmarks/bench_archs.py --append BENCHMARKS.md`; "
         f"{cpu_description()}, torch {torch.__version__}; fp32 matmul {fp32:.0f} GFLOP/s. Images/s: medians of "
         f"{args.rounds} timings of {args.steps} steps of {BATCH} examples with SimCLR views, the archs alternating.", "",
         "| dataset | loss | arch | parameters | training MFLOP / image | img/s | FLOP eff. | time / study's | "
-        "min per epoch (50k examples) | bf16 img/s | bf16 / fp32 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "min per epoch (50k examples) | bf16 img/s | bf16 / fp32 | compiled fp32 img/s | compiled bf16 img/s | "
+        "fastest / fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     for name in args.datasets:
@@ -74,14 +79,16 @@ def main() -> None:
             members = examples["members"].shape[1]
             for run in runs:  # warm-up: first calls pay one-off kernel set-up
                 images_per_s(images, subset(examples, BATCH), loss, *run)
-            rates: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+            rates: dict[tuple[str, str, bool], list[float]] = {run: [] for run in runs}
             for _ in range(args.rounds):
                 for run in runs:
                     rates[run].append(images_per_s(images, examples, loss, *run))
-            study_rate = statistics.median(rates["study", "fp32"])
+            medians = {run: statistics.median(timings) for run, timings in rates.items()}
+            study_rate = medians["study", "fp32", False]
             for arch in ARCHS:
-                rate = statistics.median(rates[arch, "fp32"])
-                bf16 = statistics.median(rates[arch, "bf16"]) if "bf16" in precisions else None
+                rate = medians[arch, "fp32", False]
+                bf16, fastest = medians.get((arch, "bf16", False)), max(v for k, v in medians.items() if k[0] == arch)
+                compiled = [medians.get((arch, precision, True)) for precision in PRECISIONS]
                 flop = training_flop_per_image(images.shape[1], images.shape[-1], arch=arch)
                 size = sum(p.numel() for p in make_encoder(images.shape[1], arch=arch,
                                                            embedding_dim=ARCHS[arch].embedding_dim or EMBEDDING_DIM)
@@ -89,7 +96,9 @@ def main() -> None:
                 row = (f"| {name} | {loss} | {arch} | {size:,} | {flop / 1e6:.1f} | {rate:,.0f} | "
                        f"{rate * flop / 1e9 / fp32:.0%} | {study_rate / rate:.1f}x | "
                        f"{EXAMPLES_PER_EPOCH * members / rate / 60:.1f} | "
-                       + (f"{bf16:,.0f} | {bf16 / rate:.2f}x |" if bf16 is not None else "n/a | n/a |"))
+                       + (f"{bf16:,.0f} | {bf16 / rate:.2f}x | " if bf16 is not None else "n/a | n/a | ")
+                       + "".join(f"{value:,.0f} | " if value is not None else "n/a | " for value in compiled)
+                       + f"{fastest / rate:.2f}x |")
                 lines.append(row)
                 print(row, flush=True)
     if args.append:

@@ -129,6 +129,8 @@ def test_unknown_precision_is_refused():
 
 def test_compiled_training_computes_what_uncompiled_training_does(capsys):
     compiled, eager = run(compile=True, aug="none", batch_size=24), run(aug="none", batch_size=24)  # 80 = 3 x 24 + 8
+    assert capsys.readouterr().out == ""  # no progress asked for
+    train(IMAGES, build(LABELS, "triplets", 8, seed=0), TrainConfig(**{**QUICK, "compile": True}), device=CPU)
     assert "compiles the encoder" in capsys.readouterr().out
     assert compiled.compiled and not eager.compiled
     assert type(compiled.encoder) is type(eager.encoder)  # the module itself: its state_dict saves as always

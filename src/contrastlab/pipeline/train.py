@@ -280,7 +280,7 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
         print("train.compile: no C++ compiler found for torch.compile's CPU backend (install g++, or name one in CXX); "
               "training uncompiled")
         forward = encoder
-    elif forward is not encoder:
+    elif forward is not encoder and progress:
         print("train.compile: the first step of each batch size compiles the encoder (about 30 s; seconds when "
               "torch's cache holds it from an earlier run)")
     fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if config.views == "once" else None
