@@ -7,9 +7,10 @@ triplet batch (3 x 1024 images) as training runs it, a forward per member, eager
 with what compiling costs in a fresh process: first with an empty Inductor cache, then again with the
 cache the first one left. Beside it, eager, the three members in one forward of 3,072 images: BatchNorm
 would then mix the members' statistics, so it only bounds what one forward with per-member statistics
-could gain.
+could gain. Every step runs in a fresh process that keeps freed memory as the train stage does, so that
+none inherits the memory the layer timings warmed.
 
-    python benchmarks/bench_convolutions.py              # about 5 minutes on 2 cores
+    python benchmarks/bench_convolutions.py              # about 3 minutes on 2 cores
     python benchmarks/bench_convolutions.py --no-compile # the convolutions only
 """
 
@@ -26,7 +27,7 @@ import time
 
 import torch
 
-from contrastlab.infra.machine import cpu_description, has_native_bf16
+from contrastlab.infra.machine import cpu_description, has_native_bf16, keep_freed_memory
 from contrastlab.methods.encoders import StridedConv2x2, make_encoder
 
 BATCH = 1024
@@ -82,7 +83,8 @@ def time_layer(inputs: int, outputs: int, size: int, bf16: bool, matmul_backward
 def time_step(bf16: bool, compiled: bool, repeats: int, per_member: bool = True) -> dict:
     """One training step of the study encoder on 3 x BATCH MNIST-sized images, a forward per member of
     BATCH (as training runs) or one for all: seconds of the first call (compilation, when compiled) and the
-    median milliseconds of the later ones."""
+    median milliseconds of the later ones. Memory is kept as the train stage keeps it (`keep_freed_memory`)."""
+    keep_freed_memory()
     torch.manual_seed(0)
     encoder = make_encoder(1).to(memory_format=torch.channels_last)
     model = torch.compile(encoder, dynamic=False) if compiled else encoder
@@ -98,11 +100,12 @@ def time_step(bf16: bool, compiled: bool, repeats: int, per_member: bool = True)
     return {"first_s": time.perf_counter() - start, "step_ms": median_ms(step, repeats)}
 
 
-def step_in_fresh_process(bf16: bool, compiled: bool, repeats: int, cache_dir: str) -> dict:
-    """`time_step` in a new Python process with its own Inductor cache folder, as a stage run would be."""
+def step_in_fresh_process(bf16: bool, compiled: bool, repeats: int, cache_dir: str, per_member: bool = True) -> dict:
+    """`time_step` in a new Python process with its own Inductor cache folder, as a stage run would be (every
+    step cell runs so, eager ones too: the layer timings before them leave this process's memory warm)."""
     code = ("import json, sys; sys.path.insert(0, %r); import bench_convolutions as b; "
-            "print(json.dumps(b.time_step(%r, %r, %d)))" % (os.path.dirname(os.path.abspath(__file__)),
-                                                             bf16, compiled, repeats))
+            "print(json.dumps(b.time_step(%r, %r, %d, %r)))" % (os.path.dirname(os.path.abspath(__file__)),
+                                                                 bf16, compiled, repeats, per_member))
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -138,8 +141,9 @@ def main() -> None:
           "compile, cache kept (s) |")
     print("|---|---|---|---|---|---|")
     for bf16 in (False, True):
-        together = time_step(bf16, False, args.repeats, per_member=False)
-        eager = time_step(bf16, False, args.repeats)
+        with tempfile.TemporaryDirectory() as cache:
+            together = step_in_fresh_process(bf16, False, args.repeats, cache, per_member=False)
+            eager = step_in_fresh_process(bf16, False, args.repeats, cache)
         cells = [f"{together['step_ms']:.0f}", f"{eager['step_ms']:.0f}"]
         if args.compile:
             with tempfile.TemporaryDirectory() as cache:
