@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 import yaml
 
 from contrastlab.methods.baselines import BASELINES
+from contrastlab.study.distributed import stages_run
 
 ROOT = Path(__file__).resolve().parents[1]
 # The stages that train an encoder: the scenario's and the ceilings (the baselines trained with labels).
@@ -65,7 +65,7 @@ def timed_stages(cmd: list[str], cwd: Path, env: dict) -> tuple[float, dict[str,
     starts: list[tuple[str, float]] = []
     with subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as dvc:
         for line in dvc.stdout:  # a stage's progress bar may leave terminal codes in front of DVC's line
-            starts += [(found[1], time.perf_counter()) for found in re.finditer(r"Running stage '([^']+)'", line)]
+            starts += [(stage, time.perf_counter()) for stage in stages_run(line)]
     end = time.perf_counter()
     if dvc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed")
