@@ -129,6 +129,27 @@ def test_wall_times_are_reported_per_machine(tmp_path):
     assert "mnist triplet / simclr 160 s, mnist pairwise / simclr 75 s." in text  # mean of 150 and 170 s
 
 
+def test_a_scenario_at_another_precision_is_held_against_its_fp32_seeds_not_listed_as_a_new_method(tmp_path):
+    results = tmp_path / "results"
+    for seed, (triplet, pairwise) in enumerate([(0.90, 0.80), (0.92, 0.81)]):
+        write_scenario(results, "triplet", "simclr", seed, triplet, machine="fast CPU")
+        write_scenario(results, "pairwise", "simclr", seed, pairwise, machine="fast CPU")
+    for loss, top1 in (("triplet", 0.915), ("pairwise", 0.70)):
+        write_scenario(results, loss, "simclr", 0, top1, train_s=80.0, wall_s=90.0, machine="fast CPU",
+                       variant="precision-bf16", overrides={"train.precision": "bf16"})
+    write_report(results, tmp_path / "report")
+    text = (tmp_path / "report" / "README.md").read_text()
+    section = text.split("## Precision")[1].split("\n## ")[0]
+    # triplet: 0.915 - 0.91 = +0.005 within 2 x 0.01414 x sqrt(1 + 1/2) = 0.0346; pairwise: 0.70 - 0.805 = -0.105,
+    # beyond 2 x 0.00707 x sqrt(1.5) = 0.0173; train 100 s against 80 s; wall 2 x 90 s = 3 min against 2 x 120 s = 4
+    assert ("| mnist | triplet / simclr | bf16 | 1 | 0.9150 | 0.9100 ± 0.0141 | +0.0050, within the seed spread | "
+            "80 | 100 | 1.25x |") in section
+    assert "| mnist | pairwise / simclr | bf16 | 1 | 0.7000 | 0.8050 ± 0.0071 | -0.1050, larger than the seed spread |" in section
+    assert ("- bf16: top-1 within fp32's seed spread on 1 of 2 scenarios (beyond it: mnist pairwise / simclr -0.1050); "
+            "the 2 runs took 3 min of wall time against fp32's 4 min on the same machine (1.33x).") in section
+    assert "Beyond the study" not in text and "precision-bf16" not in text.split("## Precision")[0]
+
+
 def test_baselines_are_named_by_their_registry_and_found_by_their_key(tmp_path, monkeypatch):
     for kind, baseline in BASELINES.items():
         monkeypatch.setitem(BASELINES, kind, Baseline(baseline.features, f"renamed {kind}"))

@@ -14,7 +14,7 @@ from contrastlab.methods.losses import LOSSES
 from contrastlab.study.names import BaselineRun, Scenario
 from contrastlab.study.results import (
     Group, baseline, factor_effect, in_registry_order, is_main_scenario, is_recipe_cell, is_study_scenario, load,
-    published_results, shift_top1, spread_test, study_repeat_spread,
+    is_precision_twin, published_results, shift_top1, spread_test, study_repeat_spread,
 )
 
 
@@ -78,6 +78,24 @@ def test_spread_test_compares_the_difference_with_two_standard_errors():
     assert spread_test(group([0.50, 0.6414]), group([0.40, 0.5414])) == "within the seed spread"
     assert spread_test(group([0.80, 0.9414]), group([0.40, 0.5414])) == "larger than the seed spread"
     assert spread_test(group([0.9]), group([0.4])) == "one seed only: spread unknown"
+
+
+def test_one_seed_can_be_judged_by_the_spread_of_the_other_groups_seeds():
+    # std of [0.80, 0.81] 0.00707; one run against two seeds: error 0.00707 * sqrt(1 + 1/2) = 0.00866, 2x = 0.0173
+    seeds = group([0.80, 0.81])
+    assert spread_test(group([0.82]), seeds, one_seed_varies_alike=True) == "within the seed spread"  # +0.015
+    assert spread_test(group([0.785]), seeds, one_seed_varies_alike=True) == "larger than the seed spread"  # -0.020
+    assert spread_test(seeds, group([0.785]), one_seed_varies_alike=True) == "larger than the seed spread"
+    assert spread_test(group([0.82]), seeds) == "one seed only: spread unknown"  # not unless asked
+    assert spread_test(group([0.9]), group([0.4]), one_seed_varies_alike=True) == "one seed only: spread unknown"
+
+
+def test_a_precision_twin_is_a_study_scenario_changed_only_in_precision():
+    assert is_precision_twin(group([0.9], "triplet", "simclr", variant="precision-bf16"))
+    assert not is_precision_twin(group([0.9], "triplet", "simclr", variant="precision-bf16-negatives-hard"))
+    assert not is_precision_twin(group([0.9], "triplet", "simclr", variant="precision-bf16", recipe="tuned"))
+    assert not is_precision_twin(group([0.9], "ntxent", "simclr", variant="precision-bf16"))  # not one of the 12
+    assert not is_precision_twin(group([0.9], "triplet", "simclr"))
 
 
 def test_factor_effect_is_the_range_of_marginal_means_in_the_registrys_order():

@@ -24,7 +24,7 @@ from contrastlab.study import figures
 from contrastlab.study.names import MAIN_AXES, PROTOCOL, Scenario
 from contrastlab.study.results import (
     FACTORS, METRICS, Group, baseline, by_dataset, factor_effect, in_registry_order, is_main_scenario,
-    is_recipe_cell, is_study_scenario, load, shift_top1, spread_test, study_repeat_spread,
+    is_precision_twin, is_recipe_cell, is_study_scenario, load, shift_top1, spread_test, study_repeat_spread,
 )
 
 def fmt(group: Group, metric: str) -> str:
@@ -243,6 +243,51 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
                     f"({raw.mean('top1'):.4f})" if raw else "")
             lines.append(f"- {dataset}, {recipe}: best {best.setting('loss')} / {best.setting('aug')} "
                          f"{fmt_seeds(best, 'top1')}{beat}.")
+    return [*lines, ""]
+
+
+def precision_section(main: dict[str, Group], twins: dict[str, Group]) -> list[str]:
+    """The study's scenarios trained at another precision beside the same scenarios in fp32: whether the probe
+    moves by more than the seed spread, and what the precision saves in time on the machine it ran on."""
+    pairs = [(twin, fp32) for twin in twins.values()
+             if (fp32 := main.get(Scenario(twin.dataset, twin.setting("loss"), twin.setting("aug")).group))]
+    if not pairs:
+        return []
+    lines = ["## Precision: the study's scenarios at another `train.precision`", "",
+             "The same scenarios (protocol recipe) trained at another precision, against fp32's seeds (a single run "
+             "taken to vary as fp32's seeds do). Times: training seconds (train.json) and whole runs (`dvc exp run`, "
+             "study.json), fp32's averaged over its seeds on the same machine (made with the code of their day); "
+             "times from different CPUs do not compare.", "",
+             "| dataset | loss / aug | precision | seeds | top-1 | fp32 top-1 | Δ | train s | fp32 train s | fp32 / it |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    totals: dict[str, dict] = defaultdict(lambda: {"within": 0, "n": 0, "beyond": [], "wall": 0.0, "fp32 wall": 0.0,
+                                                   "fp32 runs": True})
+    for twin, fp32 in pairs:
+        precision, where = twin.param("train.precision"), machine_of(twin.runs[0])
+        same_machine = [run for run in fp32.runs if machine_of(run) == where]
+        train_s = statistics.fmean(run["train"]["train_time_s"] for run in twin.runs)
+        fp32_train_s = statistics.fmean(run["train"]["train_time_s"] for run in same_machine) if same_machine else None
+        test = spread_test(twin, fp32, one_seed_varies_alike=True)
+        total = totals[precision]
+        total["n"] += 1
+        total["within"] += test != "larger than the seed spread"
+        if test == "larger than the seed spread":
+            total["beyond"].append(f"{twin.dataset} {fp32.label} {twin.mean('top1') - fp32.mean('top1'):+.4f}")
+        total["wall"] += statistics.fmean(run["study"]["wall_s"] for run in twin.runs)
+        total["fp32 runs"] &= bool(same_machine)
+        total["fp32 wall"] += statistics.fmean(run["study"]["wall_s"] for run in same_machine) if same_machine else 0.0
+        lines.append(f"| {twin.dataset} | {fp32.label} | {precision} | {len(twin.runs)} | {fmt(twin, 'top1')} | "
+                     f"{fmt_seeds(fp32, 'top1')} | {twin.mean('top1') - fp32.mean('top1'):+.4f}, {test} | {train_s:.0f} | "
+                     + (f"{fp32_train_s:.0f} | {fp32_train_s / train_s:.2f}x |" if fp32_train_s else "| |"))
+    lines.append("")
+    for precision, total in totals.items():
+        beyond = f" (beyond it: {'; '.join(total['beyond'])})" if total["beyond"] else ""
+        wall = f"; the {total['n']} runs took {total['wall'] / 60:.0f} min of wall time"
+        if total["fp32 runs"]:
+            wall += (f" against fp32's {total['fp32 wall'] / 60:.0f} min on the same machine "
+                     f"({total['fp32 wall'] / total['wall']:.2f}x)")
+        lines.append(f"- {precision}: top-1 within fp32's seed spread on {total['within']} of {total['n']} "
+                     f"scenarios{beyond}{wall}.")
     return [*lines, ""]
 
 
@@ -592,7 +637,8 @@ def write_report(results: Path, out: Path) -> None:
     validation_baselines = {key: g for key, g in every_baseline.items() if g.param("split.validation_per_class")}
     tested_baselines = {key: g for key, g in every_baseline.items() if key not in validation_baselines}
     baselines = {key: g for key, g in tested_baselines.items() if not g.variant}  # on the protocol's encoder and probe
-    beyond = {key: g for key, g in scenarios.items() if not is_main_scenario(g)}
+    precision = {key: g for key, g in scenarios.items() if is_precision_twin(g)}
+    beyond = {key: g for key, g in scenarios.items() if not is_main_scenario(g) and key not in precision}
     scenarios = {key: g for key, g in scenarios.items() if is_main_scenario(g)}
     if not scenarios:
         raise SystemExit(f"error: no finished scenario of the study's 12 in {results}; run `make study` first")
@@ -613,9 +659,10 @@ def write_report(results: Path, out: Path) -> None:
         "",
         *findings(scenarios, baselines),
         *recipe_section({**scenarios, **beyond}, baselines),
+        *precision_section(scenarios, precision),
         "## Time",
         "",
-        *timing(scenarios, {**beyond, **validation}, every_baseline),
+        *timing(scenarios, {**beyond, **precision, **validation}, every_baseline),
         "",
         "## Figures",
         "",

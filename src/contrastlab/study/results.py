@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import functools
 import json
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -198,11 +199,25 @@ def is_recipe_cell(group: Group) -> bool:
     return group.recipe != PROTOCOL and is_study_scenario(group)
 
 
-def spread_test(a: Group, b: Group, metric: str = "top1") -> str:
-    """Whether mean(a) - mean(b) is larger than the seed-to-seed spread: |diff| > 2 standard errors."""
-    if len(a.runs) < 2 or len(b.runs) < 2:
+def is_precision_twin(group: Group) -> bool:
+    """One of the study's 12 scenarios with the study's own recipe, trained at another precision and nothing
+    else changed (`--set train.precision=bf16`): the same method, so the report compares it with the fp32
+    scenario, never lists it as a new one."""
+    return (group.recipe == PROTOCOL and group.published() is not None
+            and re.fullmatch(r"precision-[^-]+", group.variant) is not None)
+
+
+def spread_test(a: Group, b: Group, metric: str = "top1", one_seed_varies_alike: bool = False) -> str:
+    """Whether mean(a) - mean(b) is larger than the seed-to-seed spread: |diff| > 2 standard errors.
+    `one_seed_varies_alike`: a group of one seed is taken to vary as the other group's seeds do (the same
+    method trained another way, e.g. at another precision), so it can be judged against them."""
+    if one_seed_varies_alike and min(len(a.runs), len(b.runs)) == 1 < max(len(a.runs), len(b.runs)):
+        std = max(a, b, key=lambda g: len(g.runs)).std(metric)
+        error = std * (1 / len(a.runs) + 1 / len(b.runs)) ** 0.5
+    elif len(a.runs) < 2 or len(b.runs) < 2:
         return "one seed only: spread unknown"
-    error = (a.std(metric) ** 2 / len(a.runs) + b.std(metric) ** 2 / len(b.runs)) ** 0.5
+    else:
+        error = (a.std(metric) ** 2 / len(a.runs) + b.std(metric) ** 2 / len(b.runs)) ** 0.5
     diff = a.mean(metric) - b.mean(metric)
     return "larger than the seed spread" if abs(diff) > 2 * error else "within the seed spread"
 
