@@ -108,6 +108,14 @@ def test_convolution_benchmark_finds_each_strided_convolution_and_its_input_size
     assert bench_convolutions.strided_inputs(3, 32) == [(3, 32, 32), (32, 64, 17), (64, 128, 9), (128, 256, 5)]
 
 
+def test_a_step_of_the_convolution_benchmark_takes_the_chosen_datasets_images(monkeypatch):
+    monkeypatch.setattr(bench_convolutions, "BATCH", 2)
+    monkeypatch.setattr(bench_convolutions, "keep_freed_memory", lambda: None)  # the test process's allocator as is
+    for dataset in bench_convolutions.SHAPES:  # an encoder for another image size or channel count would not run
+        timed = bench_convolutions.time_step(False, False, 1, dataset=dataset)
+        assert timed["step_ms"] > 0 and timed["first_s"] > 0
+
+
 def test_the_training_benchmark_times_only_what_the_notebook_way_knows():
     from contrastlab.methods.augmentations import AUGMENTATIONS
     assert set(bench_training.STUDY_AUGS) <= set(AUGMENTATIONS)  # "shift_flip" has no notebook pipeline
