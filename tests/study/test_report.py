@@ -284,16 +284,18 @@ def test_representations_compare_embedding_and_backbone_each_against_random_init
     assert rows[("baseline:random_init", "backbone")]["labels_used"] == "no"
 
 
-def test_the_recipe_column_names_what_a_run_changed_beyond_its_recipe_but_not_what_has_a_column(tmp_path):
+def test_the_recipe_column_names_what_a_run_or_baseline_changed_beyond_its_recipe_but_not_what_has_a_column(tmp_path):
     results = tmp_path / "results"
     for variant in ("features-backbone", "temperature-0.2-batch_size-256-epochs-25-features-backbone"):
         write_scenario(results, "supcon", "simclr", 0, 0.5, variant=variant, recipe="adamw_onecycle",
                        params=protocol_params("backbone"))
     write_scenario(results, "triplet", "simclr", 0, 0.8)
+    for variant in ("features-backbone", "batch_size-256-features-backbone"):  # a baseline at two batches
+        write_baseline(results, "supervised", 0, 0.9, variant=variant, params=protocol_params("backbone"))
     write_report(results, tmp_path / "report")
     rows = list(csv.DictReader((tmp_path / "report" / "representations.csv").open()))
     assert sorted(row["recipe"] for row in rows) == [
-        "adamw_onecycle", "adamw_onecycle (temperature-0.2-batch_size-256)", "protocol"]
+        "", "(batch_size-256)", "adamw_onecycle", "adamw_onecycle (temperature-0.2-batch_size-256)", "protocol"]
 
 
 def test_runs_probed_on_the_validation_split_are_kept_apart_from_every_test_set_number(tmp_path):

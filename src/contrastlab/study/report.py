@@ -303,15 +303,17 @@ AIMS = {
 
 def representation_row(group: Group) -> list:
     """One row of representations.csv: what was trained and probed, and how well (mean over seeds). The recipe
-    column adds the training settings the run changed beyond its recipe (`adamw_onecycle (temperature-0.2)`)."""
+    column adds the training settings the run changed beyond its recipe (`adamw_onecycle (temperature-0.2)`;
+    a baseline has no recipe of the study's, only those settings: `(batch_size-256)`)."""
     is_baseline = group.is_baseline
     changed = without_axes(group.variant, "arch", "features", "negatives", "epochs")
+    recipe = " ".join(part for part in ("" if is_baseline else group.recipe, f"({changed})" if changed else "") if part)
     trained = [run["train"] for run in group.runs if "train" in run]
     return [
         group.dataset, group.param("model.arch"),
         f"baseline:{group.setting('baseline')}" if is_baseline else group.setting("loss"),
         "" if is_baseline else group.setting("aug"), "" if is_baseline else group.param("pairs.negatives"),
-        "" if is_baseline else f"{group.recipe} ({changed})" if changed else group.recipe,
+        recipe,
         group.param("probe.features"), "yes" if group.labels_used else "no",
         len(group.runs), round(group.mean("top1"), 4), round(group.std("top1"), 4) if len(group.runs) > 1 else "", round(group.mean("knn"), 4),
         trained[0].get("epochs", "") if trained else "",
