@@ -178,7 +178,7 @@ def main() -> None:
         f"- fp32 matmul: {fp32:.0f} GFLOP/s (2048 x 2048, median of 7); bf16 matmul: {bf16:.2f} GFLOP/s"
         + ("" if has_native_bf16() else " (512 x 512: no native bf16 on this CPU, so bf16 training is not timed)"),
         "",
-        f"Images/s are medians of {args.rounds} alternating timings of {args.steps} steps of {BATCH}.",
+        f"Images/s are medians of {args.rounds} alternating timings of {args.steps} steps of {BATCH} (bf16 too).",
         "",
         "| dataset | loss | aug | notebook PIL views (s per 50k) | notebook img/s | project img/s | "
         "project FLOP eff. | notebook FLOP eff. | project / notebook | project bf16 img/s |",
@@ -205,14 +205,14 @@ def main() -> None:
                     time_project(images, warm_up, loss, aug, precision=precision)
                 notebook.train_steps(loss, images.shape[1], LOSSES[loss].lr, BATCH, max_steps=1)
                 # Alternate the two paths so that a change in the machine's load hits both alike.
-                project_rates, notebook_rates = [], []
+                rates = {path: [] for path in (*precisions, "notebook")}
                 for _ in range(args.rounds):
-                    project_rates.append(time_project(images, examples, loss, aug).images_per_s)
+                    for precision in precisions:
+                        rates[precision].append(time_project(images, examples, loss, aug, precision=precision).images_per_s)
                     seen, seconds = notebook.train_steps(loss, images.shape[1], LOSSES[loss].lr, BATCH)
-                    notebook_rates.append(seen / seconds)
-                ours, theirs = statistics.median(project_rates), statistics.median(notebook_rates)
-                bf16_rate = (f"{time_project(images, examples, loss, aug, precision='bf16').images_per_s:,.0f}"
-                             if "bf16" in precisions else "n/a")
+                    rates["notebook"].append(seen / seconds)
+                ours, theirs = statistics.median(rates["fp32"]), statistics.median(rates["notebook"])
+                bf16_rate = f"{statistics.median(rates['bf16']):,.0f}" if "bf16" in rates else "n/a"
                 row = (
                     f"| {name} | {loss} | {aug} | {views_s:.0f} | {theirs:,.0f} | {ours:,.0f} | "
                     f"{ours * flop / 1e9 / fp32:.0%} | {theirs * flop / 1e9 / fp32:.0%} | "
