@@ -140,3 +140,11 @@ def test_a_compiled_scenario_runs_first_with_an_empty_cache_then_with_the_cache_
     assert (first_files, second_files) == ([], ["compiled-1"])  # empty, then kept
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == "/the/users/cache"  # the user's cache untouched
     assert not Path(first_cache).exists()
+
+
+def test_the_drift_benchmark_reports_one_mean_per_block_of_steps(monkeypatch):
+    import bench_step_drift
+    monkeypatch.setattr(bench_step_drift, "BATCH", 2)
+    monkeypatch.setattr(bench_step_drift, "keep_freed_memory", lambda: None)
+    means = bench_step_drift.block_means("mnist", False, 25)  # blocks of 10, 10 and 5 steps
+    assert len(means) == 3 and all(m > 0 for m in means)
