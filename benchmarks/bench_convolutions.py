@@ -107,10 +107,14 @@ def step_in_fresh_process(bf16: bool, compiled: bool, repeats: int, cache_dir: s
                           dataset: str = "mnist") -> dict:
     """`time_step` in a new Python process with its own Inductor cache folder, as a stage run would be (every
     step cell runs so, eager ones too: the layer timings before them leave this process's memory warm)."""
-    code = ("import json, sys; sys.path.insert(0, %r); import bench_convolutions as b; "
-            "print(json.dumps(b.time_step(%r, %r, %d, %r, %r)))" % (os.path.dirname(os.path.abspath(__file__)),
-                                                                     bf16, compiled, repeats, per_member, dataset))
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
+    return in_fresh_process("bench_convolutions", "time_step", bf16, compiled, repeats, per_member, dataset,
+                            env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir))
+
+
+def in_fresh_process(module: str, function: str, *args, env: dict | None = None):
+    """`module.function(*args)` of this folder's benchmarks in a new Python process; its result, through JSON."""
+    code = ("import json, sys; sys.path.insert(0, %r); import %s as m; print(json.dumps(m.%s(*%r)))"
+            % (os.path.dirname(os.path.abspath(__file__)), module, function, args))
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

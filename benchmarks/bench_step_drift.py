@@ -13,8 +13,6 @@ slower moment of the machine, blocks of steps over several processes can.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_convolutions import BATCH, SHAPES  # noqa: E402
+from bench_convolutions import BATCH, SHAPES, in_fresh_process  # noqa: E402
 
 from contrastlab.infra.machine import has_native_bf16, keep_freed_memory  # noqa: E402
 from contrastlab.methods.encoders import make_encoder  # noqa: E402
@@ -52,14 +50,6 @@ def block_means(dataset: str, bf16: bool, steps: int, flush_denormal: bool = Fal
     return [1000 * sum(times[i:i + BLOCK]) / len(times[i:i + BLOCK]) for i in range(0, steps, BLOCK)]
 
 
-def in_fresh_process(dataset: str, bf16: bool, steps: int, flush_denormal: bool) -> list[float]:
-    code = ("import json, sys; sys.path.insert(0, %r); import bench_step_drift as b; "
-            "print(json.dumps(b.block_means(%r, %r, %d, %r)))" % (str(Path(__file__).resolve().parent), dataset, bf16,
-                                                                  steps, flush_denormal))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=SHAPES, default="cifar10")
@@ -73,7 +63,8 @@ def main() -> None:
     print("|---|---|" + "---|" * len(range(0, args.steps, BLOCK)))
     for process in range(1, args.processes + 1):
         for bf16 in precisions:
-            means = in_fresh_process(args.dataset, bf16, args.steps, args.flush_denormal)
+            means = in_fresh_process("bench_step_drift", "block_means", args.dataset, bf16, args.steps,
+                                     args.flush_denormal)
             print(f"| {process} | {'bf16' if bf16 else 'fp32'} | " + " | ".join(f"{m:.0f}" for m in means) + " |", flush=True)
 
 

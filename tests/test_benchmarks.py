@@ -148,3 +148,8 @@ def test_the_drift_benchmark_reports_one_mean_per_block_of_steps(monkeypatch):
     monkeypatch.setattr(bench_step_drift, "keep_freed_memory", lambda: None)
     means = bench_step_drift.block_means("mnist", False, 25)  # blocks of 10, 10 and 5 steps
     assert len(means) == 3 and all(m > 0 for m in means)
+
+
+def test_a_function_run_in_a_fresh_process_returns_its_result():
+    assert bench_convolutions.in_fresh_process("bench_convolutions", "strided_inputs", 3, 32) == [
+        [3, 32, 32], [32, 64, 17], [64, 128, 9], [128, 256, 5]]  # by JSON, as lists
