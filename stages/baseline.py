@@ -6,6 +6,7 @@ from pathlib import Path
 
 from contrastlab.infra import params
 from contrastlab.infra.files import write_json
+from contrastlab.infra.machine import use_cpu_kernels
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.methods.encoders import pick_device
@@ -22,6 +23,7 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="its probe metrics (JSON)")
     args = parser.parse_args()
     p = params.load(READS)
+    use_cpu_kernels(p["cpu_kernels"])  # before any tensor is computed
 
     train_images, train_labels = load_training(args.data, p["split"]["validation_per_class"])
     test_images, test_labels = load_evaluation(args.data, p["split"]["validation_per_class"])

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from contrastlab.infra import params
 from contrastlab.infra.files import save_npz
+from contrastlab.infra.machine import use_cpu_kernels
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.encoders import load_encoder, pick_device
 from contrastlab.pipeline.datasets import load_evaluation
 from contrastlab.pipeline.embed import embed_images, shift_horizontally, stop_if_outputs_not_finite
 from contrastlab.pipeline.features import shifted_name
 
-READS = ("embed", "split")
+READS = ("cpu_kernels", "embed", "split")
 
 
 def main() -> None:
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help=".npz with embeddings and labels")
     args = parser.parse_args()
     loaded = params.load(READS)
+    use_cpu_kernels(loaded["cpu_kernels"])  # before any tensor is computed
     p = loaded["embed"]
 
     encoder = load_encoder(args.model, pick_device())

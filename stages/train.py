@@ -7,12 +7,13 @@ import torch
 
 from contrastlab.infra import params, plots
 from contrastlab.infra.files import load_npz, now_stamp, write_csv, write_json
+from contrastlab.infra.machine import use_cpu_kernels
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.encoders import pick_device, save_encoder
 from contrastlab.pipeline.datasets import load_training
 from contrastlab.pipeline.train import TrainConfig, train
 
-READS = ("dataset", "loss", "aug", "seed", "model", "split", "train")
+READS = ("dataset", "loss", "aug", "seed", "cpu_kernels", "model", "split", "train")
 
 
 def main() -> None:
@@ -27,6 +28,7 @@ def main() -> None:
                         help="training state after each epoch when train.checkpoint is true; removed when done")
     args = parser.parse_args()
     p = params.load(READS)
+    use_cpu_kernels(p["cpu_kernels"])  # before any tensor is computed
     config = TrainConfig.from_params(p)
     scenario = f"{p['dataset']} / {p['loss']} / {p['aug']}"
 

@@ -44,6 +44,7 @@ def test_repository_defaults_are_the_protocol():
     assert p["tsne"]["n_points"] == 1000 and p["tsne"]["perplexity"] == 20
     assert p["probe"]["test_size"] == 0.2 and p["probe"]["knn_k"] == 30
     assert p["model"] == {"arch": "study", "embedding_dim": 32} and p["probe"]["features"] == "embedding"
+    assert p["cpu_kernels"] == "native"  # the fastest kernels: portable ones are a choice (README, "Same seed, same numbers")
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,16 @@
 """The machine: what a measurement was made on (timings from different CPUs are not comparable),
-and how this process's memory allocator is set for training."""
+which CPU kernels torch computes with, and how this process's memory allocator is set for training."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 from pathlib import Path
 
 import torch
+
+from contrastlab.infra.errors import ParamError
 
 # The SIMD extensions that decide the fp32 and bf16 rates of PyTorch's CPU kernels.
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
@@ -48,6 +51,30 @@ def cpp_compiler() -> str | None:
         return get_cpp_compiler()
     except Exception:  # noqa: BLE001 - Inductor's own search raises its own error types, and they change
         return None
+
+
+# `cpu_kernels: portable`: the kernels every x86-64 CPU from AVX2 up has, so the same seed gives the same bytes on
+# any of them. By default each library picks the widest its CPU offers, and they round differently: oneDNN's
+# AVX-512 convolutions (the one cap that changed the tiny scenario's weights on an AVX-512 CPU), ATen's vectorised
+# kernels and MKL's matrix products (MKL_CBWR: Intel's conditional bitwise reproducibility).
+PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+
+
+def use_cpu_kernels(kernels: str) -> None:
+    """Cap torch's CPU kernels at AVX2 for `portable` (`native` leaves the environment as it is). Each library
+    reads its cap once, at its first computation, so this comes before any tensor is computed."""
+    if kernels == "native":
+        return
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        raise ParamError(f"params.yaml: cpu_kernels='portable' pins x86-64 kernels, and this machine is "
+                         f"{platform.machine()}; use cpu_kernels=native")
+    os.environ.update(PORTABLE_KERNELS)
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability == "DEFAULT":
+        raise ParamError("params.yaml: cpu_kernels='portable' runs AVX2's kernels, and this CPU has no AVX2; "
+                         "use cpu_kernels=native")
+    if capability != "AVX2":
+        raise RuntimeError(f"torch computed before use_cpu_kernels: its kernels are already {capability}")
 
 
 # mallopt parameters of glibc's malloc.h

@@ -150,6 +150,7 @@ class Registered:
 
 
 SOURCES = ("mirror", "torchvision", "pypi")
+CPU_KERNELS = ("native", "portable")  # portable: AVX2's on every x86-64 CPU (contrastlab.infra.machine)
 PRECISIONS = ("fp32", "bf16")  # bf16: bfloat16 autocast of the encoder's forward passes
 NEGATIVES = ("label_aware", "random", "hard")
 OPTIMIZERS = ("sgd", "adamw")
@@ -169,6 +170,7 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
         "loss": Registered("loss"),
         "aug": Registered("aug"),
         "seed": int_at_least(0, most=2**32 - 1),  # scikit-learn takes seeds below 2**32
+        "cpu_kernels": one_of(*CPU_KERNELS),
     },
     "download": {
         "mirror": optional_text(),
@@ -348,7 +350,7 @@ SCENARIO = (*(key for key in SCHEMA[None]), *(s for s in SCHEMA if s is not None
 # What any baseline reads (`contrastlab.methods.baselines`): the probe's split, settings and features, the
 # encoder's design, the images held out for validation, the anchors and the batch size. No recipe: a baseline is the same reference point for
 # every scenario of a dataset, arch and probe.
-BASELINE = ("dataset", "seed", "model", "split", "pairs.anchors_per_class", "train.batch_size", "embed.batch_size",
+BASELINE = ("dataset", "seed", "cpu_kernels", "model", "split", "pairs.anchors_per_class", "train.batch_size", "embed.batch_size",
             "probe")
 
 
