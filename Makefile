@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run study report mlflow test lock clean-env
+.PHONY: setup run study report mlflow test test-avx2 lock clean-env
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,14 @@ mlflow: setup
 # suite's time is single-threaded process start-up (dvc, torch imports), so 2 cores take about half as long.
 test: setup
 	$(BIN)/python -m pytest -n auto --dist loadfile
+
+# The tests whose numbers hang on how a CPU rounds (marked cpu_sensitive), on the kernels an AVX2-only CPU runs:
+# torch's (ATen, oneDNN, MKL), NumPy's and OpenBLAS's capped at AVX2. On an AVX-512 CPU this catches a change
+# that would fail on an AVX2 one; on an AVX2 CPU it repeats what `make test` ran.
+AVX2_KERNELS = ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=AVX2 \
+	OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE:-Haswell} NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"
+test-avx2: setup
+	$(AVX2_KERNELS) $(BIN)/python -m pytest -n auto --dist loadfile -m cpu_sensitive
 
 # Re-pin every dependency to what is installed now (after changing pyproject.toml).
 lock:

@@ -135,7 +135,7 @@ def sh(*cmd: str, cwd: Path, env: dict, check: bool = True) -> subprocess.Comple
     return result
 
 
-def make_tiny_repo(tmp: Path) -> tuple[Path, dict]:
+def make_tiny_repo(tmp: Path, cpu_kernels: str = "native") -> tuple[Path, dict]:
     """A git copy of this repository at `tmp/repo` whose params point at a tiny mirror and train for
     seconds; returns it with an environment that runs the copy's code and its own MLflow store."""
     repo = tmp / "repo"
@@ -156,6 +156,7 @@ def make_tiny_repo(tmp: Path) -> tuple[Path, dict]:
     params["train"].update(epochs=2, batch_size=16)
     params["tsne"].update(n_points=80, perplexity=5, max_iter=250)
     params["probe"]["knn_k"] = 3
+    params["cpu_kernels"] = cpu_kernels
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "CONTRASTLAB_"))}

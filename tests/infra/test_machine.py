@@ -1,5 +1,6 @@
 """The machine description that study runs and benchmarks record, from a hand-written /proc/cpuinfo."""
 
+import os
 import platform
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import torch
 
 import torch._inductor.cpp_builder
 
-from contrastlab.infra.machine import cpp_compiler, cpu_description, has_native_bf16
+from contrastlab.infra.errors import ParamError
+from contrastlab.infra.machine import PORTABLE_KERNELS, cpp_compiler, cpu_description, has_native_bf16, use_cpu_kernels
 
 ZEN5 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma avx512f avx512_bf16 avx512bw\n"
 AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma\n"
@@ -71,3 +73,47 @@ def test_kept_memory_spares_every_step_after_the_first_its_page_faults():
     # Measured: 33,000-51,000 faults (150-200 MB of fresh pages) in every step by default; 0 to 5,000 kept
     # (8-50x fewer, varying with what else the machine does). Without the tuning the two are about equal.
     assert sum(faults["keep"][1:]) * 4 < sum(faults["default"][1:])
+
+
+def kernels_in_a_fresh_process(code: str, **env: str) -> subprocess.CompletedProcess:
+    """`code` in a new Python (its libraries read their kernel caps once, so each case needs its own process),
+    with oneDNN saying which instruction set its convolutions run."""
+    clean = {k: v for k, v in os.environ.items() if k not in PORTABLE_KERNELS}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**clean, "ONEDNN_VERBOSE": "1", **env})
+
+
+CONVOLVE = "torch.nn.Conv2d(1, 4, 3)(torch.ones(2, 1, 8, 8))"  # a batch of 1 would skip oneDNN
+NATIVE = torch.backends.cpu.get_cpu_capability()
+x86_64 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="caps x86-64 kernels")
+
+
+@x86_64
+def test_portable_kernels_run_avx2s_convolutions_and_vector_kernels():
+    run = kernels_in_a_fresh_process(
+        "import torch; from contrastlab.infra.machine import use_cpu_kernels; use_cpu_kernels('portable'); "
+        f"{CONVOLVE}; print(torch.backends.cpu.get_cpu_capability())")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "AVX2"
+    assert "onednn_verbose,v1,info,cpu,isa:Intel AVX2\n" in run.stdout
+
+
+def test_native_kernels_leave_the_environment_as_it_is():
+    run = kernels_in_a_fresh_process(
+        "import os, torch; from contrastlab.infra.machine import use_cpu_kernels; use_cpu_kernels('native'); "
+        "print(torch.backends.cpu.get_cpu_capability(), 'MKL_CBWR' in os.environ)")
+    assert run.stdout.splitlines()[-1] == f"{NATIVE} False"
+
+
+@x86_64
+@pytest.mark.skipif(NATIVE == "AVX2", reason="this CPU's own kernels are AVX2's: nothing to catch")
+def test_portable_kernels_asked_for_after_torch_computed_stop_with_an_error():
+    run = kernels_in_a_fresh_process(
+        f"import torch; from contrastlab.infra.machine import use_cpu_kernels; {CONVOLVE}; use_cpu_kernels('portable')")
+    assert f"RuntimeError: torch computed before use_cpu_kernels: its kernels are already {NATIVE}" in run.stderr
+
+
+def test_portable_kernels_on_another_architecture_are_a_param_error(monkeypatch):
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    with pytest.raises(ParamError, match="cpu_kernels='portable' pins x86-64 kernels, and this machine is aarch64"):
+        use_cpu_kernels("portable")

@@ -1,0 +1,79 @@
+"""What `cpu_kernels: portable` costs, and whether it changes the bytes: the real train stage, run on the
+default scenario (or `-S key=value` changes of it) with `cpu_kernels: native` and `portable` alternately in
+a scratch folder, reporting per run the training loop's time (metrics/train.json) and the encoder's md5.
+
+    python benchmarks/bench_kernels.py                                        # the default scenario, once each (~6 min)
+    python benchmarks/bench_kernels.py -S dataset=cifar10 -S train.epochs=2 --repeats 2
+
+Run it on two machines and compare the md5s: the portable ones match on every x86-64 CPU from AVX2 up.
+Also prints the CPU (`grep -o -m1 -E 'avx512f|avx2' /proc/cpuinfo` tells the family).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from contrastlab.infra.machine import cpu_description
+from contrastlab.infra.params import CPU_KERNELS
+from contrastlab.study.runner import fixed_value, with_values
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage(name: str, *args: str, cwd: Path) -> None:
+    """One stage script of this checkout, run as `dvc repro` runs it, in `cwd` (its params.yaml)."""
+    subprocess.run([sys.executable, str(ROOT / "stages" / f"{name}.py"), *args], cwd=cwd, check=True,
+                   env={**os.environ, "DVC_ROOT": str(ROOT)}, capture_output=True)
+
+
+def train_once(folder: Path, params: dict, kernels: str) -> dict:
+    """Train with `kernels`; the training loop's seconds and the encoder's md5."""
+    (folder / "params.yaml").write_text(yaml.safe_dump({**params, "cpu_kernels": kernels}, sort_keys=False))
+    dataset = folder / "data" / params["dataset"]
+    stage("train", "--data", str(dataset), "--examples", "examples.npz", "--model", "encoder.pt",
+          "--metrics", "train.json", "--loss-csv", "loss.csv", "--loss-png", "loss.png",
+          "--checkpoint", "checkpoint.pt", cwd=folder)
+    metrics = json.loads((folder / "train.json").read_text())
+    return {"kernels": kernels, "train_time_s": metrics["train_time_s"], "final_loss": metrics["final_loss"],
+            "md5": hashlib.md5((folder / "encoder.pt").read_bytes()).hexdigest()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-S", "--set", action="append", default=[], type=fixed_value, metavar="KEY=VALUE",
+                        help="a change of the committed defaults, as `dvc exp run -S` takes it")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each setting, alternating")
+    args = parser.parse_args()
+
+    params = with_values(yaml.safe_load((ROOT / "params.yaml").read_text()), dict(args.set))
+    params["train"]["checkpoint"] = False
+    print(f"{cpu_description()}; {' '.join(f'{k}={v}' for k, v in args.set) or 'the default scenario'}", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        dataset = folder / "data" / params["dataset"]
+        stage("download", "--out", str(dataset), cwd=folder)
+        stage("examples", "--labels", str(dataset / "train_labels.npy"), "--out", "examples.npz",
+              "--metrics", "examples.json", cwd=folder)
+        runs = []
+        for _ in range(args.repeats):
+            for kernels in CPU_KERNELS:
+                runs.append(train_once(folder, params, kernels))
+                print(json.dumps(runs[-1]), flush=True)
+    median = {k: statistics.median(r["train_time_s"] for r in runs if r["kernels"] == k) for k in CPU_KERNELS}
+    print(f"median training time: native {median['native']:.1f} s, portable {median['portable']:.1f} s "
+          f"(portable / native = {median['portable'] / median['native']:.2f})")
+
+
+if __name__ == "__main__":
+    main()
