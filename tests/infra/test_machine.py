@@ -1,7 +1,9 @@
-"""The machine description that study runs and benchmarks record, from a hand-written /proc/cpuinfo."""
+"""The machine description that study runs and benchmarks record, from a hand-written /proc/cpuinfo, and the
+portable kernels, each case in a fresh process (a library reads its kernel setting once)."""
 
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ import torch._inductor.cpp_builder
 
 from contrastlab.infra.errors import ParamError
 from contrastlab.infra.machine import PORTABLE_KERNELS, cpp_compiler, cpu_description, has_native_bf16, use_cpu_kernels
+from project import ROOT
 
 ZEN5 = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma avx512f avx512_bf16 avx512bw\n"
 AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma\n"
@@ -117,3 +120,10 @@ def test_portable_kernels_on_another_architecture_are_a_param_error(monkeypatch)
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     with pytest.raises(ParamError, match="cpu_kernels='portable' pins x86-64 kernels, and this machine is aarch64"):
         use_cpu_kernels("portable")
+
+
+def test_make_test_avx2_runs_the_cpu_sensitive_tests_on_the_portable_kernels():
+    makefile = (ROOT / "Makefile").read_text()
+    caps = re.search(r"^AVX2_KERNELS = (.*?)\n(?=\S)", makefile, re.MULTILINE | re.DOTALL)[1]
+    assert {f"{name}={value}" for name, value in PORTABLE_KERNELS.items()} <= set(caps.split())
+    assert "$(AVX2_KERNELS) $(BIN)/python -m pytest -n auto --dist loadfile -m cpu_sensitive" in makefile

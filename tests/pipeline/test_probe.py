@@ -6,7 +6,12 @@ from sklearn.model_selection import train_test_split
 from contrastlab.infra.errors import ParamError
 from contrastlab.pipeline.probe import at_chance, linear_probe, probe
 
-RNG = np.random.default_rng(0)
+
+
+def rng() -> np.random.Generator:
+    """Each test's own data, the same whichever tests ran before it."""
+    return np.random.default_rng(0)
+
 LABELS = np.repeat(np.arange(10), 100)
 
 
@@ -15,20 +20,20 @@ def score(embeddings):
 
 
 def test_perfectly_separable_embeddings_score_one():
-    embeddings = np.eye(10)[LABELS] * 5 + RNG.normal(0, 0.01, (1000, 10))
+    embeddings = np.eye(10)[LABELS] * 5 + rng().normal(0, 0.01, (1000, 10))
     s = score(embeddings)
     assert s["top1"] == 1.0 and s["top3"] == 1.0 and s["knn"] == 1.0
     assert s["per_class"] == [1.0] * 10
 
 
 def test_random_embeddings_score_about_chance():
-    s = score(RNG.normal(size=(1000, 32)))
+    s = score(rng().normal(size=(1000, 32)))
     assert 0.03 < s["top1"] < 0.2
     assert 0.15 < s["top3"] < 0.45  # chance for top-3 is 0.3
 
 
 def test_split_is_stratified_and_confusion_matches_predictions():
-    s = score(RNG.normal(size=(1000, 32)))
+    s = score(rng().normal(size=(1000, 32)))
     assert np.bincount(s["y_true"]).tolist() == [20] * 10  # 20% of 100 per class
     assert s["confusion"].sum() == 200
     assert np.trace(s["confusion"]) == np.sum(s["y_true"] == s["y_pred"])
@@ -37,12 +42,12 @@ def test_split_is_stratified_and_confusion_matches_predictions():
 def test_top1_and_top3_come_from_one_classifier():
     # top-3 >= top-1 always holds for one classifier; two different classifiers could break it.
     for seed in range(3):
-        s = probe(RNG.normal(size=(1000, 8)) + LABELS[:, None] * 0.1, LABELS, test_size=0.2, knn_k=5, max_iter=200, seed=seed)
+        s = probe(rng().normal(size=(1000, 8)) + LABELS[:, None] * 0.1, LABELS, test_size=0.2, knn_k=5, max_iter=200, seed=seed)
         assert s["top3"] >= s["top1"]
 
 
 def test_shifted_embeddings_are_scored_by_the_classifier_fitted_on_the_unshifted_ones():
-    clean = np.eye(10)[LABELS] * 5 + RNG.normal(0, 0.01, (1000, 10))
+    clean = np.eye(10)[LABELS] * 5 + rng().normal(0, 0.01, (1000, 10))
     scrambled = np.eye(10)[(LABELS + 1) % 10] * 5  # every image now looks like the next class
     s = probe(clean, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0,
               shifted={"same": clean, "+1": scrambled})
@@ -50,9 +55,10 @@ def test_shifted_embeddings_are_scored_by_the_classifier_fitted_on_the_unshifted
     assert s["top1"] == score(clean)["top1"]  # the unshifted scores do not change
 
 
+@pytest.mark.cpu_sensitive  # equal predictions from differently rounded inputs
 def test_standardize_ignores_the_embeddings_scale_and_leaves_knn_alone():
     # classes 0.2-0.8 apart along 8 noisy coordinates: C=1 fits them; a thousand times smaller, it underfits
-    embeddings = RNG.normal(size=(1000, 8)) + LABELS[:, None] * np.linspace(0.2, 0.8, 8)
+    embeddings = rng().normal(size=(1000, 8)) + LABELS[:, None] * np.linspace(0.2, 0.8, 8)
     tiny = embeddings / 1000
     plain = probe(tiny, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)
     scaled = probe(tiny, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0, standardize=True)
@@ -62,10 +68,11 @@ def test_standardize_ignores_the_embeddings_scale_and_leaves_knn_alone():
     assert plain["knn"] == scaled["knn"]  # only the linear probe is standardised
 
 
+@pytest.mark.cpu_sensitive  # equal predictions from differently rounded inputs
 def test_standardize_learns_mean_and_deviation_from_the_fitting_split_only():
     # the held-out rows are spread wide: a deviation taken over all rows would shrink the fitting rows
     # until the probe's penalty flattens them (as in the test above)
-    embeddings = RNG.normal(size=(1000, 8)) + LABELS[:, None] * np.linspace(0.2, 0.8, 8)
+    embeddings = rng().normal(size=(1000, 8)) + LABELS[:, None] * np.linspace(0.2, 0.8, 8)
     scored = _scored_rows()
     embeddings[scored] *= 1000
     fit = np.setdiff1d(np.arange(1000), scored)
@@ -112,8 +119,8 @@ def test_the_probe_is_solved_to_its_optimum_not_to_where_a_loose_tolerance_stops
     # is itself rounding: the solver stops once the row-averaged gradient is <= 1e-10, so the summed one is
     # <= 1000 * 1e-10 = 1e-7 here, a 4e-10 fraction at most (measured 1e-14 to 1.2e-10 over five data seeds
     # on an AVX-512 CPU; an AVX2 CPU left 1.8e-8, in range). lbfgs leaves 2e-4 to 4e-4 of it.
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(1000, 20)) + LABELS[:, None] * rng.normal(0, 0.3, 20)
+    data = rng()
+    x = data.normal(size=(1000, 20)) + LABELS[:, None] * data.normal(0, 0.3, 20)
     solved = linear_probe(100).fit(x, LABELS)
     loose = LogisticRegression(max_iter=1000).fit(x, LABELS)
     at_zero = np.abs(penalised_gradient(np.zeros((10, 20)), np.zeros(10), x, LABELS)).max()
@@ -122,7 +129,7 @@ def test_the_probe_is_solved_to_its_optimum_not_to_where_a_loose_tolerance_stops
 
 
 def test_a_probe_stopped_before_its_optimum_says_so():
-    features = RNG.normal(size=(1000, 400)) + LABELS[:, None] * 0.05
+    features = rng().normal(size=(1000, 400)) + LABELS[:, None] * 0.05
     s = probe(features, LABELS, test_size=0.2, knn_k=5, max_iter=3, seed=0)
     assert not s["converged"]
     assert "the linear probe did not converge in probe.max_iter=3 steps; raise probe.max_iter" in s["warnings"]
@@ -131,6 +138,6 @@ def test_a_probe_stopped_before_its_optimum_says_so():
 def test_chance_level_is_within_two_standard_errors_of_one_over_the_classes():
     # 200 scored images, 10 classes: chance 0.1, two standard errors 2 * sqrt(0.1 * 0.9 / 200) = 0.0424
     assert at_chance(0.142, 200, 10) and not at_chance(0.143, 200, 10)
-    s = score(RNG.normal(size=(1000, 4)))  # features that know nothing of the labels
+    s = score(rng().normal(size=(1000, 4)))  # features that know nothing of the labels
     assert s["top1"] < 0.143
     assert any("at chance level" in warning for warning in s["warnings"])

@@ -53,16 +53,17 @@ def cpp_compiler() -> str | None:
         return None
 
 
-# `cpu_kernels: portable`: the kernels every x86-64 CPU from AVX2 up has, so the same seed gives the same bytes on
-# any of them. By default each library picks the widest its CPU offers, and they round differently: oneDNN's
-# AVX-512 convolutions (the one cap that changed the tiny scenario's weights on an AVX-512 CPU), ATen's vectorised
-# kernels and MKL's matrix products (MKL_CBWR: Intel's conditional bitwise reproducibility).
-PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+# `cpu_kernels: portable`: kernels every x86-64 CPU from AVX2 up runs alike, so the same seed gives the same bytes
+# on any of them. By default each library picks the widest its CPU offers, and they round differently: oneDNN's
+# convolutions (AVX-512 or AVX2), ATen's vectorised kernels, and MKL's matrix products, which take one path on
+# Intel CPUs and another on AMD ones; MKL_CBWR=COMPATIBLE (Intel's conditional bitwise reproducibility) is
+# the one of its modes that gives the same bytes on both (measured: README, "Same seed, same numbers").
+PORTABLE_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
 
 
 def use_cpu_kernels(kernels: str) -> None:
-    """Cap torch's CPU kernels at AVX2 for `portable` (`native` leaves the environment as it is). Each library
-    reads its cap once, at its first computation, so this comes before any tensor is computed."""
+    """Pin torch's CPU kernels for `portable` (`native` leaves the environment as it is). Each library reads
+    its setting once, at its first computation, so this comes before any tensor is computed."""
     if kernels == "native":
         return
     if platform.machine().lower() not in ("x86_64", "amd64"):
