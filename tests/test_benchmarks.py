@@ -1,5 +1,7 @@
 """The benchmark's yardsticks: FLOP counted by hand, and a notebook-style path that trains what the project trains."""
 
+import hashlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -7,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_convolutions  # noqa: E402
+import bench_kernels  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_training  # noqa: E402
 import notebook_style  # noqa: E402
@@ -153,3 +157,19 @@ def test_the_drift_benchmark_reports_one_mean_per_block_of_steps(monkeypatch):
 def test_a_function_run_in_a_fresh_process_returns_its_result():
     assert bench_convolutions.in_fresh_process("bench_convolutions", "strided_inputs", 3, 32) == [
         [3, 32, 32], [32, 64, 17], [64, 128, 9], [128, 256, 5]]  # by JSON, as lists
+
+
+def test_the_kernels_benchmark_trains_with_the_asked_kernels_and_hashes_the_encoder(tmp_path, monkeypatch):
+    emulated_cpus = []
+
+    def train_stage(name, *args, cwd, emulated):  # what the train stage would leave, from the params it was given
+        emulated_cpus.append(emulated)
+        kernels = yaml.safe_load((cwd / "params.yaml").read_text())["cpu_kernels"]
+        (cwd / "encoder.pt").write_bytes(kernels.encode())
+        (cwd / "train.json").write_text(json.dumps({"train_time_s": 2.5, "final_loss": 0.25}))
+
+    monkeypatch.setattr(bench_kernels, "stage", train_stage)
+    run = bench_kernels.train_once(tmp_path, {"dataset": "mnist", "cpu_kernels": "native"}, "portable", "EPYC-Rome")
+    assert run == {"kernels": "portable", "train_time_s": 2.5, "final_loss": 0.25,
+                   "md5": hashlib.md5(b"portable").hexdigest()}
+    assert emulated_cpus == ["EPYC-Rome"]
