@@ -51,10 +51,10 @@ mlflow: setup
 test: setup
 	$(BIN)/python -m pytest -n auto --dist loadfile
 
-# The tests whose numbers hang on how a CPU rounds (marked cpu_sensitive) again, on the kernels an AVX2-only AMD
-# CPU runs: torch's pinned as `cpu_kernels: portable` pins them (contrastlab.infra.machine.PORTABLE_KERNELS; MKL
-# computes on AMD CPUs as MKL_CBWR=COMPATIBLE does), NumPy's and OpenBLAS's capped at AVX2. On an AVX-512 CPU this
-# catches a change that would fail on an AVX2 one; on an AVX2 CPU it repeats what `make test` ran.
+# The tests whose numbers hang on how a CPU rounds (marked cpu_sensitive) again, on an AVX2-only AMD CPU's kernels:
+# torch's as `cpu_kernels: portable` sets them (contrastlab.infra.machine.PORTABLE_KERNELS; on AMD CPUs MKL computes
+# as its COMPATIBLE mode does), NumPy's and OpenBLAS's capped at AVX2. On an AVX-512 CPU this catches a change that
+# would fail on an AVX2 one.
 AVX2_KERNELS = ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_CBWR=COMPATIBLE \
 	OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE:-Haswell} NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR"
 test-avx2: setup

@@ -87,18 +87,20 @@ def kernels_in_a_fresh_process(code: str, **env: str) -> subprocess.CompletedPro
 
 
 CONVOLVE = "torch.nn.Conv2d(1, 4, 3)(torch.ones(2, 1, 8, 8))"  # a batch of 1 would skip oneDNN
-NATIVE = torch.backends.cpu.get_cpu_capability()
+MULTIPLY = "torch.ones(64, 64) @ torch.ones(64, 64)"  # an MKL matrix product
+NATIVE = kernels_in_a_fresh_process("import torch; print(torch.backends.cpu.get_cpu_capability())").stdout.split()[-1]
 x86_64 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="caps x86-64 kernels")
 
 
 @x86_64
-def test_portable_kernels_run_avx2s_convolutions_and_vector_kernels():
+def test_portable_kernels_run_avx2s_convolutions_and_vector_kernels_and_mkls_compatible_mode():
     run = kernels_in_a_fresh_process(
         "import torch; from contrastlab.infra.machine import use_cpu_kernels; use_cpu_kernels('portable'); "
-        f"{CONVOLVE}; print(torch.backends.cpu.get_cpu_capability())")
+        f"{CONVOLVE}; {MULTIPLY}; print(torch.backends.cpu.get_cpu_capability())", MKL_VERBOSE="1")
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "AVX2"
     assert "onednn_verbose,v1,info,cpu,isa:Intel AVX2\n" in run.stdout
+    assert "CNR:COMPATIBLE" in run.stdout  # MKL's conditional numerical reproducibility mode
 
 
 def test_native_kernels_leave_the_environment_as_it_is():

@@ -6,6 +6,7 @@ import torch
 
 import contrastlab.pipeline.train
 from contrastlab.infra.errors import TrainingDiverged
+from contrastlab.infra.machine import PORTABLE_KERNELS
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import make_encoder
 from contrastlab.methods.losses import LOSSES
@@ -342,11 +343,18 @@ def test_config_from_params_takes_auto_epochs_and_lr_from_the_loss(loss):
 
 
 def test_the_checkpoint_key_follows_config_data_and_the_training_code(tmp_path, monkeypatch):
+    for name in PORTABLE_KERNELS:  # native kernels, whatever this shell exported
+        monkeypatch.delenv(name, raising=False)
     examples = build(LABELS, "triplets", 8, seed=0)
     key = checkpoint_key(IMAGES, examples, TrainConfig(**QUICK), CPU)
     assert key == checkpoint_key(IMAGES, examples, TrainConfig(**QUICK), CPU)
     assert key != checkpoint_key(IMAGES, examples, TrainConfig(**{**QUICK, "margin": 2.0}), CPU)
     assert key != checkpoint_key(IMAGES + 1, examples, TrainConfig(**QUICK), CPU)
+    for name, value in PORTABLE_KERNELS.items():  # `cpu_kernels: portable`: not the run a native checkpoint holds
+        monkeypatch.setenv(name, value)
+    assert key != checkpoint_key(IMAGES, examples, TrainConfig(**QUICK), CPU)
+    for name in PORTABLE_KERNELS:
+        monkeypatch.delenv(name)
     code = tmp_path / "losses.py"
     code.write_text("one version")
     monkeypatch.setattr(contrastlab.pipeline.train, "closure", lambda modules: [code])

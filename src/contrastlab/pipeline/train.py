@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch
 
 from contrastlab.infra.codegraph import closure
 from contrastlab.infra.errors import TrainingDiverged
-from contrastlab.infra.machine import cpp_compiler, keep_freed_memory
+from contrastlab.infra.machine import PORTABLE_KERNELS, cpp_compiler, keep_freed_memory
 from contrastlab.infra.params import AUTO, PRECISIONS
 from contrastlab.infra.progress import EpochProgress
 from contrastlab.methods.augmentations import AUGMENTATIONS
@@ -148,8 +149,10 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
 def checkpoint_key(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainConfig,
                    device: torch.device) -> str:
     """Digest of everything that determines the weights (data, examples, config, the code training runs,
-    torch version and device), so a checkpoint resumes only the very same training."""
-    digest = hashlib.sha256(json.dumps({**asdict(config), "device": device.type}, sort_keys=True).encode())
+    torch version, device and CPU kernels), so a checkpoint resumes only the very same training."""
+    kernels = {name: os.environ.get(name) for name in PORTABLE_KERNELS}  # `cpu_kernels` as use_cpu_kernels set it
+    digest = hashlib.sha256(json.dumps({**asdict(config), "device": device.type, "kernels": kernels,
+                                        "capability": torch.backends.cpu.get_cpu_capability()}, sort_keys=True).encode())
     digest.update(torch.__version__.encode())
     for path in closure(modules=[__name__]):
         digest.update(path.read_bytes())
