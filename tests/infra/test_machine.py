@@ -88,7 +88,12 @@ def kernels_in_a_fresh_process(code: str, **env: str) -> subprocess.CompletedPro
 
 CONVOLVE = "torch.nn.Conv2d(1, 4, 3)(torch.ones(2, 1, 8, 8))"  # a batch of 1 would skip oneDNN
 MULTIPLY = "torch.ones(64, 64) @ torch.ones(64, 64)"  # an MKL matrix product
-NATIVE = kernels_in_a_fresh_process("import torch; print(torch.backends.cpu.get_cpu_capability())").stdout.split()[-1]
+
+
+@pytest.fixture(scope="module")
+def native() -> str:
+    """The ATen kernels this CPU runs when nothing caps them (asked once, in a fresh process, not at import)."""
+    return kernels_in_a_fresh_process("import torch; print(torch.backends.cpu.get_cpu_capability())").stdout.split()[-1]
 x86_64 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="caps x86-64 kernels")
 
 
@@ -103,19 +108,20 @@ def test_portable_kernels_run_avx2s_convolutions_and_vector_kernels_and_mkls_com
     assert "CNR:COMPATIBLE" in run.stdout  # MKL's conditional numerical reproducibility mode
 
 
-def test_native_kernels_leave_the_environment_as_it_is():
+def test_native_kernels_leave_the_environment_as_it_is(native):
     run = kernels_in_a_fresh_process(
         "import os, torch; from contrastlab.infra.machine import use_cpu_kernels; use_cpu_kernels('native'); "
         "print(torch.backends.cpu.get_cpu_capability(), 'MKL_CBWR' in os.environ)")
-    assert run.stdout.splitlines()[-1] == f"{NATIVE} False"
+    assert run.stdout.splitlines()[-1] == f"{native} False"
 
 
 @x86_64
-@pytest.mark.skipif(NATIVE == "AVX2", reason="this CPU's own kernels are AVX2's: nothing to catch")
-def test_portable_kernels_asked_for_after_torch_computed_stop_with_an_error():
+def test_portable_kernels_asked_for_after_torch_computed_stop_with_an_error(native):
+    if native == "AVX2":
+        pytest.skip("this CPU's own kernels are AVX2's: nothing to catch")
     run = kernels_in_a_fresh_process(
         f"import torch; from contrastlab.infra.machine import use_cpu_kernels; {CONVOLVE}; use_cpu_kernels('portable')")
-    assert f"RuntimeError: torch computed before use_cpu_kernels: its kernels are already {NATIVE}" in run.stderr
+    assert f"RuntimeError: torch computed before use_cpu_kernels: its kernels are already {native}" in run.stderr
 
 
 def test_portable_kernels_on_another_architecture_are_a_param_error(monkeypatch):
