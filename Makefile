@@ -39,7 +39,7 @@ study: setup
 	$(MAKE) report
 
 report: setup mlflow
-	$(BIN)/python -m contrastlab.study.report --results study/results --out report
+	$(BIN)/python -m contrastlab.study.report --results study/results --out report --readme README.md
 
 # The committed study results as MLflow runs (nested per study), so the MLflow UI compares them after a clone.
 # Adds only what the store does not hold yet.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ from contrastlab.methods.baselines import BASELINES
 from contrastlab.methods.losses import LOSSES
 from contrastlab.study.names import BaselineRun, Scenario
 from contrastlab.study.results import (
-    Group, baseline, factor_effect, in_registry_order, is_main_scenario, is_recipe_cell, is_study_scenario, load,
-    is_precision_twin, published_results, shift_top1, spread_test, study_repeat_spread,
+    BACKBONE_WIDTH, FAMILIES, Group, Ledger, baseline, compare_groups, factor_effect, in_registry_order, is_main_scenario,
+    is_recipe_cell, is_study_scenario, load, is_precision_twin, published_results, shift_top1, study_repeat_spread,
 )
 
 
@@ -23,9 +24,17 @@ def edit_study(folder: Path, **fields) -> None:
     (folder / "study.json").write_text(json.dumps({**study, **fields}))
 
 
-def group(values: list[float], loss="triplet", aug="none", recipe="protocol", variant="") -> Group:
-    fields = Scenario("mnist", loss, aug, variant=variant, recipe=recipe).fields()
-    return Group([{"probe": {"top1": v}, "study": fields} for v in values])
+def group(values: list[float], loss="triplet", aug="none", recipe="protocol", variant="", seeds=None) -> Group:
+    """A scenario's runs with these top-1s, of seeds 0, 1, ... unless `seeds` says which."""
+    seeds = range(len(values)) if seeds is None else seeds
+    return Group([{"probe": {"top1": v},
+                   "study": Scenario("mnist", loss, aug, variant=variant, recipe=recipe, seed=seed).fields()}
+                  for v, seed in zip(values, seeds, strict=True)])
+
+
+def baseline_group(kind: str, seeds=(0,), dataset="mnist", params: dict | None = None, **study) -> Group:
+    return Group([{"probe": {"top1": 0.5}, "study": {**BaselineRun(dataset, kind, seed).fields(), **study,
+                                                     **({"params": params} if params else {})}} for seed in seeds])
 
 
 def test_runs_are_grouped_by_the_fields_study_json_records_not_by_their_names(tmp_path):
@@ -73,21 +82,140 @@ def test_the_study_scenarios_are_its_published_twelve_without_other_axes():
     assert not is_study_scenario(group([0.9], "ntxent", "simclr"))  # never published
 
 
-def test_spread_test_compares_the_difference_with_two_standard_errors():
-    # std 0.1 each, 2 seeds: standard error sqrt(2 * 0.01 / 2) = 0.1; the difference must exceed 0.2
-    assert spread_test(group([0.50, 0.6414]), group([0.40, 0.5414])) == "within the seed spread"
-    assert spread_test(group([0.80, 0.9414]), group([0.40, 0.5414])) == "larger than the seed spread"
-    assert spread_test(group([0.9]), group([0.4])) == "one seed only: spread unknown"
+def test_runs_are_compared_pair_by_pair_over_the_seeds_they_share():
+    # a = 0.60, 0.70 at seeds 0, 1; b = 0.50, 0.40 at seeds 0, 1: differences 0.10, 0.30, mean 0.2, std 0.141421,
+    # standard error 0.1, t = 2 with 1 degree of freedom: p = 1 - (2 / pi) atan(2) = 0.295167;
+    # CI 0.2 -+ 12.7062 x 0.1 = [-1.070620, +1.470620]
+    paired = compare_groups(group([0.60, 0.70]), group([0.50, 0.40]))
+    assert paired.test == "paired, 2 seeds" and paired.diff == pytest.approx(0.2)
+    assert paired.p == pytest.approx(1 - 2 / math.pi * math.atan(2)) == pytest.approx(0.295167, abs=1e-6)
+    assert (paired.low, paired.high) == (pytest.approx(-1.070620, abs=1e-5), pytest.approx(1.470620, abs=1e-5))
+    assert str(paired) == "+0.2000 [-1.0706, +1.4706], p = 0.295 (paired, 2 seeds)"
+    # the same numbers at seeds 2, 3: no pairs, Welch's test. Variances 0.005 each, standard error
+    # sqrt(0.005 / 2 + 0.005 / 2) = 0.070711, t = 0.2 / 0.070711 = 2.828427 with (equal variances and sizes)
+    # 2 degrees of freedom: p = 1 - t / sqrt(t^2 + 2) = 0.105573; CI 0.2 -+ 4.3027 x 0.070711 = [-0.104250, +0.504250]
+    welch = compare_groups(group([0.60, 0.70]), group([0.50, 0.40], seeds=[2, 3]))
+    assert welch.test == "Welch, 2 vs 2 seeds" and welch.diff == pytest.approx(0.2)
+    assert welch.p == pytest.approx(1 - 2.828427 / math.sqrt(2.828427**2 + 2), abs=1e-6)
+    assert (welch.low, welch.high) == (pytest.approx(-0.104250, abs=1e-5), pytest.approx(0.504250, abs=1e-5))
+    assert not compare_groups(group([0.9], seeds=[0]), group([0.4], seeds=[0])).tested
+    assert str(compare_groups(group([0.9]), group([0.4]))) == "+0.5000 (one seed: untested)"
 
 
-def test_one_seed_can_be_judged_by_the_spread_of_the_other_groups_seeds():
-    # std of [0.80, 0.81] 0.00707; one run against two seeds: error 0.00707 * sqrt(1 + 1/2) = 0.00866, 2x = 0.0173
+def test_a_difference_the_two_standard_error_rule_called_larger_than_the_seed_spread_is_no_finding_with_two_seeds():
+    # a = 0.60, 0.70; b = 0.40, 0.45 at the same seeds. The old rule: standard error sqrt(0.005 / 2 + 0.00125 / 2)
+    # = 0.055902, and |0.225| > 2 x 0.055902 = 0.1118: "larger than the seed spread". Paired: differences 0.20,
+    # 0.25, mean 0.225, std 0.035355, standard error 0.025, t = 9 with 1 degree of freedom:
+    # p = 1 - (2 / pi) atan(9) = 0.070447; CI 0.225 -+ 12.7062 x 0.025 = [-0.092655, +0.542655] holds 0
+    a, b = group([0.60, 0.70]), group([0.40, 0.45])
+    assert abs(a.mean("top1") - b.mean("top1")) > 2 * math.sqrt(a.std("top1") ** 2 / 2 + b.std("top1") ** 2 / 2)
+    result = compare_groups(a, b)
+    assert result.p == pytest.approx(1 - 2 / math.pi * math.atan(9)) == pytest.approx(0.070447, abs=1e-6)
+    assert (result.low, result.high) == (pytest.approx(-0.092655, abs=1e-5), pytest.approx(0.542655, abs=1e-5))
+    assert not result.finding
+
+
+def test_one_seed_is_compared_only_where_it_is_taken_to_vary_as_the_other_groups_seeds():
+    # 0.785 against 0.80, 0.81: std 0.0070711, error 0.0070711 x sqrt(1 + 1/2) = 0.0086603, t = -0.020 / 0.0086603
+    # = -2.309401 with 1 degree of freedom: p = 1 - (2 / pi) atan(2.309401) = (2 / pi) atan(0.433013) = 0.260147.
+    # The old rule called it "larger than the seed spread" (0.020 > 2 x 0.0086603 = 0.0173).
     seeds = group([0.80, 0.81])
-    assert spread_test(group([0.82]), seeds, one_seed_varies_alike=True) == "within the seed spread"  # +0.015
-    assert spread_test(group([0.785]), seeds, one_seed_varies_alike=True) == "larger than the seed spread"  # -0.020
-    assert spread_test(seeds, group([0.785]), one_seed_varies_alike=True) == "larger than the seed spread"
-    assert spread_test(group([0.82]), seeds) == "one seed only: spread unknown"  # not unless asked
-    assert spread_test(group([0.9]), group([0.4]), one_seed_varies_alike=True) == "one seed only: spread unknown"
+    result = compare_groups(group([0.785], seeds=[5]), seeds, one_seed_varies_alike=True)
+    assert result.test == "1 run vs 2 seeds" and result.diff == pytest.approx(-0.020)
+    assert result.p == pytest.approx(1 - 2 / math.pi * math.atan(0.020 / 0.0086603), abs=1e-5)
+    assert result.p == pytest.approx(0.260147, abs=1e-6) and not result.finding
+    assert compare_groups(seeds, group([0.785], seeds=[5]), one_seed_varies_alike=True).p == pytest.approx(result.p)
+    assert not compare_groups(group([0.785], seeds=[5]), seeds).tested  # not unless asked
+    assert not compare_groups(group([0.9]), group([0.4]), one_seed_varies_alike=True).tested  # nothing varies
+
+
+def test_a_ledger_family_is_holm_corrected_within_itself_and_recorded_row_by_row():
+    # paired, 1 degree of freedom, p = 1 - (2 / pi) atan(t): differences 0.10, 0.11 -> t = 0.105 / 0.005 = 21,
+    # p = 0.030292; differences 0.20, 0.25 -> t = 9, p = 0.070447. Holm over the two tested: 2 x 0.030292 =
+    # 0.060585, then max(0.060585, 1 x 0.070447) = 0.070447; the one-seed comparison is untested
+    triplet, pairwise = group([0.90, 0.92], "triplet", "simclr"), group([0.80, 0.81], "pairwise", "simclr")
+    ntxent, supcon = group([0.60, 0.70], "ntxent", "simclr"), group([0.40, 0.45], "supcon", "simclr")
+    alone = group([0.5], "triplet", "none")
+    ledger = Ledger()
+    tested = ledger.family("findings, mnist", [(triplet, pairwise), (ntxent, supcon), (alone, pairwise)])
+    assert [c.p_holm for c in tested] == [pytest.approx(0.060585, abs=1e-6), pytest.approx(0.070447, abs=1e-6), None]
+    assert [c.finding for c in tested] == [False, False, False]
+    # the same difference alone in its family: Holm changes nothing and p = 0.030 < 0.05 is a finding
+    assert ledger.family("precision", [(triplet, pairwise)])[0].finding
+    with pytest.raises(ValueError, match="tested already"):  # a family is corrected once, all together
+        ledger.family("precision", [(ntxent, supcon)])
+    rows = ledger.rows
+    assert all(list(row) == Ledger.COLUMNS for row in rows)
+    assert [(row["family"], row["a"], row["b"], row["a_group"], row["b_group"], row["test"]) for row in rows] == [
+        ("findings, mnist", "triplet / simclr", "pairwise / simclr", "mnist-triplet-simclr", "mnist-pairwise-simclr",
+         "paired, 2 seeds"),
+        ("findings, mnist", "ntxent / simclr", "supcon / simclr", "mnist-ntxent-simclr", "mnist-supcon-simclr",
+         "paired, 2 seeds"),
+        ("findings, mnist", "triplet / none", "pairwise / simclr", "mnist-triplet-none", "mnist-pairwise-simclr",
+         "one seed: untested"),
+        ("precision", "triplet / simclr", "pairwise / simclr", "mnist-triplet-simclr", "mnist-pairwise-simclr",
+         "paired, 2 seeds")]
+    # CI 0.105 -+ 12.7062 x 0.005 = [0.041469, 0.168531]; the untested row leaves its numbers blank
+    assert [(row["dataset"], row["diff"], row["ci_low"], row["ci_high"], row["p"], row["p_holm"], row["finding"])
+            for row in rows] == [
+        ("mnist", 0.105, pytest.approx(0.041469, abs=2e-6), pytest.approx(0.168531, abs=2e-6),
+         pytest.approx(0.030292, abs=2e-6), pytest.approx(0.060585, abs=2e-6), "no"),
+        ("mnist", 0.225, pytest.approx(-0.092655, abs=2e-6), pytest.approx(0.542655, abs=2e-6),
+         pytest.approx(0.070447, abs=2e-6), pytest.approx(0.070447, abs=2e-6), "no"),
+        ("mnist", -0.305, "", "", "", "", "no"),
+        ("mnist", 0.105, pytest.approx(0.041469, abs=2e-6), pytest.approx(0.168531, abs=2e-6),
+         pytest.approx(0.030292, abs=2e-6), pytest.approx(0.030292, abs=2e-6), "yes")]
+
+
+def test_a_group_belongs_to_the_family_of_what_trained_it():
+    # SimCLR's ntxent takes the batch as negatives: label-free whatever pairs.negatives says; the protocol's
+    # triplets pick label-aware negatives, random ones make it label-free
+    assert group([0.5], "ntxent", "simclr").family == "label-free contrastive"
+    assert group([0.5], "triplet", "simclr").family == "label-using contrastive"
+    random_negatives = group([0.5], "triplet", "simclr").runs
+    random_negatives[0]["study"]["overrides"] = {"pairs.negatives": "random"}
+    assert Group(random_negatives).family == "label-free contrastive"
+    assert group([0.5], "supcon", "simclr").family == "label-using contrastive"
+    assert {kind: baseline_group(kind).family for kind in BASELINES} == {
+        "raw_pixels": "raw pixels", "random_init": "random init", "supervised": "supervised ceiling",
+        "supervised_tuned": "supervised ceiling", "kmeans_patches": "classical label-free",
+        "random_patches": "classical label-free"}
+    assert {baseline_group(kind).family for kind in BASELINES} | {"label-free contrastive", "label-using contrastive"} \
+        == set(FAMILIES)
+
+
+def test_a_groups_width_is_how_many_features_its_probe_reads():
+    backbone = {"probe": {"features": "backbone"}}
+    assert group([0.5]).width == 32  # the protocol's embedding
+    wide = group([0.5]).runs
+    wide[0]["study"]["params"] = {"model": {"embedding_dim": 128}}
+    assert Group(wide).width == 128
+    on_backbone = group([0.5]).runs
+    on_backbone[0]["study"]["params"] = backbone
+    assert Group(on_backbone).width == BACKBONE_WIDTH == 256
+    assert baseline_group("raw_pixels").width == 28 * 28  # mnist: 1 channel of 28 x 28
+    assert baseline_group("raw_pixels", dataset="cifar10").width == 3 * 32 * 32
+    assert baseline_group("raw_pixels", params=backbone).width == 256  # projected to the backbone's size
+    assert baseline_group("kmeans_patches").width == 4 * 64  # 4 pooled quadrants x the protocol's 64 centroids
+    assert baseline_group("random_patches", params={"patches": {"centroids": 100}}).width == 400
+    assert baseline_group("supervised", params=backbone).width == 256 and baseline_group("random_init").width == 32
+
+
+def test_cpu_minutes_are_training_time_times_the_machines_threads():
+    runs = group([0.5, 0.6]).runs
+    runs[0] |= {"train": {"train_time_s": 120.0}}
+    runs[0]["study"]["machine"] = "AMD EPYC 7763 64-Core Processor, 8 threads, x86_64, avx2 fma"
+    runs[1] |= {"train": {"train_time_s": 60.0}}  # a machine not recorded: 2 threads
+    assert Group(runs).cpu_minutes == pytest.approx(9.0)  # (120 x 8 + 60 x 2) / 2 / 60
+    one = group([0.5]).runs
+    one[0] |= {"train": {"train_time_s": 90.0}}
+    one[0]["study"]["machine"] = "Apple M2, 1 thread, arm64, no AVX"
+    assert Group(one).cpu_minutes == pytest.approx(1.5)  # 90 x 1 / 60
+    # a baseline trains inside its whole run: study.json's wall time (an upper bound); raw pixels train nothing
+    assert baseline_group("supervised", wall_s=30.0, machine="Intel Xeon, 4 threads, x86_64, avx512f").cpu_minutes \
+        == pytest.approx(2.0)  # 30 x 4 / 60
+    assert baseline_group("kmeans_patches", seeds=(0, 1), wall_s=45.0).cpu_minutes == pytest.approx(1.5)  # 45 x 2 / 60
+    assert baseline_group("raw_pixels", wall_s=30.0).cpu_minutes == 0.0
 
 
 def test_a_precision_twin_is_a_study_scenario_changed_only_in_precision():

@@ -236,3 +236,19 @@ def test_an_experiment_made_with_other_params_is_not_taken_for_a_run(tmp_path):
     assert not made_with(tmp_path, experiment(as_run), scenario) and made_with(tmp_path, "HEAD", baseline)
     as_run["probe"]["knn_k"] = 7  # read by the baselines too
     assert not made_with(tmp_path, experiment(as_run), baseline)
+
+
+def test_only_the_named_baselines_run_for_each_setting_of_the_grid_and_no_scenario():
+    raw = with_grid({"dataset": ["mnist", "cifar10"], "loss": ["triplet"], "aug": ["simclr"],
+                     "patches.centroids": [64, 1600]})
+    runs = plan(raw, seeds=1, grid_name="test", only_baselines=["kmeans_patches"])
+    assert [run.name for run in runs] == [
+        "baseline-mnist-kmeans_patches-s0", "baseline-mnist-kmeans_patches-centroids-1600-s0",
+        "baseline-cifar10-kmeans_patches-s0", "baseline-cifar10-kmeans_patches-centroids-1600-s0"]
+    assert all(run.is_baseline for run in runs)
+
+
+def test_the_study_command_refuses_an_unknown_baseline_in_one_line():
+    done = subprocess.run([sys.executable, "-m", "contrastlab.study", "--baselines", "pixelz"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "no baseline 'pixelz'; known: raw_pixels" in done.stderr

@@ -14,6 +14,7 @@ import numpy as np
 from contrastlab.infra import params as params_module
 from contrastlab.infra.errors import ParamError
 from contrastlab.infra.stage import run_stage
+from contrastlab.methods.baselines import BASELINES
 from contrastlab.study import runner
 from contrastlab.study.distributed import Cluster, run_study
 from contrastlab.study.runner import Run, experiment_files, fixed_value, keep, plan
@@ -25,6 +26,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, help="seeds per scenario (default: study.seeds in params.yaml)")
     parser.add_argument("--grid", default="main", help="which of study.grids to run (default: main)")
     parser.add_argument("--recipe", default="protocol", help="which of study.recipes to train with")
+    parser.add_argument("--baselines", nargs="+", metavar="NAME", type=baseline_name,
+                        help="run only these baselines (names of the baseline registry) for the grid's datasets and "
+                             "settings, no scenario: e.g. the classical ones")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=fixed_value,
                         help="also set this param (as `dvc exp run -S` takes it) for every run of the grid, e.g. "
                              "--set probe.features=backbone; named in the runs' names; repeatable")
@@ -42,7 +46,7 @@ def main() -> None:
     seeds = study["seeds"] if args.seeds is None else args.seeds
     if seeds < 1:
         raise ParamError(f"--seeds {seeds}: a study needs at least one seed")
-    runs = plan(raw, seeds, args.grid, args.recipe, dict(args.set))
+    runs = plan(raw, seeds, args.grid, args.recipe, dict(args.set), args.baselines)
     if args.workers or args.scheduler or args.cluster:
         cluster = Cluster(args.workers, args.threads, args.scheduler, args.cluster, args.jobs)
         failed = run_study(root, runs, args.results, cluster, args.workdir)
@@ -51,6 +55,13 @@ def main() -> None:
     else:
         run_here(root, runs, args.results)
     print(f"\nstudy complete: {len(runs)} runs in {args.results}")
+
+
+def baseline_name(text: str) -> str:
+    """A `--baselines` name, checked against the registry."""
+    if text not in BASELINES:
+        raise argparse.ArgumentTypeError(f"no baseline {text!r}; known: {', '.join(BASELINES)}")
+    return text
 
 
 def run_here(root: Path, runs: list[Run], results: Path) -> None:

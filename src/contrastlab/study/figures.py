@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import string
+import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Callable
 
+import matplotlib.ticker
 import numpy as np
 
 from contrastlab.infra import plots
@@ -28,9 +30,10 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
     groups: dataset -> [{"label", "mean", "std", "published" (or None), optional "reference": drawn grey}];
     references: dataset -> {name: top-1}.
     """
-    width = max(7.5, 0.55 * max(len(bars) for bars in groups.values()))  # room for every bar's label
-    fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 4.8), layout="constrained", squeeze=False)
-    line_styles = ["--", ":", "-."]
+    width = max(7.5, 0.75 * max(len(bars) for bars in groups.values()))  # room for every bar's label
+    fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 5.8), layout="constrained", squeeze=False)
+    names = list(dict.fromkeys(name for lines in references.values() for name in lines))
+    styles = {name: (BASELINE_COLORS[i % len(BASELINE_COLORS)], ["--", ":", "-."][i % 3]) for i, name in enumerate(names)}
     for ax, (dataset, bars) in zip(axes[0], groups.items()):
         x = np.arange(len(bars))
         for kind, color, label in ((False, "tab:blue", "this project (mean, +-1 std over seeds)"),
@@ -38,16 +41,68 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
             shown = [i for i, b in enumerate(bars) if b.get("reference", False) == kind]
             if shown:
                 ax.bar(x[shown], [bars[i]["mean"] for i in shown], yerr=[bars[i]["std"] for i in shown], capsize=3,
-                       color=color, alpha=0.75, label=label)
+                       color=color, alpha=0.75, label=label if ax is axes[0][0] else None)
         published = [(i, b["published"]) for i, b in enumerate(bars) if b["published"] is not None]
         if published:
-            ax.scatter(*zip(*published), marker="D", color="black", zorder=3, label="published study")
-        for (name, value), style in zip(references.get(dataset, {}).items(), line_styles * 3):
-            ax.axhline(value, color="tab:red", linestyle=style, linewidth=1.2, label=f"{name}: {value:.3f}")
-        ax.set_xticks(x, [b["label"].replace(" (", "\n(") for b in bars], rotation=35, ha="right")  # "(recipe)" below
-        ax.set(ylabel="linear-probe top-1", title=dataset, ylim=(0, 1.32), yticks=np.linspace(0, 1, 6))
+            ax.scatter(*zip(*published), marker="D", color="black", zorder=3,
+                       label="published study" if ax is axes[0][0] else None)
+        for name, value in references.get(dataset, {}).items():
+            color, style = styles[name]
+            ax.axhline(value, color=color, linestyle=style, linewidth=1.4)
+        label_lines(ax, {name: (value, styles[name][0]) for name, value in references.get(dataset, {}).items()})
+        ax.set_xticks(x, [textwrap.fill(b["label"], 30) for b in bars], rotation=90, fontsize=7)
+        ax.set(ylabel="linear-probe top-1", title=dataset, ylim=(0, 1.02), yticks=np.linspace(0, 1, 6))
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper center", ncol=2)  # in the band above 1, where no bar or line reaches
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles += [plt.Line2D([], [], color=styles[n][0], linestyle=styles[n][1]) for n in names]
+    fig.legend(handles, labels + [f"baseline: {n}" for n in names], loc="outside lower center", ncol=3, fontsize=8)
+    plots.save(fig, path, dpi=120)
+
+
+BASELINE_COLORS = ["tab:red", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink", "tab:green"]
+FAMILY_COLORS = {"label-free contrastive": "tab:blue", "label-using contrastive": "tab:orange",
+                 "supervised ceiling": "tab:green", "classical label-free": "tab:purple", "raw pixels": "tab:red",
+                 "random init": "tab:gray"}
+
+
+def label_lines(ax, lines: dict[str, tuple[float, str]], gap: float = 0.035) -> None:
+    """Write each horizontal line's value just right of the axes, moved apart where lines lie closer than `gap`
+    (in data units), so no two labels overlap."""
+    placed: list[float] = []
+    for value, color in sorted(lines.values()):
+        y = max(value, placed[-1] + gap) if placed else value
+        placed.append(y)
+        ax.annotate(f"{value:.3f}", (1.0, y), xycoords=("axes fraction", "data"), fontsize=7, color=color,
+                    xytext=(2, 0), textcoords="offset points", va="center", annotation_clip=False)
+
+
+def summary(panels: dict[str, dict[str, list[tuple[str, float, float, float | None]]]],
+            lines: dict[str, dict[str, tuple[str, float]]], path: Path) -> None:
+    """The report's summary: one panel per dataset, probe top-1 against training CPU-minutes (log scale), one
+    marker per configuration (95% CI as error bar) coloured by family, and the reference points as horizontal lines.
+
+    panels: dataset -> family -> [(label, cpu_minutes, top-1, ci half-width or None)];
+    lines: dataset -> family -> (label, top-1), drawn across the panel.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.2), layout="constrained", squeeze=False)
+    shown: dict[str, object] = {}
+    for ax, (dataset, families) in zip(axes[0], panels.items()):
+        for name, points in families.items():
+            minutes = [max(m, 0.1) for _, m, _, _ in points]
+            errors = [0 if ci is None else ci for *_, ci in points]
+            shown[name] = ax.errorbar(minutes, [t for _, _, t, _ in points], yerr=errors, fmt="o", capsize=3,
+                                      color=FAMILY_COLORS[name], alpha=0.8, markersize=5)
+        for name, (label, value) in lines.get(dataset, {}).items():
+            shown[name] = ax.axhline(value, color=FAMILY_COLORS[name], linestyle="--", linewidth=1.3)
+        label_lines(ax, {name: (value, FAMILY_COLORS[name]) for name, (_, value) in lines.get(dataset, {}).items()})
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # "3 x 10^0"-style labels would overlap
+        ax.set(xlabel="training CPU-minutes (log scale)", ylabel="linear-probe top-1", title=dataset, ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    order = [name for name in FAMILY_COLORS if name in shown]
+    fig.legend([shown[n] for n in order], [n + (" (line)" if isinstance(shown[n], plt.Line2D) else "") for n in order],
+               loc="outside lower center", ncol=3, fontsize=9)
     plots.save(fig, path, dpi=120)
 
 
@@ -129,5 +184,5 @@ def top1_by_epochs(curves: dict[str, dict[str, list[tuple[int, float, float]]]],
         ax.set_xticks([], minor=True)  # a log axis otherwise labels its minor ticks "2 x 10^1", ...
         ax.set(xlabel="training epochs", ylabel="linear-probe top-1", title=dataset)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0, -0.15), frameon=False)  # below the axes
     plots.save(fig, path, dpi=120)

@@ -20,34 +20,28 @@ from pathlib import Path
 
 from contrastlab.infra.files import write_csv, write_text
 from contrastlab.methods.baselines import BASELINES
-from contrastlab.study import figures
+from contrastlab.study import figures, verdict
+from contrastlab.study.stats import Comparison, seeds_needed
 from contrastlab.study.names import MAIN_AXES, PROTOCOL, Scenario
 from contrastlab.study.results import (
-    FACTORS, METRICS, Group, baseline, by_dataset, factor_effect, in_registry_order, is_main_scenario,
-    is_precision_twin, is_recipe_cell, is_study_scenario, load, shift_top1, spread_test, study_repeat_spread,
+    FACTORS, FAMILIES, METRICS, Group, Ledger, baseline, by_dataset, factor_effect, in_registry_order, is_main_scenario,
+    is_precision_twin, is_recipe_cell, is_study_scenario, load, group_name, needed_text, shift_top1, without_axes,
+    study_repeat_spread,
 )
 
 def fmt(group: Group, metric: str) -> str:
-    """Mean ± std over seeds; one seed has no spread to show (a ± 0.0000 would claim one)."""
-    if len(group.runs) == 1:
-        return f"{group.mean(metric):.4f}"
-    return f"{group.mean(metric):.4f} ± {group.std(metric):.4f}"
+    """Mean ± the half-width of its 95% confidence interval over seeds; one seed has no interval and says so."""
+    half = group.ci(metric)
+    return f"{group.mean(metric):.4f} (1 seed)" if half is None else f"{group.mean(metric):.4f} ± {half:.4f}"
 
 
-def fmt_seeds(group: Group, metric: str) -> str:
-    """`fmt`, saying so when there is one seed, for tables without a seed-count column."""
-    return fmt(group, metric) + (" (1 seed)" if len(group.runs) == 1 else "")
-
-
-def table(scenarios: dict[str, Group], baselines: dict[str, Group]) -> tuple[list[str], list[list]]:
-    """The Markdown table (scenarios, then baselines, per dataset) and the same numbers as CSV rows."""
+def table(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
+    """The Markdown table: scenarios, then baselines, per dataset (their numbers are rows of results.csv)."""
     lines = [
         "| dataset | scenario (loss / aug) | seeds | probe top-1 | study | Δ | reproduces | top-3 | study | kNN | study "
         "| train s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    rows = [["dataset", "scenario", "seeds", *(f"{m}_{s}" for m in METRICS for s in ("mean", "std", "study")),
-             "train_time_s", "reproduces"]]
     for dataset in dict.fromkeys(g.dataset for g in [*scenarios.values(), *baselines.values()]):
         for group in [g for g in scenarios.values() if g.dataset == dataset]:
             ref = group.published()
@@ -60,15 +54,10 @@ def table(scenarios: dict[str, Group], baselines: dict[str, Group]) -> tuple[lis
                     cells += [f"{group.mean('top1') - ref['top1']:+.4f}" if ref else "", verdict]
             train_s = statistics.fmean(run["train"]["train_time_s"] for run in group.runs)
             lines.append(f"| {dataset} | {group.label} | {len(group.runs)} | " + " | ".join(cells) + f" | {train_s:.0f} |")
-            rows.append([dataset, group.label, len(group.runs),
-                         *(x for m in METRICS for x in (round(group.mean(m), 4), round(group.std(m), 4),
-                                                        ref[m] if ref else "")), round(train_s, 1), verdict])
         for group in [g for g in baselines.values() if g.dataset == dataset]:
-            lines.append(f"| {dataset} | *baseline:* {group.label} | {len(group.runs)} | {fmt(group, 'top1')} | | | | "
-                         f"{fmt(group, 'top3')} | | {fmt(group, 'knn')} | | |")
-            rows.append([dataset, f"baseline: {group.label}", len(group.runs),
-                         *(x for m in METRICS for x in (round(group.mean(m), 4), round(group.std(m), 4), "")), "", ""])
-    return lines, rows
+            lines.append(f"| {dataset} | *baseline:* {group.label} | {len(group.runs)} | {fmt(group, 'top1')} | – | – | – | "
+                         f"{fmt(group, 'top3')} | – | {fmt(group, 'knn')} | – | – |")
+    return lines
 
 
 def reproduces(group: Group) -> str:
@@ -113,28 +102,42 @@ def factor_findings(groups: list[Group]) -> list[str]:
     return lines
 
 
-def loss_comparisons(groups: list[Group]) -> list[str]:
-    """For each augmentation, every pair of losses that ran with it: the later loss in the registry minus
-    the earlier."""
-    lines = []
+def with_seeds_needed(test: Comparison) -> str:
+    """The comparison, and for a tested one that is no finding how many seeds would tell a difference of its size
+    apart (`contrastlab.study.stats.seeds_needed`)."""
+    needed = "" if test.finding or not test.tested else needed_text(seeds_needed(test))
+    return f"{test}" + (f"; {needed} seeds would tell a difference of this size apart" if needed else "")
+
+
+def loss_pairs(groups: list[Group]) -> list[tuple[str, Group, Group]]:
+    """For each augmentation, every pair of losses that ran with it: (aug, the later loss in the registry, the
+    earlier)."""
+    pairs = []
     for aug in in_registry_order("aug", (g.setting("aug") for g in groups)):
         by_loss = {g.setting("loss"): g for g in groups if g.setting("aug") == aug}
         for earlier, later in itertools.combinations(in_registry_order("loss", by_loss), 2):
-            a, b = by_loss[later], by_loss[earlier]
-            lines.append(f"- {aug}: {later} - {earlier} = {a.mean('top1') - b.mean('top1'):+.4f}, {spread_test(a, b)}.")
-    return lines
+            pairs.append((aug, by_loss[later], by_loss[earlier]))
+    return pairs
 
 
-def findings(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
+def findings(ledger: Ledger, scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
     lines = []
     for dataset, groups in by_dataset(scenarios).items():
         ranked = sorted(groups, key=lambda g: g.mean("top1"), reverse=True)
         best = ranked[0]
+        losses = loss_pairs(groups)
+        pairs = [(a, b) for _, a, b in losses]
+        ids = [(id(a), id(b)) for a, b in pairs]
+        runner_up = [(best, ranked[1])] if len(ranked) > 1 and (id(best), id(ranked[1])) not in ids else []  # once
+        claims = [*runner_up, *pairs]
+        tested = dict(zip(((id(a), id(b)) for a, b in claims), ledger.family(f"findings, {dataset}", claims)))
         lines += [f"**{dataset}**", ""]
         lines.append(f"- Best: {best.label}, probe top-1 {fmt(best, 'top1')} over {len(best.runs)} seed(s)"
-                     + (f"; runner-up {ranked[1].label} ({ranked[1].mean('top1'):.4f}): the gap is "
-                        f"{spread_test(best, ranked[1])}." if len(ranked) > 1 else "."))
-        lines += factor_findings(groups) + loss_comparisons(groups)
+                     + (f"; minus the runner-up {ranked[1].label}: {with_seeds_needed(tested[id(best), id(ranked[1])])}."
+                        if len(ranked) > 1 else "."))
+        lines += factor_findings(groups)
+        lines += [f"- {aug}: {a.setting('loss')} - {b.setting('loss')} = {with_seeds_needed(test)}."
+                  for aug, a, b in losses for test in [tested[id(a), id(b)]]]
         raw = baseline(baselines, dataset, "raw_pixels")
         if raw:
             beat = [g for g in groups if g.mean("top1") > raw.mean("top1")]
@@ -163,7 +166,7 @@ def fmt_shift(group: Group, pixels: int) -> str:
     return "" if found is None else f"{found:.4f}"
 
 
-def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
+def beyond_section(ledger: Ledger, beyond: dict[str, Group], main: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
     """Methods beyond the study's 12 scenarios, each against the best of the 12 trained with the same recipe,
     so that the method's effect shows apart from the recipe's."""
     methods = [g for g in beyond.values() if not is_recipe_cell(g) and g.param("probe.features") == "embedding"]
@@ -173,7 +176,7 @@ def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: 
     lines = ["## Beyond the study", "",
              "Other losses and negatives (under any recipe), with the same probe; \"vs best study scenario\" compares "
              "with the best of the study's scenarios that ran on the same dataset with the same recipe (with the "
-             "protocol's where that recipe ran none, said so), as the mean difference with the spread test. Shift "
+             "protocol's where that recipe ran none, said so), as the mean difference with its test. Shift "
              "columns: the probe's top-1 on held-out test images shifted horizontally by ±3 / ±6 pixels.", "",
              "| dataset | method | seeds | probe top-1 | top-3 | kNN | shift ±3 | shift ±6 | vs best study scenario |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -187,6 +190,9 @@ def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: 
         here = [g for g in methods if g.dataset == dataset]
         reference = {id(g): best_of.get(g.recipe, best_of.get(PROTOCOL)) for g in here}
         used = list({id(r): r for r in reference.values() if r is not None}.values())
+        compared = [g for g in here if reference[id(g)] is not None]
+        tested = dict(zip(map(id, compared), ledger.family(f"beyond the study, {dataset}",
+                                                                   ((g, reference[id(g)]) for g in compared))))
         for g in sorted([*here, *used], key=lambda g: g.mean("top1"), reverse=True):
             r = reference.get(id(g))
             if id(g) not in reference:
@@ -195,17 +201,19 @@ def beyond_section(beyond: dict[str, Group], main: dict[str, Group], baselines: 
                 versus = ""
             else:
                 other = f" (protocol recipe: {g.recipe} ran no study scenario here)" if r.recipe != g.recipe else ""
-                versus = f"{g.mean('top1') - r.mean('top1'):+.4f} vs {r.label}{other}, {spread_test(g, r)}"
+                versus = f"{tested[id(g)]} vs {r.label}{other}"
             lines.append(f"| {dataset} | {g.label} | {len(g.runs)} | {fmt(g, 'top1')} | {fmt(g, 'top3')} | "
                          f"{fmt(g, 'knn')} | {fmt_shift(g, 3)} | {fmt_shift(g, 6)} | {versus} |")
             shown[dataset].append(g)
-        best = max(here, key=lambda g: g.mean("top1"))
-        lines.append(f"| {dataset} | **best new method: {best.label}** | | | | | | | |")
+    lines.append("")
+    for dataset in shown:
+        best = max((g for g in methods if g.dataset == dataset), key=lambda g: g.mean("top1"))
+        lines.append(f"- {dataset}: the best new method is {best.label}, {fmt(best, 'top1')}.")
     figures.top1(shown, baselines, out / "top1_beyond.png", published=False, is_reference=is_study_scenario)
     return [*lines, "", "![top-1 beyond the study](top1_beyond.png)", ""]
 
 
-def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
+def recipe_section(ledger: Ledger, scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
     """The study's scenarios trained with each recipe side by side: the recipe's effect apart from
     the effect of loss and augmentation."""
     cells: dict[tuple[str, str, str], dict[str, Group]] = defaultdict(dict)
@@ -219,17 +227,16 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
     recipes = [PROTOCOL, *others]
     lines = ["## Training recipes", "",
              "The study's scenarios with the protocol's recipe (plain SGD, fixed lr, sigmoid head) and with "
-             + ", ".join(f"`{r}`" for r in others) + " (`study.recipes` in params.yaml): probe top-1, mean ± std "
-             "over seeds; Δ = recipe - protocol with the spread test.", "",
+             + ", ".join(f"`{r}`" for r in others) + " (`study.recipes` in params.yaml): probe top-1, mean ± 95% CI "
+             "over seeds; Δ = recipe - protocol with its test.", "",
              "| dataset | loss / aug | " + " | ".join(recipes) + " | " + " | ".join(f"Δ {r}" for r in others) + " |",
              "|---|---|" + "---|" * (len(recipes) + len(others))]
+    compared = [(by_recipe[r], by_recipe[PROTOCOL]) for by_recipe in cells.values() for r in others
+                if r in by_recipe and PROTOCOL in by_recipe]
+    tested = dict(zip((id(g) for g, _ in compared), ledger.family("training recipes", compared)))
     for (dataset, loss, aug), by_recipe in cells.items():
-        row = [fmt_seeds(by_recipe[r], "top1") if r in by_recipe else "" for r in recipes]
-        protocol = by_recipe.get(PROTOCOL)
-        for r in others:
-            g = by_recipe.get(r)
-            row.append(f"{g.mean('top1') - protocol.mean('top1'):+.4f}, {spread_test(g, protocol)}"
-                       if g and protocol else "")
+        row = [fmt(by_recipe[r], "top1") if r in by_recipe else "" for r in recipes]
+        row += [str(tested[id(by_recipe[r])]) if r in by_recipe and id(by_recipe[r]) in tested else "" for r in others]
         lines.append(f"| {dataset} | {loss} / {aug} | " + " | ".join(row) + " |")
     lines.append("")
     for dataset in dict.fromkeys(dataset for dataset, _, _ in cells):
@@ -242,13 +249,13 @@ def recipe_section(scenarios: dict[str, Group], baselines: dict[str, Group]) -> 
             beat = (f"; {sum(g.mean('top1') > raw.mean('top1') for g in groups)} of {len(groups)} beat raw pixels "
                     f"({raw.mean('top1'):.4f})" if raw else "")
             lines.append(f"- {dataset}, {recipe}: best {best.setting('loss')} / {best.setting('aug')} "
-                         f"{fmt_seeds(best, 'top1')}{beat}.")
+                         f"{fmt(best, 'top1')}{beat}.")
     return [*lines, ""]
 
 
-def precision_section(main: dict[str, Group], twins: dict[str, Group]) -> list[str]:
+def precision_section(ledger: Ledger, main: dict[str, Group], twins: dict[str, Group]) -> list[str]:
     """The study's scenarios trained at another precision beside the same scenarios in fp32: whether the probe
-    moves by more than the seed spread, and what the precision saves in time on the machine it ran on."""
+    moves significantly, and what the precision saves in time on the machine it ran on."""
     pairs = [(twin, fp32) for twin in twins.values()
              if (fp32 := main.get(Scenario(twin.dataset, twin.setting("loss"), twin.setting("aug")).group))]
     if not pairs:
@@ -262,31 +269,31 @@ def precision_section(main: dict[str, Group], twins: dict[str, Group]) -> list[s
              "|---|---|---|---|---|---|---|---|---|---|"]
     totals: dict[str, dict] = defaultdict(lambda: {"n": 0, "beyond": [], "wall": 0.0, "fp32 wall": 0.0,
                                                    "fp32 runs": True})
-    for twin, fp32 in pairs:
+    tested = ledger.family("precision", pairs, one_seed_varies_alike=True)
+    for (twin, fp32), test in zip(pairs, tested):
         precision, where = twin.param("train.precision"), machine_of(twin.runs[0])
         same_machine = [run for run in fp32.runs if machine_of(run) == where]
         train_s = statistics.fmean(run["train"]["train_time_s"] for run in twin.runs)
         fp32_train_s = statistics.fmean(run["train"]["train_time_s"] for run in same_machine) if same_machine else None
-        test = spread_test(twin, fp32, one_seed_varies_alike=True)
         total = totals[precision]
         total["n"] += 1
-        if test == "larger than the seed spread":
+        if test.finding:
             total["beyond"].append(f"{twin.dataset} {fp32.label} {twin.mean('top1') - fp32.mean('top1'):+.4f}")
         total["wall"] += statistics.fmean(run["study"]["wall_s"] for run in twin.runs)
         total["fp32 runs"] &= bool(same_machine)
         total["fp32 wall"] += statistics.fmean(run["study"]["wall_s"] for run in same_machine) if same_machine else 0.0
         lines.append(f"| {twin.dataset} | {fp32.label} | {precision} | {len(twin.runs)} | {fmt(twin, 'top1')} | "
-                     f"{fmt_seeds(fp32, 'top1')} | {twin.mean('top1') - fp32.mean('top1'):+.4f}, {test} | {train_s:.0f} | "
+                     f"{fmt(fp32, 'top1')} | {test} | {train_s:.0f} | "
                      + (f"{fp32_train_s:.0f} | {fp32_train_s / train_s:.2f}x |" if fp32_train_s else "| |"))
     lines.append("")
     for precision, total in totals.items():
-        beyond = f" (beyond it: {'; '.join(total['beyond'])})" if total["beyond"] else ""
+        beyond = f" (different: {'; '.join(total['beyond'])})" if total["beyond"] else ""
         wall = f"; the {total['n']} runs took {total['wall'] / 60:.0f} min of wall time"
         if total["fp32 runs"]:
             wall += (f" against fp32's {total['fp32 wall'] / 60:.0f} min on the same machine "
                      f"({total['fp32 wall'] / total['wall']:.2f}x)")
-        lines.append(f"- {precision}: top-1 within fp32's seed spread on {total['n'] - len(total['beyond'])} of {total['n']} "
-                     f"scenarios{beyond}{wall}.")
+        lines.append(f"- {precision}: top-1 not significantly different from fp32's on {total['n'] - len(total['beyond'])} "
+                     f"of {total['n']} scenarios{beyond}{wall}.")
     return [*lines, ""]
 
 
@@ -330,14 +337,6 @@ def trained_epochs(group: Group) -> int | None:
     return group.runs[0].get("train", {}).get("epochs")
 
 
-def without_axes(variant: str, *axes: str) -> str:
-    """A grid variant without the given axes ("epochs", "arch"), to find the same method at another training
-    length or on another encoder; `warmup_epochs-N` is an axis of its own, not "epochs"."""
-    for axis in axes:
-        variant = re.sub(rf"(?:^|-){axis}-[^-]+(?=-|$)", "", variant)
-    return variant.strip("-")
-
-
 def aim_evidence(best: Group, groups: list[Group]) -> str:
     """What the results say about a missed aim: the ceiling of the best method's encoder (trained with labels,
     probed on the same features), how its top-1 moved with training length, and the same method on other
@@ -353,7 +352,7 @@ def aim_evidence(best: Group, groups: list[Group]) -> str:
                 and g.param("probe.features") == features and BASELINES[g.setting("baseline")].uses_labels]
     if ceilings:
         ceiling = max(ceilings, key=lambda g: g.mean("top1"))
-        notes.append(f"the {arch} encoder trained with labels ({ceiling.label}) reaches {fmt_seeds(ceiling, 'top1')}")
+        notes.append(f"the {arch} encoder trained with labels ({ceiling.label}) reaches {fmt(ceiling, 'top1')}")
     lengths = sorted(((trained_epochs(g), g) for g in groups if same_method(g, "epochs")
                       and g.param("model.arch") == arch), key=lambda pair: pair[0])
     if len(lengths) > 1:
@@ -361,7 +360,7 @@ def aim_evidence(best: Group, groups: list[Group]) -> str:
     encoders = [g for g in groups if same_method(g, "arch", "epochs") and trained_epochs(g) == trained_epochs(best)
                 and g.param("model.arch") != arch]
     if encoders:
-        notes.append("at the same length on " + ", ".join(f"the {g.param('model.arch')} encoder {fmt_seeds(g, 'top1')}"
+        notes.append("at the same length on " + ", ".join(f"the {g.param('model.arch')} encoder {fmt(g, 'top1')}"
                                                           for g in encoders))
     return f" Evidence: {'; '.join(notes)}." if notes else ""
 
@@ -386,7 +385,7 @@ def epoch_curves(scenarios: dict[str, Group]) -> dict[str, dict[str, list[tuple[
     return curves
 
 
-def representations_section(scenarios: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
+def representations_section(ledger: Ledger, scenarios: dict[str, Group], baselines: dict[str, Group], out: Path) -> list[str]:
     """Every scenario and baseline as a row of representations.csv; the study's scenarios probed on the
     embedding and on the backbone side by side, each against the random-init encoder on the same features;
     the aims' status."""
@@ -415,29 +414,38 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
                   f"init | backbone - embedding | {TUNED} recipe top-1 | beats raw pixels with |",
                   "|---|---|---|---|---|---|---|---|---|"]
         misses = []
+        rows = []
         for g, twin in pairs:
             init = [baseline(baselines, g.dataset, "random_init", variant) for variant in ("", BACKBONE)]
             raw = [baseline(baselines, g.dataset, "raw_pixels", variant) for variant in ("", BACKBONE)]
             tuned = scenarios.get(Scenario(g.dataset, g.setting("loss"), g.setting("aug"), recipe=TUNED).group)
+            ways = [(x, r, name) for x, r, name in ((g, raw[0], "embedding"), (twin, raw[1], "backbone"),
+                                                    (tuned, raw[0], f"{TUNED} recipe")) if x]
+            rows.append((g, twin, init, tuned, ways))
+        # one family: every way of every scenario against raw pixels, and every backbone - embedding difference
+        claims = {"representations vs raw pixels": [(x, r) for *_, ways in rows for x, r, _ in ways if r],
+                  "backbone - embedding": [(twin, g) for g, twin, *_ in rows]}
+        tested = {(id(a), id(b)): c for name, pairs in claims.items()
+                  for (a, b), c in zip(pairs, ledger.family(name, pairs))}
+        for g, twin, init, tuned, ways in rows:
             gains = [f"{x.mean('top1') - r.mean('top1'):+.4f}" if r else "" for x, r in zip((g, twin), init)]
-            ways = [(g, raw[0], "embedding"), (twin, raw[1], "backbone"), (tuned, raw[0], f"{TUNED} recipe")]
-            # higher by more than the seed spread counts; one seed has no spread to compare with: said so
-            tests = {name: (x.mean("top1") > r.mean("top1"), spread_test(x, r)) for x, r, name in ways if x and r}
-            beats = [name + (" (one seed)" if test.startswith("one seed") else "")
-                     for name, (higher, test) in tests.items() if higher and test != "within the seed spread"]
-            unknown = any(x and not r for x, r, _ in ways)  # a raw-pixels baseline has not run yet
+            beats = [name + (" (one seed)" if not tested[id(x), id(r)].tested else "") for x, r, name in ways
+                     if r and x.mean("top1") > r.mean("top1")
+                     and (tested[id(x), id(r)].finding or not tested[id(x), id(r)].tested)]
+            unknown = any(not r for _, r, _ in ways)  # a raw-pixels baseline has not run yet
+            higher = any(r and x.mean("top1") > r.mean("top1") for x, r, _ in ways)
             verdict = ", ".join(beats) or ("not known yet: a raw-pixels baseline is missing" if unknown else
-                                           "none beyond the seed spread" if any(h for h, _ in tests.values()) else "none")
+                                           "none significantly" if higher else "none")
             if verdict.startswith("none"):
                 misses.append(f"{g.dataset} {g.label}: " + ", ".join(
                     f"{name} {x.mean('top1'):.4f} vs {r.mean('top1'):.4f}"
-                    + (" (higher, within the seed spread)" if tests[name][0] else "") for x, r, name in ways if x and r)
+                    + (" (higher, not significantly)" if x.mean("top1") > r.mean("top1") else "") for x, r, name in ways)
                     + (f"; training moved the backbone {gains[1]} from the random-init encoder's" if gains[1] else ""))
             lines.append(f"| {g.dataset} | {g.setting('loss')} / {g.setting('aug')} | {fmt(g, 'top1')} | {gains[0]} | "
-                         f"{fmt(twin, 'top1')} | {gains[1]} | {twin.mean('top1') - g.mean('top1'):+.4f}, "
-                         f"{spread_test(twin, g)} | {fmt(tuned, 'top1') if tuned else ''} | {verdict} |")
+                         f"{fmt(twin, 'top1')} | {gains[1]} | {tested[id(twin), id(g)]} | "
+                         f"{fmt(tuned, 'top1') if tuned else ''} | {verdict} |")
         lines.append("")
-        lines += [f"- Beats raw pixels by more than the seed spread in none of the ways: {miss}." for miss in misses]
+        lines += [f"- Beats raw pixels significantly in none of the ways: {miss}." for miss in misses]
         for dataset in dict.fromkeys(g.dataset for g, _ in pairs):
             cells = [f"{kind} {fmt(b, 'top1')}" for variant in ("", BACKBONE) for kind in BASELINES
                      if (b := baseline(baselines, dataset, kind, variant))]
@@ -448,7 +456,7 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
     if curves:
         figures.top1_by_epochs(curves, out / "top1_by_epochs.png")
         lines += ["### Probe top-1 against training epochs", "",
-                  "Methods trained for several lengths, everything else equal (mean ± std over seeds):", "",
+                  "Methods trained for several lengths, everything else equal (mean ± std over seeds as error bars):", "",
                   "![top-1 against epochs](top1_by_epochs.png)", ""]
         for dataset, methods in curves.items():
             for label, points in methods.items():
@@ -467,7 +475,7 @@ def representations_section(scenarios: dict[str, Group], baselines: dict[str, Gr
             met = best.mean("top1") >= threshold
             verdict = "met" if met else f"missed by {threshold - best.mean('top1'):.4f}"
             lines.append(f"- {dataset}, {what} >= {threshold}: {verdict}; best {best.label} "
-                         f"({best.param('model.arch')} encoder, {best.param('probe.features')}) {fmt_seeds(best, 'top1')}."
+                         f"({best.param('model.arch')} encoder, {best.param('probe.features')}) {fmt(best, 'top1')}."
                          + ("" if met else aim_evidence(best, groups)))
     lines += supervised_aim(groups, "cifar10")
     return [*lines, ""]
@@ -491,8 +499,8 @@ def supervised_aim(groups: list[Group], dataset: str) -> list[str]:
         ceiling = max(ceilings, key=lambda g: g.mean("top1"))
         gap = best.mean("top1") - ceiling.mean("top1")
         lines.append(f"- {dataset}, SupCon or hard negatives >= the supervised baseline of the same encoder ({arch}): "
-                     f"{'met' if gap >= 0 else f'missed by {-gap:.4f}'}; best {best.label} {fmt_seeds(best, 'top1')} "
-                     f"vs {ceiling.label} {fmt_seeds(ceiling, 'top1')} ({best.param('probe.features')}).")
+                     f"{'met' if gap >= 0 else f'missed by {-gap:.4f}'}; best {best.label} {fmt(best, 'top1')} "
+                     f"vs {ceiling.label} {fmt(ceiling, 'top1')} ({best.param('probe.features')}).")
     return lines
 
 
@@ -526,7 +534,7 @@ def trained_alike(a: Group, b: Group) -> bool:
     return a.recipe == b.recipe and all(value(a, path) == value(b, path) for path in paths)
 
 
-def on_test_split(winner: Group, loser: Group, tested: dict[str, Group]) -> str:
+def on_test_split(ledger: Ledger, winner: Group, loser: Group, tested: dict[str, Group]) -> str:
     """" (on the test split: ...)" comparing the test-split twins of two held-out candidates; "" unless both ran there."""
     twins = [max((g for g in tested.values() if not g.is_baseline and trained_alike(g, held_out)),
                  key=lambda g: len(g.runs), default=None) for held_out in (winner, loser)]
@@ -534,10 +542,10 @@ def on_test_split(winner: Group, loser: Group, tested: dict[str, Group]) -> str:
         return ""
     won, lost = twins
     return (f" (on the test split: {fmt(won, 'top1')} vs {fmt(lost, 'top1')}, "
-            f"{won.mean('top1') - lost.mean('top1'):+.4f}, {spread_test(won, lost)})")
+            f"{ledger.family(f'held-out choice on the test split: {won.label} vs {lost.label}', [(won, lost)])[0]})")
 
 
-def method_choices(validation: dict[str, Group], tested: dict[str, Group]) -> list[str]:
+def method_choices(ledger: Ledger, validation: dict[str, Group], tested: dict[str, Group]) -> list[str]:
     """Per method (dataset, arch, loss): the best held-out candidate, and which others fall below it by more
     than seeds alone move a single run: 2 x sqrt(2) x the method's seed std on the test split (two runs of one
     seed each differ by sqrt(2) sigma, give or take), pooled over its groups with several seeds there (on the
@@ -572,7 +580,7 @@ def method_choices(validation: dict[str, Group], tested: dict[str, Group]) -> li
                   f"{sum(len(g.runs) for g in seeded)} runs)")
         if below:
             lines.append(f"{head}; below it by more than {spread}: "
-                         + ", ".join(f"{named[id(g)]} ({g.mean('top1'):.4f}){on_test_split(best, g, tested)}"
+                         + ", ".join(f"{named[id(g)]} ({g.mean('top1'):.4f}){on_test_split(ledger, best, g, tested)}"
                                      for g in below)
                          + f"; the other {len(candidates) - 1 - len(below)} within it.")
         else:
@@ -582,7 +590,7 @@ def method_choices(validation: dict[str, Group], tested: dict[str, Group]) -> li
             "", *lines, ""] if lines else []
 
 
-def validation_section(validation: dict[str, Group], tested: dict[str, Group]) -> list[str]:
+def validation_section(ledger: Ledger, validation: dict[str, Group], tested: dict[str, Group]) -> list[str]:
     """Runs probed on held-out training images (`split.validation_per_class`), where recipes are chosen: kept
     apart from every test-set number above."""
     if not validation:
@@ -599,7 +607,7 @@ def validation_section(validation: dict[str, Group], tested: dict[str, Group]) -
                else candidate_label(g, scenarios))
         lines.append(f"| {g.dataset} | {g.param('model.arch')} | {run} | {'yes' if g.labels_used else 'no'} | "
                      f"{len(g.runs)} | {fmt(g, 'top1')} | {fmt(g, 'knn')} | {epochs} |")
-    return [*lines, "", *method_choices(validation, tested)]
+    return [*lines, "", *method_choices(ledger, validation, tested)]
 
 
 def machine_of(run: dict) -> str:
@@ -631,7 +639,60 @@ def timing(main: dict[str, Group], beyond: dict[str, Group], baselines: dict[str
     return lines
 
 
-def write_report(results: Path, out: Path) -> None:
+RESULT_COLUMNS = ["dataset", "family", "configuration", "group", "protocol", "labels_used", "width", "seeds",
+                  "cpu_minutes", *(f"{m}_{x}" for m in METRICS for x in ("mean", "ci95", "std")), "study_top1",
+                  "reproduces", "leader"]
+
+
+def result_row(group: Group, leader: bool) -> dict:
+    """One group of results.csv: the leaderboard's columns, every metric's mean, CI half-width and std."""
+    row = verdict.leaderboard_row(group)
+    del row["top1_mean"], row["top1_ci95"]
+    for metric in METRICS:
+        half = group.ci(metric)
+        row |= {f"{metric}_mean": round(group.mean(metric), 4), f"{metric}_ci95": "" if half is None else round(half, 4),
+                f"{metric}_std": round(group.std(metric), 4) if len(group.runs) > 1 else ""}
+    published = group.published() if not group.is_baseline else None
+    return {**row, "group": group_name(group.runs[0]["study"]), "study_top1": published["top1"] if published else "",
+            "reproduces": reproduces(group) if published else "", "leader": "yes" if leader else "no"}
+
+
+def verdict_section(ledger: Ledger, groups: list[Group], out: Path) -> tuple[list[str], list[str]]:
+    """The first screen: the leaderboard, the sentences, the summary figure and the glossary (the Markdown lines),
+    and the sentences alone (README.md shows them too)."""
+    leaders = verdict.leaders(groups)
+    rows = [verdict.leaderboard_row(g) for g in leaders]
+    for dataset in dict.fromkeys(g.dataset for g in leaders):
+        here: dict[tuple[str, str], Group] = {}
+        for g in leaders:  # a family's group of several seeds comes before its better single run
+            if g.dataset == dataset:
+                here.setdefault((g.family, g.param("probe.protocol")), g)
+        for protocol in verdict.PROTOCOLS:
+            free, classical = here.get((FAMILIES[0], protocol)), here.get((FAMILIES[3], protocol))
+            if free and classical:
+                ledger.family(f"{verdict.VERSUS_CLASSICAL}, {dataset}", [(free, classical)])
+                break
+    said = verdict.sentences(rows, ledger.rows)
+    panels: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    lines: dict[str, dict[str, tuple[str, float]]] = defaultdict(dict)
+    for g in groups:
+        if g.is_baseline:
+            best = lines[g.dataset].get(g.family)
+            if best is None or g.mean("top1") > best[1]:
+                lines[g.dataset][g.family] = (g.label, g.mean("top1"))
+        else:
+            panels[g.dataset][g.family].append((g.label, g.cpu_minutes, g.mean("top1"), g.ci("top1")))
+    figures.summary(panels, lines, out / "summary.png")
+    text = ["## Verdict", "", "The best configuration of each family per dataset and probe protocol, over everything "
+            "the results folder holds (all rows: [results.csv](results.csv); every test: "
+            "[comparisons.csv](comparisons.csv)):", "", *verdict.leaderboard_table(rows), "",
+            *(f"- {sentence}" for sentence in said), "",
+            "![top-1 against training CPU-minutes](summary.png)", "", "**Glossary**", "", *verdict.GLOSSARY, ""]
+    return text, said
+
+
+def write_report(results: Path, out: Path) -> list[str]:
+    """Write the report into `out`; return the verdict's sentences."""
     every_scenario, every_baseline = load(results)
     validation = {key: g for key, g in every_scenario.items() if g.param("split.validation_per_class")}
     scenarios = {key: g for key, g in every_scenario.items() if key not in validation}  # probed on the test set
@@ -640,47 +701,79 @@ def write_report(results: Path, out: Path) -> None:
     baselines = {key: g for key, g in tested_baselines.items() if not g.variant}  # on the protocol's encoder and probe
     precision = {key: g for key, g in scenarios.items() if is_precision_twin(g)}
     beyond = {key: g for key, g in scenarios.items() if not is_main_scenario(g) and key not in precision}
-    scenarios = {key: g for key, g in scenarios.items() if is_main_scenario(g)}
-    if not scenarios:
+    main = {key: g for key, g in scenarios.items() if is_main_scenario(g)}
+    if not main:
         raise SystemExit(f"error: no finished scenario of the study's 12 in {results}; run `make study` first")
     out.mkdir(parents=True, exist_ok=True)
-    lines, rows = table(scenarios, baselines)
-    write_csv(out / "results.csv", rows[0], rows[1:])
-    text = [
-        "# Study report",
-        "",
-        f"Generated by `python -m contrastlab.study.report --results {results} --out {out}` from {sum(len(g.runs) for g in scenarios.values())} "
-        f"scenario runs and {sum(len(g.runs) for g in baselines.values())} baseline runs. Probe scores are mean ± std "
-        "over seeds on the test set's stratified 80/20 split; `study` is the published number; Δ = ours - study. "
-        "Numbers as CSV: [results.csv](results.csv).",
-        "",
-        *lines,
+    ledger = Ledger()
+    body = [
+        "## The study's 12 scenarios", "",
+        "Probe scores are mean ± the 95% confidence interval's half-width over seeds on the test set's stratified "
+        "80/20 split (the study's protocol); `study` is the published number; Δ = ours - study.", "",
+        *table(main, baselines),
         "",
         "## Findings",
         "",
-        *findings(scenarios, baselines),
-        *recipe_section({**scenarios, **beyond}, baselines),
-        *precision_section(scenarios, precision),
-        "## Time",
-        "",
-        *timing(scenarios, {**beyond, **precision, **validation}, every_baseline),
-        "",
+        *findings(ledger, main, baselines),
+        *recipe_section(ledger, {**main, **beyond}, baselines),
+        *precision_section(ledger, main, precision),
         "## Figures",
         "",
-        *figures_section(scenarios, baselines, out),
-        *beyond_section(beyond, scenarios, baselines, out),
-        *representations_section({**scenarios, **beyond}, tested_baselines, out),
-        *validation_section({**validation, **validation_baselines}, {**scenarios, **beyond}),
+        *figures_section(main, baselines, out),
+        *beyond_section(ledger, beyond, main, baselines, out),
+        *representations_section(ledger, {**main, **beyond}, tested_baselines, out),
+        "## Time",
+        "",
+        *timing(main, {**beyond, **precision, **validation}, every_baseline),
+        "",
+    ]
+    appendix = validation_section(ledger, {**validation, **validation_baselines}, {**main, **beyond})
+    on_test = [*scenarios.values(), *tested_baselines.values()]
+    first_screen, said = verdict_section(ledger, on_test, out)
+    leaders = {id(g) for g in verdict.leaders(on_test)}
+    write_csv(out / "results.csv", RESULT_COLUMNS, ([row[c] for c in RESULT_COLUMNS] for row in
+                                                    (result_row(g, id(g) in leaders) for g in on_test)))
+    write_csv(out / "comparisons.csv", Ledger.COLUMNS, ([row[c] for c in Ledger.COLUMNS] for row in ledger.rows))
+    runs = sum(len(g.runs) for g in [*every_scenario.values(), *every_baseline.values()])
+    text = [
+        "# Study report",
+        "",
+        f"Generated by `python -m contrastlab.study.report --results {results} --out {out}` from the {runs} runs "
+        f"kept in {results}.",
+        "",
+        *first_screen,
+        *body,
+        *(["## Appendix: recipe selection on the held-out validation split", "", *appendix[2:]] if appendix else []),
     ]
     write_text(out / "README.md", "\n".join(text) + "\n")
+    return said
+
+
+VERDICT_START, VERDICT_END = "<!-- verdict: generated by make report -->", "<!-- /verdict -->"
+
+
+def show_verdict(readme: Path, said: list[str], out: Path) -> None:
+    """Replace what `readme` holds between the verdict's markers with the sentences and the summary figure."""
+    text = readme.read_text()
+    if VERDICT_START not in text or VERDICT_END not in text:
+        raise SystemExit(f"error: {readme} has no lines {VERDICT_START} and {VERDICT_END} to put the verdict between")
+    head, rest = text.split(VERDICT_START, 1)
+    figure = (out / "summary.png").as_posix()
+    block = "\n".join([VERDICT_START, "", f"![top-1 against training CPU-minutes]({figure})", "",
+                       *(f"- {sentence}" for sentence in said), "", VERDICT_END])
+    write_text(readme, head + block + rest.split(VERDICT_END, 1)[1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("study/results"))
     parser.add_argument("--out", type=Path, default=Path("report"))
+    parser.add_argument("--readme", type=Path, help="also put the verdict's sentences into this file, between "
+                        f"the lines {VERDICT_START} and {VERDICT_END}")
     args = parser.parse_args()
-    write_report(args.results, args.out)
+    said = write_report(args.results, args.out)
+    if args.readme:
+        show_verdict(args.readme, said, args.out)
     print(f"report -> {args.out / 'README.md'}")
 
 

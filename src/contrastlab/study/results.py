@@ -22,13 +22,21 @@ from typing import Iterable
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.methods.losses import LOSSES
+from contrastlab.pipeline.datasets import DATASETS
 from contrastlab.study.names import PROTOCOL, BaselineRun, Scenario
+from contrastlab.study.stats import MOST_SEEDS, Comparison, compare, holm, mean_ci, seeds_needed
 
 METRICS = ("top1", "top3", "knn")
 # What a run folder made before study.json recorded its params was trained and probed with, unless its
 # -S overrides say otherwise: the protocol's values.
 PROTOCOL_PARAMS = {"model.arch": "study", "probe.features": "embedding", "pairs.negatives": "label_aware",
-                   "split.validation_per_class": 0}
+                   "split.validation_per_class": 0, "probe.protocol": "study", "model.embedding_dim": 32,
+                   "patches.centroids": 64}
+BACKBONE_WIDTH = 256  # every arch's backbone features (contrastlab.methods.encoders)
+CLASSICAL = ("kmeans_patches", "random_patches")  # the label-free baselines that train no network
+# The leaderboard's families, in its order: what kind of representation a group is (`Group.family`).
+FAMILIES = ("label-free contrastive", "label-using contrastive", "supervised ceiling", "classical label-free",
+            "raw pixels", "random init")
 FACTORS = {"loss": LOSSES, "aug": AUGMENTATIONS}  # the study's factors -> the registries that list their levels
 
 
@@ -97,11 +105,51 @@ class Group:
             return loss.uses_labels
         return self.param("pairs.negatives") != "random"
 
+    @property
+    def family(self) -> str:
+        """Which of FAMILIES the group belongs to."""
+        if not self.is_baseline:
+            return FAMILIES[1] if self.labels_used else FAMILIES[0]
+        kind = self.setting("baseline")
+        if BASELINES[kind].uses_labels:
+            return FAMILIES[2]
+        return FAMILIES[3] if kind in CLASSICAL else {"raw_pixels": FAMILIES[4], "random_init": FAMILIES[5]}[kind]
+
+    @property
+    def width(self) -> int:
+        """How many features the probe reads: the classical baselines' 4 x centroids, raw pixels' pixel count (or
+        the backbone's size they are projected to), an encoder's embedding or backbone."""
+        kind = self.setting("baseline") if self.is_baseline else None
+        if kind in CLASSICAL:
+            return 4 * self.param("patches.centroids")
+        if self.param("probe.features") == "backbone":
+            return BACKBONE_WIDTH
+        if kind == "raw_pixels":
+            spec = DATASETS[self.dataset]
+            return spec.channels * spec.size**2
+        return self.param("model.embedding_dim")
+
+    @property
+    def cpu_minutes(self) -> float:
+        """CPU-minutes (wall time x the threads the machine ran) of training: train.json's training time for a
+        scenario; a baseline's whole run (fitting its features, embedding and probing: an upper bound), none for
+        raw pixels. Mean over seeds."""
+        if self.is_baseline and self.setting("baseline") == "raw_pixels":
+            return 0.0
+        seconds = [run["train"]["train_time_s"] if "train" in run else run["study"]["wall_s"] for run in self.runs]
+        threads = [int(m[1]) if (m := re.search(r"(\d+) threads?", run["study"].get("machine", ""))) else 2
+                   for run in self.runs]
+        return statistics.fmean(s * t for s, t in zip(seconds, threads)) / 60
+
     def values(self, metric: str) -> list[float]:
         return [run["probe"][metric] for run in self.runs]
 
     def mean(self, metric: str) -> float:
         return statistics.fmean(self.values(metric))
+
+    def ci(self, metric: str) -> float | None:
+        """Half-width of the 95% confidence interval of the mean over seeds (t-based); None with one seed."""
+        return mean_ci(self.values(metric))[1]
 
     def std(self, metric: str) -> float:
         """Sample standard deviation over seeds (0 with one seed, where the spread is unknown)."""
@@ -207,19 +255,54 @@ def is_precision_twin(group: Group) -> bool:
             and re.fullmatch(r"precision-[^-]+", group.variant) is not None)
 
 
-def spread_test(a: Group, b: Group, metric: str = "top1", one_seed_varies_alike: bool = False) -> str:
-    """Whether mean(a) - mean(b) is larger than the seed-to-seed spread: |diff| > 2 standard errors.
-    `one_seed_varies_alike`: a group of one seed is taken to vary as the other group's seeds do (the same
-    method trained another way, e.g. at another precision), so it can be judged against them."""
-    if one_seed_varies_alike and min(len(a.runs), len(b.runs)) == 1 < max(len(a.runs), len(b.runs)):
-        std = max(a, b, key=lambda g: len(g.runs)).std(metric)
-        error = std * (1 / len(a.runs) + 1 / len(b.runs)) ** 0.5
-    elif len(a.runs) < 2 or len(b.runs) < 2:
-        return "one seed only: spread unknown"
-    else:
-        error = (a.std(metric) ** 2 / len(a.runs) + b.std(metric) ** 2 / len(b.runs)) ** 0.5
-    diff = a.mean(metric) - b.mean(metric)
-    return "larger than the seed spread" if abs(diff) > 2 * error else "within the seed spread"
+def by_seed(group: Group, metric: str = "top1") -> dict[int, float]:
+    """The group's `metric` keyed by seed: what the tests pair."""
+    return {run["study"]["seed"]: run["probe"][metric] for run in group.runs}
+
+
+def compare_groups(a: Group, b: Group, metric: str = "top1", one_seed_varies_alike: bool = False) -> Comparison:
+    """mean(a) - mean(b) with its confidence interval and test (`contrastlab.study.stats.compare`)."""
+    return compare(by_seed(a, metric), by_seed(b, metric), one_seed_varies_alike=one_seed_varies_alike)
+
+
+def needed_text(seeds: int | None) -> str:
+    """`seeds_needed`'s answer in words: "", "12" or "more than 1000"."""
+    return "" if seeds is None else f"more than {MOST_SEEDS}" if seeds > MOST_SEEDS else str(seeds)
+
+
+class Ledger:
+    """Every comparison the report states, family by family (a table's column, a list of findings), each family
+    Holm-corrected together; `rows` are comparisons.csv's."""
+
+    COLUMNS = ["family", "dataset", "a", "b", "a_group", "b_group", "test", "diff", "ci_low", "ci_high", "p", "p_holm",
+               "finding", "seeds_needed"]
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def family(self, name: str, pairs: Iterable[tuple[Group, Group]], **how) -> list[Comparison]:
+        """mean(a) - mean(b) for each pair, tested (`compare_groups`) and corrected together, and recorded."""
+        if any(row["family"] == name for row in self.rows):
+            raise ValueError(f"a family of comparisons named {name!r} was tested already: name each family once")
+        pairs = list(pairs)
+        tested = holm([compare_groups(a, b, **how) for a, b in pairs])
+        for (a, b), c in zip(pairs, tested):
+            bounds = {"ci_low": c.low, "ci_high": c.high, "p": c.p, "p_holm": c.p_holm}
+            self.rows.append({"family": name, "dataset": a.dataset, "a": a.label, "b": b.label,
+                              "a_group": group_name(a.runs[0]["study"]), "b_group": group_name(b.runs[0]["study"]),
+                              "test": c.test, "diff": round(c.diff, 6),
+                              **{key: "" if value is None else round(value, 6) for key, value in bounds.items()},
+                              "finding": "yes" if c.finding else "no",
+                              "seeds_needed": "" if c.finding else needed_text(seeds_needed(c))})
+        return tested
+
+
+def without_axes(variant: str, *axes: str) -> str:
+    """A grid variant without the given axes ("epochs", "arch"), to find the same method at another training
+    length or on another encoder; `warmup_epochs-N` is an axis of its own, not "epochs"."""
+    for axis in axes:
+        variant = re.sub(rf"(?:^|-){axis}-[^-]+(?=-|$)", "", variant)
+    return variant.strip("-")
 
 
 def factor_effect(groups: list[Group], factor: str) -> tuple[float, dict[str, float]]:

@@ -106,9 +106,11 @@ def variant(point: dict, defaults: dict) -> str:
                     if path not in (*MAIN_AXES, "seed") and value != get_param(defaults, path))
 
 
-def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol", fixed: dict | None = None) -> list[Run]:
+def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol", fixed: dict | None = None,
+         only_baselines: list[str] | None = None) -> list[Run]:
     """For seeds 0..seeds-1, seed by seed: the baselines the grid's scenarios compare with (first: they train
-    little and every comparison needs them), then every point of the grid; all validated up front."""
+    little and every comparison needs them), then every point of the grid; all validated up front.
+    `only_baselines`: just these baselines (names of BASELINES) for the grid's settings, and no scenario."""
     study = raw["study"]
     for kind, name, known in (("grid", grid_name, study["grids"]), ("recipe", recipe, study["recipes"])):
         if name not in known:
@@ -137,10 +139,10 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
             settings.setdefault(json.dumps(setting, sort_keys=True), setting)
         for overrides in settings.values():
             used = params_module.validate(with_values(raw, overrides), params_module.BASELINE)
-            for kind in study["baselines"]:
+            for kind in study["baselines"] if only_baselines is None else only_baselines:
                 identity = BaselineRun(overrides["dataset"], kind, seed, variant=variant(overrides, raw))
                 runs.append(Run(identity, overrides, used))
-        runs += scenarios
+        runs += scenarios if only_baselines is None else []
     return runs
 
 
