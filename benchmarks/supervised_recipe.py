@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from contrastlab.methods.baselines import SUPERVISED_RECIPE, supervised_features
+from contrastlab.methods.baselines import SUPERVISED_RECIPE, supervised_representation
 from contrastlab.pipeline.datasets import load_evaluation, load_training
 from contrastlab.pipeline.probe import fit_settings, probe
 
@@ -38,13 +38,14 @@ def main() -> None:
     data_dir = Path("data/datasets") / args.dataset
     train_images, train_labels = load_training(data_dir, HELD_OUT_PER_CLASS)
     held_out_images, held_out_labels = load_evaluation(data_dir, HELD_OUT_PER_CLASS)
-    data = {"train_images": train_images, "train_labels": train_labels, "test_images": held_out_images}
+    data = {"train_images": train_images, "train_labels": train_labels}
     print(f"| dataset | aug | lr | held-out top-1 ({args.features}) | seconds |\n|---|---|---|---|---|")
     for aug in args.aug:
         for lr in args.lr:
             start = time.perf_counter()
-            features = supervised_features(data, p, torch.device("cpu"), False, aug=aug,
-                                           recipe={**SUPERVISED_RECIPE, "lr": lr})
+            represent = supervised_representation(data, p, torch.device("cpu"), False, aug=aug,
+                                                  recipe={**SUPERVISED_RECIPE, "lr": lr})
+            features = represent(held_out_images)
             top1 = probe(features, held_out_labels, **fit_settings(p["probe"]), seed=args.seed)["top1"]
             print(f"| {args.dataset} | {aug} | {lr:g} | {top1:.4f} | {time.perf_counter() - start:.0f} |", flush=True)
 

@@ -1,7 +1,8 @@
 """Stage `probe`: linear probe (top-1, top-3), kNN and per-class accuracy on the test images'
-representation (`probe.features`: the embedding or the backbone's features), and the same probe's top-1
-on the held-out images shifted horizontally (robustness). What makes the numbers suspect (a probe that did
-not converge, collapsed features) is kept in the metrics' `warnings` and printed as "warning: ..." lines."""
+representation (`probe.features`: the embedding or the backbone's features), fitted as `probe.protocol` says (on
+part of the test images, scored on the rest; or on the training images, scored on every test image), and the same
+probe's top-1 on the scored images shifted horizontally (robustness). What makes the numbers suspect (a probe that
+did not converge, collapsed features) is kept in the metrics' `warnings` and printed as "warning: ..." lines."""
 
 import argparse
 from pathlib import Path
@@ -10,7 +11,7 @@ from contrastlab.infra import params, plots
 from contrastlab.infra.files import load_npz, write_csv, write_json
 from contrastlab.infra.stage import run_stage
 from contrastlab.pipeline.datasets import DATASETS
-from contrastlab.pipeline.features import collapse_warning, stored_features
+from contrastlab.pipeline.features import collapse_warning, stored_features, stored_training_features
 from contrastlab.pipeline.probe import fit_settings, probe, summary
 
 READS = ("dataset", "seed", "probe")
@@ -27,7 +28,9 @@ def main() -> None:
 
     saved = load_npz(args.embeddings)
     features, shifted = stored_features(saved, p["probe"]["features"])
-    scores = probe(features, saved["labels"], **fit_settings(p["probe"]), seed=p["seed"], shifted=shifted)
+    training = stored_training_features(saved, p["probe"]["features"]) if p["probe"]["protocol"] == "standard" else None
+    scores = probe(features, saved["labels"], **fit_settings(p["probe"]), seed=p["seed"], training=training,
+                   shifted=shifted)
     collapsed = collapse_warning(features, p["probe"]["features"])
     scores["warnings"] = [collapsed, *scores["warnings"]] if collapsed else scores["warnings"]  # the cause first
     classes = DATASETS[p["dataset"]].classes

@@ -35,6 +35,7 @@ import yaml
 
 from contrastlab.infra.params import SCHEMA
 from contrastlab.methods.augmentations import AUGMENTATIONS
+from contrastlab.methods.baselines import BASELINES
 from contrastlab.methods.encoders import ARCHS
 from contrastlab.methods.losses import LOSSES as LOSS_REGISTRY
 from contrastlab.pipeline.datasets import DATASETS
@@ -214,6 +215,15 @@ CASES = [
          params={"model.arch": "resnet9000"}),
     Case("unknown probe features", "error: params.yaml: probe.features='pixels' is not allowed; expected one of "
          "embedding, backbone", params={"probe.features": "pixels"}),
+    Case("unknown probe protocol", "error: params.yaml: probe.protocol='linear' is not allowed; expected one of "
+         "study, standard", params={"probe.protocol": "linear"}),
+    Case("unknown baseline", f"error: no baseline 'pixels'; known: {', '.join(BASELINES)}",
+         command=[sys.executable, "stages/baseline.py", "--name", "pixels", "--data", "data/datasets/mnist",
+                  "--metrics", "metrics/baselines/pixels.json"]),
+    *(Case(f"patch centroids {bad!r}", f"error: params.yaml: patches.centroids={bad!r} is not allowed; expected an "
+           "integer >= 1", params={"patches.centroids": bad}) for bad in (0, -1, 2.5, True, "a")),
+    Case("patch larger than the image", "error: params.yaml: patches.size=29 is not allowed; expected an integer >= 1 "
+         "and <= 28", params={"patches.size": 29}),
     Case("list where a number belongs", "error: params.yaml: train.lr=[1] is not allowed; expected 'auto' or a finite "
          "number > 0", params={"train.lr": [1]}),
     Case("infinite learning rate", "error: params.yaml: train.lr=inf is not allowed; expected 'auto' or a finite number "

@@ -169,9 +169,11 @@ def test_bad_value_stops_the_stage_with_one_line_and_no_output(repo, first_repro
      (0.05, 0.15)),
     (["loss=supcon", "train.temperature=0.1", "dataset=cifar10", "train.momentum=0.9"], (0.0, 0.0)),
     (["pairs.negatives=hard", "pairs.augment_anchor=true", "train.weight_decay=0.01"], (0.0, 0.0)),
-    # 5 of 12 training images per class held out (50: 10 to score), 7 anchors each: 6 of 69 others share a class
+    # 5 of 12 training images per class held out (50, all scored by the standard protocol's probe, fitted on the
+    # other 70), 7 anchors each: 6 of 69 others share a class
     (["loss=ntxent", "model.arch=vgg_small", "model.embedding_dim=16", "probe.features=backbone",
-      "split.validation_per_class=5", "pairs.anchors_per_class=7", "tsne.n_points=all"], (0.0869, 0.0870)),
+      "split.validation_per_class=5", "pairs.anchors_per_class=7", "tsne.n_points=all", "probe.protocol=standard"],
+     (0.0869, 0.0870)),
 ])
 def test_every_option_runs_through_dvc_exp_run_and_lands_in_mlflow(repo, first_repro, settings, fnr):
     path, env = repo
@@ -188,3 +190,7 @@ def test_every_option_runs_through_dvc_exp_run_and_lands_in_mlflow(repo, first_r
     for setting in settings:
         key, value = setting.split("=")
         assert logged[key].lower() == value.lower()
+    if "probe.protocol=standard" in settings:  # fitted on the training images, scored on every held-out one
+        assert len((path / "plots/confusion.csv").read_text().splitlines()) == 1 + 50
+        for metrics in ("probe.json", *(f"baselines/{name}.json" for name in BASELINES)):
+            assert json.loads((path / "metrics" / metrics).read_text())["protocol"] == "standard", metrics

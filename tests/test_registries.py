@@ -59,9 +59,9 @@ def test_every_arch_is_a_valid_param_trains_and_every_baseline_uses_it(name, los
     assert len(result.epoch_losses) == 1 and np.isfinite(result.epoch_losses[0])
     assert result.encoder.embed(torch.zeros(2, 1, 28, 28))["embedding"].shape == (2, size)
     p["pairs"]["anchors_per_class"], p["train"]["batch_size"], p["probe"]["features"] = 6, 20, "backbone"
-    data = {"train_images": IMAGES, "train_labels": LABELS, "test_images": IMAGES[:7]}
-    for baseline in BASELINES.values():  # each gives the test images' 256 backbone features
-        assert baseline.features(data, p, CPU, progress=False).shape == (7, 256)
+    data = {"train_images": IMAGES, "train_labels": LABELS}
+    for name, baseline in BASELINES.items():  # 256 features: the backbone's, or the patch baselines' 4 x 64 centroids
+        assert baseline.fit(data, p, CPU, progress=False)(IMAGES[:7]).shape == (7, 256), name
 
 
 @pytest.mark.parametrize("name", list(AUGMENTATIONS))

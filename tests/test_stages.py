@@ -10,10 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from contrastlab.methods.augmentations import AUGMENTATIONS
+from contrastlab.methods.baselines import BASELINES
+from contrastlab.methods.encoders import load_encoder, make_encoder, save_encoder
 from contrastlab.pipeline.datasets import content_digest
+from contrastlab.pipeline.embed import embed_images
 from contrastlab.pipeline.probe import fit_settings, probe
 from project import ROOT, committed_params, write_committed_params
 
@@ -95,26 +99,107 @@ def test_probe_stage_passes_probe_standardize_to_the_probe(tmp_path, standardize
     assert json.loads((tmp_path / "probe.json").read_text())["top1"] == round(expected["top1"], 4)
 
 
-def test_baseline_stage_scores_the_features_with_the_scenarios_probe(tmp_path):
+def tiny_dataset(folder: Path, test_class_offset: int = 0) -> Path:
+    """200 training and 100 test images in the download stage's layout, each class at its own brightness; the test
+    images of class c have the brightness of the training images of class c + `test_class_offset`."""
     rng = np.random.default_rng(0)
-    data = tmp_path / "data"
+    data = folder / "data"
     data.mkdir()
     digests = {}
-    for split, n in (("train", 200), ("test", 100)):
+    for split, n, offset in (("train", 200, 0), ("test", 100, test_class_offset)):
         labels = np.repeat(np.arange(10), n // 10).astype(np.uint8)
-        images = np.clip(labels[:, None, None] * 25 + rng.normal(0, 5, (n, 28, 28)), 0, 255).astype(np.uint8)
+        brightness = (labels[:, None, None] + offset) % 10 * 25
+        images = np.clip(brightness + rng.normal(0, 5, (n, 28, 28)), 0, 255).astype(np.uint8)
         np.save(data / f"{split}_images.npy", images)
         np.save(data / f"{split}_labels.npy", labels)
         digests[split] = {"images": content_digest(images), "labels": content_digest(labels)}
     (data / "meta.json").write_text(json.dumps({"digests": digests}))
+    return data
+
+
+def pixels_of(data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The raw_pixels baseline's features of a split (its embedding-sized ones), and the labels."""
+    images = np.load(data / f"{split}_images.npy")
+    return images.reshape(len(images), -1).astype(np.float32) / 255, np.load(data / f"{split}_labels.npy").astype(np.int64)
+
+
+def test_baseline_stage_scores_the_features_with_the_scenarios_probe(tmp_path):
+    data = tiny_dataset(tmp_path)
     params = committed_params()
     params["probe"]["knn_k"] = 3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = stage("baseline", "--name", "raw_pixels", "--data", "data", "--metrics", "raw.json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    test_images = np.load(data / "test_images.npy").reshape(100, -1).astype(np.float32) / 255
-    expected = probe(test_images, np.load(data / "test_labels.npy").astype(np.int64), **fit_settings(params["probe"]),
-                     seed=0)
+    expected = probe(*pixels_of(data, "test"), **fit_settings(params["probe"]), seed=0)
     written = json.loads((tmp_path / "raw.json").read_text())
     assert (written["top1"], written["knn"]) == (round(expected["top1"], 4), round(expected["knn"], 4))
     assert list(written["per_class"]) == [str(d) for d in range(10)]
+    assert "protocol" not in written
+
+
+def test_baseline_stage_with_the_standard_protocol_fits_on_the_training_images(tmp_path):
+    # test images of class c look like training images of class c + 1: fitted on the training images, the probe
+    # calls every one c + 1 (top-1 0); fitted on the test images themselves (the study protocol) it gets them right
+    data = tiny_dataset(tmp_path, test_class_offset=1)
+    params = committed_params()
+    params["probe"].update(knn_k=3, protocol="standard")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = stage("baseline", "--name", "raw_pixels", "--data", "data", "--metrics", "raw.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = json.loads((tmp_path / "raw.json").read_text())
+    assert (written["top1"], written["knn"], written["protocol"]) == (0.0, 0.0, "standard")
+    assert probe(*pixels_of(data, "test"), **fit_settings({**params["probe"], "protocol": "study"}), seed=0)["top1"] == 1.0
+
+
+def test_an_unknown_baseline_is_one_line_naming_the_known_ones(tmp_path):
+    write_committed_params(tmp_path)
+    result = stage("baseline", "--name", "pixels", "--data", "data", "--metrics", "pixels.json", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: no baseline 'pixels'; known: {', '.join(BASELINES)}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+
+
+@pytest.mark.parametrize("protocol", ["study", "standard"])
+def test_embed_stage_stores_the_training_images_features_for_the_standard_protocol_only(tmp_path, protocol):
+    data = tiny_dataset(tmp_path)
+    torch.manual_seed(0)
+    save_encoder(make_encoder(1), {"channels": 1}, tmp_path / "encoder.pt")
+    params = committed_params()
+    params["probe"]["protocol"] = protocol
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = stage("embed", "--data", "data", "--model", "encoder.pt", "--out", "embeddings.npz", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    saved = np.load(tmp_path / "embeddings.npz")
+    training = {"train_embedding", "train_backbone", "train_labels"}
+    assert saved["embedding"].shape == (100, 32) and saved["labels"].tolist() == np.repeat(np.arange(10), 10).tolist()
+    if protocol == "study":
+        assert not training & set(saved.files)
+    else:
+        assert (saved["train_embedding"].shape, saved["train_backbone"].shape) == ((200, 32), (200, 256))
+        np.testing.assert_array_equal(saved["train_labels"], np.load(data / "train_labels.npy"))
+        encoder = load_encoder(tmp_path / "encoder.pt", torch.device("cpu"))
+        embedded = embed_images(encoder, np.load(data / "train_images.npy")[:, None], params["embed"]["batch_size"])
+        np.testing.assert_array_equal(saved["train_backbone"], embedded["backbone"])
+        assert "train_backbone_shift+3" not in saved.files  # the training images are never shifted
+
+
+def test_probe_stage_with_the_standard_protocol_fits_on_the_stored_training_features_or_refuses_a_file_without(
+        tmp_path):
+    train_labels, labels = np.repeat(np.arange(10), 50), np.repeat(np.arange(10), 20)
+    corners = np.eye(10) * 5
+    np.savez(tmp_path / "study.npz", embedding=corners[(labels + 1) % 10], labels=labels)
+    np.savez(tmp_path / "standard.npz", embedding=corners[(labels + 1) % 10], labels=labels,
+             train_embedding=corners[train_labels], train_labels=train_labels)
+    write_params(tmp_path, "probe", "protocol", "standard")
+    outputs = ("--metrics", "probe.json", "--confusion-csv", "confusion.csv", "--confusion-png", "confusion.png")
+    refused = stage("probe", "--embeddings", "study.npz", *outputs, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("error: the embed stage's file holds no training images' 'embedding' features, "
+                                      "which probe.protocol=standard fits the probe on: it was embedded for the study "
+                                      "protocol; re-run the embed stage: delete it and run `dvc repro` to recompute it")
+    assert not (tmp_path / "probe.json").exists()
+    result = stage("probe", "--embeddings", "standard.npz", *outputs, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = json.loads((tmp_path / "probe.json").read_text())
+    assert (written["top1"], written["protocol"]) == (0.0, "standard")  # every test image called its class + 1
+    assert len((tmp_path / "confusion.csv").read_text().splitlines()) == 1 + 200  # every test image scored

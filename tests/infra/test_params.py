@@ -44,6 +44,8 @@ def test_repository_defaults_are_the_protocol():
     assert p["tsne"]["n_points"] == 1000 and p["tsne"]["perplexity"] == 20
     assert p["probe"]["test_size"] == 0.2 and p["probe"]["knn_k"] == 30
     assert p["model"] == {"arch": "study", "embedding_dim": 32} and p["probe"]["features"] == "embedding"
+    assert p["probe"]["protocol"] == "study"  # the reference study's 80/20 split of the test images
+    assert p["patches"] == {"centroids": 64, "size": 6}  # 4 x 64 = 256 features, as the encoders' backbone
     assert p["cpu_kernels"] == "native"  # the fastest kernels: portable ones are a choice (README, "Same seed, same numbers")
 
 
@@ -90,6 +92,11 @@ def test_repository_defaults_are_the_protocol():
          "train.batch_size=1000000000000.0 is not allowed; expected an integer >= 1 and <= 1000000"),
         ("train.batch_size", 1024.0, "train", "train.batch_size=1024.0 is not allowed"),
         ("dataset", ["mnist"], "train", "dataset=['mnist'] is not allowed; expected one of"),
+        ("probe.protocol", "linear", "probe",
+         "probe.protocol='linear' is not allowed; expected one of study, standard"),
+        *(("patches.centroids", bad, "patches", f"patches.centroids={bad!r} is not allowed; expected an integer >= 1")
+          for bad in (0, -1, 2.5, True, "a")),
+        ("patches.size", 0, "patches", "patches.size=0 is not allowed; expected an integer >= 1 and <= 28"),
     ],
 )
 def test_bad_values_name_the_key_the_value_and_what_is_allowed(key, value, section, message):
@@ -111,6 +118,7 @@ UPPER_BOUNDS = {
     "tsne.perplexity": 10_000,
     "tsne.max_iter": 1_000_000,
     "probe.max_iter": 1_000_000,
+    "patches.size": 28,  # a patch as wide as MNIST's images (NARROWEST_IMAGE)
     "study.seeds": 1000,
 }
 

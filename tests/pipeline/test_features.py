@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from contrastlab.infra.errors import FileError
-from contrastlab.pipeline.features import collapse_warning, shifted_name, stored_features
+from contrastlab.pipeline.features import (collapse_warning, shifted_name, stored_features, stored_training_features,
+                                           training_name)
 
 
 def test_each_representation_comes_with_its_own_shifted_copies_only():
@@ -20,6 +21,26 @@ def test_a_file_from_before_the_backbone_was_kept_is_named_with_the_advice():
     with pytest.raises(FileError, match=r"holds no 'backbone' features \(only embedding, labels\): it predates them; "
                                         r"delete it and run `dvc repro`"):
         stored_features({"embedding": np.zeros((2, 3)), "labels": np.arange(2)}, "backbone")
+
+
+def test_the_training_images_features_come_with_their_labels_and_stay_out_of_the_evaluation_ones():
+    a, b, c = (np.full((2, 3), value) for value in range(3))
+    saved = {"labels": np.arange(2), "embedding": a, training_name("embedding"): b, training_name("backbone"): c,
+             training_name("labels"): np.arange(4)}
+    assert (training_name("backbone"), training_name("labels")) == ("train_backbone", "train_labels")
+    features, labels = stored_training_features(saved, "embedding")
+    assert features is b and labels is saved["train_labels"]
+    assert stored_training_features(saved, "backbone")[0] is c
+    features, shifted = stored_features(saved, "embedding")
+    assert features is a and shifted == {}  # the training images' are neither the evaluation images' nor a shifted copy
+
+
+def test_a_file_embedded_for_the_study_protocol_is_refused_by_the_standard_one_with_the_advice():
+    with pytest.raises(FileError, match=r"^the embed stage's file holds no training images' 'backbone' features, which "
+                                        r"probe.protocol=standard fits the probe on: it was embedded for the study "
+                                        r"protocol; re-run the embed stage: delete it and run `dvc repro` to recompute "
+                                        r"it$"):
+        stored_training_features({"backbone": np.zeros((2, 3)), "labels": np.arange(2)}, "backbone")
 
 
 def test_all_zero_features_collapsed():

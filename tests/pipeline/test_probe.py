@@ -4,7 +4,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from contrastlab.infra.errors import ParamError
-from contrastlab.pipeline.probe import at_chance, linear_probe, probe
+from contrastlab.pipeline.probe import at_chance, linear_probe, probe, summary
 
 
 
@@ -141,3 +141,76 @@ def test_chance_level_is_within_two_standard_errors_of_one_over_the_classes():
     s = score(rng().normal(size=(1000, 4)))  # features that know nothing of the labels
     assert s["top1"] < 0.143
     assert any("at chance level" in warning for warning in s["warnings"])
+
+
+def one_hot(labels, scale=5.0):
+    """Each class at its own corner, a little noise: any linear probe or kNN tells them apart perfectly."""
+    return np.eye(10)[labels] * scale + rng(1).normal(0, 0.01, (len(labels), 10))
+
+
+TRAIN_LABELS = np.repeat(np.arange(10), 50)  # 500 training images; the 1,000 of LABELS are the evaluation images
+
+
+def standard(evaluation, *, seed=0, test_size=0.2, knn_k=30, training=(one_hot(TRAIN_LABELS), TRAIN_LABELS), **more):
+    return probe(evaluation, LABELS, test_size=test_size, knn_k=knn_k, max_iter=1000, seed=seed, protocol="standard",
+                 training=training, **more)
+
+
+def test_the_standard_protocol_fits_on_the_training_features_and_scores_every_evaluation_image():
+    # the evaluation images of class c sit where the training images of class c + 1 do: a probe fitted on the
+    # training features calls every one of them c + 1; one fitted on part of the evaluation images gets them right
+    moved = one_hot((LABELS + 1) % 10)
+    s = standard(moved)
+    assert (s["top1"], s["knn"]) == (0.0, 0.0)
+    np.testing.assert_array_equal(s["y_true"], LABELS)  # all 1,000, in order
+    np.testing.assert_array_equal(s["y_pred"], (LABELS + 1) % 10)
+    assert s["confusion"].sum() == 1000 and s["per_class"] == [0.0] * 10
+    assert score(moved)["top1"] == 1.0  # the study protocol fits on the evaluation images themselves
+
+
+def test_the_standard_protocol_scores_every_shifted_evaluation_image():
+    clean = one_hot(LABELS)
+    one_moved = clean.copy()
+    one_moved[0] = one_hot(np.array([1]))[0]  # the first image (class 0) now looks like class 1
+    s = standard(clean, shifted={"same": clean, "one": one_moved})
+    assert s["top1"] == 1.0
+    assert s["shifted_top1"] == {"same": 1.0, "one": 0.999}  # 999 of 1,000; 200 scored would give 1.0 or 0.995
+
+
+def test_the_seed_and_test_size_play_no_role_in_the_standard_protocol():
+    noisy = rng(2).normal(size=(1000, 8)) + LABELS[:, None] * 0.3
+    training = (rng(3).normal(size=(500, 8)) + TRAIN_LABELS[:, None] * 0.3, TRAIN_LABELS)
+    first = standard(noisy, training=training)
+    for other in (standard(noisy, training=training, seed=1), standard(noisy, training=training, test_size=0.5)):
+        assert (other["top1"], other["top3"], other["knn"]) == (first["top1"], first["top3"], first["knn"])
+        np.testing.assert_array_equal(other["y_pred"], first["y_pred"])
+    studied = [probe(noisy, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=seed)["y_true"] for seed in (0, 1)]
+    assert not np.array_equal(*studied)  # where the seed does split
+
+
+def test_the_standard_protocol_has_no_split_to_be_too_small():
+    labels = np.repeat(np.arange(10), 2)  # 20 images: too few for the study's 80/20 split (see above)
+    s = probe(one_hot(labels), labels, test_size=0.2, knn_k=1, max_iter=100, seed=0, protocol="standard",
+              training=(one_hot(TRAIN_LABELS), TRAIN_LABELS))
+    assert s["top1"] == 1.0 and len(s["y_true"]) == 20
+
+
+def test_neighbours_beyond_the_training_images_are_one_line_naming_them():
+    with pytest.raises(ParamError, match=r"^params.yaml: probe.knn_k=501 but the probe fits on only 500 training "
+                                         r"images' features; use at most 500$"):
+        standard(one_hot(LABELS), knn_k=501)
+    assert standard(one_hot(LABELS), knn_k=500)["top1"] == 1.0
+
+
+def test_training_features_come_exactly_with_the_standard_protocol():
+    with pytest.raises(ValueError, match="exactly when the protocol is 'standard'"):
+        standard(one_hot(LABELS), training=None)
+    with pytest.raises(ValueError, match="exactly when the protocol is 'standard'"):
+        probe(one_hot(LABELS), LABELS, test_size=0.2, knn_k=3, max_iter=100, seed=0,
+              training=(one_hot(TRAIN_LABELS), TRAIN_LABELS))
+
+
+def test_only_a_protocol_other_than_the_studys_is_named_in_the_results_file():
+    classes = tuple(str(c) for c in range(10))
+    assert "protocol" not in summary(score(one_hot(LABELS)), classes)  # files from before the choice stay as they were
+    assert summary(standard(one_hot(LABELS)), classes)["protocol"] == "standard"

@@ -155,13 +155,16 @@ PRECISIONS = ("fp32", "bf16")  # bf16: bfloat16 autocast of the encoder's forwar
 NEGATIVES = ("label_aware", "random", "hard")
 OPTIMIZERS = ("sgd", "adamw")
 FEATURES = ("embedding", "backbone")  # what the probe reads: the loss's embedding, or the layer before the projection
+# where the probe fits and scores: the study's seeded split of the evaluation images, or (the published linear
+# evaluation) fitted on every training image's features and scored on every evaluation image
+PROTOCOLS = ("study", "standard")
 SCHEDULES = ("constant", "cosine", "onecycle")
 # Upper bounds: far beyond any sensible run, so a larger value is a typo that would otherwise fail (or run for
 # days) in the middle of the work. Counts that the data bounds (tsne.n_points, probe.knn_k,
 # split.validation_per_class) are checked against it where the data is read.
 MANY = 1_000_000  # sizes of batches and anchor sets, optimiser iterations
 MAX_EPOCHS = 10_000
-NARROWEST_IMAGE = 28  # pixels: MNIST's width; a shift of the test images must leave some of every image
+NARROWEST_IMAGE = 28  # pixels: MNIST's width; a shift of the test images must leave some of every image; a patch must fit
 
 # section -> key -> rule (or a factory for rules that depend on the registries).
 SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
@@ -216,7 +219,10 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
         "max_iter": int_at_least(1, most=MANY),
         "standardize": boolean(),
         "features": one_of(*FEATURES),
+        "protocol": one_of(*PROTOCOLS),
     },
+    # the label-free patch baselines (contrastlab.methods.patches): K centroids or filters give 4K features
+    "patches": {"centroids": int_at_least(1), "size": int_at_least(1, most=NARROWEST_IMAGE)},
     # Read by the study command only, never by a stage: not part of any scenario's params.
     "study": {
         "seeds": int_at_least(1, most=1000),
@@ -347,11 +353,11 @@ def load(reads: Iterable[str], path: str | Path = "params.yaml") -> dict:
 
 # Everything a scenario reads: what a tracking run records and what the study checks up front.
 SCENARIO = (*(key for key in SCHEMA[None]), *(s for s in SCHEMA if s is not None and s not in STUDY_ONLY))
-# What any baseline reads (`contrastlab.methods.baselines`): the probe's split, settings and features, the
-# encoder's design, the images held out for validation, the anchors and the batch size. No recipe: a baseline is the same reference point for
-# every scenario of a dataset, arch and probe.
+# What any baseline reads (`contrastlab.methods.baselines`): the probe's protocol, split, settings and features, the
+# encoder's design, the images held out for validation, the anchors and the batch size, and the patch baselines'
+# settings. No recipe: a baseline is the same reference point for every scenario of a dataset, arch and probe.
 BASELINE = ("dataset", "seed", "cpu_kernels", "model", "split", "pairs.anchors_per_class", "train.batch_size", "embed.batch_size",
-            "probe")
+            "probe", "patches")
 
 
 def validate_all(raw: Any) -> dict:

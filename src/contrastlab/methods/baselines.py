@@ -1,8 +1,10 @@
 """The floor and the ceiling that give a contrastive probe score its meaning.
 
-Each baseline turns a dataset into test-set features that the study's probe scores on the very
-same split (same seed, same `probe` params) as the scenarios, and of the same kind (`probe.features`):
-- `raw_pixels`: the test images themselves, scaled to [0, 1] (no learning at all); against backbone
+Each baseline is fitted on the training images (without the held-out ones) into a representation: a function from
+uint8 images to features, which the baseline stage applies to the images the scenarios' probe reads (the evaluation
+images, and under `probe.protocol: standard` the training images too) and scores with the very same probe (same
+seed, same `probe` params). The encoder-based ones give features of the scenarios' kind (`probe.features`):
+- `raw_pixels`: the images themselves, scaled to [0, 1] (no learning at all); against backbone
   features, a fixed random projection of them to the backbone's size (so no probe is wider);
 - `random_init`: the encoder (`model`) as initialised with the seed, never trained, its BatchNorm
   statistics measured on the clean training images in batches of `train.batch_size`;
@@ -11,6 +13,11 @@ same split (same seed, same `probe` params) as the scenarios, and of the same ki
   epochs and learning rate, plain SGD) and `train.batch_size`; no scenario's recipe changes it;
 - `supervised_tuned`: the same, trained with a good recipe (AdamW, one-cycle, 10 epochs, fresh
   `shift_flip` views): the ceiling the contrastive methods' tuned recipes are measured against.
+The classical label-free ones (`contrastlab.methods.patches`, settings `patches`) have features of their own,
+4 x `patches.centroids` wide, and ignore `probe.features` and `model`:
+- `kmeans_patches`: k-means centroids of whitened training patches, a triangle activation and sum pooling over the
+  image's four quadrants (Coates, Lee & Ng 2011);
+- `random_patches`: whitened random training patches as the filters (Thiry et al. 2021).
 """
 
 from __future__ import annotations
@@ -25,12 +32,16 @@ from torch import nn
 
 from contrastlab.infra.params import AUTO
 from contrastlab.infra.progress import EpochProgress
+from contrastlab.methods import patches
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import Encoder, make_encoder
 from contrastlab.pipeline.embed import embed_images
 from contrastlab.pipeline.examples import anchors_and_negatives
 from contrastlab.pipeline.preprocess import normalize, to_unit
 from contrastlab.pipeline.train import TrainConfig, descend, make_optimizer, make_schedule
+
+Representation = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, C, H, W) -> features (N, width)
+
 
 def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, *, device: torch.device,
                      progress: bool = True) -> tuple[nn.Module, list[float]]:
@@ -66,20 +77,30 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainCo
     return encoder, epoch_losses
 
 
-def raw_pixels(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
-    test = data["test_images"]
-    pixels = test.reshape(len(test), -1).astype(np.float32) / 255
+def encoder_features(encoder: nn.Module, p: dict) -> Representation:
+    """The encoder's `probe.features` of images, embedded in eval mode in batches of `embed.batch_size`."""
+    return lambda images: embed_images(encoder, images, p["embed"]["batch_size"])[p["probe"]["features"]]
+
+
+def pixels(images: np.ndarray) -> np.ndarray:
+    """The images flattened and scaled to [0, 1]."""
+    return images.reshape(len(images), -1).astype(np.float32) / 255
+
+
+def raw_pixels(data: dict, p: dict, device: torch.device, progress: bool = True) -> Representation:
     if p["probe"]["features"] == "embedding":
         return pixels
-    size = untrained(data, p).embed(torch.zeros(2, *test.shape[1:]))["backbone"].shape[1]
-    projection = np.random.default_rng(p["seed"]).standard_normal((pixels.shape[1], size), dtype=np.float32)
-    return pixels @ (projection / np.sqrt(pixels.shape[1]))
+    shape = data["train_images"].shape[1:]
+    size = untrained(data, p).embed(torch.zeros(2, *shape))["backbone"].shape[1]
+    width = int(np.prod(shape))
+    projection = np.random.default_rng(p["seed"]).standard_normal((width, size), dtype=np.float32) / np.sqrt(width)
+    return lambda images: pixels(images) @ projection
 
 
 def untrained(data: dict, p: dict) -> Encoder:
     """The scenarios' encoder (`model`, the protocol's sigmoid head) as the seed initialises it, in eval mode."""
     torch.manual_seed(p["seed"])
-    channels = data["test_images"].shape[1]
+    channels = data["train_images"].shape[1]
     return make_encoder(channels, arch=p["model"]["arch"], embedding_dim=p["model"]["embedding_dim"]).eval()
 
 
@@ -106,15 +127,16 @@ def calibrate_batchnorm(encoder: nn.Module, images: np.ndarray, batch_size: int)
         layer.momentum = momentum
 
 
-def random_init(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
+def random_init(data: dict, p: dict, device: torch.device, progress: bool = True) -> Representation:
     encoder = untrained(data, p).to(device, memory_format=torch.channels_last)
     calibrate_batchnorm(encoder, data["train_images"], p["train"]["batch_size"])  # clean training images, in order
-    return embed_images(encoder, data["test_images"], p["embed"]["batch_size"])[p["probe"]["features"]]
+    return encoder_features(encoder, p)
 
 
-def supervised_features(data: dict, p: dict, device: torch.device, progress: bool, aug: str, recipe: dict) -> np.ndarray:
-    """The test set's features from the encoder trained with labels on the scenarios' anchors, with `aug` and
-    `recipe` (keys of the `train` section; the rest, and `auto`, as the protocol trains the triplet loss)."""
+def supervised_representation(data: dict, p: dict, device: torch.device, progress: bool, aug: str,
+                              recipe: dict) -> Representation:
+    """The encoder trained with labels on the scenarios' anchors, with `aug` and `recipe` (keys of the `train`
+    section; the rest, and `auto`, as the protocol trains the triplet loss), as a representation."""
     anchors, _ = anchors_and_negatives(data["train_labels"], p["pairs"]["anchors_per_class"], p["seed"])
     train = {"epochs": AUTO, "lr": AUTO, "batch_size": p["train"]["batch_size"], **recipe}
     config = TrainConfig.from_params({"loss": "triplet", "aug": aug, "seed": p["seed"], "train": train,
@@ -122,12 +144,12 @@ def supervised_features(data: dict, p: dict, device: torch.device, progress: boo
     encoder, _ = train_supervised(torch.from_numpy(data["train_images"][anchors]),
                                   torch.from_numpy(data["train_labels"][anchors]), config, device=device,
                                   progress=progress)
-    return embed_images(encoder, data["test_images"], p["embed"]["batch_size"])[p["probe"]["features"]]
+    return encoder_features(encoder, p)
 
 
-def supervised(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
+def supervised(data: dict, p: dict, device: torch.device, progress: bool = True) -> Representation:
     """Trained as the protocol trains the triplet loss: its anchors, epochs, learning rate and plain SGD."""
-    return supervised_features(data, p, device, progress, aug="none", recipe={})
+    return supervised_representation(data, p, device, progress, aug="none", recipe={})
 
 
 # A good supervised recipe for the small encoders, in the family of the contrastive ones' tuned recipe (AdamW,
@@ -138,15 +160,26 @@ SUPERVISED_RECIPE = {"optimizer": "adamw", "lr": 0.01, "weight_decay": 0.05, "sc
 SUPERVISED_AUG = "shift_flip"
 
 
-def supervised_tuned(data: dict, p: dict, device: torch.device, progress: bool = True) -> np.ndarray:
-    return supervised_features(data, p, device, progress, aug=SUPERVISED_AUG, recipe=SUPERVISED_RECIPE)
+def supervised_tuned(data: dict, p: dict, device: torch.device, progress: bool = True) -> Representation:
+    return supervised_representation(data, p, device, progress, aug=SUPERVISED_AUG, recipe=SUPERVISED_RECIPE)
+
+
+def kmeans_patches(data: dict, p: dict, device: torch.device, progress: bool = True) -> Representation:
+    return patches.kmeans_patches(data["train_images"], centroids=p["patches"]["centroids"], size=p["patches"]["size"],
+                                  seed=p["seed"], progress=progress)
+
+
+def random_patches(data: dict, p: dict, device: torch.device, progress: bool = True) -> Representation:
+    return patches.random_patches(data["train_images"], filters=p["patches"]["centroids"], size=p["patches"]["size"],
+                                  seed=p["seed"], progress=progress)
 
 
 @dataclass(frozen=True)
 class Baseline:
-    features: Callable[..., np.ndarray]  # (data, params.BASELINE's values, device, progress) -> the test set's features
-    label: str                           # how the report names it
-    uses_labels: bool = False            # trained with the labels (the report's `labels_used`)
+    # (data: {"train_images", "train_labels"}, params.BASELINE's values, device, progress) -> the representation
+    fit: Callable[..., Representation]
+    label: str                 # how the report names it
+    uses_labels: bool = False  # trained with the labels (the report's `labels_used`)
 
 
 BASELINES: dict[str, Baseline] = {
@@ -155,4 +188,6 @@ BASELINES: dict[str, Baseline] = {
     "supervised": Baseline(supervised, "encoder trained supervised (cross-entropy)", uses_labels=True),
     "supervised_tuned": Baseline(supervised_tuned, "encoder trained supervised, AdamW one-cycle + augmentation",
                                  uses_labels=True),
+    "kmeans_patches": Baseline(kmeans_patches, "k-means on whitened patches (Coates et al. 2011)"),
+    "random_patches": Baseline(random_patches, "random whitened patches as filters (Thiry et al. 2021)"),
 }

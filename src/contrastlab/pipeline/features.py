@@ -1,5 +1,6 @@
 """The embed stage's file: each representation of the test images (`probe.features`: the embedding,
-the backbone's features) under its own name, and its copies of horizontally shifted images beside it;
+the backbone's features) under its own name, and its copies of horizontally shifted images beside it; for
+`probe.protocol: standard` also the training images' representations and labels, which the probe fits on;
 and whether a representation collapsed (every image at one point), which the probe and t-SNE stages report."""
 
 from __future__ import annotations
@@ -28,6 +29,20 @@ def stored_features(saved: Mapping[str, np.ndarray], features: str) -> tuple[np.
         raise FileError(f"the embed stage's file holds no '{features}' features (only {', '.join(sorted(saved))}): "
                         f"it predates them; {RECOMPUTE}")
     return saved[features], shifted
+
+
+def training_name(name: str) -> str:
+    """Where the training images' `name` ("embedding", "backbone", "labels") is kept: "train_backbone"."""
+    return f"train_{name}"
+
+
+def stored_training_features(saved: Mapping[str, np.ndarray], features: str) -> tuple[np.ndarray, np.ndarray]:
+    """`features` of the training images and their labels, which the standard protocol fits the probe on."""
+    if training_name(features) not in saved:
+        raise FileError(f"the embed stage's file holds no training images' '{features}' features, which "
+                        "probe.protocol=standard fits the probe on: it was embedded for the study protocol; re-run the "
+                        f"embed stage: {RECOMPUTE}")
+    return saved[training_name(features)], saved[training_name("labels")]
 
 
 # Rows count as one point when they spread around their mean by at most this fraction of their size:

@@ -1,4 +1,5 @@
-"""What a representation is worth: a linear probe (top-1, top-3) and kNN on one seeded split."""
+"""What a representation is worth: a linear probe (top-1, top-3) and kNN, fitted and scored by `probe.protocol`: on one
+seeded split of the evaluation images (the study's) or on the training images and every evaluation image (standard)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,16 @@ def at_chance(top1: float, n_scored: int, n_classes: int) -> bool:
     return top1 <= chance + 2 * math.sqrt(chance * (1 - chance) / n_scored)
 
 
+def study_split(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The study protocol's rows to fit on and to score: one stratified, seeded split of the evaluation images."""
+    classes, scored = np.unique(labels), math.ceil(test_size * len(labels))  # as train_test_split rounds
+    if min(scored, len(labels) - scored) < len(classes):
+        raise ParamError(f"params.yaml: probe.test_size={test_size} splits {len(labels)} images into {len(labels) - scored} "
+                         f"to fit and {scored} to score, but each part needs one of each of the {len(classes)} classes; "
+                         "probe more images (e.g. a larger split.validation_per_class) or change probe.test_size")
+    return train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
+
+
 def probe(
     embeddings: np.ndarray,
     labels: np.ndarray,
@@ -46,30 +57,40 @@ def probe(
     max_iter: int,
     seed: int,
     standardize: bool = False,
+    protocol: str = "study",
+    training: tuple[np.ndarray, np.ndarray] | None = None,
     shifted: dict[str, np.ndarray] | None = None,
 ) -> dict:
-    """Score the embeddings with ONE stratified, seeded split and ONE logistic regression.
+    """Score the evaluation images' `embeddings` with ONE logistic regression, fitted by `protocol`:
+    - `study`: on a stratified, seeded part of the evaluation images (all but `test_size` of them), scored on
+      the rest;
+    - `standard` (the published linear evaluation): on the training images' `(features, labels)` in `training`,
+      scored on every evaluation image; `test_size` and `seed` play no role.
     The keyword settings are params.yaml's `probe` section (`fit_settings`).
 
     Top-1 and top-3 come from the same classifier (the study used two different splits and
     classifiers); kNN and per-class accuracy use the same split. `shifted` maps a name to the
-    embeddings of the same images after a change (e.g. a shift): the classifier fitted on the
-    unchanged images is scored on the changed versions of the held-out images. `standardize`
+    embeddings of the same evaluation images after a change (e.g. a shift): the classifier fitted on the
+    unchanged images is scored on the changed versions of the scored images. `standardize`
     scales each coordinate to unit variance on the fitting split before the logistic regression:
     its fixed penalty (C=1) otherwise underfits small coordinates, such as unit-length embeddings'.
     The features are probed in float64; `converged` says whether the solver reached the optimum within
     `max_iter` steps, and `warnings` names what makes the numbers suspect (no convergence, chance level).
     """
-    classes, scored = np.unique(labels), math.ceil(test_size * len(labels))  # as train_test_split rounds
-    if min(scored, len(labels) - scored) < len(classes):
-        raise ParamError(f"params.yaml: probe.test_size={test_size} splits {len(labels)} images into {len(labels) - scored} "
-                         f"to fit and {scored} to score, but each part needs one of each of the {len(classes)} classes; "
-                         "probe more images (e.g. a larger split.validation_per_class) or change probe.test_size")
-    fit, score = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
+    if (protocol == "standard") != (training is not None):
+        raise ValueError(f"probe(protocol={protocol!r}) takes the training images' features exactly when the "
+                         "protocol is 'standard'")
+    classes = np.unique(labels)
     embeddings = embeddings.astype(np.float64)
-    x_fit, x_score, y_fit, y_score = embeddings[fit], embeddings[score], labels[fit], labels[score]
+    if training is None:
+        fit, score = study_split(labels, test_size, seed)
+        x_fit, y_fit, fitted = embeddings[fit], labels[fit], "embeddings"
+    else:
+        score = np.arange(len(labels))
+        x_fit, y_fit, fitted = training[0].astype(np.float64), training[1], "training images' features"
+    x_score, y_score = embeddings[score], labels[score]
     if knn_k > len(x_fit):
-        raise ParamError(f"params.yaml: probe.knn_k={knn_k} but the probe fits on only {len(x_fit)} embeddings; "
+        raise ParamError(f"params.yaml: probe.knn_k={knn_k} but the probe fits on only {len(x_fit)} {fitted}; "
                          f"use at most {len(x_fit)}")
     linear = linear_probe(max_iter)
     classifier = make_pipeline(StandardScaler(), linear) if standardize else linear
@@ -98,6 +119,7 @@ def probe(
         "confusion": matrix,
         "y_true": y_score,
         "y_pred": predicted,
+        "protocol": protocol,
     }
 
 
@@ -113,11 +135,14 @@ def headline(scores: dict) -> dict[str, float]:
 
 
 def summary(scores: dict, classes: tuple[str, ...]) -> dict:
-    """What a probe's results file holds: headline numbers, accuracy per class and on shifted images."""
+    """What a probe's results file holds: headline numbers, accuracy per class and on shifted images, and the protocol
+    unless it is the study's."""
     return {
         **headline(scores),
         "per_class": {name: round(acc, 4) for name, acc in zip(classes, scores["per_class"])},
         "shifted_top1": {name: round(acc, 4) for name, acc in scores["shifted_top1"].items()},
         "converged": scores["converged"],
         "warnings": scores["warnings"],
+        # the study protocol goes unnamed, so its files stay as they were before the choice existed
+        **({"protocol": scores["protocol"]} if scores["protocol"] != "study" else {}),
     }
