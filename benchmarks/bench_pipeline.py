@@ -34,8 +34,7 @@ from contrastlab.study.distributed import stages_run
 ROOT = Path(__file__).resolve().parents[1]
 # The stages that train an encoder: the scenario's and the ceilings (the baselines trained with labels).
 TRAINING_STAGES = ("train", *(f"baseline@{name}" for name, kind in BASELINES.items() if kind.uses_labels))
-STAGES = ("download", "examples", "train", "embed", "tsne", "probe", "baseline@raw_pixels", "baseline@random_init",
-          "baseline@supervised", "baseline@supervised_tuned", "track")
+STAGES = ("download", "examples", "train", "embed", "tsne", "probe", *(f"baseline@{name}" for name in BASELINES), "track")
 
 # Runs a command and reports the peak resident memory of its largest descendant (a stage).
 PEAK_RSS = (

@@ -30,14 +30,16 @@ def test_triangle_code_computed_by_hand():
     distances = centroid_distances(points, centroids)  # (0, 5, 1) and (3, 4, sqrt(10))
     torch.testing.assert_close(distances, torch.tensor([[0.0, 5.0, 1.0], [3.0, 4.0, math.sqrt(10)]]))
     mean = (7 + math.sqrt(10)) / 3  # second row: max(0, mean - z)
-    torch.testing.assert_close(triangle_(distances), torch.tensor([[2.0, 0.0, 1.0], [mean - 3, 0.0, mean - math.sqrt(10)]]))
+    expected = torch.tensor([[2.0, 0.0, 1.0], [mean - 3, 0.0, mean - math.sqrt(10)]])  # first row: mean 2
+    torch.testing.assert_close(triangle_(distances), expected)
 
 
 def test_contrast_normalisation_is_coates_computed_by_hand():
     patch = torch.tensor([[0.0, 2.0, 4.0, 6.0]])  # mean 3, var (9 + 1 + 1 + 9) / 3 as MATLAB's var
     expected = torch.tensor([[-3.0, -1.0, 1.0, 3.0]]) / math.sqrt(20 / 3 + 10)
     torch.testing.assert_close(normalise_contrast(patch), expected)
-    torch.testing.assert_close(normalise_contrast(torch.tensor([[7.0]])), torch.tensor([[0.0]]))  # MATLAB: var of one is 0
+    single = torch.tensor([[7.0]])  # MATLAB: the variance of one value is 0
+    torch.testing.assert_close(normalise_contrast(single), torch.tensor([[0.0]]))
 
 
 def test_zca_whitening_gives_the_identity_covariance_as_eps_goes_to_zero():
@@ -56,7 +58,8 @@ def test_quadrant_sums_of_a_hand_made_map():
     first = torch.arange(1.0, 10.0).view(1, 3, 3, 1)  # rows 1 2 3 / 4 5 6 / 7 8 9; the middle row and column go first
     responses = torch.cat([first, 10 * first], dim=3)  # two atoms
     # top-left 1+2+4+5, top-right 3+6, bottom-left 7+8, bottom-right 9; feature q * K + k
-    torch.testing.assert_close(quadrant_sums(responses), torch.tensor([[12.0, 120.0, 9.0, 90.0, 15.0, 150.0, 9.0, 90.0]]))
+    expected = torch.tensor([[12.0, 120.0, 9.0, 90.0, 15.0, 150.0, 9.0, 90.0]])
+    torch.testing.assert_close(quadrant_sums(responses), expected)
     even = torch.ones(2, 4, 6, 3)
     torch.testing.assert_close(quadrant_sums(even), torch.full((2, 12), 6.0))  # 2 x 3 in each quadrant
 
