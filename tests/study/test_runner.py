@@ -189,7 +189,7 @@ def test_report_has_both_scenarios_and_the_baselines(study):
     assert "| mnist | triplet / none | 1 |" in text and "| mnist | triplet / simclr | 1 |" in text
     for baseline in BASELINES.values():
         assert f"| mnist | *baseline:* {baseline.label} | 1 |" in text
-    assert "one seed only: spread unknown" in text
+    assert "(one seed: untested)" in text  # one seed per scenario: no difference is tested
     for png in ("top1.png", "tsne_mnist_triplet.png", "confusion_mnist.png"):
         assert (repo / "report" / png).read_bytes()[:4] == b"\x89PNG"
     assert len((repo / "report/results.csv").read_text().splitlines()) == 1 + 2 + len(KEPT_BASELINES)

@@ -103,11 +103,12 @@ def sentences(rows: list[dict], comparisons: list[dict]) -> list[str]:
                         f"ceiling is {fmt_row(ceiling)}.")
         classical = families.get(FAMILIES[3])
         test = next((c for c in comparisons if c["family"] == f"{VERSUS_CLASSICAL}, {dataset}"), None)
-        if test is not None:
+        if free and classical and test is not None:
             outcome = (("beats it" if test["diff"] > 0 else "falls short of it") if test["finding"] == "yes"
                        else "is not told apart from it")
-            said.append(f"Against the best classical label-free baseline on {dataset}, {test['b']}, the best label-free "
-                        f"contrastive method {test['a']} {outcome}: {fmt_comparison(test)}.")
+            said.append(f"Against the best classical label-free baseline on {dataset}, {fmt_row(classical)} in "
+                        f"{classical['cpu_minutes']:.1f} CPU-minutes, the best label-free contrastive method (trained "
+                        f"{free['cpu_minutes']:.1f} CPU-minutes) {outcome}: {fmt_comparison(test)}.")
         elif free and not classical:
             said.append(f"No classical label-free baseline has run on {dataset} yet.")
     for dataset in by:
