@@ -82,7 +82,8 @@ def test_holm_within_each_family_of_comparisons_csv():
         running = 0.0
         for rank, row in enumerate(ranked):
             running = max(running, min(1.0, (len(ranked) - rank) * float(row["p"])))
-            assert float(row["p_holm"]) == pytest.approx(running, abs=1e-6)
+            # from p-values rounded to 6 decimals: off by up to the family's size x 5e-7
+            assert float(row["p_holm"]) == pytest.approx(running, abs=len(ranked) * 1e-6)
             assert row["finding"] == ("yes" if running < 0.05 else "no")
 
 

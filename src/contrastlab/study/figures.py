@@ -96,6 +96,7 @@ def summary(panels: dict[str, dict[str, list[tuple[str, float, float, float | No
             shown[name] = ax.axhline(value, color=FAMILY_COLORS[name], linestyle="--", linewidth=1.3)
         label_lines(ax, {name: (value, FAMILY_COLORS[name]) for name, (_, value) in lines.get(dataset, {}).items()})
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, ...
         ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # "3 x 10^0"-style labels would overlap
         ax.set(xlabel="training CPU-minutes (log scale)", ylabel="linear-probe top-1", title=dataset, ylim=(0, 1.02))
