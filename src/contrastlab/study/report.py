@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -128,20 +127,26 @@ def findings(ledger: Ledger, scenarios: dict[str, Group], baselines: dict[str, G
         losses = loss_pairs(groups)
         pairs = [(a, b) for _, a, b in losses]
         ids = [(id(a), id(b)) for a, b in pairs]
-        runner_up = [(best, ranked[1])] if len(ranked) > 1 and (id(best), id(ranked[1])) not in ids else []  # once
+        runner_up = ([(best, ranked[1])] if len(ranked) > 1 and not {(id(best), id(ranked[1])), (id(ranked[1]), id(best))}
+                     & set(ids) else [])  # a pair the losses compare already is tested once
         claims = [*runner_up, *pairs]
         tested = dict(zip(((id(a), id(b)) for a, b in claims), ledger.family(f"findings, {dataset}", claims)))
         lines += [f"**{dataset}**", ""]
-        lines.append(f"- Best: {best.label}, probe top-1 {fmt(best, 'top1')} over {len(best.runs)} seed(s)"
-                     + (f"; minus the runner-up {ranked[1].label}: {with_seeds_needed(tested[id(best), id(ranked[1])])}."
-                        if len(ranked) > 1 else "."))
+        if len(ranked) < 2:
+            runner = "."
+        elif (id(best), id(ranked[1])) in tested:
+            runner = f"; minus the runner-up {ranked[1].label}: {with_seeds_needed(tested[id(best), id(ranked[1])])}."
+        else:  # tested the other way round among the losses below
+            runner = f"; the runner-up {ranked[1].label} is compared with it below."
+        lines.append(f"- Best: {best.label}, probe top-1 {fmt(best, 'top1')} over {len(best.runs)} seed(s){runner}")
         lines += factor_findings(groups)
         lines += [f"- {aug}: {a.setting('loss')} - {b.setting('loss')} = {with_seeds_needed(test)}."
                   for aug, a, b in losses for test in [tested[id(a), id(b)]]]
         raw = baseline(baselines, dataset, "raw_pixels")
         if raw:
             beat = [g for g in groups if g.mean("top1") > raw.mean("top1")]
-            lines.append(f"- {len(beat)} of {len(groups)} scenarios beat raw pixels ({raw.mean('top1'):.4f}).")
+            lines.append(f"- {len(beat)} of {len(groups)} scenarios have a higher mean than raw pixels ({raw.mean('top1'):.4f}; "
+                         "tested in the representations section).")
         supervised = baseline(baselines, dataset, "supervised")
         if supervised:
             lines.append(f"- The supervised ceiling is {supervised.mean('top1'):.4f}; the best scenario reaches "
@@ -149,7 +154,7 @@ def findings(ledger: Ledger, scenarios: dict[str, Group], baselines: dict[str, G
         compared = [(g, g.published()) for g in groups if g.published()]
         if compared:
             beat = sum(g.mean("top1") > ref["top1"] for g, ref in compared)
-            lines.append(f"- {beat} of {len(compared)} scenarios beat the published study's top-1.")
+            lines.append(f"- {beat} of {len(compared)} scenarios have a higher mean than the published study's top-1.")
             low, high = study_repeat_spread()
             within = [(g, g.mean("top1") - ref["top1"]) for g, ref in compared if reproduces(g) == "yes"]
             short = [f"{g.label} {diff:+.3f}" for g, diff in within if diff < 0]
@@ -246,7 +251,7 @@ def recipe_section(ledger: Ledger, scenarios: dict[str, Group], baselines: dict[
             if not groups:  # this recipe has not run on this dataset (yet)
                 continue
             best = max(groups, key=lambda g: g.mean("top1"))
-            beat = (f"; {sum(g.mean('top1') > raw.mean('top1') for g in groups)} of {len(groups)} beat raw pixels "
+            beat = (f"; {sum(g.mean('top1') > raw.mean('top1') for g in groups)} of {len(groups)} have a higher mean than raw pixels "
                     f"({raw.mean('top1'):.4f})" if raw else "")
             lines.append(f"- {dataset}, {recipe}: best {best.setting('loss')} / {best.setting('aug')} "
                          f"{fmt(best, 'top1')}{beat}.")
@@ -541,8 +546,9 @@ def on_test_split(ledger: Ledger, winner: Group, loser: Group, tested: dict[str,
     if None in twins:
         return ""
     won, lost = twins
-    return (f" (on the test split: {fmt(won, 'top1')} vs {fmt(lost, 'top1')}, "
-            f"{ledger.family(f'held-out choice on the test split: {won.label} vs {lost.label}', [(won, lost)])[0]})")
+    name = ("held-out choice on the test split: "  # named by the held-out pair, which is chosen once
+            f"{group_name(winner.runs[0]['study'])} vs {group_name(loser.runs[0]['study'])}")
+    return f" (on the test split: {fmt(won, 'top1')} vs {fmt(lost, 'top1')}, {ledger.family(name, [(won, lost)])[0]})"
 
 
 def method_choices(ledger: Ledger, validation: dict[str, Group], tested: dict[str, Group]) -> list[str]:
