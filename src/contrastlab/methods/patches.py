@@ -161,13 +161,20 @@ def _threads_over_images() -> Iterator[ThreadPoolExecutor]:
         torch.set_num_threads(threads)
 
 
+def _fitting_sample(train_images: np.ndarray, atoms: int, size: int,
+                    seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """After checking the params: the seeded generator, the patches drawn for fitting and the indices of distinct
+    ones among them in drawing order (the first `atoms` start k-means or make the dictionary)."""
+    _check(train_images, atoms, size)
+    rng = np.random.default_rng(seed)
+    sample = sample_patches(train_images, size, FITTING_PATCHES, rng)
+    return rng, sample, _distinct_in_order(sample, train_images, atoms, size)
+
+
 def kmeans_patches(train_images: np.ndarray, *, centroids: int, size: int = 6, seed: int = 0,
                    progress: bool = True) -> PatchEncoder:
     """Coates et al.'s k-means features with `centroids` (K) centroids of `size` x `size` patches."""
-    _check(train_images, centroids, size)
-    rng = np.random.default_rng(seed)
-    sample = sample_patches(train_images, size, FITTING_PATCHES, rng)
-    distinct = _distinct_in_order(sample, train_images, centroids, size)
+    rng, sample, distinct = _fitting_sample(train_images, centroids, size, seed)
     points = normalise_contrast(torch.from_numpy(sample).double())
     mean, whitening = zca_whitening(points, KMEANS_ZCA_EPS)
     points = ((points - mean) @ whitening).float()
@@ -179,10 +186,7 @@ def kmeans_patches(train_images: np.ndarray, *, centroids: int, size: int = 6, s
 def random_patches(train_images: np.ndarray, *, filters: int, size: int = 6, seed: int = 0,
                    progress: bool = True) -> PatchEncoder:
     """Thiry et al.'s features with a dictionary of `filters` (K) whitened random `size` x `size` patches."""
-    _check(train_images, filters, size)
-    rng = np.random.default_rng(seed)
-    sample = sample_patches(train_images, size, FITTING_PATCHES, rng)
-    distinct = _distinct_in_order(sample, train_images, filters, size)
+    rng, sample, distinct = _fitting_sample(train_images, filters, size, seed)
     patches = torch.from_numpy(sample).double() / 255
     _, whitening = zca_whitening(patches, PATCHES_ZCA_EPS)  # distances between patches need no mean
     code = nearest_atoms_code(patches[distinct[:filters]], whitening, max(1, int(NEIGHBOUR_FRACTION * filters)))
