@@ -36,8 +36,8 @@ def horizontal_lines(ax) -> list:
 
 
 def test_top1_bars_draw_reference_bars_grey_and_put_baselines_and_the_legend_outside_the_bars(drawn, tmp_path):
-    bars = [{"label": "ntxent / simclr (tuned recipe)", "mean": 0.9, "std": 0.01, "published": None},
-            {"label": "triplet / simclr / negatives-random (tuned recipe)", "mean": 0.95, "std": 0.0, "published": None,
+    bars = [{"label": "ntxent / simclr (tuned recipe)", "mean": 0.9, "ci": 0.01, "published": None},
+            {"label": "triplet / simclr / negatives-random (tuned recipe)", "mean": 0.95, "ci": 0.0, "published": None,
              "reference": True}]
     figures.top1_bars({"mnist": bars}, {"mnist": {"raw pixels": 0.91, "random init": 0.5}}, tmp_path / "top1.png")
     fig = drawn[0]
@@ -45,7 +45,7 @@ def test_top1_bars_draw_reference_bars_grey_and_put_baselines_and_the_legend_out
     assert colours(ax) == [mcolors.to_hex("tab:blue"), mcolors.to_hex("tab:gray")]
     assert ax.get_legend() is None and len(fig.legends) == 1  # one legend for the figure, below the panels
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
-        "this project (mean, +-1 std over seeds)", "best study scenario, same recipe", "baseline: raw pixels",
+        "this project (mean, 95% CI over seeds)", "best study scenario, same recipe", "baseline: raw pixels",
         "baseline: random init"]
     # each baseline its own colour and line style, its value written right of the axes in that colour
     lines = [(line.get_ydata()[0], line.get_color(), line.get_linestyle()) for line in horizontal_lines(ax)]
@@ -141,7 +141,7 @@ def test_the_legend_check_catches_a_legend_over_points_lines_or_bars_or_out_of_t
 
 def draw_top1_bars(tmp_path):
     # tall bars, a published marker at the top and baselines high up: where a legend inside the axes would sit
-    bars = [{"label": f"loss {i} / simclr / a variant with a long name", "mean": 0.9 + i / 100, "std": 0.02,
+    bars = [{"label": f"loss {i} / simclr / a variant with a long name", "mean": 0.9 + i / 100, "ci": 0.02,
              "published": 0.99 if i % 2 else None, "reference": i == 0} for i in range(6)]
     references = {"raw pixels": 0.97, "supervised": 0.99, "random init": 0.2}
     figures.top1_bars({"mnist": bars, "cifar10": bars[:3]}, {"mnist": references, "cifar10": references},

@@ -83,3 +83,12 @@ def test_seeds_needed_grows_as_the_difference_shrinks_against_the_spread():
     half_sd = Comparison(0.005, 0, 0, 0.5, "paired, 3 seeds", spread=0.01, per_group=3)
     assert seeds_needed(half_sd) > 10
     assert seeds_needed(Comparison(0.01, None, None, None, "one seed: untested")) is None
+
+
+def test_seeds_needed_plans_for_the_holm_level_of_its_family():
+    # one of 3 tested comparisons: 80% power at 0.05 / 3 (the normal approximation gives (z_0.99167 + z_0.8)^2
+    # = (2.394 + 0.842)^2 = 10.5 pairs; the t distribution's heavier tails make it 14), not at 0.05 (10)
+    one_sd = Comparison(0.01, 0, 0, 0.5, "paired, 3 seeds", spread=0.01, per_group=3)
+    family = holm([one_sd, one_sd, one_sd, Comparison(0.1, None, None, None, "one seed: untested")])
+    assert [c.family_tests for c in family] == [3, 3, 3, 1]
+    assert seeds_needed(family[0]) == 14

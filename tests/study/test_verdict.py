@@ -111,3 +111,33 @@ def test_the_classical_baselines_stand_beside_their_published_numbers(tmp_path):
     # 0.70, 0.72, 0.71: mean 0.71, std 0.01, CI half-width 4.302653 x 0.01 / sqrt(3) = 0.0248; wall 10 s x 2 threads
     assert "| mnist | kmeans_patches | 64 | 256 | study | 3 | 0.7100 ± 0.0248 | – | 0.3 |" in text
     assert "They score below the published numbers for known reasons" in text
+
+
+def test_the_classical_comparison_and_its_sentences_use_one_protocol_the_one_with_the_most_seeds(tmp_path):
+    results = tmp_path / "results"
+    study_with_every_family(results)  # study protocol: NT-Xent and k-means over 3 seeds each
+    standard = {"probe.protocol": "standard"}
+    for seed, (ntxent, kmeans) in enumerate([(0.85, 0.80), (0.86, 0.83)]):  # standard: 2 seeds
+        write_scenario(results, "ntxent", "simclr", seed, ntxent, recipe="tuned", variant="protocol-standard",
+                       overrides=standard)
+        write_baseline(results, "kmeans_patches", seed, kmeans, variant="protocol-standard", overrides=standard)
+    write_baseline(results, "supervised", 0, 0.97, variant="protocol-standard", overrides=standard)
+    said = write_report(results, tmp_path / "report")
+    tested = [row for row in read_csv(tmp_path / "report/comparisons.csv") if row["family"].startswith("verdict")]
+    assert [(row["b_group"], row["test"]) for row in tested] == [("mnist-baseline-kmeans_patches", "paired, 3 seeds")]
+    assert said[0].startswith("On mnist (study probe), the best label-free contrastive representation is ntxent / "
+                              "simclr")
+    # a third standard seed: both protocols have 3, and the tie goes to the literature's protocol; every number of
+    # the first two sentences is then the standard protocol's (NT-Xent 0.85, 0.86, 0.87; k-means 0.80, 0.83, 0.81)
+    write_scenario(results, "ntxent", "simclr", 2, 0.87, recipe="tuned", variant="protocol-standard",
+                   overrides=standard)
+    write_baseline(results, "kmeans_patches", 2, 0.81, variant="protocol-standard", overrides=standard)
+    said = write_report(results, tmp_path / "report")
+    tested = [row for row in read_csv(tmp_path / "report/comparisons.csv") if row["family"].startswith("verdict")]
+    assert [row["b_group"] for row in tested] == ["mnist-baseline-kmeans_patches-protocol-standard"]
+    assert said[0].startswith("On mnist (standard probe), the best label-free contrastive representation is ntxent / "
+                              "simclr; study encoder; embedding; 10 epochs; tuned recipe (0.8600 ± ")
+    assert "with labels, contrastive training reaches nothing on this probe yet" in said[0]
+    assert "supervised ceiling is encoder trained supervised (cross-entropy); study encoder; embedding (0.9700, 1 seed)" \
+        in said[0]
+    assert "(0.8133 ± " in said[1] and ": +0.0467 [" in said[1]

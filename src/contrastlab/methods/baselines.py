@@ -179,15 +179,19 @@ class Baseline:
     # (data: {"train_images", "train_labels"}, params.BASELINE's values, device, progress) -> the representation
     fit: Callable[..., Representation]
     label: str                 # how the report names it
+    family: str                # the report's leaderboard family (contrastlab.study.results.FAMILIES)
     uses_labels: bool = False  # trained with the labels (the report's `labels_used`)
 
 
 BASELINES: dict[str, Baseline] = {
-    "raw_pixels": Baseline(raw_pixels, "raw pixels (logistic regression)"),
-    "random_init": Baseline(random_init, "encoder at random init"),
-    "supervised": Baseline(supervised, "encoder trained supervised (cross-entropy)", uses_labels=True),
+    "raw_pixels": Baseline(raw_pixels, "raw pixels (logistic regression)", "raw pixels"),
+    "random_init": Baseline(random_init, "encoder at random init", "random init"),
+    "supervised": Baseline(supervised, "encoder trained supervised (cross-entropy)", "supervised ceiling",
+                           uses_labels=True),
     "supervised_tuned": Baseline(supervised_tuned, "encoder trained supervised, AdamW one-cycle + augmentation",
-                                 uses_labels=True),
-    "kmeans_patches": Baseline(kmeans_patches, "k-means on whitened patches (Coates et al. 2011)"),
-    "random_patches": Baseline(random_patches, "random whitened patches as filters (Thiry et al. 2021)"),
+                                 "supervised ceiling", uses_labels=True),
+    "kmeans_patches": Baseline(kmeans_patches, "k-means on whitened patches (Coates et al. 2011)",
+                               "classical label-free"),
+    "random_patches": Baseline(random_patches, "random whitened patches as filters (Thiry et al. 2021)",
+                               "classical label-free"),
 }

@@ -24,10 +24,10 @@ from contrastlab.study.results import Group, in_registry_order
 
 
 def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, float]], path: Path) -> None:
-    """One panel per dataset: mean probe top-1 per scenario with +-1 std error bars, the published
+    """One panel per dataset: mean probe top-1 per scenario with its 95% confidence interval (over seeds) as error bars, the published
     value as a black marker and the baselines as horizontal lines.
 
-    groups: dataset -> [{"label", "mean", "std", "published" (or None), optional "reference": drawn grey}];
+    groups: dataset -> [{"label", "mean", "ci" (half-width; 0 for one run), "published" (or None), optional "reference": drawn grey}];
     references: dataset -> {name: top-1}.
     """
     width = max(7.5, 0.75 * max(len(bars) for bars in groups.values()))  # room for every bar's label
@@ -36,11 +36,11 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
     styles = {name: (BASELINE_COLORS[i % len(BASELINE_COLORS)], ["--", ":", "-."][i % 3]) for i, name in enumerate(names)}
     for ax, (dataset, bars) in zip(axes[0], groups.items()):
         x = np.arange(len(bars))
-        for kind, color, label in ((False, "tab:blue", "this project (mean, +-1 std over seeds)"),
+        for kind, color, label in ((False, "tab:blue", "this project (mean, 95% CI over seeds)"),
                                    (True, "tab:gray", "best study scenario, same recipe")):
             shown = [i for i, b in enumerate(bars) if b.get("reference", False) == kind]
             if shown:
-                ax.bar(x[shown], [bars[i]["mean"] for i in shown], yerr=[bars[i]["std"] for i in shown], capsize=3,
+                ax.bar(x[shown], [bars[i]["mean"] for i in shown], yerr=[bars[i]["ci"] for i in shown], capsize=3,
                        color=color, alpha=0.75, label=label if ax is axes[0][0] else None)
         published = [(i, b["published"]) for i, b in enumerate(bars) if b["published"] is not None]
         if published:
@@ -112,7 +112,7 @@ def top1(groups: dict[str, list[Group]], baselines: dict[str, Group], path: Path
     """`top1_bars` of the groups of each dataset with that dataset's baselines as lines; `published` adds
     the published study's number of each group, `is_reference` tells the groups drawn grey."""
     bars = {
-        dataset: [{"label": g.label, "mean": g.mean("top1"), "std": g.std("top1"), "reference": is_reference(g),
+        dataset: [{"label": g.label, "mean": g.mean("top1"), "ci": g.ci("top1") or 0.0, "reference": is_reference(g),
                    "published": (g.published() or {}).get("top1") if published else None} for g in here]
         for dataset, here in groups.items()
     }
@@ -172,13 +172,13 @@ def confusion(group: Group, path: Path) -> None:
 
 
 def top1_by_epochs(curves: dict[str, dict[str, list[tuple[int, float, float]]]], path: Path) -> None:
-    """One panel per dataset: mean probe top-1 (+-1 std over seeds) against training epochs, one line per
-    method. curves: dataset -> method label -> [(epochs, mean, std)] in increasing epochs."""
+    """One panel per dataset: mean probe top-1 (and its 95% CI over seeds) against training epochs, one
+    line per method. curves: dataset -> method label -> [(epochs, mean, CI half-width)] in increasing epochs."""
     fig, axes = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 4.5), layout="constrained", squeeze=False)
     for ax, (dataset, lines) in zip(axes[0], curves.items()):
         for label, points in lines.items():
-            epochs, means, stds = zip(*points)
-            ax.errorbar(epochs, means, yerr=stds, marker="o", capsize=3, label=label)
+            epochs, means, halves = zip(*points)
+            ax.errorbar(epochs, means, yerr=halves, marker="o", capsize=3, label=label)
         ax.set_xscale("log")
         ticks = sorted({e for points in lines.values() for e, _, _ in points})
         ax.set_xticks(ticks, [str(t) for t in ticks])

@@ -33,10 +33,11 @@ PROTOCOL_PARAMS = {"model.arch": "study", "probe.features": "embedding", "pairs.
                    "split.validation_per_class": 0, "probe.protocol": "study", "model.embedding_dim": 32,
                    "patches.centroids": 64}
 BACKBONE_WIDTH = 256  # every arch's backbone features (contrastlab.methods.encoders)
-CLASSICAL = ("kmeans_patches", "random_patches")  # the label-free baselines that train no network
-# The leaderboard's families, in its order: what kind of representation a group is (`Group.family`).
+# The leaderboard's families, in its order: what kind of representation a group is (`Group.family`; a baseline's
+# is its registry entry's).
 FAMILIES = ("label-free contrastive", "label-using contrastive", "supervised ceiling", "classical label-free",
             "raw pixels", "random init")
+CLASSICAL = tuple(name for name, b in BASELINES.items() if b.family == FAMILIES[3])  # label-free, no network
 FACTORS = {"loss": LOSSES, "aug": AUGMENTATIONS}  # the study's factors -> the registries that list their levels
 
 
@@ -110,10 +111,7 @@ class Group:
         """Which of FAMILIES the group belongs to."""
         if not self.is_baseline:
             return FAMILIES[1] if self.labels_used else FAMILIES[0]
-        kind = self.setting("baseline")
-        if BASELINES[kind].uses_labels:
-            return FAMILIES[2]
-        return FAMILIES[3] if kind in CLASSICAL else {"raw_pixels": FAMILIES[4], "random_init": FAMILIES[5]}[kind]
+        return BASELINES[self.setting("baseline")].family
 
     @property
     def width(self) -> int:
@@ -295,6 +293,12 @@ class Ledger:
                               "finding": "yes" if c.finding else "no",
                               "seeds_needed": "" if c.finding else needed_text(seeds_needed(c))})
         return tested
+
+
+def ranking(group: Group) -> tuple[bool, float]:
+    """The sort key of "best": groups of several seeds above single runs, then by mean top-1, so a single run is
+    never ranked as if certain (`verdict.leaders` shows a better one after its family's best group instead)."""
+    return len(group.runs) > 1, group.mean("top1")
 
 
 def without_axes(variant: str, *axes: str) -> str:

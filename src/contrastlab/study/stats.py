@@ -48,6 +48,7 @@ class Comparison:
     spread: float | None = None  # the standard deviation the test divides by (of the paired differences, or pooled)
     per_group: int | None = None  # seeds per group behind the test (the smaller group for Welch)
     p_holm: float | None = None
+    family_tests: int = 1  # how many tested comparisons its Holm correction spans
 
     @property
     def tested(self) -> bool:
@@ -130,13 +131,15 @@ def holm(comparisons: list[Comparison]) -> list[Comparison]:
     for rank, (p, i) in enumerate(tested):
         running = max(running, min(1.0, (len(tested) - rank) * p))
         adjusted[i] = running
-    return [replace(c, p_holm=adjusted[i]) if i in adjusted else c for i, c in enumerate(comparisons)]
+    return [replace(c, p_holm=adjusted[i], family_tests=len(tested)) if i in adjusted else c
+            for i, c in enumerate(comparisons)]
 
 
 def seeds_needed(comparison: Comparison) -> int | None:
     """How many seeds (per group, paired as the comparison was) would detect a difference as large as the one
-    measured, with the spread measured, at ALPHA with POWER chance; None where no spread was measured or the
-    difference is 0; MOST_SEEDS + 1 for "more than MOST_SEEDS"."""
+    measured, with the spread measured, with POWER chance at ALPHA / m for one of m tested comparisons of a
+    Holm-corrected family (Holm's strictest level: enough seeds for it to pass whatever the others score); None
+    where no spread was measured or the difference is 0; MOST_SEEDS + 1 for "more than MOST_SEEDS"."""
     if comparison.spread is None or comparison.per_group is None or comparison.diff == 0:
         return None
     if comparison.spread < ROUNDING:
@@ -146,7 +149,7 @@ def seeds_needed(comparison: Comparison) -> int | None:
     for n in range(2, MOST_SEEDS + 1):
         freedom = n - 1 if paired else 2 * (n - 1)
         shift = effect * math.sqrt(n if paired else n / 2)
-        critical = stats.t.ppf(1 - ALPHA / 2, freedom)
+        critical = stats.t.ppf(1 - ALPHA / comparison.family_tests / 2, freedom)
         # P(T > c) + P(T < -c) for T ~ nct(shift); the second as P(-T > c), -T ~ nct(-shift): scipy's cdf far in
         # the lower tail returns nan (scipy 1.17, 1 degree of freedom, shift 21)
         if stats.nct.sf(critical, freedom, shift) + stats.nct.sf(critical, freedom, -shift) >= POWER:

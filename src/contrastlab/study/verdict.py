@@ -7,13 +7,9 @@ numbers computed on the side, so it cannot disagree with them (tests/study/test_
 
 from __future__ import annotations
 
-from collections import defaultdict
+from contrastlab.study.results import FAMILIES, Group, group_name, without_axes
+from contrastlab.study.stats import ALPHA, POWER, fmt_diff, fmt_p
 
-from contrastlab.study.results import FAMILIES, Group, without_axes
-from contrastlab.study.stats import ALPHA, fmt_diff, fmt_p
-
-LEADERBOARD_COLUMNS = ["dataset", "family", "configuration", "seeds", "labels_used", "width", "protocol",
-                       "cpu_minutes", "top1_mean", "top1_ci95"]
 PROTOCOLS = ("study", "standard")
 VERSUS_CLASSICAL = "verdict: label-free contrastive vs classical"  # + ", <dataset>": that test's family in comparisons.csv
 
@@ -55,6 +51,7 @@ def leaderboard_row(group: Group) -> dict:
     """One row of the leaderboard as results.csv stores it."""
     half = group.ci("top1")
     return {"dataset": group.dataset, "family": group.family, "configuration": configuration(group),
+            "group": group_name(group.runs[0]["study"]),
             "seeds": len(group.runs), "labels_used": "yes" if group.labels_used else "no", "width": group.width,
             "protocol": group.param("probe.protocol"), "cpu_minutes": round(group.cpu_minutes, 1),
             "top1_mean": round(group.mean("top1"), 4), "top1_ci95": "" if half is None else round(half, 4)}
@@ -87,23 +84,29 @@ def fmt_comparison(row: dict) -> str:
 
 
 def sentences(rows: list[dict], comparisons: list[dict]) -> list[str]:
-    """Three to five sentences from the leaderboard rows of results.csv (a family's study-protocol row where it
-    has one) and comparisons.csv: the best of each family per dataset, the best label-free contrastive method
-    against the best classical baseline (family `VERSUS_CLASSICAL`), and triplet against pairwise in the
-    study's scenarios (the findings' family)."""
-    by: dict[str, dict[str, dict]] = defaultdict(dict)
-    for row in rows:
-        by[row["dataset"]].setdefault(row["family"], row)  # rows are in protocol order: study first
+    """Three to five sentences from the leaderboard rows of results.csv and comparisons.csv: per dataset the best
+    of each family on one probe protocol (the one the label-free contrastive and classical groups were tested on,
+    family `VERSUS_CLASSICAL`, else the first the dataset has), that test, and triplet against pairwise in the
+    study's scenarios (the findings' family) over all datasets."""
     said = []
-    for dataset, families in by.items():
-        free, using, ceiling = (families.get(FAMILIES[i]) for i in range(3))
-        if free and ceiling:
-            said.append(f"On {dataset}, the best label-free contrastive representation is {fmt_row(free)}; with labels, "
-                        f"contrastive training reaches {fmt_row(using) if using else 'nothing yet'} and the supervised "
-                        f"ceiling is {fmt_row(ceiling)}.")
-        classical = families.get(FAMILIES[3])
+    for dataset in dict.fromkeys(row["dataset"] for row in rows):
+        here = [row for row in rows if row["dataset"] == dataset]
         test = next((c for c in comparisons if c["family"] == f"{VERSUS_CLASSICAL}, {dataset}"), None)
-        if free and classical and test is not None:
+        tested = {row["group"]: row for row in here if test and row["group"] in (test["a_group"], test["b_group"])}
+        protocol = tested[test["a_group"]]["protocol"] if test else here[0]["protocol"]
+        families: dict[str, dict] = {}
+        for row in here:
+            if row["protocol"] == protocol:
+                families.setdefault(row["family"], row)  # a group of several seeds comes before a single run
+        free, using, ceiling, classical = (families.get(FAMILIES[i]) for i in range(4))
+        if test:
+            free, classical = tested[test["a_group"]], tested[test["b_group"]]
+        if free and ceiling:
+            said.append(f"On {dataset} ({protocol} probe), the best label-free contrastive representation is "
+                        f"{fmt_row(free)}; with labels, contrastive training reaches "
+                        f"{fmt_row(using) if using else 'nothing on this probe yet'} and the supervised ceiling is "
+                        f"{fmt_row(ceiling)}.")
+        if test:
             outcome = (("beats it" if test["diff"] > 0 else "falls short of it") if test["finding"] == "yes"
                        else "is not told apart from it")
             said.append(f"Against the best classical label-free baseline on {dataset}, {fmt_row(classical)} in "
@@ -111,13 +114,16 @@ def sentences(rows: list[dict], comparisons: list[dict]) -> list[str]:
                         f"{free['cpu_minutes']:.1f} CPU-minutes) {outcome}: {fmt_comparison(test)}.")
         elif free and not classical:
             said.append(f"No classical label-free baseline has run on {dataset} yet.")
-    for dataset in by:
+    counts = []
+    for dataset in dict.fromkeys(row["dataset"] for row in rows):
         losses = [c for c in comparisons if c["family"] == f"findings, {dataset}"  # the same augmentation only
                   and c["a"].startswith("triplet / ") and c["b"] == "pairwise / " + c["a"].removeprefix("triplet / ")]
         if losses:
-            said.append(f"On {dataset}, the triplet loss scores above the pairwise loss under "
-                        f"{sum(c['diff'] > 0 for c in losses)} of {len(losses)} augmentations of the study, significantly "
-                        f"(Holm, {ALPHA:.0%}) under {sum(c['finding'] == 'yes' and c['diff'] > 0 for c in losses)}.")
+            counts.append(f"{sum(c['diff'] > 0 for c in losses)} of {len(losses)}{'' if counts else ' augmentations'} "
+                          f"on {dataset}, significantly under {sum(c['finding'] == 'yes' and c['diff'] > 0 for c in losses)}")
+    if counts:
+        said.append(f"In the study's scenarios, the triplet loss scores above the pairwise loss under "
+                    f"{' and '.join(counts)} (Holm, {ALPHA:.0%}).")
     return said
 
 
@@ -136,7 +142,9 @@ GLOSSARY = [
     "difference is tested by a paired t-test over the seeds two groups share (same seed: same examples, split "
     "and initialisation), Welch's t-test where they share fewer than two; the p-values of one table or list "
     f"of findings are corrected together by Holm's method, and a **finding** is a difference with corrected p < "
-    f"{ALPHA}. A single run is never ranked: it says `1 seed`.",
+    f"{ALPHA}. A single run is never ranked: it says `1 seed`. Where a tested difference is no finding, the report "
+    f"says how many seeds per group would detect one of its size with {POWER:.0%} chance at Holm's strictest level "
+    f"({ALPHA} / the family's number of tests), from the spread measured.",
     "- The best configuration of a family is chosen on the test split among the runs made, so its number is "
     "optimistic by how many configurations were tried (the held-out selection in the appendix avoids that).",
 ]
