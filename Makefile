@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run study report mlflow test test-avx2 lock clean-env
+.PHONY: setup run study report mlflow docs test test-avx2 lock clean-env
 
 setup: $(VENV)/.installed
 
@@ -45,6 +45,12 @@ report: setup mlflow
 # Adds only what the store does not hold yet.
 mlflow: setup
 	$(BIN)/python -m contrastlab.study.import_runs --results study/results
+
+# docs/reference.md, the params reference, generated from params.yaml's comments and defaults, the params schema
+# and dvc.yaml (tests/infra/test_reference.py fails when it is stale). Run it after editing params.yaml itself,
+# not while `dvc exp run -S` has left an experiment's values in it.
+docs: setup
+	$(BIN)/python -m contrastlab.infra.reference --out docs/reference.md
 
 # One pytest worker per core, each test file on one worker (its module fixtures are built once): most of the
 # suite's time is single-threaded process start-up (dvc, torch imports), so 2 cores take about half as long.
