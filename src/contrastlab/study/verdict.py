@@ -69,9 +69,10 @@ def leaderboard_table(rows: list[dict]) -> list[str]:
 
 
 def fmt_row(row: dict) -> str:
-    """"<configuration> (<top-1> ± <ci>)" of a leaderboard row."""
+    """"<method>, <encoder> (<top-1> ± <ci>)" of a leaderboard row: the first two parts of its configuration,
+    enough to find the row in the leaderboard above the sentences."""
     ci = f" ± {row['top1_ci95']:.4f}" if row["top1_ci95"] != "" else ", 1 seed"
-    return f"{row['configuration']} ({row['top1_mean']:.4f}{ci})"
+    return f"{', '.join(row['configuration'].split('; ')[:2])} ({row['top1_mean']:.4f}{ci})"
 
 
 def fmt_comparison(row: dict) -> str:
