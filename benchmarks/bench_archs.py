@@ -8,7 +8,7 @@ examples takes at that rate; where the CPU has native bf16, also its images/s un
 where torch.compile can run (a C++ compiler), also compiled (`train.compile: true`; compiling is paid in the
 warm-up, which every later timing reuses).
 
-    python benchmarks/bench_archs.py --append BENCHMARKS.md
+    python benchmarks/bench_archs.py --into BENCHMARKS.md                     # rewrites only its section
     python benchmarks/bench_archs.py --steps 2 --rounds 1 --datasets mnist    # a quick look
 
 Needs the arrays of the download stage (`dvc repro download`).
@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import BATCH, matmul_gflops, subset, training_flop_per_image  # noqa: E402
+import sections  # noqa: E402
 
 from contrastlab.infra.machine import cpp_compiler, cpu_description, has_native_bf16  # noqa: E402
 from contrastlab.infra.params import PRECISIONS  # noqa: E402
@@ -37,6 +37,7 @@ from contrastlab.pipeline.train import TrainConfig, train  # noqa: E402
 
 LOSSES_TIMED = ("triplet", "ntxent")
 EXAMPLES_PER_EPOCH = 50_000  # the protocol's 5,000 anchors per class
+OWNER = sections.owner_of(__file__)  # the name on its section's markers in BENCHMARKS.md
 
 
 def images_per_s(images: torch.Tensor, examples: dict, loss: str, arch: str, precision: str = "fp32",
@@ -52,17 +53,18 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["mnist", "cifar10"])
     parser.add_argument("--steps", type=int, default=3, help="training steps per timing")
     parser.add_argument("--rounds", type=int, default=3, help="timings per arch (median shown)")
-    parser.add_argument("--append", type=Path, help="append the Markdown section to this file")
+    sections.add_option(parser)
     args = parser.parse_args()
+    if args.into:
+        sections.check(args.into, OWNER)
 
     fp32 = matmul_gflops(torch.float32)
     precisions = PRECISIONS if has_native_bf16() else ("fp32",)
     compiles = (False, True) if cpp_compiler() else (False,)
     runs = [(arch, precision, compiled) for arch in ARCHS for precision in precisions for compiled in compiles]
     lines = [
-        "", "## Encoders (`model.arch`)", "",
-        f"Produced on {time.strftime('%Y-%m-%d')} by `python benchmarks/bench_archs.py --append BENCHMARKS.md`; "
-        f"{cpu_description()}, torch {torch.__version__}; fp32 matmul {fp32:.0f} GFLOP/s. Images/s: medians of "
+        f"Measured by `python {' '.join(sys.argv)}` on {cpu_description()}, torch {torch.__version__}; "
+        f"fp32 matmul {fp32:.0f} GFLOP/s. Images/s: medians of "
         f"{args.rounds} timings of {args.steps} steps of {BATCH} examples with SimCLR views, the archs alternating.", "",
         "| dataset | loss | arch | parameters | training MFLOP / image | img/s | FLOP eff. | time / study's | "
         "min per epoch (50k examples) | bf16 img/s | bf16 / fp32 | compiled fp32 img/s | compiled bf16 img/s | "
@@ -101,9 +103,8 @@ def main() -> None:
                        + f"{fastest / rate:.2f}x |")
                 lines.append(row)
                 print(row, flush=True)
-    if args.append:
-        with args.append.open("a") as f:
-            f.write("\n".join(lines) + "\n")
+    if args.into:
+        sections.write(args.into, OWNER, "\n".join(lines))
 
 
 if __name__ == "__main__":

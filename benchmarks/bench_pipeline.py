@@ -9,9 +9,10 @@
    for the peak resident memory of every stage on the larger dataset.
 
 The clone uses this checkout's Python environment (the one running this script), not a new
-venv. It prints a Markdown section and can append it to a file:
+venv. It prints a Markdown section; `--into` also puts it in this script's marked section of a file,
+leaving the rest of the file as it is (benchmarks/sections.py):
 
-    python benchmarks/bench_pipeline.py --append BENCHMARKS.md      # about 15 minutes
+    python benchmarks/bench_pipeline.py --into BENCHMARKS.md      # about 15 minutes
 """
 
 from __future__ import annotations
@@ -28,10 +29,15 @@ from pathlib import Path
 
 import yaml
 
-from contrastlab.methods.baselines import BASELINES
-from contrastlab.study.distributed import stages_run
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sections  # noqa: E402
+
+from contrastlab.infra.machine import cpu_description  # noqa: E402
+from contrastlab.methods.baselines import BASELINES  # noqa: E402
+from contrastlab.study.distributed import stages_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+OWNER = sections.owner_of(__file__)  # the name on its section's markers in BENCHMARKS.md
 # The stages that train an encoder: the scenario's and the ceilings (the baselines trained with labels).
 TRAINING_STAGES = ("train", *(f"baseline@{name}" for name, kind in BASELINES.items() if kind.uses_labels))
 STAGES = ("download", "examples", "train", "embed", "tsne", "probe", *(f"baseline@{name}" for name in BASELINES), "track")
@@ -79,8 +85,10 @@ def peak_rss_of_children() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--append", type=Path, help="append the Markdown section to this file")
+    sections.add_option(parser)
     args = parser.parse_args()
+    if args.into:
+        sections.check(args.into, OWNER)  # before the quarter of an hour, not after
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "MLFLOW_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
@@ -104,8 +112,8 @@ def main() -> None:
 
     trains = sum(seconds for stage, seconds in stage_seconds.items() if stage in TRAINING_STAGES)
     lines = [
-        "",
-        "## The pipeline (fresh clone, this checkout's environment)",
+        f"Measured by `python {' '.join(sys.argv)}` on {cpu_description()}, in a fresh clone with this checkout's "
+        "Python environment.",
         "",
         f"- default `dvc repro --force` from nothing (mnist / triplet / simclr, download included, every stage run): **{full:.0f} s** wall, "
         f"{full / training:.2f}x the training loop's own {training:.0f} s; peak stage memory {full_rss:,} MB",
@@ -129,9 +137,8 @@ def main() -> None:
         *(f"| {stage} | {seconds:.1f} | {rss:,} |" for stage, (seconds, rss) in cifar.items()),
     ]
     print("\n".join(lines))
-    if args.append:
-        with args.append.open("a") as f:
-            f.write("\n".join(lines) + "\n")
+    if args.into:
+        sections.write(args.into, OWNER, "\n".join(lines))
 
 
 if __name__ == "__main__":

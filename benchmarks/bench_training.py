@@ -14,10 +14,11 @@ spread) and bf16 with seed 0; where torch.compile can run (a C++ compiler), also
 compiled (`train.compile: true`), each twice: with an empty Inductor cache (compiling included,
 as on a new machine) and with the cache the first run left (as every later stage run).
 
-    python benchmarks/bench_training.py --full --out BENCHMARKS.md     # about an hour; writes the file anew
-    python benchmarks/bench_pipeline.py --append BENCHMARKS.md         # then the pipeline section
-    python benchmarks/bench_training.py --steps 2 --datasets mnist     # a quick look
+    python benchmarks/bench_training.py --full --into BENCHMARKS.md    # about an hour; rewrites only its section
+    python benchmarks/bench_training.py --steps 2 --datasets mnist     # a quick look, printed only
     python benchmarks/bench_training.py --datasets --full --seeds 1    # only the whole scenario (~30 min)
+
+`--into` replaces only this script's marked section of the file (benchmarks/sections.py).
 
 Needs the arrays of the download stage (`dvc repro download`).
 """
@@ -40,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import notebook_style  # noqa: E402
+import sections  # noqa: E402
 
 from contrastlab.infra.machine import cpp_compiler, cpu_description, has_native_bf16  # noqa: E402
 from contrastlab.infra.params import PRECISIONS  # noqa: E402
@@ -52,6 +54,7 @@ from contrastlab.pipeline.probe import probe  # noqa: E402
 from contrastlab.pipeline.train import TrainConfig, train  # noqa: E402
 
 BATCH = 1024
+OWNER = sections.owner_of(__file__)  # the name on its section's markers in BENCHMARKS.md
 STUDY_LOSSES = ("pairwise", "triplet")  # the notebook way knows only the study's two losses
 STUDY_AUGS = ("none", "pad_rotate_scale", "simclr")  # and its three augmentations
 
@@ -160,23 +163,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timings per path and scenario (median shown)")
     parser.add_argument("--full", action="store_true", help="also time the whole default scenario both ways")
     parser.add_argument("--seeds", type=int, default=3, help="--full: fp32 seeds 0..N-1 (their spread)")
-    parser.add_argument("--out", type=Path, help="write the Markdown report here")
+    sections.add_option(parser)
     args = parser.parse_args()
+    if args.into:
+        sections.check(args.into, OWNER)  # before an hour of timings, not after
 
     fp32 = matmul_gflops(torch.float32)
     bf16 = matmul_gflops(torch.bfloat16, size=2048 if has_native_bf16() else 512, repeats=3)
     precisions = PRECISIONS if has_native_bf16() else ("fp32",)
     lines = [
-        "# Benchmarks",
-        "",
-        f"Produced on {time.strftime('%Y-%m-%d')} by `python {' '.join(sys.argv)}` "
-        "(and its pipeline section by `python benchmarks/bench_pipeline.py --append BENCHMARKS.md`).",
-        "",
-        "## Training throughput",
-        "",
-        f"- CPU: {cpu_description()}; torch {torch.__version__}",
-        f"- fp32 matmul: {fp32:.0f} GFLOP/s (2048 x 2048, median of 7); bf16 matmul: {bf16:.2f} GFLOP/s"
-        + ("" if has_native_bf16() else " (512 x 512: no native bf16 on this CPU, so bf16 training is not timed)"),
+        f"Measured by `python {' '.join(sys.argv)}` on {cpu_description()}; torch {torch.__version__}; "
+        f"fp32 matmul {fp32:.0f} GFLOP/s at the start (2048 x 2048, median of 7), bf16 matmul {bf16:.0f} GFLOP/s"
+        + ("" if has_native_bf16() else " (512 x 512: no native bf16 on this CPU, so bf16 training is not timed)")
+        + ".",
         "",
         f"Images/s are medians of {args.rounds} alternating timings of {args.steps} steps of {BATCH} (bf16 too).",
         "",
@@ -230,8 +229,12 @@ def main() -> None:
         test_images, test_labels = load_split(args.data / "mnist", "test")
         full = [
             "",
-            "Whole default scenario (mnist / triplet / simclr, 50k triplets, 10 epochs):",
-            f"- notebook way: {views_s:.0f} s making views + {train_s:.0f} s training = {notebook_s:.0f} s",
+            "Whole default scenario (mnist / triplet / simclr, 50k triplets, 10 epochs; the project's path makes "
+            "fresh views every epoch, the notebook way's once):",
+            "",
+            "| path | seconds | vs the notebook way | probe top-1 |",
+            "|---|---|---|---|",
+            f"| notebook way ({views_s:.0f} s making views + {train_s:.0f} s training) | {notebook_s:.0f} | 1.00x | |",
         ]
         print("\n".join(full), flush=True)
         for precision, seeds in (("fp32", range(args.seeds)), ("bf16", (0,))):
@@ -239,23 +242,23 @@ def main() -> None:
                 ours = time_project(torch.from_numpy(images_np), examples, "triplet", "simclr", epochs=10,
                                     precision=precision, seed=seed)
                 top1 = probe_top1(ours.encoder, test_images, test_labels, seed=0)
-                full.append(f"- project {precision}, seed {seed}, fresh views every epoch: {ours.seconds:.0f} s "
-                            f"({notebook_s / ours.seconds:.2f}x faster), probe top-1 {top1:.4f}")
+                full.append(f"| project {precision}, seed {seed} | {ours.seconds:.0f} | {notebook_s / ours.seconds:.2f}x | "
+                            f"{top1:.4f} |")
                 print(full[-1], flush=True)
         for precision in precisions if cpp_compiler() else ():
             cold, warm = time_compiled_twice(torch.from_numpy(images_np), examples, precision)
             top1 = probe_top1(warm.encoder, test_images, test_labels, seed=0)
-            full.append(f"- project {precision} compiled, seed 0: {cold.seconds:.0f} s with an empty Inductor cache "
-                        f"(compiling included; {notebook_s / cold.seconds:.2f}x faster), {warm.seconds:.0f} s with "
-                        f"the cache kept ({notebook_s / warm.seconds:.2f}x faster), probe top-1 {top1:.4f}")
+            full.append(f"| project {precision} compiled, seed 0, empty Inductor cache (compiling included) / cache kept | "
+                        f"{cold.seconds:.0f} / {warm.seconds:.0f} | {notebook_s / cold.seconds:.2f}x / "
+                        f"{notebook_s / warm.seconds:.2f}x | {top1:.4f} |")
             print(full[-1], flush=True)
         lines += full
 
     drift = f"\nfp32 matmul again at the end of the run: {matmul_gflops(torch.float32):.0f} GFLOP/s (load drift)."
     print(drift)
     lines.append(drift)
-    if args.out:
-        args.out.write_text("\n".join(lines) + "\n")
+    if args.into:
+        sections.write(args.into, OWNER, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""The benchmark's yardsticks: FLOP counted by hand, and a notebook-style path that trains what the project trains."""
+"""The benchmark's yardsticks: FLOP counted by hand, and a notebook-style path that trains what the project trains;
+BENCHMARKS.md: a headline first, and each generator rewriting only its own marked section."""
 
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -12,14 +14,17 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_archs  # noqa: E402
 import bench_convolutions  # noqa: E402
 import bench_kernels  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_training  # noqa: E402
 import notebook_style  # noqa: E402
+import sections  # noqa: E402
 
 from contrastlab.pipeline.examples import build  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
 LABELS = np.repeat(np.arange(10), 4)
 
@@ -173,3 +178,96 @@ def test_the_kernels_benchmark_trains_with_the_asked_kernels_and_hashes_the_enco
     assert run == {"kernels": "portable", "train_time_s": 2.5, "final_loss": 0.25,
                    "md5": hashlib.md5(b"portable").hexdigest()}
     assert emulated_cpus == ["EPYC-Rome"]
+
+
+# BENCHMARKS.md: each generator rewrites only its own marked section; the rest is written by hand.
+
+OWNER = "benchmarks/bench_training.py"
+BEGIN, END = sections.markers(OWNER)
+OTHER_BEGIN, OTHER_END = sections.markers("benchmarks/bench_pipeline.py")
+GENERATORS = (bench_training, bench_pipeline, bench_archs)
+
+
+def test_a_generator_replaces_only_its_own_section_and_keeps_every_other_byte(tmp_path):
+    before = f"# Hand-written\r\n\ntrailing spaces   \n\n{OTHER_BEGIN}\ntheirs\n{OTHER_END}\n\n{BEGIN}\n"
+    after = f"{END}\n\n| a | b |\n|---|---|\n\nno newline at the end"
+    page = tmp_path / "BENCHMARKS.md"
+    page.write_bytes((before + "old\nrows\n\n" + after).encode())
+    sections.write(page, OWNER, "\n\nnew table\n| 1 | 2 |\n")
+    assert page.read_bytes() == (before + "new table\n| 1 | 2 |\n" + after).encode()
+    sections.write(page, OWNER, "new table\n| 1 | 2 |")  # again: the same bytes
+    assert page.read_bytes() == (before + "new table\n| 1 | 2 |\n" + after).encode()
+    sections.write(page, "benchmarks/bench_pipeline.py", "mine")  # another generator: its section only
+    assert page.read_bytes() == (before.replace("theirs", "mine") + "new table\n| 1 | 2 |\n" + after).encode()
+
+
+@pytest.mark.parametrize("text", [
+    "# Benchmarks\n\nno section here\n",
+    f"# Benchmarks\n{BEGIN}\nrows\n",  # no end
+    f"# Benchmarks\nrows\n{END}\n",  # no beginning
+    f"{END}\nrows\n{BEGIN}\n",  # the wrong way round
+    f"{BEGIN}\nrows\n{END}\n{BEGIN}\nrows\n{END}\n",  # twice
+    f"{OTHER_BEGIN}\nrows\n{OTHER_END}\n",  # only another generator's
+])
+def test_without_exactly_one_pair_of_its_markers_a_generator_stops_with_one_line_and_writes_nothing(tmp_path, text):
+    page = tmp_path / "BENCHMARKS.md"
+    page.write_text(text)
+    for attempt in (lambda: sections.check(page, OWNER), lambda: sections.write(page, OWNER, "new")):
+        with pytest.raises(SystemExit) as stopped:
+            attempt()
+        message = str(stopped.value.code)
+        assert "\n" not in message and str(page) in message and BEGIN in message
+        assert page.read_text() == text
+    with pytest.raises(SystemExit) as stopped:
+        sections.check(tmp_path / "missing.md", OWNER)
+    assert "\n" not in str(stopped.value.code)
+
+
+@pytest.mark.parametrize("generator", GENERATORS, ids=lambda module: module.__name__)
+def test_a_generator_checks_its_markers_before_it_measures_anything(generator, tmp_path, monkeypatch):
+    def measure(*args, **kwargs):
+        raise AssertionError("measured before checking the file")
+
+    for name in ("matmul_gflops", "timed_stages"):
+        if hasattr(generator, name):
+            monkeypatch.setattr(generator, name, measure)
+    if generator is bench_pipeline:
+        monkeypatch.setattr(bench_pipeline.subprocess, "run", measure)  # its first step clones the repository
+    page = tmp_path / "BENCHMARKS.md"
+    page.write_text("# Benchmarks\n")
+    monkeypatch.setattr(sys, "argv", [f"{generator.__name__}.py", "--into", str(page)])
+    with pytest.raises(SystemExit, match="needs exactly one"):
+        generator.main()
+    assert page.read_text() == "# Benchmarks\n"
+
+
+@pytest.mark.parametrize("generator", GENERATORS, ids=lambda module: module.__name__)
+def test_benchmarks_md_holds_each_generators_section(generator):
+    assert generator.OWNER == f"benchmarks/{generator.__name__}.py"
+    sections.check(ROOT / "BENCHMARKS.md", generator.OWNER)
+
+
+def test_benchmarks_md_opens_with_the_headline_table_and_each_row_names_its_command():
+    lines = (ROOT / "BENCHMARKS.md").read_text().splitlines()
+    assert lines[0] == "# Benchmarks"
+    assert lines.count("## Headline") == 1  # README.md and docs/ link to BENCHMARKS.md#headline
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    headings = [line for line in lines[:first_table] if line.startswith("#")]
+    assert headings == ["# Benchmarks", "## Headline"]
+    table = []
+    for line in lines[first_table:]:
+        if not line.startswith("|"):
+            break
+        table.append([cell.strip() for cell in line.strip("|").split("|")])
+    header, rule, *rows = table
+    assert header == ["what is measured", "number", "machine", "command"] and set("".join(rule)) == {"-"}
+    assert len(rows) >= 8
+    for row in rows:
+        assert len(row) == 4 and all(row), row
+        assert re.search(r"`(python|make|dvc) [^`]+`", row[3]), row
+
+
+def test_benchmarks_md_has_no_dates_and_no_bare_issue_numbers():
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    assert re.findall(r"\b20\d\d-\d\d-\d\d\b", text) == []
+    assert re.findall(r"\bissue \d+\b|#\d+\b", text, flags=re.IGNORECASE) == []
