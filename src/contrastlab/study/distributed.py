@@ -32,7 +32,6 @@ import yaml
 
 from contrastlab.infra.errors import ParamError
 from contrastlab.infra.files import one_line
-from contrastlab.infra.stage import WATCHED_PID
 from contrastlab.study.names import safe
 from contrastlab.study.runner import Run, experiment_files, keep
 
@@ -139,8 +138,7 @@ def run_on_worker(source: Source, run: Run, *after) -> dict:
         ref = f"refs/exps/{source.commit[:2]}/{source.commit[2:]}/{run.name}"
         subprocess.run(["git", "fetch", "--quiet", "origin", f"+{ref}:{ref}"], cwd=clone, capture_output=True)
         env = {**os.environ, **source.env, "PYTHONPATH": str(clone / "src"), "OMP_NUM_THREADS": threads,
-               "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1",
-               WATCHED_PID: str(os.getpid())}  # its stages stop if this worker dies
+               "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}  # its stages stop if this worker dies (run_child)
         log = clone.with_name(f"{clone.name}.log")
         try:
             with log.open("w") as output:

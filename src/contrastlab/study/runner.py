@@ -22,21 +22,28 @@ reads (the encoder's `model`, `probe.features`, ...) as the grid sets them; no r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import fcntl
 import itertools
 import json
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Iterator
 
 import yaml
 
 from contrastlab.infra import params as params_module
-from contrastlab.infra.errors import ParamError
-from contrastlab.infra.files import now_stamp
+from contrastlab.infra.errors import FileError, ParamError
+from contrastlab.infra.files import now_stamp, one_line
 from contrastlab.infra.machine import cpu_description
+from contrastlab.infra.stage import WATCHED_PID
 from contrastlab.study.names import MAIN_AXES, BaselineRun, Scenario, safe
 
 # What each finished scenario keeps: path in the experiment -> file name in its results folder.
@@ -48,6 +55,8 @@ KEPT = {
     "plots/confusion.csv": "confusion.csv",
     "metrics/examples.json": "examples.json",
 }
+LOCK = ".study.lock"  # in the results folder while a study writes there (results_lock)
+STOP_GRACE_S = 60  # how long a stopped study waits for `dvc exp run` and its stage to clean up before killing them
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,12 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
         if name not in known:
             raise ParamError(f"params.yaml: no study {kind} '{name}'; known: {', '.join(known)}")
     grid, recipe_values = study["grids"][grid_name], study["recipes"][recipe]
+    for path, value in (fixed or {}).items():  # else the grid's own values (and seeds 0..N-1) replace it, unsaid
+        if path == "seed":
+            raise ParamError(f"--set {set_flag(path, value)}: a study runs seeds 0..N-1; choose N with --seeds")
+        if path in grid:
+            raise ParamError(f"--set {set_flag(path, value)}: study grid '{grid_name}' varies {path} "
+                             f"({', '.join(map(str, grid[path]))}); choose a grid that does not vary it, or add one")
     runs: list[Run] = []
     for seed in range(seeds):
         scenarios: list[Run] = []
@@ -151,7 +166,11 @@ def fixed_value(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    return key, yaml.safe_load(value)
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as err:  # argparse turns only ArgumentTypeError (and ValueError) into one line
+        problem = getattr(err, "problem", None) or err
+        raise argparse.ArgumentTypeError(f"{text!r}: the value is not valid YAML ({one_line(problem, 120)})") from None
 
 
 def set_flag(path: str, value) -> str:
@@ -183,13 +202,78 @@ def made_with(root: Path, ref: str, run: Run) -> bool:
 
 
 def keep(folder: Path, files: dict[str, str]) -> None:
-    """Write a finished run's files into `folder` all at once: a folder that exists is complete."""
+    """Write a finished run's files into `folder` all at once: a folder that exists is complete. A write that
+    fails or is interrupted (Ctrl-C) leaves no `.partial` folder, which `make mlflow` would refuse."""
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for name, text in files.items():
-        (partial / name).write_text(text)
-    partial.rename(folder)
+    try:
+        for name, text in files.items():
+            (partial / name).write_text(text)
+        partial.rename(folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def _locked(path: Path) -> IO[str]:
+    """`path` open and flock-ed by this process, or a FileError naming the study that holds it."""
+    while True:
+        lock = path.open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another study"
+            lock.close()
+            raise FileError(f"{path.parent}: another study writes there ({holder}); wait for it to finish or stop "
+                            "it, then run this one again") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(lock.fileno()), os.stat(path)):
+                return lock
+        lock.close()  # its holder removed the file as it finished, after we opened it: lock the one there now
+
+
+@contextlib.contextmanager
+def results_lock(results: Path) -> Iterator[None]:
+    """Hold `<results>/.study.lock` (this study's pid and host in it) while the study writes to `results`: a second
+    study on the same folder stops in one line naming the first, rather than train the same runs beside it and
+    race it for their folders. A flock, so a study that died (even of SIGKILL) holds it no more; the `.partial`
+    folders such a study left half-written are then removed, as nobody else writes there."""
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / LOCK
+    with _locked(path) as lock:
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, started {now_stamp()}\n")
+        lock.flush()
+        for stale in results.glob("*.partial"):
+            shutil.rmtree(stale)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # while still held: a study that opened it meanwhile sees it gone (_locked)
+
+
+def run_child(cmd: list[str], cwd: Path, env: dict | None = None, output=None) -> None:
+    """`cmd` as `subprocess.run(check=True)` runs it, made to stop with this process. Its stages watch this
+    process (WATCHED_PID: they stop when it is gone, even killed with SIGKILL, rather than train on beside the
+    resumed run). It runs in a session of its own, so that a Ctrl-C here reaches it once, from here: it is
+    then waited for while DVC and the stage clean up (MLflow ends a half-logged run), not killed at once."""
+    env = {**(os.environ if env is None else env), WATCHED_PID: str(os.getpid())}
+    child = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT if output else None,
+                             start_new_session=True)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):  # all of them may have ended already
+            os.killpg(child.pid, signal.SIGINT)
+            try:
+                child.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+        raise
+    if code:
+        raise subprocess.CalledProcessError(code, cmd)
 
 
 def finished(info: dict, start: float) -> str:
@@ -207,14 +291,12 @@ def experiment_files(root: Path, run: Run, env: dict | None = None, output=None)
     start = time.perf_counter()
     kind = run.identity.baseline if run.is_baseline else None
     if ref is not None and not made_with(root, ref, run):  # a param changed since: it is run again
-        subprocess.run(["dvc", "exp", "remove", run.name], cwd=root, check=True, env=env, stdout=output,
-                       stderr=subprocess.STDOUT if output else None)
+        run_child(["dvc", "exp", "remove", run.name], root, env, output)
         ref = None
     if ref is None:
         flags = [arg for path, value in run.overrides.items() for arg in ("-S", set_flag(path, value))]
         targets = [f"baseline@{kind}"] if kind else []
-        subprocess.run(["dvc", "exp", "run", "--temp", "-n", run.name, *flags, *targets], cwd=root, check=True,
-                       env=env, stdout=output, stderr=subprocess.STDOUT if output else None)
+        run_child(["dvc", "exp", "run", "--temp", "-n", run.name, *flags, *targets], root, env, output)
         ref = experiment_ref(root, run.name)
         if ref is None:
             raise RuntimeError(f"dvc exp run finished but experiment {run.name} is missing")
