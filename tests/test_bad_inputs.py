@@ -189,6 +189,12 @@ class Case:
     env: dict = field(default_factory=dict)
     preexec: Callable[[], None] | None = None
     recover: Callable[[Path], None] | None = None  # deletes what the line says to delete, before `dvc repro`
+    at_run_time: bool = False  # a param found wrong only against the data, by the stage that reads both
+
+    @property
+    def refused_before_any_stage(self) -> bool:
+        """A bad param `dvc repro` meets: the check stage refuses it before DVC deletes any stage's outputs."""
+        return self.command == ["dvc", "repro"] and self.line.startswith("error: params.yaml:") and not self.at_run_time
 
 
 CASES = [
@@ -279,9 +285,9 @@ CASES = [
     Case("learning rate so large the loss turns NaN", "error: training diverged: the triplet loss became nan at epoch "
          "1, step ... (lr 1e+38, sgd); lower train.lr or change the recipe", params={"train.lr": 1e38}),
     Case("t-SNE of more points than exist", "error: params.yaml: tsne.n_points=5000 but there are only 100 test "
-         "embeddings; use at most 100 or 'all'", params={"tsne.n_points": 5000}),
+         "embeddings; use at most 100 or 'all'", params={"tsne.n_points": 5000}, at_run_time=True),
     Case("probe with more neighbours than points", "error: params.yaml: probe.knn_k=500 but the probe fits on only 80 "
-         "embeddings; use at most 80", params={"probe.knn_k": 500}),
+         "embeddings; use at most 80", params={"probe.knn_k": 500}, at_run_time=True),
     Case("disk full while training (simulated)", "error: cannot write models/train-checkpoint.pt: File too large "
          "(free disk space or fix permissions, then re-run; `dvc checkout` brings back the outputs `dvc repro` "
          "deleted before running the stage, `git checkout` its uncached metrics and plots)",
@@ -339,6 +345,8 @@ def test_bad_input_is_one_clear_line_and_loses_nothing(ran, tmp_path, case):
     after = snapshot(repo)
     changed = sorted(name for name in after if name not in damaged and before.get(name) != after[name])
     assert changed == []  # nothing new or half-written in place of an output
+    if case.refused_before_any_stage:  # and nothing deleted either
+        assert sorted(set(before) - set(after)) == []
     # DVC removes a stage's outputs before running it: the cached ones come back from the cache, the
     # small uncached metrics and plots from git, where they are versioned
     if case.recover:  # the way back the line gives
@@ -348,6 +356,19 @@ def test_bad_input_is_one_clear_line_and_loses_nothing(ran, tmp_path, case):
     sh("dvc", "checkout", "--force", cwd=repo, env=env)
     assert snapshot(repo) == before
     assert "up to date" in sh("dvc", "status", cwd=repo, env=env).stdout
+
+
+def test_a_typo_in_dvc_exp_run_leaves_every_output_of_the_workspace_as_it_was(ran, tmp_path):
+    source, env = ran
+    repo = tmp_path / "repo"
+    shutil.copytree(source, repo, symlinks=True)
+    before = snapshot(repo)
+    result = subprocess.run(["dvc", "exp", "run", "-S", "aug=simclar"], cwd=repo, env=env, capture_output=True,
+                            text=True)
+    assert result.returncode != 0
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: params.yaml: aug='simclar' is not allowed; expected one of {AUG_NAMES}"]
+    assert snapshot(repo) == before  # the encoder, the metrics and the plots are all still there, unchanged
 
 
 def test_a_second_repro_while_one_runs_stops_at_once_and_the_first_finishes_intact(ran, tmp_path):
@@ -366,7 +387,7 @@ def test_a_second_repro_while_one_runs_stops_at_once_and_the_first_finishes_inta
     output = second.stdout + second.stderr
     assert second.returncode != 0 and "Traceback" not in output
     assert output.splitlines()[:2] == [
-        f"ERROR: failed to reproduce 'download': '{repo}/data/datasets/mnist' is busy, it is being blocked by:",
+        f"ERROR: failed to reproduce 'check': '{repo}/data/params.checked' is busy, it is being blocked by:",
         f"  (PID {first.pid}): {Path(sys.executable).parent / 'dvc'} repro --force --single-item baseline@supervised"]
 
     rest, _ = first.communicate()
@@ -388,7 +409,8 @@ def test_sigkill_while_downloading_then_repro_ends_with_the_outputs_of_an_uninte
         time.sleep(0.001)
     os.killpg(killed.pid, signal.SIGKILL)
     assert killed.wait() == -signal.SIGKILL
-    assert not (repo / "dvc.lock").exists()  # killed before DVC recorded the download
+    lock = repo / "dvc.lock"  # the check stage before it is recorded, the download not yet
+    assert "download" not in (yaml.safe_load(lock.read_text())["stages"] if lock.exists() else {})
 
     sh("dvc", "repro", cwd=repo, env=env)
     timed = "metrics/train.json"  # training's timings differ from run to run; the encoder itself is compared

@@ -19,7 +19,7 @@ from contrastlab.methods.baselines import BASELINES
 from tinydata import GIT, make_tiny_repo, sh
 
 BASELINE_STAGES = {f"baseline@{name}" for name in BASELINES}
-ALL_STAGES = {"download", "examples", "train", "embed", "tsne", "probe", "track", *BASELINE_STAGES}
+ALL_STAGES = {"check", "download", "examples", "train", "embed", "tsne", "probe", "track", *BASELINE_STAGES}
 
 pytestmark = pytest.mark.e2e
 
@@ -132,7 +132,7 @@ def test_exp_run_with_another_aug_reruns_only_train_and_later(repo, first_repro)
     sh("git", "add", "-A", cwd=path, env=env)
     sh(*GIT, "commit", "-qm", "baseline results", cwd=path, env=env)
     run = sh("dvc", "exp", "run", "-n", "aug-none", "-S", "aug=none", cwd=path, env=env)
-    assert stages_run(run.stdout) == {"train", "embed", "tsne", "probe", "track"}
+    assert stages_run(run.stdout) == {"check", "train", "embed", "tsne", "probe", "track"}  # check reads every param
     assert mlflow_runs(path) == [("mnist-triplet-simclr", "workspace"), ("mnist-triplet-none (aug-none)", "aug-none")]
     assert len(mlflow_runs(path, "baseline")) == len(BASELINES)  # the same baselines: found, not logged again
 
@@ -153,14 +153,14 @@ def test_a_dataset_fetched_before_comes_back_from_the_run_cache_not_from_its_sou
         assert (path / f"data/datasets/{dataset}/train_labels.npy").is_file()
 
 
-def test_bad_value_stops_the_stage_with_one_line_and_no_output(repo, first_repro):
+def test_bad_value_stops_at_the_check_stage_with_one_line_and_the_outputs_kept(repo, first_repro):
     path, env = repo
     failed = sh("dvc", "exp", "run", "-S", "aug=simclar", cwd=path, env=env, check=False)
     assert failed.returncode != 0
     assert f"error: params.yaml: aug='simclar' is not allowed; expected one of {', '.join(sorted(AUGMENTATIONS))}" in (
         failed.stderr + failed.stdout
     )
-    assert not (path / "models/encoder.pt").exists()
+    assert (path / "models/encoder.pt").exists()  # the check stage refused it before DVC deleted train's outputs
 
 
 @pytest.mark.parametrize("settings, fnr", [

@@ -1,17 +1,22 @@
 import copy
 import math
 import re
+import resource
+import subprocess
+import sys
+import time
 
 import pytest
+import yaml
 
 from contrastlab.infra.errors import ParamError
-from contrastlab.infra.params import (BASELINE, COMBINATIONS, NARROWEST_IMAGE, REGISTRIES, SCENARIO, load, registry,
-                                      registry_modules, validate)
+from contrastlab.infra.params import (BASELINE, COMBINATIONS, NARROWEST_IMAGE, REGISTRIES, SCENARIO, SCHEMA, load,
+                                      registry, registry_modules, validate)
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import ARCHS, HEADS
 from contrastlab.methods.losses import LOSSES
 from contrastlab.pipeline.datasets import DATASETS
-from project import committed_params, write_committed_params
+from project import committed_params, committed_params_text, write_committed_params
 
 DEFAULTS = committed_params()
 TOP = ("dataset", "loss", "aug", "seed")
@@ -295,3 +300,75 @@ def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamError, match=r"is not valid YAML \(.*invalid continuation byte.*\); fix it") as err:
         load(("seed",), path)
     assert "\n" not in str(err.value)
+
+
+def stage_says(path, reads) -> str:
+    """What a stage that reads `reads` from params file `path` prints, run as a stage (`infra.stage.run_stage`) in a
+    process of its own with a time and a memory limit: a check that never ends fails the test instead of hanging it
+    or filling the machine's memory."""
+    code = ("import sys; from contrastlab.infra import params; from contrastlab.infra.stage import run_stage; "
+            "run_stage(lambda: params.load(sys.argv[2:], sys.argv[1]))")
+    result = subprocess.run([sys.executable, "-c", code, str(path), *reads], capture_output=True, text=True, timeout=60,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)))
+    assert result.returncode == 2 and result.stdout == "", result.stdout + result.stderr
+    return result.stderr
+
+
+def alias_chain(levels: int) -> str:
+    """`embed.shifts` as a list whose k-th item is 9 aliases of the (k-1)-th: a few lines that expand to 9**levels."""
+    items = ["&l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&l{k} [{', '.join([f'*l{k - 1}'] * 9)}]" for k in range(1, levels)]
+    return committed_params_text().replace("  shifts:", f"  shifts: [{', '.join(items)}]  # was:", 1)
+
+
+def test_a_yaml_alias_chain_is_refused_in_one_line_without_expanding_it(tmp_path):
+    """Nine levels expand to 9**9 values: printing them in the message (or any walk over them) never ended."""
+    path = tmp_path / "params.yaml"
+    path.write_text(alias_chain(9))
+    start = time.perf_counter()
+    assert stage_says(path, ["embed"]) == ("error: params.yaml: the document expands to more than 100000 values (a YAML "
+                                           "alias chain?); write the values out instead\n")
+    assert time.perf_counter() - start < 30
+
+
+def test_a_bad_value_is_shown_cut_short():
+    """Three levels of aliases are only 922 values, but the message printed every one of them (5.4 kB on one line)."""
+    chain = yaml.safe_load(alias_chain(3))
+    with pytest.raises(ParamError) as err:
+        validate(chain, ("embed",))
+    assert str(err.value) == ("params.yaml: embed.shifts=[[1, 1, 1, 1, 1, 1, ...], [[1, 1, 1, 1, 1, 1, ...], [1, 1, 1, "
+                              "1, 1, 1, ...], ... is not allowed; expected a list of integers >= -27 and <= 27 (may be "
+                              "empty)")
+    with pytest.raises(ParamError, match=r"^params.yaml: train=\['x', 'x', 'x', 'x', 'x', 'x', \.\.\.\] is not allowed"):
+        validate({**DEFAULTS, "train": ["x"] * 1000}, ("train.lr",))
+
+
+def test_an_unknown_top_level_key_is_refused_by_every_validation_with_the_closest_known_key():
+    raw = {**DEFAULTS, "sead": 3}
+    known = ", ".join([*SCHEMA[None], *(section for section in SCHEMA if section)])
+    for reads in (("download",), ("seed",), SCENARIO):
+        with pytest.raises(ParamError) as err:
+            validate(raw, reads)
+        assert str(err.value) == f"params.yaml: sead is not a known key (did you mean 'seed'?); known keys: {known}"
+    with pytest.raises(ParamError) as err:
+        validate({**DEFAULTS, 7: "x"}, ("seed",))
+    assert str(err.value) == f"params.yaml: 7 is not a known key; known keys: {known}"
+
+
+def test_params_yaml_that_cannot_be_read_is_one_line_with_the_reason(tmp_path):
+    folder = tmp_path / "params.yaml"
+    folder.mkdir()
+    with pytest.raises(ParamError) as err:
+        load(("seed",), folder)
+    assert str(err.value) == f"params.yaml: {folder} is a directory, not a file"
+    too_long = tmp_path / ("p" * 300)
+    with pytest.raises(ParamError) as err:
+        load(("seed",), too_long)
+    assert str(err.value) == f"params.yaml: cannot read {too_long} (File name too long)"
+    assert stage_says(folder, ["seed"]) == f"error: params.yaml: {folder} is a directory, not a file\n"
+
+
+def test_a_yaml_value_python_cannot_make_is_invalid_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: 2024-13-45\n")  # a date with a 13th month: PyYAML's constructor raised a ValueError
+    with pytest.raises(ParamError, match=r"is not valid YAML \(month must be in 1\.\.12\); fix it"):
+        load(("seed",), path)

@@ -58,3 +58,11 @@ def test_alive_tells_a_running_process_from_an_ended_one_reaped_or_not():
     unreaped.wait()
     assert not alive(unreaped.pid)
     assert WATCHED_PID == "CONTRASTLAB_WATCHED_PID"  # the name the Dask worker sets (contrastlab.study.distributed)
+
+
+def test_ctrl_c_in_a_stage_is_one_line_and_exit_status_130():
+    stage = ("import os, signal\nfrom contrastlab.infra.stage import run_stage\n"
+             "run_stage(lambda: os.kill(os.getpid(), signal.SIGINT))")
+    done = subprocess.run([sys.executable, "-c", stage], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130
+    assert done.stderr == "stopped: every earlier output is intact; `dvc repro` resumes\n"

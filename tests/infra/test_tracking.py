@@ -1,11 +1,13 @@
 import multiprocessing
 import os
+import resource
 import shutil
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import mlflow
 import numpy as np
@@ -334,3 +336,51 @@ def test_a_store_another_process_holds_is_waited_for_then_one_line_naming_it(sto
         holding.kill()
         holding.wait()
     assert log(store, {"probe_top1": 0.8})[1]  # free again: logged
+
+
+LOG_IN_A_STAGE = """
+import sys
+from pathlib import Path
+from contrastlab.infra.tracking import RunRecord, open_store
+record = RunRecord(name="r", params={"seed": 0}, metrics={"probe_top1": 0.5}, tags={}, finished=1.7e9)
+try:
+    with open_store(Path(sys.argv[1])) as store:
+        store.log(record)
+except Exception as err:
+    sys.exit(f"error: {type(err).__name__}")  # as the track stage's line, which names the store and the exception
+"""
+
+
+def make_read_only(db: Path) -> Callable[[], None]:
+    """Make `db` read-only (sqlite then opens it read-only); return what undoes it. As root, whom file modes do not
+    stop, the file is made immutable (`chattr +i`), or the test is skipped where that is not allowed."""
+    mode = db.stat().st_mode
+    db.chmod(0o444)
+    if os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode != 0:
+        db.chmod(mode)
+        pytest.skip("running as root, whom file modes do not stop, and `chattr +i` is not allowed here")
+
+    def undo() -> None:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(db)], check=True)
+        db.chmod(mode)
+    return undo
+
+
+@pytest.mark.parametrize("refuse", ["read-only store", "file size limit"])
+def test_a_store_that_refuses_writes_is_the_stage_line_alone_without_mlflow_traceback(store, refuse):
+    """MLflow logged a ~30-line SQLAlchemy traceback before the stage's one line. As root, whom a read-only file does
+    not stop unless `chattr +i` is allowed, a file size limit refuses the writes too."""
+    first, _ = log(store, {"probe_top1": 0.9})
+    undo, limit = (lambda: None), None
+    if refuse == "read-only store":
+        undo = make_read_only(store / "mlflow.db")
+    else:
+        limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))  # noqa: E731 - writes fail as on a full disk
+    try:
+        result = subprocess.run([sys.executable, "-c", LOG_IN_A_STAGE, str(store)], capture_output=True, text=True,
+                                timeout=120, preexec_fn=limit)
+    finally:
+        undo()
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", "error: MlflowException\n")
+    assert log(store, {"probe_top1": 0.9}) == (first, False)  # the store as it was: its run, nothing half-logged

@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -19,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from contrastlab.infra.errors import DataError
+from contrastlab.infra.errors import DataError, shown
 from contrastlab.pipeline import download
 from contrastlab.pipeline.datasets import DATASETS, load_split
 from contrastlab.pipeline.download import MIRROR_ENV, OFFICIAL_DIGESTS, content_digest, fetch, mirror_folder, read_idx
+from project import ROOT, committed_params
 from tinydata import write_tiny_mirror
 
 SHARED_MIRROR = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
@@ -189,20 +192,43 @@ def test_read_idx_decodes_a_hand_made_file(tmp_path, compress):
     assert read_idx(labels_path).tolist() == [7, 0, 9]
 
 
+LARGER = "{size} MB, more than any official file of its kind ({most} MB at most); put the official file there"
+NOT_A_FILE = " is not a regular file (a device, folder or pipe); put the official file there"
+
+
 @pytest.mark.parametrize(
     "content, complaint",
     [
         (idx_bytes(0x80D, (1, 2, 2), bytes(4)), "magic 0x80d"),  # float data, not uint8
         (b"\x1f\x8b", "magic 0x1f8b"),  # too short to hold a header
+        (idx_bytes(0x803, (), bytes(6)), "magic 0x803"),  # too short to hold the dimensions
         (idx_bytes(0x803, (1, 2, 2), bytes(3)), "shape (1, 2, 2) but the file holds 3 data bytes"),
+        (idx_bytes(0x803, (1, 2, 2), bytes(5)), "shape (1, 2, 2) but the file holds more than 4 data bytes"),
+        (idx_bytes(0x803, (10**5, 10**3, 10**3), b""), f"idx header announces shape (100000, 1000, 1000), {LARGER}"
+         .format(size="100,000", most=64)),
     ],
-    ids=["not-uint8", "truncated-header", "short-data"],
+    ids=["not-uint8", "truncated-header", "truncated-dimensions", "short-data", "data-after-the-announced-shape",
+         "announces-too-much"],
 )
 def test_read_idx_rejects_bad_files(tmp_path, content, complaint):
     path = tmp_path / "bad-idx3-ubyte"
     path.write_bytes(content)
     with pytest.raises(DataError, match=f"bad-idx3-ubyte: .*{re.escape(complaint)}"):
         read_idx(path)
+
+
+@pytest.mark.parametrize("make, complaint", [
+    (lambda path: (path.touch(), os.truncate(path, 65_000_000)), ": holds " + LARGER.format(size=65, most=64)),
+    (lambda path: path.mkdir(), NOT_A_FILE),
+    (lambda path: path.symlink_to(path.with_name("gone")), ": cannot read it (No such file or directory)"),
+], ids=["larger-than-any-official-file", "folder", "dangling-link"])
+def test_read_idx_refuses_what_cannot_be_an_official_file_before_reading_it(tmp_path, make, complaint):
+    """(A link to /dev/zero is tried on the stage, under a memory limit: read in this process, it would fill memory.)"""
+    path = tmp_path / "train-images-idx3-ubyte"
+    make(path)
+    with pytest.raises(DataError) as caught:
+        read_idx(path)
+    assert str(caught.value) == f"{path}{complaint}"
 
 
 def archive_with_batch(folder: Path, name: str, payload: bytes) -> Path:
@@ -420,3 +446,57 @@ def test_the_mirror_is_the_variable_else_the_param_and_relative_paths_start_at_t
     assert mirror_folder("", tmp_path) is None
     monkeypatch.setenv(MIRROR_ENV, "/elsewhere")
     assert mirror_folder("../shared/datasets", tmp_path) == Path("/elsewhere")
+
+
+# --- mirror files the stage must refuse before reading them -----------------------------------------
+
+MEMORY_LIMIT = 3_000_000  # KiB of address space for the stage, as `ulimit -v 3000000`: less than the files below
+
+
+def download_stage(repo: Path, mirror: Path | str, dataset: str = "mnist") -> subprocess.CompletedProcess:
+    """The download stage on `repo`, reading `dataset` from `mirror` only, under a memory limit (a file read whole
+    ends in a MemoryError) and a time limit (one that never ends fails the test instead of hanging it)."""
+    raw = committed_params()
+    raw["dataset"] = dataset
+    raw["download"].update(mirror=str(mirror), sources=["mirror"])
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw))
+    env = {name: value for name, value in os.environ.items() if name not in (MIRROR_ENV, "DVC_ROOT")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "download.py"), "--out", str(repo / "data")], cwd=repo, env=env,
+        capture_output=True, text=True, timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT * 1024,) * 2))
+
+
+def one_error(result: subprocess.CompletedProcess) -> str:
+    """The stage's one line on stderr, after checking it failed as a stage fails on a user's mistake."""
+    assert result.returncode == 2 and "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    return result.stderr.removesuffix("\n")
+
+
+@pytest.mark.parametrize("dataset, name, most", [("mnist", "train-images-idx3-ubyte.gz", 64),
+                                                 ("cifar10", download.CIFAR_ARCHIVE, 341)])
+@pytest.mark.parametrize("damage, complaint", [
+    (lambda path: os.truncate(path, 4 * 2**30), ": holds " + LARGER.replace("{size}", "4,295")),
+    (lambda path: (path.unlink(), path.symlink_to("/dev/zero")), NOT_A_FILE),
+], ids=["4 GB sparse file", "link to /dev/zero"])
+def test_a_mirror_file_that_cannot_be_official_stops_the_stage_in_one_line_before_it_is_read(
+        tiny, tmp_path, dataset, name, most, damage, complaint):
+    """A 20 GB file made the OOM killer end the stage; a link to /dev/zero never ended."""
+    mirror, _ = tiny
+    spec = DATASETS[dataset]
+    shutil.copytree(mirror / spec.mirror_folder, tmp_path / "mirror" / spec.mirror_folder)
+    path = tmp_path / "mirror" / spec.mirror_folder / name
+    damage(path)
+    result = download_stage(tmp_path, tmp_path / "mirror", dataset)
+    assert one_error(result) == f"error: {dataset} from source 'mirror': {path}{complaint.format(most=most)}"
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_mirror_path_longer_than_the_os_allows_names_the_param(tmp_path):
+    mirror = "/" + "m" * 300
+    result = download_stage(tmp_path, mirror)
+    assert one_error(result) == (
+        f"error: could not get mnist from any source (mirror: download.mirror (or {MIRROR_ENV}) {shown(mirror)} "
+        f"cannot be looked up (File name too long)); {download._how_to_supply(DATASETS['mnist'])}")
+    assert shown(mirror) == f"'/{'m' * 36}...{'m' * 38}'"  # start and end of the path, 80 characters

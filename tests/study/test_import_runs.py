@@ -11,6 +11,7 @@ from contrastlab.infra.files import stamp_seconds
 from contrastlab.infra.tracking import dataset_digest, open_store, tracking_uri
 from contrastlab.pipeline.download import OFFICIAL_DIGESTS
 from contrastlab.study.import_runs import figures, import_results, record, recorded_params, study_of
+from contrastlab.study.results import read_run
 from project import committed_params, write_committed_params
 
 PARAMS = {"dataset": "mnist", "loss": "triplet", "aug": "simclr", "seed": 0,
@@ -92,7 +93,7 @@ def test_a_second_import_adds_nothing(results, tmp_path):
 
 
 def test_a_result_the_stage_already_logged_is_recognised_and_nested(results, tmp_path):
-    run = record(results / "mnist-triplet-simclr-s0", tmp_path)
+    run = record(read_run(results / "mnist-triplet-simclr-s0"), tmp_path)
     run.metrics["train_time_s"] = 123.0  # the stage's own run of the same result: only the timing differs
     with open_store(tmp_path) as store:
         stage_run, _ = store.log(run)
@@ -152,11 +153,67 @@ def test_a_collapsed_run_keeps_its_warnings_and_gets_no_map(results, tmp_path, m
         saved = json.loads((folder / name).read_text())
         (folder / name).write_text(json.dumps({**saved, "warnings": [warning]}))
     (folder / "tsne.csv").write_text("x,y,class\n0.0000,0.0000,0\n0.0000,0.0000,7\n")  # as the tsne stage writes them
-    assert record(folder, tmp_path).tags["warnings"] == "the encoder likely collapsed; the features collapsed"
+    assert record(read_run(folder), tmp_path).tags["warnings"] == "the encoder likely collapsed; the features collapsed"
     messages = []
     monkeypatch.setattr("contrastlab.infra.plots.placeholder", lambda message, title, path: messages.append(message))
     monkeypatch.setattr("contrastlab.infra.plots.tsne_scatter", lambda *args: pytest.fail("a map of one point"))
-    figures(folder, tmp_path / "figures")
+    figures(read_run(folder), tmp_path / "figures")
     assert messages == ["No t-SNE map: the features collapsed (every point at the origin; the run's warnings tag "
                         "says more)."]
-    assert "warnings" not in record(results / "baseline-mnist-raw_pixels-s0", tmp_path).tags
+    assert "warnings" not in record(read_run(results / "baseline-mnist-raw_pixels-s0"), tmp_path).tags
+
+
+def edit(path, **fields):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def test_a_damaged_folder_is_refused_in_one_line_before_anything_is_logged_and_the_rest_imported(results, tmp_path):
+    """`make mlflow`: a bad class label in a figure's CSV, a metric stored as text and a metric name longer than
+    MLflow takes each refuse their own folder, named in one line; the healthy folders are all imported."""
+    scenario(results, "mnist-triplet-none-s0", aug="none")
+    (results / "mnist-triplet-none-s0" / "tsne.csv").write_text("x,y,class\n0.0,1.0,0\n2.0,3.0,eleven\n")
+    scenario(results, "mnist-pairwise-none-s0", loss="pairwise", aug="none")
+    edit(results / "mnist-pairwise-none-s0" / "probe.json", top3="0.99")
+    scenario(results, "mnist-pairwise-simclr-s0", loss="pairwise")
+    edit(results / "mnist-pairwise-simclr-s0" / "probe.json", per_class={"7" * 251: 0.5})
+    scenario(results, "mnist-triplet-simclr-s1", seed=1, params={**PARAMS, "seed": 1})  # sorted after them all
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run([sys.executable, "-m", "contrastlab.study.import_runs", "--results", str(results)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if "mlflow" not in line] == [  # no log lines of MLflow's
+        f"refused: {results}/mnist-pairwise-none-s0: probe.json: top3 is '0.99', not a finite number",
+        f"refused: {results}/mnist-pairwise-simclr-s0: metric name 'class_acc.{'7' * 30}'... (261 characters) is "
+        "longer than MLflow's 250",
+        f"refused: {results}/mnist-triplet-none-s0: tsne.csv line 3: class 'eleven' is not one of mnist's classes"]
+    assert "MLflow: 3 runs imported, 0 already there, 3 folders refused" in done.stdout
+    assert {"mnist-triplet-simclr-s0", "mnist-triplet-simclr-s1", "baseline-mnist-raw_pixels-s0"} < set(runs(tmp_path)[0])
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda f: edit(f / "probe.json", top1=float("nan")), "probe.json: top1 is nan, not a finite number"),
+    (lambda f: edit(f / "train.json", final_loss="0.1"), "train.json: final_loss is '0.1', not a finite number"),
+    (lambda f: (f / "train_loss.csv").write_text("epoch,loss\n1,0.5\n2,inf\n"),
+     "train_loss.csv line 3: loss is 'inf', not a finite number"),
+    (lambda f: (f / "confusion.csv").write_text("actual,predicted\n0,0\n7\n"),
+     "confusion.csv line 3: predicted is missing"),
+    (lambda f: (f / "train_loss.csv").unlink(), "no train_loss.csv"),
+    (lambda f: edit(f / "study.json", params={**PARAMS, "k" * 251: 1}),
+     f"param name '{'k' * 40}'... (251 characters) is longer than MLflow's 250"),
+    (lambda f: edit(f / "study.json", params={**PARAMS, "note": "x" * 6001}),
+     "param note is 6001 characters long, more than MLflow's 6000"),
+    (lambda f: edit(f / "probe.json", per_class={"a/../b": 0.5}), "metric name 'class_acc.a/../b' is not one MLflow "
+     "takes (letters, digits and _ - . : / and spaces, never resolving to another path)"),
+])
+def test_each_damage_is_named_in_the_refusal(results, tmp_path, damage, problem):
+    damage(results / "mnist-triplet-simclr-s0")
+    added, _, refused = import_results(results, tmp_path)
+    assert (added, refused) == (1, [f"{results}/mnist-triplet-simclr-s0: {problem}"])
+
+
+def test_a_folder_copied_under_another_name_is_refused_naming_the_one_kept(results, tmp_path):
+    shutil.copytree(results / "mnist-triplet-simclr-s0", results / "mnist-triplet-simclr-s0-copy")
+    added, known, refused = import_results(results, tmp_path)
+    assert (added, known) == (2, 0)
+    assert refused == [f"{results}/mnist-triplet-simclr-s0-copy: seed 0 of mnist-triplet-simclr again (already read "
+                       "from mnist-triplet-simclr-s0)"]

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 from test_report import write_baseline, write_scenario
 
+from contrastlab.infra.errors import DataError
+
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.methods.losses import LOSSES
 from contrastlab.study.names import BaselineRun, Scenario
 from contrastlab.study.results import (
-    BACKBONE_WIDTH, FAMILIES, Group, Ledger, baseline, compare_groups, factor_effect, in_registry_order, is_main_scenario,
-    is_recipe_cell, is_study_scenario, load, is_precision_twin, published_results, shift_top1, study_repeat_spread,
+    BACKBONE_WIDTH, FAMILIES, DamagedRun, Group, Ledger, baseline, compare_groups, factor_effect, in_registry_order, is_main_scenario,
+    is_recipe_cell, is_study_scenario, load, is_precision_twin, published_results, read_run, shift_top1, study_repeat_spread,
 )
 
 
@@ -299,3 +301,77 @@ def test_an_override_of_a_param_the_protocols_list_lacks_is_read_from_the_overri
     run = group([0.5]).runs[0]
     run["study"].update(params={"model": {"arch": "study"}}, overrides={"train.warmup_epochs": 1})
     assert Group([run]).param("train.warmup_epochs") == 1
+
+
+def edit_json(path: Path, **fields) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+def without(path: Path, name: str) -> None:
+    data = json.loads(path.read_text())
+    del data[name]
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda f: without(f / "study.json", "seed"), "study.json has no seed"),
+    (lambda f: edit_json(f / "study.json", seed="0"), "study.json: seed is '0', not a whole number"),
+    (lambda f: edit_json(f / "study.json", seed=True), "study.json: seed is True, not a whole number"),
+    (lambda f: without(f / "study.json", "loss"), "study.json has no loss"),
+    (lambda f: edit_json(f / "study.json", dataset="svhn"),
+     "study.json: dataset 'svhn' is not one of mnist, cifar10, fashion_mnist"),
+    (lambda f: (f / "probe.json").unlink(), "no probe.json"),
+    (lambda f: (f / "probe.json").write_text('{"top1": '),
+     "probe.json is not valid JSON (Expecting value: line 1 column 10 (char 9))"),
+    (lambda f: (f / "probe.json").write_bytes(b"\xff"), "probe.json is not valid JSON ('utf-8' codec can't decode "
+     "byte 0xff in position 0: invalid start byte)"),
+    (lambda f: (f / "probe.json").write_text("[0.9]"), "probe.json holds no JSON object"),
+    (lambda f: edit_json(f / "probe.json", top1="abc"), "probe.json: top1 is 'abc', not a finite number"),
+    (lambda f: edit_json(f / "probe.json", top1=float("nan")), "probe.json: top1 is nan, not a finite number"),
+    (lambda f: edit_json(f / "probe.json", knn=float("inf")), "probe.json: knn is inf, not a finite number"),
+    (lambda f: edit_json(f / "probe.json", shifted_top1={"3": "x"}),
+     "probe.json: shifted_top1 is {'3': 'x'}, not an object of finite numbers"),
+    (lambda f: (f / "train.json").unlink(), "no train.json"),
+    (lambda f: (f / "tsne.csv").write_text("x,y,class\n0,1,7\n2,3,seven\n"),
+     "tsne.csv line 3: class 'seven' is not one of mnist's classes"),
+    (lambda f: (f / "tsne.csv").write_text("x,y,class\n0,abc,7\n"), "tsne.csv line 2: y is 'abc', not a finite number"),
+    (lambda f: (f / "confusion.csv").unlink(), "no confusion.csv"),
+])
+def test_a_damaged_run_folder_is_refused_saying_what_is_wrong(tmp_path, damage, problem):
+    folder = write_scenario(tmp_path / "results", "triplet", "simclr", 0, 0.9)
+    damage(folder)
+    with pytest.raises(DamagedRun) as refused:
+        read_run(folder)
+    assert str(refused.value) == problem
+
+
+def test_a_sound_folder_is_read_whole_its_csvs_as_columns(tmp_path):
+    run = read_run(write_scenario(tmp_path / "results", "triplet", "simclr", 0, 0.9))
+    assert run["probe"]["top1"] == 0.9 and run["train"]["train_time_s"] == 100.0
+    assert run["tables"]["tsne.csv"]["class"][:3] == [0, 1, 2] and run["tables"]["confusion.csv"]["predicted"] == [0, 1, 1]
+    assert "train_loss.csv" not in run["tables"]  # the report needs none; the importer refuses a scenario without it
+    assert "tables" not in read_run(write_baseline(tmp_path / "results", "raw_pixels", 0, 0.8))
+
+
+def test_load_leaves_out_what_it_cannot_read_only_where_it_can_say_so(tmp_path):
+    results = tmp_path / "results"
+    write_scenario(results, "triplet", "simclr", 0, 0.9)
+    edit_json(write_scenario(results, "triplet", "simclr", 1, 0.8) / "probe.json", top1=None)
+    (results / "mnist-triplet-simclr-s2.partial").mkdir()
+    copy = results / "mnist-triplet-simclr-s0-again"
+    copy.mkdir()
+    for file in (results / "mnist-triplet-simclr-s0").iterdir():
+        (copy / file.name).write_bytes(file.read_bytes())
+    with pytest.raises(DataError, match=r"mnist-triplet-simclr-s0-again: seed 0 of mnist-triplet-simclr again "
+                                        r"\(already read from mnist-triplet-simclr-s0\) \(and 2 more folders\)$"):
+        load(results)
+    refused: list[str] = []
+    scenarios, _ = load(results, refused)
+    assert [run["folder"].name for run in scenarios["mnist-triplet-simclr"].runs] == ["mnist-triplet-simclr-s0"]
+    assert refused == [
+        f"{results}/mnist-triplet-simclr-s0-again: seed 0 of mnist-triplet-simclr again (already read from "
+        "mnist-triplet-simclr-s0)",
+        f"{results}/mnist-triplet-simclr-s1: probe.json: top1 is None, not a finite number",
+        f"{results}/mnist-triplet-simclr-s2.partial: a run still being written (or interrupted while written)"]
+    with pytest.raises(DataError, match="^no results folder .*/nowhere \\(run the study first"):
+        load(tmp_path / "nowhere")

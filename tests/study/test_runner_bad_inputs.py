@@ -241,7 +241,7 @@ def test_two_studies_on_one_results_folder_the_second_refused_and_ctrl_c_stops_t
         os.killpg(first.process.pid, signal.SIGINT)  # Ctrl-C
         assert first.process.wait(timeout=120) == 130
         output = first.output()
-        assert output.rstrip().endswith(f"\n{STOPPED}"), output
+        assert STOPPED in output.splitlines(), output  # a stage stopping at the same time may print its own line after
         assert "contrastlab/study/" not in output  # no traceback of the study's (the stage may print its own)
         assert processes_of(first.process.pid) == []  # dvc and its stage stopped before it
         assert not list((repo / "R").glob("*.partial")) and not (repo / "R" / LOCK).exists()

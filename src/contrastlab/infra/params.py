@@ -11,6 +11,7 @@ that reads no method name never imports one.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import math
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from contrastlab.infra.errors import ParamError
+from contrastlab.infra.errors import ParamError, shown
 
 AUTO = "auto"
 ALL = "all"
@@ -302,7 +303,7 @@ def registry_modules(reads: Iterable[str]) -> set[str]:
 def _check(name: str, value: Any, rule: Rule | Registered) -> None:
     rule = rule if isinstance(rule, Rule) else rule()
     if not rule.check(value):
-        raise ParamError(f"params.yaml: {name}={value!r} is not allowed; expected {rule.allowed}")
+        raise ParamError(f"params.yaml: {name}={shown(value)} is not allowed; expected {rule.allowed}")
 
 
 def _lookup(raw: dict, key: str) -> Any:
@@ -313,24 +314,54 @@ def _lookup(raw: dict, key: str) -> Any:
         if node is None:
             raise ParamError(f"params.yaml: missing section '{section}'")
         if not isinstance(node, dict):
-            raise ParamError(f"params.yaml: {section}={node!r} is not allowed; expected a section of keys and values")
+            raise ParamError(f"params.yaml: {section}={shown(node)} is not allowed; expected a section of keys and values")
     if name not in node:
         raise ParamError(f"params.yaml: missing key '{key}'" if section else f"params.yaml: missing top-level key '{key}'")
     return node[name]
 
 
+MOST_VALUES = 100_000  # the committed params.yaml holds about 550
+
+
+def _expands_beyond(raw: Any, most: int) -> bool:
+    """Whether `raw` holds more than `most` keys and values, counting a shared one (a YAML alias) each time it is
+    referenced: a few lines of aliases of aliases expand to billions, which any walk (a message's repr, a JSON
+    dump) would never finish. Stops counting past `most`."""
+    pending, count = [raw], 0
+    while pending and count <= most:
+        node = pending.pop()
+        count += 1
+        if isinstance(node, dict):
+            pending += [*node, *node.values()]
+        elif isinstance(node, list):
+            pending += node
+    return count > most
+
+
+def _refuse_unknown(keys: Iterable[Any], known: list[str], prefix: str = "", suggest: bool = False) -> None:
+    """A key the schema does not know (`sead: 3`, `train.epoch: 5`) is a typo that would otherwise be ignored."""
+    unknown = sorted(set(keys) - set(known), key=str)
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), known, n=1) if suggest else []
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ParamError(f"params.yaml: {prefix}{unknown[0]} is not a known key{hint}; known keys: {', '.join(known)}")
+
+
 def validate(raw: Any, reads: Iterable[str]) -> dict:
     """The params named by `reads` (top-level keys, whole sections or `section.key`s) out of `raw`,
-    each checked against SCHEMA, a whole section also for unknown keys, then every combination of them."""
+    each checked against SCHEMA, a whole section also for unknown keys, then every combination of them.
+    Every validation also refuses an unknown top-level key and a document of alias chains."""
     if not isinstance(raw, dict):
         raise ParamError("params.yaml: the file must be a mapping of keys to values")
+    if _expands_beyond(raw, MOST_VALUES):
+        raise ParamError(f"params.yaml: the document expands to more than {MOST_VALUES} values (a YAML alias "
+                         "chain?); write the values out instead")
+    _refuse_unknown(raw, [*SCHEMA[None], *(section for section in SCHEMA if section)], suggest=True)
     reads = list(reads)
     for section in reads:
         if section in SCHEMA and isinstance(raw.get(section), dict):
-            unknown = sorted(set(raw[section]) - set(SCHEMA[section]), key=str)
-            if unknown:
-                raise ParamError(f"params.yaml: {section}.{unknown[0]} is not a known key; "
-                                 f"known keys: {', '.join(SCHEMA[section])}")
+            # without a suggestion: this line is in the docs' table of mistakes (tests/test_bad_inputs.py) as is
+            _refuse_unknown(raw[section], list(SCHEMA[section]), prefix=f"{section}.")
     out: dict[str, Any] = {}
     keys = expand(reads)
     for key in keys:
@@ -371,7 +402,11 @@ def read(path: str | Path) -> Any:
         return yaml.safe_load(Path(path).read_bytes())  # bytes: an encoding error is a YAMLError too
     except FileNotFoundError:
         raise ParamError(f"params.yaml: {path} not found (run from the repository root)") from None
-    except yaml.YAMLError as err:
+    except IsADirectoryError:
+        raise ParamError(f"params.yaml: {path} is a directory, not a file") from None
+    except OSError as err:
+        raise ParamError(f"params.yaml: cannot read {path} ({err.strerror or err})") from None
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: a value Python cannot make (a 13th month, 5000 digits)
         where = getattr(err, "problem_mark", None)
         at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
         problem = getattr(err, "problem", None) or str(err)

@@ -54,9 +54,10 @@ def stop_when_gone(pid: int, every: float = 1.0, grace: float = 30.0) -> None:
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()
 
 
-def run_stage(main: Callable[[], None]) -> None:
+def run_stage(main: Callable[[], None],
+              stopped: str = "stopped: every earlier output is intact; `dvc repro` resumes") -> None:
     """Run a stage; a bad param, missing data or an unreadable/unwritable file stops it with one clear
-    line (no traceback) and leaves every earlier output as it was."""
+    line (no traceback) and leaves every earlier output as it was; Ctrl-C prints `stopped` (exit 130)."""
     if os.environ.get(WATCHED_PID):
         stop_when_gone(int(os.environ[WATCHED_PID]))
     try:
@@ -64,3 +65,6 @@ def run_stage(main: Callable[[], None]) -> None:
     except (ParamError, DataError, FileError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C: every output is whole (atomic writes), so one line says it, no traceback
+        print(stopped, file=sys.stderr)
+        sys.exit(130)

@@ -27,6 +27,7 @@ import contextlib
 import getpass
 import hashlib
 import json
+import logging
 import os
 import re
 import socket
@@ -52,6 +53,8 @@ WAIT_ENV, WAIT_S = "CONTRASTLAB_MLFLOW_WAIT", 300.0  # how long to wait for a st
 # Where the local store keeps absolute artifact addresses (MLflow has no API to change them).
 ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
                     ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+# The loggers of MLflow's store and of the libraries under it, silenced while the store is open (`quiet_store`).
+STORE_LOGGERS = ("mlflow.store", "alembic", "sqlalchemy")
 
 
 def tracking_uri(root: Path) -> str:
@@ -304,7 +307,7 @@ def open_store(root: Path) -> Iterator[Store]:
 
     uri = tracking_uri(root)
     local_db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-    with writer_lock(local_db) if local_db else contextlib.nullcontext():
+    with quiet_store(), writer_lock(local_db) if local_db else contextlib.nullcontext():
         if local_db:
             prepare_local(local_db, uri, root)
         mlflow.set_tracking_uri(uri)
@@ -312,6 +315,22 @@ def open_store(root: Path) -> Iterator[Store]:
         store = Store(client, project_experiment(client, root, uri))
         store.remove_incomplete(exclusive=local_db is not None)
         yield store
+
+
+@contextlib.contextmanager
+def quiet_store() -> Iterator[None]:
+    """Silence `STORE_LOGGERS`: MLflow logs a failed store operation as a ~30-line SQLAlchemy traceback before it
+    raises it (and a new store's migrations as INFO lines), while the exception itself reaches the caller, which says
+    it in one line (the track stage: `error: MLflow tracking failed ...`)."""
+    loggers = [logging.getLogger(name) for name in STORE_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -14,10 +14,12 @@ import contextlib
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import tarfile
@@ -27,7 +29,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from contrastlab.infra.errors import DataError
+from contrastlab.infra.errors import DataError, shown
 from contrastlab.infra.files import atomic_path, one_line, write_json
 from contrastlab.pipeline.datasets import ARRAYS, DATASETS, SPLITS, DatasetSpec, content_digest
 
@@ -59,25 +61,54 @@ class _SourceFailed(Exception):
 IDX_MAGIC_NDIM = {0x801: 1, 0x803: 3}
 IDX_STEMS = {"train": "train", "test": "t10k"}
 IDX_KINDS = {"images": "idx3", "labels": "idx1"}
+# Bounds of a file of the official data, packed or not, with room to spare: the largest idx file, (Fashion-)MNIST's
+# training images, is 47 MB unpacked; the CIFAR-10 archive is 170 MB.
+IDX_MAX_BYTES = 64_000_000
+CIFAR_MAX_BYTES = 2 * 170_498_071
+
+
+def _refuse_larger(path: Path, what: str, size: int, most: int) -> None:
+    if size > most:
+        raise DataError(f"{path}: {what} {size / 1e6:,.0f} MB, more than any official file of its kind "
+                        f"({most / 1e6:,.0f} MB at most); put the official file there")
+
+
+def _check_file(path: Path, most: int) -> None:
+    """Refuse, before reading it, a mirror file that cannot be an official one: not a regular file (a link to
+    /dev/zero never ends) or larger than `most` bytes (a 20 GB file was read into memory until the OOM killer
+    ended the stage)."""
+    try:
+        found = path.stat()  # of what a link points to: what would be read
+    except OSError as err:
+        raise DataError(f"{path}: cannot read it ({err.strerror})") from None
+    if not stat.S_ISREG(found.st_mode):
+        raise DataError(f"{path} is not a regular file (a device, folder or pipe); put the official file there")
+    _refuse_larger(path, "holds", found.st_size, most)
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Decode an idx file (gzipped or not) into a uint8 array shaped as its header says."""
-    raw = path.read_bytes()
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise DataError(f"{path}: not a readable gzip file ({one_line(err)})") from None
-    magic = int.from_bytes(raw[:4], "big")
-    ndim = IDX_MAGIC_NDIM.get(magic)
-    if ndim is None or len(raw) < 4 + 4 * ndim:
-        raise DataError(f"{path}: not an idx file of uint8 data (magic 0x{magic:x}, expected 0x801 or 0x803)")
-    header = 4 + 4 * ndim
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    if len(raw) != header + int(np.prod(dims)):
-        raise DataError(f"{path}: idx header announces shape {dims} but the file holds {len(raw) - header} data bytes")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+    """Decode an idx file (gzipped or not) into a uint8 array shaped as its header says. Streamed: the header first,
+    then exactly the bytes it announces, if no more than an official file holds; so no file, however large once
+    unpacked, is read whole into memory."""
+    _check_file(path, IDX_MAX_BYTES)
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+            head = file.read(4)
+            magic = int.from_bytes(head, "big")
+            ndim = IDX_MAGIC_NDIM.get(magic) if len(head) == 4 else None
+            header = file.read(4 * ndim) if ndim else b""
+            if ndim is None or len(header) < 4 * ndim:
+                raise DataError(f"{path}: not an idx file of uint8 data (magic 0x{magic:x}, expected 0x801 or 0x803)")
+            dims = tuple(int.from_bytes(header[i:i + 4], "big") for i in range(0, len(header), 4))
+            size = math.prod(dims)
+            _refuse_larger(path, f"idx header announces shape {dims},", size, IDX_MAX_BYTES)
+            data = file.read(size)
+            if len(data) < size or file.read(1):
+                held = len(data) if len(data) < size else f"more than {size}"
+                raise DataError(f"{path}: idx header announces shape {dims} but the file holds {held} data bytes")
+    except (OSError, EOFError) as err:
+        raise DataError(f"{path}: not a readable {'gzip ' * (path.suffix == '.gz')}file ({one_line(err)})") from None
+    return np.frombuffer(data, np.uint8).reshape(dims)
 
 
 def _idx_names(split: str, kind: str) -> list[str]:
@@ -148,8 +179,9 @@ def _read_cifar_folder(folder: Path, expected: dict) -> Splits:
     file digests first, and the unpickler accepts nothing but numpy arrays even then.
     """
     archive = folder / CIFAR_ARCHIVE
-    if not archive.is_file():
+    if not archive.exists():
         raise _SourceFailed(f"{archive} does not exist")
+    _check_file(archive, CIFAR_MAX_BYTES)
     batches: dict[str, dict] = {}
     wanted = {name for names in CIFAR_BATCHES.values() for name in names}
     try:
@@ -241,7 +273,12 @@ def _from_mirror(spec: DatasetSpec, mirror: Path | None, expected: dict) -> Spli
     if mirror is None:
         raise _SourceFailed("no mirror folder configured")
     folder = Path(mirror) / spec.mirror_folder
-    if not folder.is_dir():
+    try:
+        found = folder.is_dir()
+    except OSError as err:  # not a missing folder (that is False) but a path the OS refuses: too long, say
+        raise _SourceFailed(f"download.mirror (or {MIRROR_ENV}) {shown(str(mirror))} cannot be looked up "
+                            f"({err.strerror})") from None
+    if not found:
         raise _SourceFailed(f"{folder} does not exist")
     read_mirror, _ = FORMATS[spec.file_format]
     return read_mirror(folder, expected)

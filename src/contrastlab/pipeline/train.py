@@ -116,8 +116,8 @@ def draw_fixed_views(images, members, augmented, augment, generator, chunk=4096)
 
 def compiled_forward(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module | None:
     """The encoder under torch.compile, or None where it cannot compile for `device` (the CPU needs a C++
-    compiler). Inductor fuses the BatchNorm and activation passes between the convolutions: a study-encoder
-    step 1.21x faster in fp32, 1.47x in bf16 (BENCHMARKS.md). Each batch shape compiles once (`dynamic=False`:
+    compiler). Inductor fuses the BatchNorm and activation passes between the convolutions (whether that pays
+    on a given machine: BENCHMARKS.md). Each batch shape compiles once (`dynamic=False`:
     the full batches and the last, smaller one), into a cache that later processes on the machine reuse."""
     if device.type == "cpu" and cpp_compiler() is None:
         return None

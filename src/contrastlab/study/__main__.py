@@ -112,10 +112,7 @@ def cli() -> None:
     """`python -m contrastlab.study`: a bad param is one line (exit 2); a failed experiment names its command;
     Ctrl-C (whose runs so far are kept, and the one it stopped left no half-written folder) is one line too."""
     try:
-        run_stage(main)
-    except KeyboardInterrupt:
-        print("stopped: resume with the same command", file=sys.stderr)
-        sys.exit(130)
+        run_stage(main, stopped="stopped: resume with the same command")
     except StudyFailed as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -5,16 +5,15 @@ steps), figures, dataset input and description, tagged `imported`, each study ne
     python -m contrastlab.study.import_runs --results study/results      # `make mlflow`
 
 A run is keyed as the track stage keys it (params and deterministic metrics), so a second import adds
-nothing and a result the study already logged here is recognised: it only gets its parent. A damaged or
-partial folder is named in one line and skipped; the rest is imported (the exit status is then 1).
+nothing and a result the study already logged here is recognised: it only gets its parent. Every folder is read
+and checked whole before anything is logged (as the report reads it, and against MLflow's limits), so a damaged or
+partial folder is named in one line and skipped alone; the rest is imported (the exit status is then 1).
 The encoders are not in study/results (they are in the DVC experiments), so imported runs have no model.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 from mlflow.exceptions import MlflowException
+from mlflow.utils.validation import (MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH, path_not_unique,
+                                     validate_param_and_metric_name)
 from tqdm import tqdm
 
 from contrastlab.infra import params as params_module
@@ -33,12 +34,12 @@ from contrastlab.infra import plots
 from contrastlab.infra.errors import ParamError, TrackingError
 from contrastlab.infra.files import one_line, stamp_seconds, write_csv
 from contrastlab.infra.stage import run_stage
-from contrastlab.infra.tracking import (DatasetRef, RunRecord, Store, describe, open_store, probe_metrics, runs_url,
-                                        tracking_uri, warnings_tag)
+from contrastlab.infra.tracking import (DatasetRef, RunRecord, Store, describe, flatten, open_store, probe_metrics,
+                                        runs_url, tracking_uri, warnings_tag)
 from contrastlab.pipeline.datasets import DATASETS
 from contrastlab.pipeline.download import OFFICIAL_DIGESTS
 from contrastlab.study.names import PROTOCOL
-from contrastlab.study.results import group_name
+from contrastlab.study.results import DamagedRun, group_name, read_runs
 from contrastlab.study.runner import with_values
 
 
@@ -60,31 +61,22 @@ def recorded_params(study: dict, root: Path) -> dict:
         return {key: value for key, value in raw.items() if key not in params_module.STUDY_ONLY}
 
 
-def read_rows(path: Path) -> list[dict]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-def figures(folder: Path, out: Path) -> list[Path]:
-    """The stage figures of a scenario, drawn again from the CSVs its folder keeps."""
-    study = json.loads((folder / "study.json").read_text())
+def figures(run: dict, out: Path) -> list[Path]:
+    """The stage figures of a scenario, drawn again from the CSVs its folder keeps (as `read_run` read them)."""
+    study, tables = run["study"], run["tables"]
     classes = list(DATASETS[study["dataset"]].classes)
-    index = {name: i for i, name in enumerate(classes)}
     name = study["name"]
     out.mkdir()
-    losses = [float(row["loss"]) for row in read_rows(folder / "train_loss.csv")]
-    plots.loss_curve(losses, f"training loss: {name}", out / "train_loss.png")
-    points = read_rows(folder / "tsne.csv")
-    coords = np.array([[float(row["x"]), float(row["y"])] for row in points])
+    plots.loss_curve(tables["train_loss.csv"]["loss"], f"training loss: {name}", out / "train_loss.png")
+    coords = np.column_stack([tables["tsne.csv"]["x"], tables["tsne.csv"]["y"]])
     if coords.any():
-        plots.tsne_scatter(coords, np.array([index[row["class"]] for row in points]), classes, f"t-SNE: {name}",
-                           out / "tsne.png")
+        plots.tsne_scatter(coords, np.array(tables["tsne.csv"]["class"]), classes, f"t-SNE: {name}", out / "tsne.png")
     else:  # the tsne stage put collapsed features all at (0, 0), and drew this instead of a map
         plots.placeholder("No t-SNE map: the features collapsed (every point at the origin; the run's warnings "
                           "tag says more).", f"t-SNE: {name}", out / "tsne.png")
     matrix = np.zeros((len(classes), len(classes)), dtype=int)
-    for row in read_rows(folder / "confusion.csv"):
-        matrix[index[row["actual"]], index[row["predicted"]]] += 1
+    for actual, predicted in zip(tables["confusion.csv"]["actual"], tables["confusion.csv"]["predicted"]):
+        matrix[actual, predicted] += 1
     plots.confusion_heatmap(matrix, classes, f"linear probe: {name}", out / "confusion.png")
     return [out / "tsne.png", out / "confusion.png", out / "train_loss.png"]
 
@@ -99,11 +91,10 @@ def study_of(study: dict) -> str:
     return f"study: {recipe} recipe{', ' + variant if variant else ''}"
 
 
-def record(folder: Path, root: Path) -> RunRecord:
-    """One results folder as the run the track stage would have logged, but its figures (KeyError/ValueError/OSError
-    when damaged)."""
-    study = json.loads((folder / "study.json").read_text())
-    probe = json.loads((folder / "probe.json").read_text())
+def record(run: dict, root: Path) -> RunRecord:
+    """A results folder as `read_run` read it, as the run the track stage would have logged, but its figures
+    (DamagedRun, or KeyError/ValueError where it lacks what only the import reads: train.json's lr, ...)."""
+    folder, study, probe = run["folder"], run["study"], run["probe"]
     p = recorded_params(study, root)
     dataset, seed = study["dataset"], study["seed"]
     design = {"arch": p.get("model", {}).get("arch", "study"),
@@ -120,22 +111,46 @@ def record(folder: Path, root: Path) -> RunRecord:
                                "seed": str(seed), **design, **imported},
                          description=describe({**run_params, "dataset": dataset, "seed": seed}),
                          source="stages/baseline.py", **common)
-    trained = json.loads((folder / "train.json").read_text())
+    trained = run["train"]
+    if "train_loss.csv" not in run["tables"]:
+        raise DamagedRun("no train_loss.csv")
     resolved = {"epochs": trained["epochs"], "lr": trained["lr"]}
     metrics = {**probe_metrics(probe), "final_loss": trained["final_loss"], "train_time_s": trained["train_time_s"],
                "images_per_s": trained["images_per_s"]}
-    if (folder / "examples.json").exists():  # the earliest runs kept no examples.json
-        metrics["false_negative_rate"] = json.loads((folder / "examples.json").read_text())["false_negative_rate"]
+    if "examples" in run:  # the earliest runs kept no examples.json
+        metrics["false_negative_rate"] = run["examples"]["false_negative_rate"]
     if "finished" in trained:
         common["finished"] = stamp_seconds(trained["finished"])
     return RunRecord(name=study["name"], params={**p, "resolved": resolved}, metrics=metrics,
-                     epoch_losses=[float(row["loss"]) for row in read_rows(folder / "train_loss.csv")],
+                     epoch_losses=run["tables"]["train_loss.csv"]["loss"],
                      tags={"scenario": group_name(study), "dataset": dataset, "loss": study["loss"], "aug": study["aug"],
                            "seed": str(seed), **design, **imported, **warnings_tag(trained, probe)},
                      duration_s=trained["train_time_s"],
                      description=describe({**p, "dataset": dataset, "loss": study["loss"], "aug": study["aug"],
                                            "seed": seed}, resolved),
                      source="stages/train.py", **common)
+
+
+def loggable(run: RunRecord) -> RunRecord:
+    """`run`, or DamagedRun saying what of it MLflow would refuse or cut short (MLflow's limits: names of at most
+    250 characters that resolve to no other path, param values of 6000, tag values of 8000); checked before
+    anything is logged, as MLflow would otherwise stop the import at this folder, with the folders after it."""
+    params = flatten(run.params)
+    tags = {**run.tags, "mlflow.runName": run.name, "mlflow.note.content": run.description}
+    for what, names in (("metric", [*run.metrics, "train_loss"]), ("param", params), ("tag", tags)):
+        for name in names:
+            shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
+            if len(name) > MAX_ENTITY_KEY_LENGTH:
+                raise DamagedRun(f"{what} name {shown} ({len(name)} characters) is longer than MLflow's "
+                                 f"{MAX_ENTITY_KEY_LENGTH}")
+            if not validate_param_and_metric_name(name) or path_not_unique(name):
+                raise DamagedRun(f"{what} name {shown} is not one MLflow takes (letters, digits and _ - . : / and "
+                                 "spaces, never resolving to another path)")
+    for what, values, limit in (("param", params, MAX_PARAM_VAL_LENGTH), ("tag", tags, MAX_TAG_VAL_LENGTH)):
+        for name, value in values.items():
+            if len(str(value)) > limit:
+                raise DamagedRun(f"{what} {name} is {len(str(value))} characters long, more than MLflow's {limit}")
+    return run
 
 
 def parent(store: Store, name: str, children: list[RunRecord], scratch: Path) -> str:
@@ -161,30 +176,28 @@ def parent(store: Store, name: str, children: list[RunRecord], scratch: Path) ->
 
 
 def import_results(results: Path, root: Path) -> tuple[int, int, list[str]]:
-    """(runs added, runs already in the store, one line per refused folder). Figures are drawn only for the
-    runs that are new, in parallel: they are most of the import's time."""
-    refused, records = [], {}
-    folders = sorted(path for path in results.iterdir() if path.is_dir())
+    """(runs added, runs already in the store, "<folder>: <what is wrong>" per refused folder). Every folder is
+    checked whole (`read_runs`, `record`, `loggable`) before the store is opened. Figures are drawn only for the runs
+    that are new, in parallel: they are most of the import's time."""
+    runs, refused = read_runs(results)
+    runs.sort(key=lambda run: run["folder"].name)
+    records = {}
+    for run in runs:
+        try:
+            records[run["folder"]] = loggable(record(run, root))
+        except DamagedRun as err:
+            refused.append(f"{run['folder']}: {err}")
+        except (KeyError, ValueError, TypeError) as err:
+            refused.append(f"{run['folder']}: damaged ({type(err).__name__}: {one_line(err, 120)})")
     with tempfile.TemporaryDirectory() as tmp, open_store(root) as store:
         scratch = Path(tmp)
-        for folder in folders:
-            if folder.name.endswith(".partial"):
-                refused.append(f"{folder}: a run still being written (or interrupted while written); skipped")
-                continue
-            try:
-                records[folder] = record(folder, root)
-                if "loss" in records[folder].tags and not store.find(records[folder].key):
-                    for name in ("train_loss.csv", "tsne.csv", "confusion.csv"):
-                        (folder / name).stat()  # a scenario without its figures' data is damaged, refused here
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                records.pop(folder, None)
-                refused.append(f"{folder}: damaged ({type(err).__name__}: {one_line(err, 120)}); skipped")
-        drawn = [folder for folder, run in records.items() if "loss" in run.tags and not store.find(run.key)]
+        drawn = [run for run in runs if run["folder"] in records and "loss" in records[run["folder"]].tags
+                 and not store.find(records[run["folder"]].key)]
         with ProcessPoolExecutor() as pool:
-            figures_of = pool.map(figures, drawn, [scratch / folder.name for folder in drawn])
-            for folder, paths in tqdm(zip(drawn, figures_of), total=len(drawn), desc="drawing figures",
-                                      unit="run", file=sys.stdout):
-                records[folder].artifacts = paths
+            figures_of = pool.map(figures, drawn, [scratch / run["folder"].name for run in drawn])
+            for run, paths in tqdm(zip(drawn, figures_of), total=len(drawn), desc="drawing figures",
+                                   unit="run", file=sys.stdout):
+                records[run["folder"]].artifacts = paths
         by_study = defaultdict(list)
         for run in records.values():
             by_study[run.tags["study"]].append(run)
@@ -199,7 +212,7 @@ def import_results(results: Path, root: Path) -> tuple[int, int, list[str]]:
                 added, known = added + created, known + (not created)
         experiment_id = store.experiment_id
     print(f"runs table: {runs_url('http://127.0.0.1:5000', experiment_id)} (once the MLflow UI runs there)")
-    return added, known, refused
+    return added, known, sorted(refused)
 
 
 def main() -> None:

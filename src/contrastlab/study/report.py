@@ -3,7 +3,9 @@
     python -m contrastlab.study.report --results study/results --out report
 
 It reads only the folders the study command keeps (so it also runs on a machine that never trained)
-and writes `<out>/README.md`, `<out>/results.csv` and PNG figures. Scenarios are compared with the
+and writes `<out>/README.md`, `<out>/results.csv` and PNG figures, all into a folder beside `<out>` that replaces
+it once complete (so a killed report leaves the old one whole). A damaged folder of results is skipped, named in one
+line (exit status 1), and the report says it is partial. Scenarios are compared with the
 published study (`published_results.csv`, copied from the study's report) and with the baselines of
 the same dataset, all scored on the same probe split. This module only renders: the numbers come from
 `contrastlab.study.results`, the pictures from `contrastlab.study.figures`.
@@ -13,11 +15,18 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import shutil
 import statistics
+import sys
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
-from contrastlab.infra.files import write_csv, write_text
+from contrastlab.infra.errors import FileError
+from contrastlab.infra.files import one_line, write_csv, write_text
+from contrastlab.infra.stage import alive, run_stage
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.study import figures, verdict
 from contrastlab.study.stats import Comparison, seeds_needed
@@ -735,9 +744,48 @@ def verdict_section(ledger: Ledger, groups: list[Group], out: Path) -> tuple[lis
     return text, said
 
 
-def write_report(results: Path, out: Path) -> list[str]:
-    """Write the report into `out`; return the verdict's sentences."""
-    every_scenario, every_baseline = load(results)
+def check_replaceable(out: Path) -> None:
+    """Refuse an `out` holding anything but what a report makes (README.md, CSVs and PNGs), as the new report
+    replaces the whole folder: `--out .` or `--out src` must never delete what they hold."""
+    if not out.exists():
+        return
+    foreign = sorted(path.name for path in out.iterdir() if path.is_dir() or (
+        path.suffix not in (".csv", ".png") and path.name != "README.md")) if out.is_dir() else [out.name]
+    if foreign:
+        raise FileError(f"{out} holds what the report does not make ({', '.join(foreign[:5])}): name a new folder "
+                        "or the report's own with --out")
+
+
+@contextmanager
+def staged(out: Path) -> Iterator[Path]:
+    """A new folder beside `out` to write the report into, which replaces `out` once the block succeeds and is
+    removed if it fails, so the report is never part old, part new. The swap is two renames within one folder: a
+    kill between them leaves no `out` but the old report whole beside it, at `.<out>.old-<pid>`."""
+    check_replaceable(out)
+    staging, old = (out.absolute().with_name(f".{out.name}.{kind}-{os.getpid()}") for kind in ("partial", "old"))
+    for left in staging.parent.glob(f".{out.name}.*-*"):  # what a report killed before left (SIGKILL runs no finally)
+        kind, _, pid = left.name.rpartition("-")
+        if kind in (f".{out.name}.partial", f".{out.name}.old") and pid.isdigit() and (
+                left == staging or not alive(int(pid))):
+            shutil.rmtree(left, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        yield staging
+        if out.exists():
+            out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        raise FileError(f"the report was not written into {out}: {one_line(err, 300)}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_report(results: Path, out: Path, refused: list[str] | None = None) -> list[str]:
+    """Write the report into `out` (`staged`); return the verdict's sentences. A folder of `results` that cannot be
+    read is left out, named in a line added to `refused`, and the report says it is partial; without that list
+    to say so in, it is an error (`load`)."""
+    every_scenario, every_baseline = load(results, refused)
     validation = {key: g for key, g in every_scenario.items() if g.param("split.validation_per_class")}
     scenarios = {key: g for key, g in every_scenario.items() if key not in validation}  # probed on the test set
     validation_baselines = {key: g for key, g in every_baseline.items() if g.param("split.validation_per_class")}
@@ -748,67 +796,79 @@ def write_report(results: Path, out: Path) -> list[str]:
     main = {key: g for key, g in scenarios.items() if is_main_scenario(g)}
     if not main:
         raise SystemExit(f"error: no finished scenario of the study's 12 in {results}; run `make study` first")
-    out.mkdir(parents=True, exist_ok=True)
-    ledger = Ledger()
-    body = [
-        "## The study's 12 scenarios", "",
-        "Probe scores are mean ± the 95% confidence interval's half-width over seeds on the test set's stratified "
-        "80/20 split (the study's protocol); `study` is the published number; Δ = ours - study; `reproduces` is yes "
-        f"where |Δ| <= {study_repeat_spread()[1]:.3f}, the largest gap between the study's own two runs of identical "
-        "settings (study_repeats.csv).", "",
-        *table(main, baselines),
-        "",
-        "## Findings",
-        "",
-        "Each dataset's list is one family of tests (Holm-corrected together; the glossary says how). The loss pairs "
-        "are fixed before the runs; the best scenario and its runner-up are picked by their means first, so their "
-        "test overstates the evidence somewhat.",
-        "",
-        *findings(ledger, main, baselines),
-        *recipe_section(ledger, {**main, **beyond}, baselines),
-        *precision_section(ledger, main, precision),
-        "## Figures",
-        "",
-        *figures_section(main, baselines, out),
-        *beyond_section(ledger, beyond, main, baselines, out),
-        *representations_section(ledger, {**main, **beyond}, tested_baselines, out),
-        *classical_section(tested_baselines),
-        "## Time",
-        "",
-        *timing(main, {**beyond, **precision, **validation}, every_baseline),
-        "",
-    ]
-    appendix = validation_section(ledger, {**validation, **validation_baselines}, {**main, **beyond})
-    on_test = [*scenarios.values(), *tested_baselines.values()]
-    first_screen, said = verdict_section(ledger, on_test, out)
-    leaders = {id(g) for g in verdict.leaders(on_test)}
-    write_csv(out / "results.csv", RESULT_COLUMNS, ([row[c] for c in RESULT_COLUMNS] for row in
-                                                    (result_row(g, id(g) in leaders) for g in on_test)))
-    write_csv(out / "comparisons.csv", Ledger.COLUMNS, ([row[c] for c in Ledger.COLUMNS] for row in ledger.rows))
-    runs = sum(len(g.runs) for g in [*every_scenario.values(), *every_baseline.values()])
-    text = [
-        "# Study report",
-        "",
-        f"Generated by `python -m contrastlab.study.report --results {results} --out {out}` from the {runs} runs "
-        f"kept in {results}.",
-        "",
-        *first_screen,
-        *body,
-        *(["## Appendix: recipe selection on the held-out validation split", "", *appendix[2:]] if appendix else []),
-    ]
-    write_text(out / "README.md", "\n".join(text) + "\n")
+    with staged(out) as folder:
+        ledger = Ledger()
+        body = [
+            "## The study's 12 scenarios", "",
+            "Probe scores are mean ± the 95% confidence interval's half-width over seeds on the test set's "
+            "stratified 80/20 split (the study's protocol); `study` is the published number; Δ = ours - study; "
+            f"`reproduces` is yes where |Δ| <= {study_repeat_spread()[1]:.3f}, the largest gap between the study's own "
+            "two runs of identical settings (study_repeats.csv).", "",
+            *table(main, baselines),
+            "",
+            "## Findings",
+            "",
+            "Each dataset's list is one family of tests (Holm-corrected together; the glossary says how). The loss "
+            "pairs are fixed before the runs; the best scenario and its runner-up are picked by their means first, so "
+            "their test overstates the evidence somewhat.",
+            "",
+            *findings(ledger, main, baselines),
+            *recipe_section(ledger, {**main, **beyond}, baselines),
+            *precision_section(ledger, main, precision),
+            "## Figures",
+            "",
+            *figures_section(main, baselines, folder),
+            *beyond_section(ledger, beyond, main, baselines, folder),
+            *representations_section(ledger, {**main, **beyond}, tested_baselines, folder),
+            *classical_section(tested_baselines),
+            "## Time",
+            "",
+            *timing(main, {**beyond, **precision, **validation}, every_baseline),
+            "",
+        ]
+        appendix = validation_section(ledger, {**validation, **validation_baselines}, {**main, **beyond})
+        on_test = [*scenarios.values(), *tested_baselines.values()]
+        first_screen, said = verdict_section(ledger, on_test, folder)
+        leaders = {id(g) for g in verdict.leaders(on_test)}
+        write_csv(folder / "results.csv", RESULT_COLUMNS, ([row[c] for c in RESULT_COLUMNS] for row in
+                                                           (result_row(g, id(g) in leaders) for g in on_test)))
+        write_csv(folder / "comparisons.csv", Ledger.COLUMNS,
+                  ([row[c] for c in Ledger.COLUMNS] for row in ledger.rows))
+        runs = sum(len(g.runs) for g in [*every_scenario.values(), *every_baseline.values()])
+        text = [
+            "# Study report",
+            "",
+            f"Generated by `python -m contrastlab.study.report --results {results} --out {out}` from the {runs} runs "
+            f"kept in {results}.",
+            "",
+            *([f"**Partial data:** every number here leaves out {len(refused)} folder{'s' * (len(refused) > 1)} of "
+               f"{results} that could not be read:", "", *(f"- {line}" for line in refused), ""] if refused else []),
+            *first_screen,
+            *body,
+            *(["## Appendix: recipe selection on the held-out validation split", "", *appendix[2:]]
+              if appendix else []),
+        ]
+        write_text(folder / "README.md", "\n".join(text) + "\n")
     return said
 
 
 VERDICT_START, VERDICT_END = "<!-- verdict: generated by make report -->", "<!-- /verdict -->"
 
 
-def show_verdict(readme: Path, said: list[str], out: Path) -> None:
-    """Replace what `readme` holds between the verdict's markers with the sentences and the summary figure."""
-    text = readme.read_text()
+def marked(readme: Path) -> str:
+    """The text of `readme`, refused unless it holds the verdict's markers (`main` checks before writing anything)."""
+    try:
+        text = readme.read_text()
+    except OSError as err:
+        raise SystemExit(f"error: cannot read {readme}: {err.strerror or err}") from None
     if VERDICT_START not in text or VERDICT_END not in text:
         raise SystemExit(f"error: {readme} has no lines {VERDICT_START} and {VERDICT_END} to put the verdict between")
-    head, rest = text.split(VERDICT_START, 1)
+    return text
+
+
+def show_verdict(readme: Path, said: list[str], out: Path) -> None:
+    """Replace what `readme` holds between the verdict's markers with the sentences and the summary figure."""
+    head, rest = marked(readme).split(VERDICT_START, 1)
     figure = (out / "summary.png").as_posix()
     block = "\n".join([VERDICT_START, "", f"![top-1 against training CPU-minutes]({figure})", "",
                        *(f"- {sentence}" for sentence in said), "", VERDICT_END])
@@ -822,11 +882,20 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, help="also put the verdict's sentences into this file, between "
                         f"the lines {VERDICT_START} and {VERDICT_END}")
     args = parser.parse_args()
-    said = write_report(args.results, args.out)
     if args.readme:
-        show_verdict(args.readme, said, args.out)
+        marked(args.readme)  # a README the verdict cannot go into stops the report before it is written
+    refused: list[str] = []
+    said = write_report(args.results, args.out, refused)
+    for line in refused:
+        print(f"warning: skipped {line}", file=sys.stderr)
+    if args.readme:  # last, and in one write: the report it points to is complete
+        partial = [f"Partial data: {len(refused)} folder{'s' * (len(refused) > 1)} of {args.results} could not be "
+                   f"read ({args.out / 'README.md'} names {'them' if len(refused) > 1 else 'it'})."] if refused else []
+        show_verdict(args.readme, [*said, *partial], args.out)
     print(f"report -> {args.out / 'README.md'}")
+    if refused:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

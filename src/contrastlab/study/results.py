@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import functools
 import json
+import math
 import re
 import statistics
 from collections import defaultdict
@@ -19,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterable
 
+from contrastlab.infra.errors import DataError
+from contrastlab.infra.files import one_line
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.methods.losses import LOSSES
@@ -181,17 +184,151 @@ def study_repeat_spread() -> tuple[float, float]:
     return min(gaps), max(gaps)
 
 
-def read_runs(results: Path) -> list[dict]:
-    """Every complete run folder: its study.json, probe.json and, for a scenario, train.json."""
-    runs = []
-    for folder in results.iterdir():
-        if folder.is_dir() and not folder.name.endswith(".partial") and (folder / "study.json").exists():
-            run = {"folder": folder, "study": json.loads((folder / "study.json").read_text()),
-                   "probe": json.loads((folder / "probe.json").read_text())}
-            if (folder / "train.json").exists():
-                run["train"] = json.loads((folder / "train.json").read_text())
-            runs.append(run)
-    return runs
+class DamagedRun(ValueError):
+    """A run folder that cannot be read as a result; the message says what is wrong with it, in one line."""
+
+
+WHAT = {float: "a finite number", int: "a whole number", str: "text", dict: "an object"}
+# What the report and the importer read from a run's JSON files, as `WHAT`'s types ("?": may be missing, as older
+# folders lack what later runs record; {str: float}: an object of finite numbers).
+FIELDS = {
+    "study.json": {"dataset": str, "seed": int, "finished": str, "variant?": str, "recipe?": str, "wall_s?": float,
+                   "machine?": str, "params?": dict, "overrides?": dict},
+    "probe.json": {"top1": float, "top3": float, "knn": float, "per_class?": {str: float},
+                   "shifted_top1?": {str: float}},
+    "train.json": {"train_time_s": float, "epochs?": int, "final_loss?": float, "images_per_s?": float},
+    "examples.json": {"false_negative_rate": float},
+}
+KINDS = {"scenario": {"loss": str, "aug": str}, "baseline": {"baseline": str}}  # study.json's fields of each kind
+CLASS = "class"  # a CSV column holding one of the dataset's class labels
+# The CSVs a scenario's folder keeps, their columns as `WHAT`'s types or CLASS; train_loss.csv only the importer
+# needs (the report's hand-made folders lack it).
+TABLES = {"train_loss.csv": {"loss": float}, "tsne.csv": {"x": float, "y": float, "class": CLASS},
+          "confusion.csv": {"actual": CLASS, "predicted": CLASS}}
+
+
+def finite(value: object) -> bool:
+    """A number as JSON and MLflow take one (not a bool, not text), neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_a(value: object, kind) -> bool:
+    """Whether `value` is what a kind of `FIELDS` says."""
+    if isinstance(kind, dict):
+        return isinstance(value, dict) and all(map(finite, value.values()))
+    return finite(value) if kind is float else isinstance(value, kind) and not isinstance(value, bool)
+
+
+def checked(data: object, fields: dict, file: str) -> dict:
+    """`data` as read from `file`, or DamagedRun naming the first field that is missing or not what `fields` say."""
+    if not isinstance(data, dict):
+        raise DamagedRun(f"{file} holds no JSON object")
+    for key, kind in fields.items():
+        name = key.rstrip("?")
+        if name not in data and key.endswith("?"):
+            continue
+        if name not in data:
+            raise DamagedRun(f"{file} has no {name}")
+        if not is_a(data[name], kind):
+            what = "an object of finite numbers" if isinstance(kind, dict) else WHAT[kind]
+            raise DamagedRun(f"{file}: {name} is {one_line(repr(data[name]), 40)}, not {what}")
+    return data
+
+
+def read_json(folder: Path, file: str) -> dict:
+    """A run's JSON file, checked against `FIELDS`."""
+    try:
+        data = json.loads((folder / file).read_text())
+    except FileNotFoundError:
+        raise DamagedRun(f"no {file}") from None
+    except OSError as err:
+        raise DamagedRun(f"{file} is unreadable ({one_line(err, 120)})") from None
+    except ValueError as err:  # truncated, or not UTF-8
+        raise DamagedRun(f"{file} is not valid JSON ({one_line(err, 120)})") from None
+    return checked(data, FIELDS[file], file)
+
+
+def cell(text: str | None, kind, classes: dict[str, int], dataset: str) -> float | int:
+    """One CSV cell as `kind` (a CLASS: the label's index among the dataset's classes)."""
+    if text is None:
+        raise DamagedRun("is missing")
+    if kind is CLASS:
+        if text not in classes:
+            raise DamagedRun(f"{one_line(repr(text), 40)} is not one of {dataset}'s classes")
+        return classes[text]
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DamagedRun(f"is {one_line(repr(text), 40)}, not a finite number")
+    return value
+
+
+def read_table(path: Path, dataset: str) -> dict[str, list]:
+    """One of `TABLES`: column -> its cells (`cell`), or DamagedRun naming the first that is not what it must be."""
+    classes = {name: i for i, name in enumerate(DATASETS[dataset].classes)}
+    columns = TABLES[path.name]
+    table: dict[str, list] = {column: [] for column in columns}
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                for column, kind in columns.items():
+                    try:
+                        table[column].append(cell(row.get(column), kind, classes, dataset))
+                    except DamagedRun as err:
+                        raise DamagedRun(f"{path.name} line {reader.line_num}: {column} {err}") from None
+    except FileNotFoundError:
+        raise DamagedRun(f"no {path.name}") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DamagedRun(f"{path.name} is unreadable ({one_line(err, 120)})") from None
+    return table
+
+
+def read_run(folder: Path) -> dict:
+    """A run folder, checked whole before the report or the importer uses any of it (so that neither stops half way
+    on a bad value, nor prints one): {"folder", "study", "probe"} and for a scenario "train", "examples" (when it kept
+    one) and "tables" (`TABLES` as `read_table` reads them). DamagedRun says what is wrong, in one line."""
+    study = read_json(folder, "study.json")
+    kind = "baseline" if "baseline" in study else "scenario"
+    checked(study, KINDS[kind], "study.json")
+    if study["dataset"] not in DATASETS:
+        raise DamagedRun(f"study.json: dataset {one_line(repr(study['dataset']), 40)} is not one of "
+                         f"{', '.join(DATASETS)}")
+    run = {"folder": folder, "study": study, "probe": read_json(folder, "probe.json")}
+    if kind == "scenario":
+        run["train"] = read_json(folder, "train.json")
+        if (folder / "examples.json").exists():  # the earliest runs kept none
+            run["examples"] = read_json(folder, "examples.json")
+        run["tables"] = {name: read_table(folder / name, study["dataset"]) for name in TABLES
+                         if name != "train_loss.csv" or (folder / name).exists()}
+    return run
+
+
+def read_runs(results: Path) -> tuple[list[dict], list[str]]:
+    """(every complete run folder `read_run` accepts; "<folder>: <what is wrong>" for each other one, by name). A
+    folder still being written is refused, and so is a second folder of one group's seed (a copy under another
+    name would count twice): the folder named as its study.json says is kept."""
+    if not results.is_dir():
+        raise DataError(f"no results folder {results} (run the study first, or name its folder with --results)")
+    runs, refused = [], []
+    for folder in sorted(path for path in results.iterdir() if path.is_dir()):
+        try:
+            if folder.name.endswith(".partial"):
+                raise DamagedRun("a run still being written (or interrupted while written)")
+            runs.append(read_run(folder))
+        except DamagedRun as err:
+            refused.append(f"{folder}: {err}")
+    kept: dict[tuple, dict] = {}
+    for run in sorted(runs, key=lambda run: (run["folder"].name != run["study"].get("name"), run["folder"].name)):
+        group, seed = group_name(run["study"]), run["study"]["seed"]
+        if (group, seed) in kept:
+            refused.append(f"{run['folder']}: seed {seed} of {group} again (already read from "
+                           f"{kept[group, seed]['folder'].name})")
+        kept.setdefault((group, seed), run)
+    chosen = {id(run) for run in kept.values()}
+    return [run for run in runs if id(run) in chosen], sorted(refused)
 
 
 def group_name(study: dict) -> str:
@@ -200,12 +337,18 @@ def group_name(study: dict) -> str:
     return kind(**{f.name: study[f.name] for f in dataclasses.fields(kind) if f.name in study}).group
 
 
-def load(results: Path) -> tuple[dict[str, Group], dict[str, Group]]:
+def load(results: Path, refused: list[str] | None = None) -> tuple[dict[str, Group], dict[str, Group]]:
     """Scenario groups and baseline groups keyed by `group_name`, in the order of the study: by seed,
-    then by when each run finished."""
+    then by when each run finished. A folder `read_runs` refuses is left out and named in a line added to
+    `refused`; without that list to say so in, it is an error: partial data never passes for the whole."""
+    runs, lines = read_runs(results)
+    if lines and refused is None:
+        raise DataError(lines[0] + (f" (and {len(lines) - 1} more folders)" if len(lines) > 1 else ""))
+    if lines:
+        refused.extend(lines)
     scenarios: dict[str, Group] = {}
     baselines: dict[str, Group] = {}
-    for run in sorted(read_runs(results), key=lambda run: (run["study"]["seed"], run["study"]["finished"])):
+    for run in sorted(runs, key=lambda run: (run["study"]["seed"], run["study"]["finished"])):
         groups = baselines if "baseline" in run["study"] else scenarios
         groups.setdefault(group_name(run["study"]), Group()).runs.append(run)
     return scenarios, baselines
