@@ -240,6 +240,7 @@ def results_lock(results: Path) -> Iterator[None]:
     study on the same folder stops in one line naming the first, rather than train the same runs beside it and
     race it for their folders. A flock, so a study that died (even of SIGKILL) holds it no more; the `.partial`
     folders such a study left half-written are then removed, as nobody else writes there."""
+    made = not results.exists()
     results.mkdir(parents=True, exist_ok=True)
     path = results / LOCK
     with _locked(path) as lock:
@@ -252,6 +253,8 @@ def results_lock(results: Path) -> Iterator[None]:
             yield
         finally:
             path.unlink(missing_ok=True)  # while still held: a study that opened it meanwhile sees it gone (_locked)
+            if made and not any(results.iterdir()):  # a study stopped before its first run leaves no empty folder
+                results.rmdir()
 
 
 def run_child(cmd: list[str], cwd: Path, env: dict | None = None, output=None) -> None:
