@@ -248,6 +248,19 @@ def test_only_the_named_baselines_run_for_each_setting_of_the_grid_and_no_scenar
     assert all(run.is_baseline for run in runs)
 
 
+def test_without_baselines_only_the_scenarios_run_seed_by_seed():
+    raw = with_grid({"dataset": ["mnist"], "loss": ["triplet", "pairwise"], "aug": ["simclr"]})
+    runs = plan(raw, seeds=2, grid_name="test", with_baselines=False)
+    assert [run.name for run in runs] == ["mnist-triplet-simclr-s0", "mnist-pairwise-simclr-s0",
+                                          "mnist-triplet-simclr-s1", "mnist-pairwise-simclr-s1"]
+
+
+def test_the_study_command_refuses_baselines_and_no_baselines_together_in_one_line():
+    done = subprocess.run([sys.executable, "-m", "contrastlab.study", "--no-baselines", "--baselines", "raw_pixels"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "not allowed with argument --no-baselines" in done.stderr.splitlines()[-1]
+
+
 def test_the_study_command_refuses_an_unknown_baseline_in_one_line():
     done = subprocess.run([sys.executable, "-m", "contrastlab.study", "--baselines", "pixelz"], capture_output=True,
                           text=True)

@@ -52,9 +52,12 @@ def main() -> None:
                         help="seeds per scenario (default: study.seeds in params.yaml)")
     parser.add_argument("--grid", default="main", help="which of study.grids to run (default: main)")
     parser.add_argument("--recipe", default="protocol", help="which of study.recipes to train with")
-    parser.add_argument("--baselines", nargs="+", metavar="NAME", type=baseline_name,
-                        help="run only these baselines (names of the baseline registry) for the grid's datasets and "
-                             "settings, no scenario: e.g. the classical ones")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--baselines", nargs="+", metavar="NAME", type=baseline_name,
+                       help="run only these baselines (names of the baseline registry) for the grid's datasets and "
+                            "settings, no scenario: e.g. the classical ones")
+    which.add_argument("--no-baselines", action="store_true",
+                       help="run only the grid's scenarios, none of the baselines they are compared with")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=fixed_value,
                         help="also set this param (as `dvc exp run -S` takes it) for every run of the grid, e.g. "
                              "--set probe.features=backbone; named in the runs' names; repeatable")
@@ -70,7 +73,7 @@ def main() -> None:
     raw = params_module.read(root / "params.yaml")  # what every experiment of the study starts from
     study = params_module.validate(raw, ("study",))["study"]
     seeds = study["seeds"] if args.seeds is None else args.seeds
-    runs = plan(raw, seeds, args.grid, args.recipe, dict(args.set), args.baselines)
+    runs = plan(raw, seeds, args.grid, args.recipe, dict(args.set), args.baselines, not args.no_baselines)
     with results_lock(args.results):
         if args.workers or args.scheduler or args.cluster:
             cluster = Cluster(args.workers, args.threads, args.scheduler, args.cluster, args.jobs)

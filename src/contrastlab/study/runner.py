@@ -116,10 +116,11 @@ def variant(point: dict, defaults: dict) -> str:
 
 
 def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol", fixed: dict | None = None,
-         only_baselines: list[str] | None = None) -> list[Run]:
+         only_baselines: list[str] | None = None, with_baselines: bool = True) -> list[Run]:
     """For seeds 0..seeds-1, seed by seed: the baselines the grid's scenarios compare with (first: they train
     little and every comparison needs them), then every point of the grid; all validated up front.
-    `only_baselines`: just these baselines (names of BASELINES) for the grid's settings, and no scenario."""
+    `only_baselines`: just these baselines (names of BASELINES) for the grid's settings, and no scenario.
+    `with_baselines=False`: the scenarios alone (their baselines exist, or cost more than the answer needs)."""
     study = raw["study"]
     for kind, name, known in (("grid", grid_name, study["grids"]), ("recipe", recipe, study["recipes"])):
         if name not in known:
@@ -154,7 +155,8 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
             settings.setdefault(json.dumps(setting, sort_keys=True), setting)
         for overrides in settings.values():
             used = params_module.validate(with_values(raw, overrides), params_module.BASELINE)
-            for kind in study["baselines"] if only_baselines is None else only_baselines:
+            kinds = study["baselines"] if only_baselines is None else only_baselines
+            for kind in kinds if with_baselines else []:
                 identity = BaselineRun(overrides["dataset"], kind, seed, variant=variant(overrides, raw))
                 runs.append(Run(identity, overrides, used))
         runs += scenarios if only_baselines is None else []
