@@ -262,13 +262,36 @@ def test_hard_negatives_without_triplets_are_refused_by_every_stage_that_reads_b
 
 
 def test_random_negatives_with_two_view_losses_name_every_such_loss():
-    two_view = sorted(name for name, loss in LOSSES.items() if loss.examples == "views")
+    two_view = [name for name, loss in LOSSES.items() if loss.examples == "views"]
     raw = with_value("pairs.negatives", "random")
     raw["loss"] = two_view[0]
     with pytest.raises(ParamError, match=rf"two-view losses \({', '.join(two_view)}\)"):
         validate(raw, ("loss", "pairs.negatives"))
     raw["loss"] = "triplet"
     assert validate(raw, ("loss", "pairs.negatives"))["pairs"]["negatives"] == "random"
+
+
+def test_small_crops_need_a_two_view_loss_and_an_encoder_of_any_input_size():
+    raw = with_value("train.small_crops", 4)
+    raw["loss"] = "triplet"
+    with pytest.raises(ParamError, match=r"train.small_crops=4 adds views for two-view losses \(ntxent, .*\); "
+                                         "loss=triplet trains on triplets: set train.small_crops: 0 or a two-view loss"):
+        validate(raw, SCENARIO)
+    raw["loss"] = "ntxent"
+    with pytest.raises(ParamError, match="model.arch=study reads a map of one size: use vgg_small, airbench"):
+        validate(raw, SCENARIO)
+    raw["model"]["arch"] = "airbench"
+    assert validate(raw, SCENARIO)["train"]["small_crops"] == 4
+
+
+def test_vicreg_refuses_a_head_whose_embeddings_cannot_spread():
+    raw = with_value("loss", "vicreg")
+    with pytest.raises(ParamError) as err:
+        validate(raw, SCENARIO)
+    assert str(err.value) == ("params.yaml: loss=vicreg asks each embedding coordinate's std to reach 1, which "
+                              "train.head=sigmoid embeddings cannot; set train.head: linear")
+    raw["train"]["head"] = "linear"
+    assert validate(raw, SCENARIO)["loss"] == "vicreg"
 
 
 def test_an_arch_with_a_fixed_embedding_size_refuses_another():

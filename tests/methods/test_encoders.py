@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from contrastlab.infra.errors import FileError
-from contrastlab.methods.encoders import (ARCHS, StridedConv2x2, _MatmulBackwardConv, load_encoder, make_encoder,
-                                          save_encoder, weights_digest)
+from contrastlab.methods.encoders import (ARCHS, PatchWhitening, StridedConv2x2, _MatmulBackwardConv, load_encoder,
+                                          make_encoder, save_encoder, weights_digest)
 from contrastlab.pipeline.embed import embed_images
 
 
@@ -126,7 +126,7 @@ def test_in_place_activations_give_the_gradients_of_out_of_place_ones(arch):
         for m in activations:
             m.inplace = inplace
         encoder(torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))).pow(2).sum().backward()
-        return [p.grad for p in encoder.parameters()]
+        return [p.grad for p in encoder.parameters() if p.requires_grad]  # not the frozen patch whitening
 
     assert all(torch.equal(a, b) for a, b in zip(gradients_with(True), gradients_with(False)))
 
@@ -136,6 +136,30 @@ def test_vgg_small_parameter_count_by_hand():
     batchnorms = 2 * (32 + 64 + 128 + 256) + 2 * 256
     projection = 256 * 256 + 256 * 64 + 64  # Linear without bias (BatchNorm follows), Linear to the embedding
     assert parameters(make_encoder(1, arch="vgg_small", embedding_dim=64)) == convs + batchnorms + projection == 470816
+
+
+def test_airbench_parameter_count_by_hand():
+    whitening = 3 * 24 * 4 + 24  # 2x2 filters, 2 x 12 of them for 3 channels, and their (zero) bias
+    convs = 9 * (24 * 64 + 64 * 64 + 64 * 128 + 128 * 128 + 128 * 256 + 256 * 256)
+    batchnorms = 2 * 2 * (64 + 128 + 256) + 2 * 256
+    projection = 256 * 256 + 256 * 64 + 64
+    assert parameters(make_encoder(3, arch="airbench", embedding_dim=64)) == whitening + convs + batchnorms + projection
+
+
+def test_patch_whitening_gives_patches_of_unit_covariance_and_their_negatives():
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.randn(12, 12, generator=generator)  # correlated pixels and channels
+    patches = torch.randn(4000, 12, generator=generator) @ mixing * 10
+    images = F.fold(patches.reshape(1000, 4, 12).transpose(1, 2), (4, 4), 2, stride=2)  # 2x2 patches back to 4x4 images
+    layer = PatchWhitening(3)
+    layer.fit(images)
+    out = layer(images)  # every 2x2 window, as fitted
+    first, second = out[:, :12], out[:, 12:]
+    assert torch.equal(second, -first)
+    whitened = first.permute(0, 2, 3, 1).reshape(-1, 12).double()
+    covariance = torch.cov(whitened.T)
+    assert torch.allclose(covariance, torch.eye(12, dtype=torch.float64), atol=1e-3)
+    assert not layer.weight.requires_grad and not layer.bias.requires_grad
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

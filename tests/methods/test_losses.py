@@ -107,7 +107,33 @@ def test_without_a_semi_hard_candidate_the_farthest_other_class_is_taken():
     assert chosen.tolist() == [[5.0]]  # 9.0 is farther but of the anchor's own class
 
 
+def test_vicreg_is_bardes_computed_by_hand():
+    first = torch.tensor([[0.0, 0.0], [2.0, 2.0]])   # each coordinate's variance 2 (std above 1: no hinge),
+    second = torch.tensor([[0.0, 2.0], [2.0, 0.0]])  # covariance +2 in the first view, -2 in the second
+    invariance = (0 + 4 + 0 + 4) / 4
+    covariance = (2**2 + 2**2) / 2  # squared off-diagonal entries over D, per view
+    loss = LOSSES["vicreg"].fn([first, second], torch.ones(2))
+    assert loss.item() == pytest.approx(25 * invariance + 25 * 0 + 1 * (covariance + covariance))
+
+
+def test_vicregs_variance_term_is_the_mean_hinge_on_each_coordinates_std():
+    first = torch.tensor([[0.0, 0.0], [1.0, 1.0]])  # variance 0.5: std below 1
+    second = torch.tensor([[0.0, 0.0], [4.0, 4.0]])  # variance 8: no hinge
+    only_variance = LossOptions(invariance=0.0, variance=1.0, covariance=0.0)
+    loss = LOSSES["vicreg"].fn([first, second], torch.ones(2), options=only_variance)
+    assert loss.item() == pytest.approx((1 - math.sqrt(0.5 + 1e-4)) / 2)
+
+
+def test_barlow_twins_is_zbontar_computed_by_hand():
+    first = torch.tensor([[0.0, 0.0], [2.0, 2.0]])   # standardised over the batch: both coordinates -1, +1
+    second = torch.tensor([[0.0, 2.0], [2.0, 0.0]])  # -1, +1 and +1, -1: cross-correlation [[1, -1], [1, -1]]
+    on_diagonal, off_diagonal = (1 - 1) ** 2 + (1 - -1) ** 2, 1**2 + 1**2
+    loss = LOSSES["barlow_twins"].fn([first, second], torch.ones(2), options=LossOptions(redundancy=0.5))
+    assert loss.item() == pytest.approx(on_diagonal + 0.5 * off_diagonal, rel=1e-4)  # batch_norm's eps
+
+
 def test_protocol_defaults_per_loss():
     assert (LOSSES["pairwise"].lr, LOSSES["pairwise"].epochs, LOSSES["pairwise"].examples) == (0.05, 5, "pairs")
     assert (LOSSES["triplet"].lr, LOSSES["triplet"].epochs, LOSSES["triplet"].examples) == (0.15, 10, "triplets")
-    assert [LOSSES[name].examples for name in ("contrastive", "ntxent", "supcon")] == ["pairs", "views", "views"]
+    assert [LOSSES[name].examples for name in ("contrastive", "ntxent", "supcon", "vicreg", "barlow_twins")] == [
+        "pairs", "views", "views", "views", "views"]

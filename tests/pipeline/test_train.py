@@ -24,11 +24,11 @@ CPU = torch.device("cpu")
 QUICK = dict(loss="triplet", aug="simclr", seed=0, epochs=2, lr=0.1, batch_size=16)
 
 
-def run(negatives="label_aware", checkpoint=None, **settings):
+def run(negatives="label_aware", checkpoint=None, images=IMAGES, **settings):
     """Train on the tiny images with QUICK's settings changed by `settings` (fields of TrainConfig)."""
     config = TrainConfig(**{**QUICK, **settings})
     examples = build(LABELS, LOSSES[config.loss].examples, 8, seed=0, negatives=negatives)
-    return train(IMAGES, examples, config, device=CPU, progress=False, checkpoint=checkpoint)
+    return train(images, examples, config, device=CPU, progress=False, checkpoint=checkpoint)
 
 
 def weights(result):
@@ -59,9 +59,10 @@ def test_skipping_the_nan_fill_of_new_tensors_leaves_the_weights_unchanged(monke
 
 
 @pytest.mark.parametrize("loss, examples, members", [
-    ("pairwise", 160, 2), ("triplet", 80, 3), ("contrastive", 160, 2), ("ntxent", 80, 2), ("supcon", 80, 2)])
+    ("pairwise", 160, 2), ("triplet", 80, 3), ("contrastive", 160, 2), ("ntxent", 80, 2), ("supcon", 80, 2),
+    ("vicreg", 80, 2), ("barlow_twins", 80, 2)])
 def test_training_records_losses_and_throughput(loss, examples, members):
-    result = run(loss=loss, epochs=3)
+    result = run(loss=loss, epochs=3, head="linear" if loss == "vicreg" else "sigmoid")
     assert len(result.epoch_losses) == 3 and all(np.isfinite(result.epoch_losses))
     assert result.images_seen == 3 * examples * members
     assert result.images_per_s > 0
@@ -152,6 +153,40 @@ def test_hard_negatives_change_training_and_still_learn():
     hard, label_aware = run(aug="none", epochs=8, negatives="hard"), run(aug="none", epochs=8)
     assert hard.epoch_losses[-1] < hard.epoch_losses[0]
     assert not torch.equal(weights(hard), weights(label_aware))
+
+
+@pytest.mark.parametrize("loss, head", [("vicreg", "linear"), ("barlow_twins", "linear"), ("ntxent", "l2")])
+def test_label_free_losses_learn_on_the_tiny_images(loss, head):
+    result = run(loss=loss, head=head, aug="none", epochs=8, arch="vgg_small", embedding_dim=64, optimizer="adamw",
+                 lr=0.003)
+    assert result.epoch_losses[-1] < result.epoch_losses[0]
+
+
+def test_small_crops_are_more_views_each_against_both_full_views(monkeypatch):
+    shapes, pairs = [], []
+    real_multi_crop = contrastlab.pipeline.train.multi_crop
+
+    def recording(loss_fn, full, small, *args):
+        shapes.append([tuple(x.shape) for x in small])
+        pairs.append(1 + 2 * len(small))
+        return real_multi_crop(loss_fn, full, small, *args)
+
+    monkeypatch.setattr(contrastlab.pipeline.train, "multi_crop", recording)
+    crops = dict(loss="ntxent", head="l2", arch="vgg_small", epochs=1)
+    result = run(**crops, small_crops=3, small_crop_size=12)
+    assert result.images_seen == 80 * (2 + 3)
+    assert shapes[0] == [(16, 32)] * 3 and pairs[0] == 7  # 3 crops of the 16 images, each embedded to 32 numbers
+    assert not torch.equal(weights(result), weights(run(**crops)))
+
+
+def test_the_airbench_encoder_trains_from_whitening_set_by_the_training_images():
+    recipe = dict(loss="vicreg", head="linear", arch="airbench", embedding_dim=64, epochs=1, small_crops=2,
+                  optimizer="adamw", lr=0.003)
+    result = run(**recipe)
+    whitening = result.encoder.backbone[0]
+    assert np.isfinite(result.epoch_losses).all() and not whitening.weight.requires_grad
+    brighter = run(**recipe, images=IMAGES // 2)
+    assert not torch.equal(whitening.weight, brighter.encoder.backbone[0].weight)  # set from the images trained on
 
 
 def test_l2_head_gives_unit_embeddings():

@@ -165,6 +165,8 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 # split.validation_per_class) are checked against it where the data is read.
 MANY = 1_000_000  # sizes of batches and anchor sets, optimiser iterations
 MAX_EPOCHS = 10_000
+MAX_SMALL_CROPS = 64  # multi-crop's small crops per image (EMP-SSL uses 20 views)
+MIN_CROP = 8  # pixels: a smaller crop leaves the encoders' pooled maps empty
 NARROWEST_IMAGE = 28  # pixels: MNIST's width; a shift of the test images must leave some of every image; a patch must fit
 
 # section -> key -> rule (or a factory for rules that depend on the registries).
@@ -206,6 +208,12 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
         "warmup_epochs": int_at_least(0, most=MAX_EPOCHS),
         "margin": positive_number(),
         "temperature": positive_number(),
+        "invariance": number_at_least(0),
+        "variance": number_at_least(0),
+        "covariance": number_at_least(0),
+        "redundancy": number_at_least(0),
+        "small_crops": int_at_least(0, most=MAX_SMALL_CROPS),
+        "small_crop_size": int_at_least(MIN_CROP, most=NARROWEST_IMAGE),
         "checkpoint": boolean(),
     },
     "embed": {"batch_size": int_at_least(1, most=MANY), "shifts": int_list(NARROWEST_IMAGE - 1)},
@@ -248,6 +256,24 @@ def _negatives_fit_the_loss(p: dict) -> str | None:
     return None
 
 
+def _views_fit_the_loss(p: dict) -> str | None:
+    """Multi-crop's small crops for a loss without two views or an encoder of one input size, or VICReg's variance
+    hinge on embeddings that cannot spread (sigmoid's are in (0, 1), l2's unit-length: no coordinate's std reaches 1)."""
+    layouts = {name: loss.examples for name, loss in registry("loss").items()}
+    if p["train"]["small_crops"] and layouts[p["loss"]] != "views":
+        two_view = ", ".join(name for name, layout in layouts.items() if layout == "views")
+        return (f"train.small_crops={p['train']['small_crops']} adds views for two-view losses ({two_view}); "
+                f"loss={p['loss']} trains on {layouts[p['loss']]}: set train.small_crops: 0 or a two-view loss")
+    if p["train"]["small_crops"] and not registry("arch")[p["model"]["arch"]].any_size:
+        pooled = ", ".join(name for name, arch in registry("arch").items() if arch.any_size)
+        return (f"train.small_crops needs an encoder that embeds images of any size; model.arch={p['model']['arch']} "
+                f"reads a map of one size: use {pooled}")
+    if p["loss"] == "vicreg" and p["train"]["head"] != "linear":
+        return (f"loss=vicreg asks each embedding coordinate's std to reach 1, which train.head={p['train']['head']} "
+                "embeddings cannot; set train.head: linear")
+    return None
+
+
 def _arch_embeds_to_the_size(p: dict) -> str | None:
     """An arch with a fixed embedding size (the study's 32) cannot honour another `model.embedding_dim`."""
     arch, size = p["model"]["arch"], p["model"]["embedding_dim"]
@@ -270,6 +296,7 @@ def _warmup_ends_before_training(p: dict) -> str | None:
 # each check whose keys it reads; the study runs them all before it starts any scenario.
 COMBINATIONS: list[tuple[tuple[str, ...], Callable[[dict], str | None]]] = [
     (("loss", "pairs.negatives"), _negatives_fit_the_loss),
+    (("loss", "train.small_crops", "train.head", "model.arch"), _views_fit_the_loss),
     (("model.arch", "model.embedding_dim"), _arch_embeds_to_the_size),
     (("train.epochs", "train.warmup_epochs", "train.schedule"), _warmup_ends_before_training),
 ]

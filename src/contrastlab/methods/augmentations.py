@@ -149,9 +149,9 @@ def rotate_zoomed_out(x01: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x01, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def resized_crop_flip(x01: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Crop each image to its (top, left, height, width) box, resize it back to full size, and
-    mirror it left-right where `flip` is true: torchvision's resized_crop (bilinear) + hflip.
+def resized_crop_flip(x01: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int | None = None) -> torch.Tensor:
+    """Crop each image to its (top, left, height, width) box, resize it to `size` x `size` (None: back to full
+    size), and mirror it left-right where `flip` is true: torchvision's resized_crop (bilinear) + hflip.
 
     The crop is axis-aligned, so its sampling grid is built per axis. Positions are clamped to
     the box's pixel centres so that, like PIL and F.interpolate, a box's edge rows are repeated
@@ -159,18 +159,19 @@ def resized_crop_flip(x01: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor
     """
     batch, _, height, width = x01.shape
     top, left, crop_h, crop_w = boxes.to(device=x01.device, dtype=torch.float32).unbind(dim=1)
+    out_h, out_w = (height, width) if size is None else (size, size)
 
-    def source_centres(size: int, start: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-        # Output pixel i samples the box at start + (i + 0.5) * length / size - 0.5 (pixels).
-        steps = torch.arange(size, device=x01.device, dtype=torch.float32) + 0.5
-        position = start[:, None] + steps * (length / size)[:, None] - 0.5
+    def source_centres(out: int, size: int, start: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        # Output pixel i of `out` samples the box at start + (i + 0.5) * length / out - 0.5 (pixels of `size`).
+        steps = torch.arange(out, device=x01.device, dtype=torch.float32) + 0.5
+        position = start[:, None] + steps * (length / out)[:, None] - 0.5
         position = torch.minimum(torch.maximum(position, start[:, None]), (start + length - 1)[:, None])
         return (2 * position + 1) / size - 1
 
-    grid_x = source_centres(width, left, crop_w)
+    grid_x = source_centres(out_w, width, left, crop_w)
     grid_x = torch.where(flip.to(x01.device)[:, None], grid_x.flip(1), grid_x)
-    grid_y = source_centres(height, top, crop_h)
-    shape = (batch, height, width)
+    grid_y = source_centres(out_h, height, top, crop_h)
+    shape = (batch, out_h, out_w)
     grid = torch.stack((grid_x[:, None, :].expand(shape), grid_y[:, :, None].expand(shape)), dim=-1)
     return F.grid_sample(x01, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -341,17 +342,28 @@ def pad_rotate_scale(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 @register("simclr")
-def simclr(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def simclr(x: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = CROP_SCALE,
+           size: int | None = None) -> torch.Tensor:
     """SimCLR's view: RandomResizedCrop -> HorizontalFlip -> RandomApply(ColorJitter, 0.8) ->
-    RandomGrayscale(0.2) -> GaussianBlur(3, sigma in [0.1, 2])."""
+    RandomGrayscale(0.2) -> GaussianBlur(3, sigma in [0.1, 2]). The crop covers `scale` of the image's area and is
+    resized to `size` x `size` pixels (None: the image's own size)."""
     batch, _, height, width = x.shape
-    boxes = sample_crop_boxes(batch, height, width, generator)
+    boxes = sample_crop_boxes(batch, height, width, generator, scale=scale)
     flip = torch.rand(batch, generator=generator, device=x.device) < FLIP_P
-    views = resized_crop_flip(to_unit(x), boxes, flip)
+    views = resized_crop_flip(to_unit(x), boxes, flip, size)
     color_jitter_(views, sample_jitter_params(batch, generator))
     grayscale_(views, torch.rand(batch, generator=generator, device=x.device) < GRAYSCALE_P)
     # The blur's normalised kernel can overshoot 1 by a rounding error; the contract is [0, 1].
     return gaussian_blur3(views, sample_blur_sigma(batch, generator)).clamp_(0, 1)
+
+
+SMALL_CROP_SCALE = (0.05, 0.4)  # of the image's area: SwAV's small crops (0.05-0.14 on ImageNet), wider for 32 pixels
+
+
+def small_crops(x: torch.Tensor, generator: torch.Generator, count: int, size: int) -> torch.Tensor:
+    """Multi-crop's local views (Caron et al. 2020): `count` SimCLR views of small parts of each image at `size` x
+    `size` pixels, crop after crop: (count * B, C, size, size), the first B the first crop of every image."""
+    return simclr(x.repeat(count, 1, 1, 1), generator, scale=SMALL_CROP_SCALE, size=size)
 
 
 @register("shift_flip")

@@ -38,7 +38,7 @@ from contrastlab.methods.encoders import Encoder, make_encoder
 from contrastlab.pipeline.embed import embed_images
 from contrastlab.pipeline.examples import anchors_and_negatives
 from contrastlab.pipeline.preprocess import normalize, to_unit
-from contrastlab.pipeline.train import TrainConfig, descend, make_optimizer, make_schedule
+from contrastlab.pipeline.train import TrainConfig, descend, fit_whitening, make_optimizer, make_schedule
 
 Representation = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, C, H, W) -> features (N, width)
 
@@ -53,6 +53,7 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainCo
     shuffle_rng = torch.Generator().manual_seed(config.seed)
     augment, augment_rng = AUGMENTATIONS[config.aug], torch.Generator(device).manual_seed(config.seed + 1)
     encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)
+    fit_whitening(encoder, images.to(device), config.seed)
     model = nn.Sequential(encoder, nn.Linear(config.embedding_dim, int(labels.max()) + 1)).to(device)
     optimizer = make_optimizer(model.parameters(), config)
     schedule = make_schedule(optimizer, config, -(-len(images) // config.batch_size))
@@ -98,10 +99,13 @@ def raw_pixels(data: dict, p: dict, device: torch.device, progress: bool = True)
 
 
 def untrained(data: dict, p: dict) -> Encoder:
-    """The scenarios' encoder (`model`, the protocol's sigmoid head) as the seed initialises it, in eval mode."""
+    """The scenarios' encoder (`model`, the protocol's sigmoid head) as the seed initialises it (its patch whitening
+    set from the training images), in eval mode."""
     torch.manual_seed(p["seed"])
     channels = data["train_images"].shape[1]
-    return make_encoder(channels, arch=p["model"]["arch"], embedding_dim=p["model"]["embedding_dim"]).eval()
+    encoder = make_encoder(channels, arch=p["model"]["arch"], embedding_dim=p["model"]["embedding_dim"])
+    fit_whitening(encoder, torch.from_numpy(data["train_images"]), p["seed"])
+    return encoder.eval()
 
 
 @torch.no_grad()

@@ -5,6 +5,9 @@ the loss sees, ending in a head. The probe reads either the embedding or the bac
 - `vgg_small`: 3x3 convolutions with BatchNorm and max-pooling (widths 32-64-128-256), global average
   pooling to 256 features, and a SimCLR-style MLP projection (256 -> 256 -> `model.embedding_dim`):
   2.6x the study encoder's parameters, 5.4x its FLOP per CIFAR-10 image (what that costs: BENCHMARKS.md).
+- `airbench`: airbench94's design (Jordan 2024) at a width for two CPU cores: a frozen 2x2 patch-whitening
+  convolution set from training images alone (no labels), then three groups of two 3x3 convolutions with a
+  max-pool, BatchNorm and GELU (widths 64-128-256), global max-pooling to 256 features, the same MLP projection.
 
 Activations work in place (the layers before them do not need their outputs for the backward pass): one
 memory pass less per layer, the same numbers.
@@ -39,8 +42,10 @@ class L2Normalize(nn.Module):
 # The projection's last layer is linear; the head decides what is done with its outputs.
 # `sigmoid` (the protocol) squashes them into (0, 1): every embedding is non-negative, so the cosine
 # similarity of any two is >= 0 and a cosine loss with margin 0 can never push negatives apart.
-# `l2` keeps the projection and scales it to unit length instead.
-HEADS = {"sigmoid": lambda: [nn.Sigmoid(), nn.Flatten()], "l2": lambda: [nn.Flatten(), L2Normalize()]}
+# `l2` keeps the projection and scales it to unit length instead; `linear` keeps it as it is (VICReg's and Barlow
+# Twins' losses standardise or spread the coordinates themselves).
+HEADS = {"sigmoid": lambda: [nn.Sigmoid(), nn.Flatten()], "l2": lambda: [nn.Flatten(), L2Normalize()],
+         "linear": lambda: [nn.Flatten()]}
 
 
 class Encoder(nn.Module):
@@ -135,6 +140,13 @@ def conv_bn_relu(inputs: int, outputs: int) -> list[nn.Module]:
     return [nn.Conv2d(inputs, outputs, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU(inplace=True)]
 
 
+def mlp_projection(features: int, embedding_dim: int) -> list[nn.Module]:
+    """SimCLR's projection, its hidden layer as wide as the embedding where that is wider (VICReg's expander)."""
+    hidden = max(features, embedding_dim)
+    return [nn.Linear(features, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, embedding_dim)]
+
+
 def vgg_small(channels: int, embedding_dim: int) -> tuple[list[nn.Module], list[nn.Module]]:
     """3x3 convolutions at full resolution and after each of three 2x2 max-pools (about 0.46M parameters
     with a 32-d embedding); the MLP projection as in SimCLR, so the backbone's 256 features are the
@@ -143,19 +155,64 @@ def vgg_small(channels: int, embedding_dim: int) -> tuple[list[nn.Module], list[
     for width in (64, 128, 256):
         backbone += [nn.MaxPool2d(2), *conv_bn_relu(width // 2, width)]
     backbone += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-    projection = [nn.Linear(256, 256, bias=False), nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Linear(256, embedding_dim)]
-    return backbone, projection
+    return backbone, mlp_projection(256, embedding_dim)
+
+
+WHITENING_EPS = 5e-4  # added to the patch covariance's eigenvalues (airbench's), so near-constant directions stay finite
+WHITENING_IMAGES = 5000  # training images whose patches set the whitening: the statistics settle well before
+
+
+class PatchWhitening(nn.Conv2d):
+    """A k x k convolution whose filters whiten the images' k x k patches: the eigenvectors of their covariance over
+    the square root of the eigenvalues, each also negated (so a ReLU-like activation after it loses nothing). Set
+    from training images by `fit` (never from the images it is scored on); frozen, its bias included."""
+
+    def __init__(self, channels: int, size: int = 2):
+        super().__init__(channels, 2 * channels * size * size, kernel_size=size, bias=True)
+        self.weight.requires_grad_(False)
+        self.bias.requires_grad_(False)
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor) -> None:
+        """Set the filters from `images`, normalised (N, C, H, W) float training images."""
+        c, size = self.in_channels, self.kernel_size[0]
+        patches = F.unfold(images.double(), size).transpose(1, 2).reshape(-1, c * size * size)
+        patches = patches - patches.mean(dim=0)
+        eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        filters = (eigenvectors.T / (eigenvalues + WHITENING_EPS).sqrt()[:, None]).reshape(-1, c, size, size)
+        self.weight.copy_(torch.cat([filters, -filters]).float())
+        self.bias.zero_()
+
+
+def conv_group(inputs: int, outputs: int) -> list[nn.Module]:
+    """airbench's group: conv 3x3 -> max-pool 2 -> BatchNorm -> GELU -> conv 3x3 -> BatchNorm -> GELU."""
+    return [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(outputs), nn.GELU(),
+            nn.Conv2d(outputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.GELU()]
+
+
+def airbench(channels: int, embedding_dim: int) -> tuple[list[nn.Module], list[nn.Module]]:
+    """Patch whitening (2x2: 8 or 24 filters), then three conv groups (64, 128, 256); max-pooled to 256 features."""
+    whitening = PatchWhitening(channels)
+    backbone = [whitening, nn.GELU()]
+    inputs = whitening.out_channels
+    for width in (64, 128, 256):
+        backbone += conv_group(inputs, width)
+        inputs = width
+    backbone += [nn.AdaptiveMaxPool2d(1), nn.Flatten()]
+    return backbone, mlp_projection(256, embedding_dim)
 
 
 @dataclass(frozen=True)
 class Arch:
     layers: Callable[[int, int], tuple[list[nn.Module], list[nn.Module]]]  # (channels, embedding_dim) -> layers
     embedding_dim: int | None  # the only size it can embed to, or None when `model.embedding_dim` chooses
+    any_size: bool = True  # pools globally, so images of any size (multi-crop's small crops) embed alike
 
 
 ARCHS: dict[str, Arch] = {
-    "study": Arch(study, EMBEDDING_DIM),
+    "study": Arch(study, EMBEDDING_DIM, any_size=False),  # its last layer reads a 3 x 3 map
     "vgg_small": Arch(vgg_small, None),
+    "airbench": Arch(airbench, None),
 }
 
 
@@ -163,6 +220,12 @@ def make_encoder(channels: int, head: str = "sigmoid", arch: str = "study", embe
     """A freshly initialised encoder (initialised from torch's global generator, in layer order)."""
     backbone, projection = ARCHS[arch].layers(channels, embedding_dim)
     return Encoder(nn.Sequential(*backbone), nn.Sequential(*projection, *HEADS[head]()))
+
+
+def whitening_layers(encoder: nn.Module) -> list[PatchWhitening]:
+    """The layers set from training-image statistics before training (`PatchWhitening.fit`)."""
+    return [layer for layer in encoder.modules() if isinstance(layer, PatchWhitening)]
+
 
 
 def save_torch(obj: object, path: Path) -> None:

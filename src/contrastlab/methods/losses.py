@@ -2,7 +2,7 @@
 
 A loss takes the embeddings of one batch, one (B, D) tensor per member of the examples laid out
 by `contrastlab.pipeline.examples` (pairs, triplets or two views), the +1/-1 targets, and optionally the
-anchors' class labels (needed only by supcon) and the options `train.margin` / `train.temperature`.
+anchors' class labels (needed only by supcon) and the options of `LossOptions` (params.yaml's `train` keys).
 A new loss is one function plus one registry line.
 """
 
@@ -19,6 +19,10 @@ import torch.nn.functional as F
 class LossOptions:
     margin: float = 1.0        # triplet and contrastive margin (Euclidean distance)
     temperature: float = 0.5   # NT-Xent and SupCon
+    invariance: float = 25.0   # VICReg's weights (Bardes et al. 2022's defaults): the views' mean squared distance,
+    variance: float = 25.0     # the hinge keeping each coordinate's std at 1 (no collapse),
+    covariance: float = 1.0    # and the squared off-diagonal covariances (no redundant coordinates)
+    redundancy: float = 0.005  # Barlow Twins' weight of the off-diagonal cross-correlations (Zbontar et al. 2021)
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,59 @@ def supcon(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tens
     return pml.SupConLoss(temperature=options.temperature)(torch.cat([first, second]), torch.cat([labels, labels]))
 
 
+VARIANCE_EPS = 1e-4  # inside VICReg's square root: the std of a constant coordinate still has a gradient
+
+
+def _variance_and_covariance(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's two regularisers of one view's (B, D) embeddings: the mean hinge max(0, 1 - std) over coordinates,
+    and the sum of squared off-diagonal covariances over D."""
+    centred = z - z.mean(dim=0)
+    std = (centred.var(dim=0) + VARIANCE_EPS).sqrt()
+    covariance = centred.T @ centred / (len(z) - 1)
+    off_diagonal = covariance.pow(2).sum() - covariance.diagonal().pow(2).sum()
+    return F.relu(1 - std).mean(), off_diagonal / z.shape[1]
+
+
+def vicreg(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
+           options: LossOptions = LossOptions()) -> torch.Tensor:
+    """VICReg (Bardes et al. 2022): the views' embeddings close (invariance), each coordinate spread over the batch
+    (variance) and the coordinates decorrelated (covariance). No negatives and no labels: at small budgets it
+    learns faster than SimCLR (the EMP-SSL paper's table). Its embeddings must be free to spread: `train.head: linear`."""
+    first, second = members
+    variance_1, covariance_1 = _variance_and_covariance(first)
+    variance_2, covariance_2 = _variance_and_covariance(second)
+    return (options.invariance * F.mse_loss(first, second) + options.variance * (variance_1 + variance_2) / 2
+            + options.covariance * (covariance_1 + covariance_2))
+
+
+def barlow_twins(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
+                 options: LossOptions = LossOptions()) -> torch.Tensor:
+    """Barlow Twins (Zbontar et al. 2021): the cross-correlation of the two views' standardised embeddings pushed to
+    the identity: diagonal terms to 1 (invariance), off-diagonal ones to 0, weighted by `redundancy`."""
+    first, second = (F.batch_norm(z, None, None, training=True) for z in members)  # per coordinate over the batch
+    correlation = first.T @ second / len(first)
+    on_diagonal = (1 - correlation.diagonal()).pow(2).sum()
+    off_diagonal = correlation.pow(2).sum() - correlation.diagonal().pow(2).sum()
+    return on_diagonal + options.redundancy * off_diagonal
+
+
 LOSSES: dict[str, Loss] = {
     "pairwise": Loss(pairwise, examples="pairs", lr=0.05, epochs=5),
     "triplet": Loss(triplet, examples="triplets", lr=0.15, epochs=10),
     "contrastive": Loss(contrastive, examples="pairs", lr=0.05, epochs=5),
     "ntxent": Loss(ntxent, examples="views", lr=0.15, epochs=10),
     "supcon": Loss(supcon, examples="views", lr=0.15, epochs=10, uses_labels=True),
+    "vicreg": Loss(vicreg, examples="views", lr=0.15, epochs=10),
+    "barlow_twins": Loss(barlow_twins, examples="views", lr=0.15, epochs=10),
 }
+
+
+def multi_crop(loss_fn: Callable[..., torch.Tensor], full: list[torch.Tensor], small: list[torch.Tensor],
+               target: torch.Tensor, labels: torch.Tensor | None, options: LossOptions) -> torch.Tensor:
+    """A two-view loss over multi-crop's views (SwAV): the two full views against each other, and every small crop
+    against each full view; the mean of those 1 + 2 x len(small) pairs' losses."""
+    pairs = [full] + [[view, crop] for crop in small for view in full]
+    return torch.stack([loss_fn(pair, target, labels, options) for pair in pairs]).mean()
 
 
 def semi_hard_negatives(anchor: torch.Tensor, positive: torch.Tensor, pool: torch.Tensor,

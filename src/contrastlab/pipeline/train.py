@@ -33,9 +33,9 @@ from contrastlab.infra.errors import TrainingDiverged
 from contrastlab.infra.machine import PORTABLE_KERNELS, cpp_compiler, keep_freed_memory
 from contrastlab.infra.params import AUTO, PRECISIONS
 from contrastlab.infra.progress import EpochProgress
-from contrastlab.methods.augmentations import AUGMENTATIONS
-from contrastlab.methods.encoders import EMBEDDING_DIM, make_encoder, save_torch
-from contrastlab.methods.losses import LOSSES, LossOptions, semi_hard_negatives
+from contrastlab.methods.augmentations import AUGMENTATIONS, small_crops
+from contrastlab.methods.encoders import EMBEDDING_DIM, WHITENING_IMAGES, make_encoder, save_torch, whitening_layers
+from contrastlab.methods.losses import LOSSES, LossOptions, multi_crop, semi_hard_negatives
 from contrastlab.pipeline.preprocess import normalize, to_unit
 
 
@@ -61,6 +61,12 @@ class TrainConfig:
     warmup_epochs: int = 0
     margin: float = 1.0
     temperature: float = 0.5
+    invariance: float = 25.0
+    variance: float = 25.0
+    covariance: float = 1.0
+    redundancy: float = 0.005
+    small_crops: int = 0
+    small_crop_size: int = 16
     arch: str = "study"
     embedding_dim: int = EMBEDDING_DIM
 
@@ -77,7 +83,7 @@ class TrainConfig:
 
     @property
     def loss_options(self) -> LossOptions:
-        return LossOptions(margin=self.margin, temperature=self.temperature)
+        return LossOptions(**{f.name: getattr(self, f.name) for f in fields(LossOptions)})
 
     def encoder_design(self, channels: int) -> dict:
         """The keyword arguments of `make_encoder` for this training (what `save_encoder` records)."""
@@ -122,6 +128,17 @@ def compiled_forward(encoder: torch.nn.Module, device: torch.device) -> torch.nn
     if device.type == "cpu" and cpp_compiler() is None:
         return None
     return torch.compile(encoder, dynamic=False)
+
+
+def fit_whitening(encoder: torch.nn.Module, images: torch.Tensor, seed: int) -> None:
+    """Set the encoder's patch-whitening layers (if it has any) from WHITENING_IMAGES of the uint8 training `images`,
+    drawn with a generator of their own (the other random streams, and so every other encoder, stay as they were)."""
+    whitening = whitening_layers(encoder)
+    if whitening:
+        rows = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:WHITENING_IMAGES]
+        sample = normalize(to_unit(images[rows.to(images.device)]))
+        for layer in whitening:
+            layer.fit(sample)
 
 
 def make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
@@ -275,6 +292,7 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
     n_examples, k = members.shape
 
     encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)
+    fit_whitening(encoder, images, config.seed)
     initial_norm = weight_norm(encoder)
     optimizer = make_optimizer(encoder.parameters(), config)
     schedule = make_schedule(optimizer, config, -(-n_examples // config.batch_size))
@@ -329,18 +347,25 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
             x = inputs_for(rows)  # augmentation stays fp32: autocast would also turn the blur into bf16
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 embeddings = [forward(member).float() for member in x.chunk(k)]
+                if config.small_crops:  # multi-crop: all small crops of the batch in one pass of their own
+                    crops = small_crops(images[members[rows, 0]], augment_rng, config.small_crops, config.small_crop_size)
+                    small = forward(normalize(crops).contiguous(memory_format=torch.channels_last)).float()
             if mine:  # members are (anchor, positive, negative): the pool is every anchor and negative
                 pool, pool_labels = torch.cat([embeddings[0], embeddings[2]]), labels[rows][:, [0, 2]].T.reshape(-1)
                 embeddings[2] = semi_hard_negatives(embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels,
                                                     config.margin)
-            batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
+            if config.small_crops:
+                batch_loss = multi_crop(loss_fn, embeddings, list(small.chunk(config.small_crops)), target[rows],
+                                        labels[rows, 0], options)
+            else:
+                batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
             loss_value = descend(batch_loss, f"the {config.loss} loss", epoch, start // config.batch_size + 1,
                                  optimizer, schedule, config)
 
             epoch_loss += loss_value * len(rows)
             step_losses.append(loss_value)
-            epoch_images += len(rows) * k
-            bar.step(loss_value, len(rows) * k)
+            epoch_images += len(rows) * (k + config.small_crops)  # a small crop counts as an image
+            bar.step(loss_value, len(rows) * (k + config.small_crops))
         stop_if_weights_not_finite(encoder, epoch, config)
         result.train_time_s += time.perf_counter() - epoch_start
         result.images_seen += epoch_images
