@@ -26,19 +26,22 @@ LABELS = np.repeat(np.arange(10), 6)
 IMAGES = np.random.default_rng(0).integers(0, 256, (60, 1, 28, 28), dtype=np.uint8)
 
 
-def accepted(key: str, value) -> dict:
-    """params.yaml's committed defaults with `key` set to `value`, validated as a scenario."""
+def accepted(key: str, value, head: str | None = None) -> dict:
+    """params.yaml's committed defaults with `key` set to `value` (and `train.head` to `head`), validated as a
+    scenario."""
     raw = committed_params()
     raw[key] = value
+    raw["train"]["head"] = head or raw["train"]["head"]
     return params.validate_all(raw)
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_every_loss_is_a_valid_param_and_trains(name):
     loss = LOSSES[name]
-    assert accepted("loss", name)["loss"] == name
-    assert loss.examples in BUILDERS and loss.lr > 0 and loss.epochs >= 1
-    config = TrainConfig(loss=name, aug="simclr", seed=0, epochs=1, lr=loss.lr, batch_size=20)
+    head = loss.heads[0] if loss.heads else "sigmoid"
+    assert accepted("loss", name, head)["loss"] == name
+    assert loss.examples in BUILDERS and loss.lr > 0 and loss.epochs >= 1 and (loss.heads is None or loss.heads)
+    config = TrainConfig(loss=name, aug="simclr", seed=0, epochs=1, lr=loss.lr, batch_size=20, head=head)
     result = train(torch.from_numpy(IMAGES), build(LABELS, loss.examples, 6, seed=0), config, device=CPU,
                    progress=False)
     assert len(result.epoch_losses) == 1 and np.isfinite(result.epoch_losses[0])

@@ -288,8 +288,9 @@ def test_vicreg_refuses_a_head_whose_embeddings_cannot_spread():
     raw = with_value("loss", "vicreg")
     with pytest.raises(ParamError) as err:
         validate(raw, SCENARIO)
-    assert str(err.value) == ("params.yaml: loss=vicreg asks each embedding coordinate's std to reach 1, which "
-                              "train.head=sigmoid embeddings cannot; set train.head: linear")
+    assert str(err.value) == ("params.yaml: loss=vicreg cannot learn through train.head=sigmoid (vicreg asks each "
+                              "embedding coordinate's std to reach 1, which sigmoid and l2 embeddings cannot); set "
+                              "train.head: linear")
     raw["train"]["head"] = "linear"
     assert validate(raw, SCENARIO)["loss"] == "vicreg"
 

@@ -405,19 +405,31 @@ def test_grayscale_only_the_chosen_rgb_images():
     assert torch.equal(out[~chosen], x[~chosen])
 
 
-def test_resized_crop_flip_matches_torchvision_resized_crop():
+@pytest.mark.parametrize("size", [None, 12])  # back to the image's size, or to a small crop's
+def test_resized_crop_flip_matches_torchvision_resized_crop(size):
     n, height, width = 32, 28, 20
     x = torch.rand(n, 3, height, width, generator=seeded(0))
     boxes = augment.sample_crop_boxes(n, height, width, seeded(1))
     flip = torch.rand(n, generator=seeded(2)) < 0.5
-    ours = augment.resized_crop_flip(x, boxes, flip)
+    ours = augment.resized_crop_flip(x, boxes, flip, size)
     for image, view, box, flipped in zip(x, ours, boxes.tolist(), flip):
-        theirs = TF.resized_crop(image, *box, [height, width], antialias=False)
+        theirs = TF.resized_crop(image, *box, [height, width] if size is None else [size, size], antialias=False)
         assert torch.allclose(view, theirs.flip(-1) if flipped else theirs, atol=1e-5)
     whole = torch.tensor([[0, 0, height, width]] * n)
     never, always = torch.zeros(n, dtype=torch.bool), torch.ones(n, dtype=torch.bool)
     assert torch.allclose(augment.resized_crop_flip(x, whole, never), x, atol=1e-6)
     assert torch.allclose(augment.resized_crop_flip(x, whole, always), x.flip(-1), atol=1e-6)
+
+
+def test_small_crops_are_count_small_simclr_views_of_each_image_crop_after_crop():
+    x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=seeded(0))
+    crops = augment.small_crops(x, seeded(1), count=4, size=16)
+    assert crops.shape == (20, 3, 16, 16) and crops.dtype == torch.float32 and 0 <= crops.min() <= crops.max() <= 1
+    boxes = augment.sample_crop_boxes(20, 32, 32, seeded(1), scale=augment.SMALL_CROP_SCALE)  # the same first draws
+    areas = (boxes[:, 2] * boxes[:, 3]).float() / (32 * 32)
+    assert areas.max() <= augment.SMALL_CROP_SCALE[1] + 0.05  # small parts of the image (rounding to whole pixels)
+    same = augment.small_crops(x[[0]].repeat(5, 1, 1, 1), seeded(1), count=4, size=16)
+    assert not torch.equal(same[0], same[5])  # the second crop of an image is drawn anew
 
 
 def test_shifted_crop_by_hand():

@@ -257,8 +257,8 @@ def _negatives_fit_the_loss(p: dict) -> str | None:
 
 
 def _views_fit_the_loss(p: dict) -> str | None:
-    """Multi-crop's small crops for a loss without two views or an encoder of one input size, or VICReg's variance
-    hinge on embeddings that cannot spread (sigmoid's are in (0, 1), l2's unit-length: no coordinate's std reaches 1)."""
+    """Multi-crop's small crops for a loss without two views or an encoder of one input size, or a loss with a head it
+    cannot learn through (`Loss.heads`)."""
     layouts = {name: loss.examples for name, loss in registry("loss").items()}
     if p["train"]["small_crops"] and layouts[p["loss"]] != "views":
         two_view = ", ".join(name for name, layout in layouts.items() if layout == "views")
@@ -268,9 +268,10 @@ def _views_fit_the_loss(p: dict) -> str | None:
         pooled = ", ".join(name for name, arch in registry("arch").items() if arch.any_size)
         return (f"train.small_crops needs an encoder that embeds images of any size; model.arch={p['model']['arch']} "
                 f"reads a map of one size: use {pooled}")
-    if p["loss"] == "vicreg" and p["train"]["head"] != "linear":
-        return (f"loss=vicreg asks each embedding coordinate's std to reach 1, which train.head={p['train']['head']} "
-                "embeddings cannot; set train.head: linear")
+    heads = registry("loss")[p["loss"]].heads
+    if heads is not None and p["train"]["head"] not in heads:
+        return (f"loss={p['loss']} cannot learn through train.head={p['train']['head']} (vicreg asks each embedding "
+                f"coordinate's std to reach 1, which sigmoid and l2 embeddings cannot); set train.head: {heads[0]}")
     return None
 
 

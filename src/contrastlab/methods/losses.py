@@ -32,6 +32,7 @@ class Loss:
     lr: float          # default learning rate (the study's value for its two losses)
     epochs: int        # default epochs (as in the published results)
     uses_labels: bool = False  # same-class samples are positives, so no negative is a false one
+    heads: tuple[str, ...] | None = None  # the `train.head`s it can learn through (None: every head)
 
 
 def pairwise(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
@@ -122,7 +123,7 @@ LOSSES: dict[str, Loss] = {
     "contrastive": Loss(contrastive, examples="pairs", lr=0.05, epochs=5),
     "ntxent": Loss(ntxent, examples="views", lr=0.15, epochs=10),
     "supcon": Loss(supcon, examples="views", lr=0.15, epochs=10, uses_labels=True),
-    "vicreg": Loss(vicreg, examples="views", lr=0.15, epochs=10),
+    "vicreg": Loss(vicreg, examples="views", lr=0.15, epochs=10, heads=("linear",)),
     "barlow_twins": Loss(barlow_twins, examples="views", lr=0.15, epochs=10),
 }
 
