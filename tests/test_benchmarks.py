@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_archs  # noqa: E402
 import bench_convolutions  # noqa: E402
 import bench_kernels  # noqa: E402
+import bench_multicrop  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_training  # noqa: E402
 import notebook_style  # noqa: E402
@@ -185,7 +186,7 @@ def test_the_kernels_benchmark_trains_with_the_asked_kernels_and_hashes_the_enco
 OWNER = "benchmarks/bench_training.py"
 BEGIN, END = sections.markers(OWNER)
 OTHER_BEGIN, OTHER_END = sections.markers("benchmarks/bench_pipeline.py")
-GENERATORS = (bench_training, bench_pipeline, bench_archs)
+GENERATORS = (bench_training, bench_pipeline, bench_archs, bench_multicrop)
 
 
 def test_a_generator_replaces_only_its_own_section_and_keeps_every_other_byte(tmp_path):

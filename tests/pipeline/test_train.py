@@ -62,7 +62,7 @@ def test_skipping_the_nan_fill_of_new_tensors_leaves_the_weights_unchanged(monke
     ("pairwise", 160, 2), ("triplet", 80, 3), ("contrastive", 160, 2), ("ntxent", 80, 2), ("supcon", 80, 2),
     ("vicreg", 80, 2), ("barlow_twins", 80, 2)])
 def test_training_records_losses_and_throughput(loss, examples, members):
-    result = run(loss=loss, epochs=3, head="linear" if loss == "vicreg" else "sigmoid")
+    result = run(loss=loss, epochs=3, lr=LOSSES[loss].lr, head="linear" if loss == "vicreg" else "sigmoid")
     assert len(result.epoch_losses) == 3 and all(np.isfinite(result.epoch_losses))
     assert result.images_seen == 3 * examples * members
     assert result.images_per_s > 0

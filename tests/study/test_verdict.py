@@ -11,7 +11,7 @@ from test_report import write_baseline, write_scenario
 
 from contrastlab.study.report import VERDICT_END, VERDICT_START, show_verdict, write_report
 from contrastlab.study.results import load
-from contrastlab.study.verdict import leaders
+from contrastlab.study.verdict import leaders, within_budgets
 
 
 def study_with_every_family(results, classical=(0.70, 0.72, 0.71)):
@@ -41,6 +41,19 @@ def test_each_family_leads_with_its_best_group_of_several_seeds_and_a_better_sin
         ("raw pixels", "raw pixels (logistic regression)", 3),
         ("random init", "encoder at random init", 3),
     ]
+
+
+def test_each_budget_names_the_best_label_free_configuration_trained_within_it(tmp_path):
+    results = tmp_path / "results"
+    for seed in range(2):  # 100 s x 2 threads = 3.3 CPU-min; 1,500 s = 50; 3,000 s = 100
+        write_scenario(results, "ntxent", "simclr", seed, 0.70, train_s=100.0, machine="cpu, 2 threads")
+        write_scenario(results, "vicreg", "simclr", seed, 0.80, train_s=1500.0, machine="cpu, 2 threads")
+        write_scenario(results, "barlow_twins", "simclr", seed, 0.75, train_s=3000.0, machine="cpu, 2 threads")
+        write_scenario(results, "triplet", "simclr", seed, 0.99, train_s=10.0, machine="cpu, 2 threads")  # labels
+    scenarios, baselines = load(results)
+    rows = within_budgets([*scenarios.values(), *baselines.values()], budgets=(2, 30, 60, 120))
+    assert [(r["budget"], r["configuration"].split(";")[0], r["cpu_minutes"]) for r in rows] == [
+        (30, "ntxent / simclr", 3.3), (60, "vicreg / simclr", 50.0), (120, "vicreg / simclr", 50.0)]  # none in 2
 
 
 def read_csv(path):

@@ -740,7 +740,10 @@ def verdict_section(ledger: Ledger, groups: list[Group], out: Path) -> tuple[lis
             "the results folder holds (all rows: [results.csv](results.csv); every test: "
             "[comparisons.csv](comparisons.csv)):", "", *verdict.leaderboard_table(rows), "",
             *(f"- {sentence}" for sentence in said), "",
-            "![top-1 against training CPU-minutes](summary.png)", "", "**Glossary**", "", *verdict.GLOSSARY, ""]
+            "![top-1 against training CPU-minutes](summary.png)", "",
+            "The best label-free contrastive configuration within each training budget:", "",
+            *verdict.budget_table(verdict.within_budgets(groups)), "",
+            "**Glossary**", "", *verdict.GLOSSARY, ""]
     return text, said
 
 

@@ -30,6 +30,34 @@ def leaders(groups: list[Group]) -> list[Group]:
                                                                PROTOCOLS.index(k[2]), k[3]))]
 
 
+BUDGETS = (30, 60, 120)  # training CPU-minutes: the budgets the label-free methods are compared within
+
+
+def within_budgets(groups: list[Group], budgets: tuple[int, ...] = BUDGETS) -> list[dict]:
+    """Per dataset, probe protocol and budget: the label-free contrastive group with the best mean top-1 among those
+    whose training took at most that many CPU-minutes, as a leaderboard row plus its `budget` (none: no such run)."""
+    label_free = [g for g in groups if g.family == FAMILIES[0]]
+    rows = []
+    for dataset, protocol in dict.fromkeys((g.dataset, g.param("probe.protocol")) for g in label_free):
+        here = [g for g in label_free if (g.dataset, g.param("probe.protocol")) == (dataset, protocol)]
+        for budget in budgets:
+            fitting = [g for g in here if g.cpu_minutes <= budget]
+            if fitting:
+                rows.append({**leaderboard_row(max(fitting, key=lambda g: g.mean("top1"))), "budget": budget})
+    return rows
+
+
+def budget_table(rows: list[dict]) -> list[str]:
+    """`within_budgets`' rows as Markdown."""
+    lines = ["| dataset | protocol | training budget (CPU-min) | best label-free configuration | seeds | "
+             "training CPU-min | top-1 (95% CI) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        top1 = f"{r['top1_mean']:.4f}" + (f" ± {r['top1_ci95']:.4f}" if r["top1_ci95"] != "" else " (1 seed)")
+        lines.append(f"| {r['dataset']} | {r['protocol']} | {r['budget']} | {r['configuration']} | {r['seeds']} | "
+                     f"{r['cpu_minutes']:.1f} | {top1} |")
+    return lines
+
+
 def configuration(group: Group) -> str:
     """What the group is, in words: the method, encoder, features, training length and recipe, and the settings its
     grid changed beyond those (a baseline: its label and the encoder it ran on)."""
