@@ -4,7 +4,9 @@ Each step takes a batch of examples (pairs, triplets or two views of image indic
 member into an input image (augmented on the fly where the example says so), embeds each member
 with the shared encoder in its own forward pass (as the study did: BatchNorm then normalises
 anchors, augmented positives and negatives each with their own batch statistics), optionally
-swaps each negative for a semi-hard one from the batch, and applies the loss. Augmented views are
+swaps each negative for a semi-hard one from the batch, and applies the loss. With `small_crops`, each image's
+small crops (multi-crop) are embedded in one more pass and every one is paired with both full views. An encoder
+with a patch-whitening layer has it set from the training images before the first step (`fit_whitening`). Augmented views are
 fresh every epoch (`views="fresh"`) or drawn once before training and reused (`views="once"`,
 the study's way). The optimizer and learning-rate schedule default to the protocol's plain SGD
 at a fixed rate; AdamW, momentum, weight decay, warm-up, cosine and one-cycle schedules are options.
