@@ -47,12 +47,17 @@ def within_budgets(groups: list[Group], budgets: tuple[int, ...] = BUDGETS) -> l
     return rows
 
 
+def fmt_top1(row: dict) -> str:
+    """A leaderboard row's top-1 with its 95% CI, or marked as one seed's."""
+    return f"{row['top1_mean']:.4f}" + (f" ± {row['top1_ci95']:.4f}" if row["top1_ci95"] != "" else " (1 seed)")
+
+
 def budget_table(rows: list[dict]) -> list[str]:
     """`within_budgets`' rows as Markdown."""
     lines = ["| dataset | protocol | training budget (CPU-min) | best label-free configuration | seeds | "
              "training CPU-min | top-1 (95% CI) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        top1 = f"{r['top1_mean']:.4f}" + (f" ± {r['top1_ci95']:.4f}" if r["top1_ci95"] != "" else " (1 seed)")
+        top1 = fmt_top1(r)
         lines.append(f"| {r['dataset']} | {r['protocol']} | {r['budget']} | {r['configuration']} | {r['seeds']} | "
                      f"{r['cpu_minutes']:.1f} | {top1} |")
     return lines
@@ -90,7 +95,7 @@ def leaderboard_table(rows: list[dict]) -> list[str]:
     lines = ["| dataset | family | best configuration | seeds | labels used | width | protocol | training CPU-min "
              "| top-1 (95% CI) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        top1 = f"{r['top1_mean']:.4f}" + (f" ± {r['top1_ci95']:.4f}" if r["top1_ci95"] != "" else " (1 seed)")
+        top1 = fmt_top1(r)
         lines.append(f"| {r['dataset']} | {r['family']} | {r['configuration']} | {r['seeds']} | {r['labels_used']} | "
                      f"{r['width']} | {r['protocol']} | {r['cpu_minutes']:.1f} | {top1} |")
     return lines
