@@ -16,6 +16,7 @@ import yaml
 from contrastlab.infra.errors import ParamError
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.study.names import BaselineRun, Scenario
+from contrastlab.study import runner
 from contrastlab.study.runner import fixed_value, made_with, plan, set_flag, with_values
 from project import committed_params
 from tinydata import make_tiny_repo, sh
@@ -248,11 +249,29 @@ def test_only_the_named_baselines_run_for_each_setting_of_the_grid_and_no_scenar
     assert all(run.is_baseline for run in runs)
 
 
-def test_without_baselines_only_the_scenarios_run_seed_by_seed():
+def test_without_baselines_only_the_scenarios_run_seed_by_seed_up_to_probe_and_tsne():
     raw = with_grid({"dataset": ["mnist"], "loss": ["triplet", "pairwise"], "aug": ["simclr"]})
     runs = plan(raw, seeds=2, grid_name="test", with_baselines=False)
     assert [run.name for run in runs] == ["mnist-triplet-simclr-s0", "mnist-pairwise-simclr-s0",
                                           "mnist-triplet-simclr-s1", "mnist-pairwise-simclr-s1"]
+    assert {run.stages for run in runs} == {("probe", "tsne")}
+    with_them = plan(raw, seeds=1, grid_name="test")
+    assert {run.stages for run in with_them if not run.is_baseline} == {()}  # the whole pipeline, track too
+    assert all(run.stages == (f"baseline@{run.identity.baseline}",) for run in with_them if run.is_baseline)
+
+
+def test_dvc_exp_run_targets_the_runs_stages_and_keeps_only_what_they_wrote(monkeypatch, tmp_path):
+    raw = with_grid({"dataset": ["mnist"], "loss": ["triplet"], "aug": ["simclr"]})
+    scenario, = plan(raw, seeds=1, grid_name="test", with_baselines=False)
+    commands, refs = [], iter([None, "refs/exps/x"])
+    monkeypatch.setattr(runner, "experiment_ref", lambda root, name: next(refs))
+    monkeypatch.setattr(runner, "run_child", lambda cmd, *args: commands.append(cmd))
+    monkeypatch.setattr(runner, "git", lambda root, *args: "{}")
+    files = runner.experiment_files(tmp_path, scenario)
+    assert commands == [["dvc", "exp", "run", "--temp", "-n", "mnist-triplet-simclr-s0",
+                         *[arg for path, value in scenario.overrides.items() for arg in ("-S", set_flag(path, value))],
+                         "probe", "tsne"]]
+    assert set(files) == {*runner.KEPT.values(), "study.json"}
 
 
 def test_the_study_command_refuses_baselines_and_no_baselines_together_in_one_line():

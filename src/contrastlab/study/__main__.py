@@ -57,7 +57,8 @@ def main() -> None:
                        help="run only these baselines (names of the baseline registry) for the grid's datasets and "
                             "settings, no scenario: e.g. the classical ones")
     which.add_argument("--no-baselines", action="store_true",
-                       help="run only the grid's scenarios, none of the baselines they are compared with")
+                       help="run only the grid's scenarios, up to their probe and t-SNE: none of the baselines they "
+                            "are compared with, no MLflow run (the track stage logs the baselines too)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=fixed_value,
                         help="also set this param (as `dvc exp run -S` takes it) for every run of the grid, e.g. "
                              "--set probe.features=backbone; named in the runs' names; repeatable")

@@ -55,6 +55,8 @@ KEPT = {
     "plots/confusion.csv": "confusion.csv",
     "metrics/examples.json": "examples.json",
 }
+# A scenario without its baselines stops before `track`, which depends on them and logs them to MLflow.
+SCENARIO_STAGES = ("probe", "tsne")
 LOCK = ".study.lock"  # in the results folder while a study writes there (results_lock)
 STOP_GRACE_S = 60  # how long a stopped study waits for `dvc exp run` and its stage to clean up before killing them
 
@@ -66,6 +68,7 @@ class Run:
     identity: Scenario | BaselineRun
     overrides: dict = field(hash=False)
     params: dict = field(hash=False, default_factory=dict)  # params.yaml as the run sees it (study.json keeps it)
+    stages: tuple[str, ...] = ()  # what `dvc exp run` targets; none: the whole pipeline
 
     @property
     def name(self) -> str:
@@ -120,7 +123,8 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
     """For seeds 0..seeds-1, seed by seed: the baselines the grid's scenarios compare with (first: they train
     little and every comparison needs them), then every point of the grid; all validated up front.
     `only_baselines`: just these baselines (names of BASELINES) for the grid's settings, and no scenario.
-    `with_baselines=False`: the scenarios alone (their baselines exist, or cost more than the answer needs)."""
+    `with_baselines=False`: the scenarios alone, up to their probe and t-SNE (their baselines exist, or cost
+    more than the answer needs; no MLflow run, as `track` logs the baselines too)."""
     study = raw["study"]
     for kind, name, known in (("grid", grid_name, study["grids"]), ("recipe", recipe, study["recipes"])):
         if name not in known:
@@ -142,7 +146,8 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
             scenario = params_module.validate_all(with_values(raw, point))
             identity = Scenario(*(scenario[axis] for axis in MAIN_AXES), variant=variant(axes, raw), recipe=recipe,
                                 seed=seed)
-            scenarios.append(Run(identity, {**{axis: scenario[axis] for axis in MAIN_AXES}, **point}, scenario))
+            scenarios.append(Run(identity, {**{axis: scenario[axis] for axis in MAIN_AXES}, **point}, scenario,
+                                 () if with_baselines else SCENARIO_STAGES))
         names = [run.name for run in scenarios]
         if len(set(names)) < len(names):
             twice = sorted({name for name in names if names.count(name) > 1})
@@ -158,7 +163,7 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
             kinds = study["baselines"] if only_baselines is None else only_baselines
             for kind in kinds if with_baselines else []:
                 identity = BaselineRun(overrides["dataset"], kind, seed, variant=variant(overrides, raw))
-                runs.append(Run(identity, overrides, used))
+                runs.append(Run(identity, overrides, used, (f"baseline@{kind}",)))
         runs += scenarios if only_baselines is None else []
     return runs
 
@@ -289,7 +294,7 @@ def finished(info: dict, start: float) -> str:
 
 
 def experiment_files(root: Path, run: Run, env: dict | None = None, output=None) -> dict[str, str]:
-    """`dvc exp run` the scenario (its whole pipeline) or the baseline (its stage) in the repository `root`
+    """`dvc exp run` the scenario (its pipeline) or the baseline (its stage) in the repository `root`
     unless DVC already holds the experiment, and return the files its results folder keeps. `env` and
     `output` (a file for DVC's output) are for runs on a Dask worker; by default DVC prints here."""
     ref = experiment_ref(root, run.name)
@@ -300,8 +305,7 @@ def experiment_files(root: Path, run: Run, env: dict | None = None, output=None)
         ref = None
     if ref is None:
         flags = [arg for path, value in run.overrides.items() for arg in ("-S", set_flag(path, value))]
-        targets = [f"baseline@{kind}"] if kind else []
-        run_child(["dvc", "exp", "run", "--temp", "-n", run.name, *flags, *targets], root, env, output)
+        run_child(["dvc", "exp", "run", "--temp", "-n", run.name, *flags, *run.stages], root, env, output)
         ref = experiment_ref(root, run.name)
         if ref is None:
             raise RuntimeError(f"dvc exp run finished but experiment {run.name} is missing")
