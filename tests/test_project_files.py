@@ -7,6 +7,8 @@ import re
 import tomllib
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from project import ROOT
 
@@ -29,3 +31,15 @@ def test_the_citation_names_this_version_and_the_study_it_reproduces():
 def test_the_changelogs_newest_entry_is_this_version():
     versions = re.findall(r"^## \[(.+?)\]", (ROOT / "CHANGELOG.md").read_text(), flags=re.M)
     assert versions and versions[0] == PROJECT["version"]
+
+
+def test_the_lock_satisfies_every_bound_and_the_internals_we_use_are_bounded_both_ways():
+    pinned = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().splitlines()
+                  if "==" in line and not line.startswith("#"))
+    pinned = {canonicalize_name(name): version.split(";")[0].strip() for name, version in pinned.items()}
+    requirements = {canonicalize_name(r.name): r for r in map(Requirement, PROJECT["dependencies"])}
+    for name, requirement in requirements.items():
+        assert requirement.specifier.contains(pinned[name]), f"{name}=={pinned[name]} breaks {requirement}"
+    for name in ("torch", "scikit-learn", "dvc", "mlflow", "distributed"):
+        operators = {spec.operator for spec in requirements[name].specifier}
+        assert operators == {">=", "<"}, f"{name} needs a lower and an upper bound"

@@ -93,6 +93,8 @@ def test_the_encoder_is_a_pytorch_model_that_loads_and_embeds_as_the_stage_file(
     run_id, _ = log(store, {"probe_top1": 0.9}, encoder=store / "encoder.pt", input_example=example)
     mlflow.set_tracking_uri(tracking_uri(store))
     loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/encoder")
+    saved = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/encoder", dst_path=str(store / "download")))
+    assert (saved / "data" / "model.pt2").is_file()  # torch.export's format, asked for, not MLflow's default
     images = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (7, 1, 28, 28)).astype(np.float32))
     with torch.no_grad():
         assert torch.equal(loaded(images), encoder.eval()(images))  # another batch size than the example's
