@@ -55,6 +55,7 @@ def test_alive_tells_a_running_process_from_an_ended_one_reaped_or_not():
     unreaped = subprocess.Popen(["true"])
     time.sleep(0.5)  # ended, not waited for: a zombie, as a SIGKILLed worker is until its parent reaps it
     assert alive(os.getpid()) and not alive(unreaped.pid)
+    assert alive(1) and not alive(-1)  # init: someone else's when not root; a mistyped id is no process
     unreaped.wait()
     assert not alive(unreaped.pid)
     assert WATCHED_PID == "CONTRASTLAB_WATCHED_PID"  # the name the Dask worker sets (contrastlab.study.distributed)

@@ -16,8 +16,9 @@ import torch
 
 from contrastlab.infra.errors import TrackingError
 from contrastlab.infra.files import one_line, project_root
-from contrastlab.infra.tracking import (DatasetRef, RunRecord, dataset_digest, describe, flatten, open_store,
-                                        probe_metrics, result_key, run_identity, runs_url, tracking_uri)
+from contrastlab.infra.tracking import (DatasetRef, RunRecord, dataset_digest, describe, flatten, lock_holders,
+                                        open_store, probe_metrics, result_key, run_identity, runs_url,
+                                        tracking_uri)
 from contrastlab.methods.encoders import make_encoder, save_encoder
 from contrastlab.study.names import Scenario
 
@@ -338,6 +339,20 @@ def test_a_store_another_process_holds_is_waited_for_then_one_line_naming_it(sto
         holding.kill()
         holding.wait()
     assert log(store, {"probe_top1": 0.8})[1]  # free again: logged
+
+
+def test_the_holders_named_are_the_other_processes_that_have_the_file_open(tmp_path):
+    """No portable call names a lock's holder, so every other process that has the file open is named, lock or not."""
+    path = tmp_path / "mlflow.db.lock"
+    path.touch()
+    script = "import sys; file = open(sys.argv[1]); print('open', flush=True); sys.stdin.read()"
+    with path.open():  # this process, the one that waits: never named
+        assert lock_holders(path) == "another process"
+        with subprocess.Popen([sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) as opener:
+            assert opener.stdout.readline() == "open\n"
+            assert lock_holders(path) == f"pid {opener.pid} ({one_line(f'{sys.executable} -c {script} {path}', 100)})"
+            opener.stdin.close()
 
 
 LOG_IN_A_STAGE = """

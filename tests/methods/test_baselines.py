@@ -80,7 +80,9 @@ def test_random_init_depends_only_on_the_seed():
     data = {"train_images": tiny(3, seed=1)[0]}
     first = random_init(data, settings(seed=3, embed_batch=7), CPU)(images)
     assert first.shape == (20, 32)
-    np.testing.assert_array_equal(first, random_init(data, settings(seed=3, embed_batch=64), CPU)(images))
+    # other batches may take other convolution kernels, which round differently (a batch of 1 by 4e-7)
+    np.testing.assert_allclose(first, random_init(data, settings(seed=3, embed_batch=64), CPU)(images), rtol=1e-5,
+                               atol=1e-6)
     assert not np.allclose(first, random_init(data, settings(seed=4, embed_batch=7), CPU)(images))
 
 

@@ -8,8 +8,9 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Callable
+
+import psutil
 
 from contrastlab.infra.errors import DataError, FileError, ParamError, TrackingError
 
@@ -23,18 +24,11 @@ WATCHED_PID = "CONTRASTLAB_WATCHED_PID"
 def alive(pid: int) -> bool:
     """Whether process `pid` runs: one that ended but is not yet reaped by its parent (a zombie) does not."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, ValueError):  # ended (a zombie the system will not describe too); a negative id
         return False
-    except OSError:  # no /proc here: ask the kernel
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # someone else's process: alive
-            pass
+    except psutil.AccessDenied:  # someone else's process, where the system hides its state: alive
         return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def stop_when_gone(pid: int, every: float = 1.0, grace: float = 30.0) -> None:

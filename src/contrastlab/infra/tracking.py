@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import socket
 import sqlite3
 import subprocess
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
+import psutil
 
 from contrastlab.infra.errors import TrackingError
 from contrastlab.infra.files import one_line
@@ -279,6 +279,7 @@ class Store:
         encoder = load_encoder(record.encoder, torch.device("cpu")).eval()
         mlflow.set_experiment(experiment_id=self.experiment_id)  # where MLflow puts the logged model
         mlflow.pytorch.log_model(encoder, name="encoder", input_example=record.input_example, run_id=run_id,
+                                 serialization_format="pt2",
                                  pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
 
 
@@ -432,23 +433,14 @@ def wait_for(db: Path, held: Path, take: Callable[[float], bool]) -> None:
 
 
 def lock_holders(path: Path) -> str:
-    """The processes holding a lock on `path` (sqlite's and filelock's are in Linux's /proc/locks), for a message."""
-    try:
-        inode = path.stat().st_ino
-        table = Path("/proc/locks").read_text()
-    except OSError:
-        return "another process"
-    # "<n>: POSIX  ADVISORY  WRITE <pid> <major>:<minor>:<inode> <start> <end>"; a waiter's line has "->" after "<n>:"
-    pids = sorted({int(pid) for pid, node in re.findall(r"^\d+: \w+\s+\w+\s+\w+\s+(\d+) \w+:\w+:(\d+) ", table, re.M)
-                   if int(node) == inode})
-    return ", ".join(f"pid {pid} ({command_line(pid)})" for pid in pids) or "another process"
-
-
-def command_line(pid: int) -> str:
-    try:
-        return one_line(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"), 100)
-    except OSError:
-        return "ended"
+    """The other processes that have `path` open, for a message: a lock's holder among them, as sqlite and filelock
+    keep the locked file open while they hold it (no portable call names the holder of a lock itself)."""
+    target = os.path.realpath(path)
+    holders = [process.info for process in psutil.process_iter(["pid", "cmdline", "open_files"])  # in pid order
+               if process.info["pid"] != os.getpid()  # the process that waits has it open too
+               and target in {file.path for file in process.info["open_files"] or ()}]  # None: another user's
+    return ", ".join(f"pid {info['pid']} ({one_line(' '.join(info['cmdline'] or ['command hidden']), 100)})"
+                     for info in holders) or "another process"
 
 
 def relocate(db: Path, artifact_root: str) -> None:

@@ -108,27 +108,19 @@ def untrained(data: dict, p: dict) -> Encoder:
     return encoder.eval()
 
 
-@torch.no_grad()
 def calibrate_batchnorm(encoder: nn.Module, images: np.ndarray, batch_size: int) -> None:
-    """Set each BatchNorm's running statistics to the mean over batches of its inputs' mean and variance,
-    the batches taken in order from `images`; leaves the encoder in eval mode.
+    """Set each BatchNorm's running statistics to the mean over batches of its inputs' mean and variance, the
+    batches taken in order from `images` (torch's `update_bn`, which keeps each momentum); leaves the encoder in eval
+    mode.
 
     At initialisation they are 0 and 1, so in eval mode an untrained encoder's activations are never
     normalised: its sigmoid embeddings then differ so little that the linear probe scores chance
     (0.11 on MNIST) although a kNN still reads 0.81 from them."""
-    layers = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.reset_running_stats()
-        layer.momentum = None  # a plain average over the batches instead of an exponential one
     device = next(encoder.parameters()).device
-    encoder.train()
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size]).to(device)
-        encoder(normalize(to_unit(batch)).contiguous(memory_format=torch.channels_last))
+    batches = (normalize(to_unit(torch.from_numpy(images[start : start + batch_size]).to(device)))
+               .contiguous(memory_format=torch.channels_last) for start in range(0, len(images), batch_size))
+    torch.optim.swa_utils.update_bn(batches, encoder, device=None)
     encoder.eval()
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
 
 
 def random_init(data: dict, p: dict, device: torch.device, progress: bool = True) -> Representation:
