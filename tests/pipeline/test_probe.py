@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from contrastlab.infra.errors import ParamError
-from contrastlab.pipeline.probe import at_chance, linear_probe, probe, summary
+from contrastlab.pipeline.probe import WIDE_FEATURES, WIDE_TOL, LBFGSLogisticRegression, at_chance, linear_probe, probe, summary
 
 
 
@@ -126,6 +127,25 @@ def test_the_probe_is_solved_to_its_optimum_not_to_where_a_loose_tolerance_stops
     at_zero = np.abs(penalised_gradient(np.zeros((10, 20)), np.zeros(10), x, LABELS)).max()
     assert largest_gradient(solved, x, LABELS) / at_zero < 1e-9
     assert largest_gradient(loose, x, LABELS) / at_zero > 1e-5
+
+
+def test_the_wide_features_solver_reaches_the_optimum_newton_cg_reaches():
+    # the same objective (scikit-learn's, summed here: its row-averaged gradient stops at <= WIDE_TOL)
+    x = rng().normal(size=(1000, 20)) + LABELS[:, None] * rng(1).normal(0, 0.3, 20)
+    wide, newton = LBFGSLogisticRegression().fit(x, LABELS), linear_probe(100).fit(x, LABELS)
+    assert largest_gradient(wide, x, LABELS) <= len(x) * WIDE_TOL
+    centred = [c.coef_ - c.coef_.mean(0) for c in (wide, newton)]  # the multinomial weights' free shift
+    np.testing.assert_allclose(*centred, atol=1e-5 * np.abs(centred[1]).max())
+    np.testing.assert_array_equal(wide.predict(x), newton.predict(x))
+    np.testing.assert_allclose(wide.predict_proba(x), newton.predict_proba(x), atol=1e-5)
+    assert wide.score(x, LABELS) == newton.score(x, LABELS)
+
+
+def test_features_wider_than_newton_cg_affords_take_l_bfgs_which_says_when_it_stops_short():
+    assert isinstance(linear_probe(100, WIDE_FEATURES + 1), LBFGSLogisticRegression)
+    assert isinstance(linear_probe(100, WIDE_FEATURES), LogisticRegression)
+    with pytest.warns(ConvergenceWarning, match="L-BFGS stopped short of gradient 1e-08 after 2 steps"):
+        LBFGSLogisticRegression(max_iter=2).fit(rng().normal(size=(1000, 20)), LABELS)
 
 
 def test_a_probe_stopped_before_its_optimum_says_so():
