@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run study report mlflow docs test test-avx2 lock clean-env
+.PHONY: setup run study report mlflow docs lint test test-avx2 lock clean-env
 
 setup: $(VENV)/.installed
 
@@ -52,9 +52,16 @@ mlflow: setup
 docs: setup
 	$(BIN)/python -m contrastlab.infra.reference --out docs/reference.md
 
+# ruff's lint rules and formatting, and mypy's types of the package (configured in pyproject.toml); `make test`
+# runs it first. `$(BIN)/ruff format .` reformats, `$(BIN)/ruff check --fix .` applies the safe fixes.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy src
+
 # One pytest worker per core, each test file on one worker (its module fixtures are built once): most of the
 # suite's time is single-threaded process start-up (dvc, torch imports), so 2 cores take about half as long.
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # The tests whose numbers hang on how a CPU rounds (marked cpu_sensitive) again, on an AVX2-only AMD CPU's kernels:

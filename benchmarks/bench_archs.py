@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_training import BATCH, matmul_gflops, subset, training_flop_per_image  # noqa: E402
 import sections  # noqa: E402
+from bench_training import BATCH, matmul_gflops, subset, training_flop_per_image  # noqa: E402
 
 from contrastlab.infra.machine import cpp_compiler, cpu_description, has_native_bf16  # noqa: E402
 from contrastlab.infra.params import PRECISIONS  # noqa: E402
@@ -40,10 +40,20 @@ EXAMPLES_PER_EPOCH = 50_000  # the protocol's 5,000 anchors per class
 OWNER = sections.owner_of(__file__)  # the name on its section's markers in BENCHMARKS.md
 
 
-def images_per_s(images: torch.Tensor, examples: dict, loss: str, arch: str, precision: str = "fp32",
-                 compiled: bool = False) -> float:
-    config = TrainConfig(loss=loss, aug="simclr", seed=0, epochs=1, lr=LOSSES[loss].lr, batch_size=BATCH, arch=arch,
-                         precision=precision, compile=compiled)
+def images_per_s(
+    images: torch.Tensor, examples: dict, loss: str, arch: str, precision: str = "fp32", compiled: bool = False
+) -> float:
+    config = TrainConfig(
+        loss=loss,
+        aug="simclr",
+        seed=0,
+        epochs=1,
+        lr=LOSSES[loss].lr,
+        batch_size=BATCH,
+        arch=arch,
+        precision=precision,
+        compile=compiled,
+    )
     return train(images, examples, config, device=torch.device("cpu"), progress=False).images_per_s
 
 
@@ -65,7 +75,8 @@ def main() -> None:
     lines = [
         f"Measured by `python {' '.join(sys.argv)}` on {cpu_description()}, torch {torch.__version__}; "
         f"fp32 matmul {fp32:.0f} GFLOP/s. Images/s: medians of "
-        f"{args.rounds} timings of {args.steps} steps of {BATCH} examples with SimCLR views, the archs alternating.", "",
+        f"{args.rounds} timings of {args.steps} steps of {BATCH} examples with SimCLR views, the archs alternating.",
+        "",
         "| dataset | loss | arch | parameters | training MFLOP / image | img/s | FLOP eff. | time / study's | "
         "min per epoch (50k examples) | bf16 img/s | bf16 / fp32 | compiled fp32 img/s | compiled bf16 img/s | "
         "fastest / fp32 |",
@@ -92,15 +103,20 @@ def main() -> None:
                 bf16, fastest = medians.get((arch, "bf16", False)), max(v for k, v in medians.items() if k[0] == arch)
                 compiled = [medians.get((arch, precision, True)) for precision in PRECISIONS]
                 flop = training_flop_per_image(images.shape[1], images.shape[-1], arch=arch)
-                size = sum(p.numel() for p in make_encoder(images.shape[1], arch=arch,
-                                                           embedding_dim=ARCHS[arch].embedding_dim or EMBEDDING_DIM)
-                           .parameters())
-                row = (f"| {name} | {loss} | {arch} | {size:,} | {flop / 1e6:.1f} | {rate:,.0f} | "
-                       f"{rate * flop / 1e9 / fp32:.0%} | {study_rate / rate:.1f}x | "
-                       f"{EXAMPLES_PER_EPOCH * members / rate / 60:.1f} | "
-                       + (f"{bf16:,.0f} | {bf16 / rate:.2f}x | " if bf16 is not None else "n/a | n/a | ")
-                       + "".join(f"{value:,.0f} | " if value is not None else "n/a | " for value in compiled)
-                       + f"{fastest / rate:.2f}x |")
+                size = sum(
+                    p.numel()
+                    for p in make_encoder(
+                        images.shape[1], arch=arch, embedding_dim=ARCHS[arch].embedding_dim or EMBEDDING_DIM
+                    ).parameters()
+                )
+                row = (
+                    f"| {name} | {loss} | {arch} | {size:,} | {flop / 1e6:.1f} | {rate:,.0f} | "
+                    f"{rate * flop / 1e9 / fp32:.0%} | {study_rate / rate:.1f}x | "
+                    f"{EXAMPLES_PER_EPOCH * members / rate / 60:.1f} | "
+                    + (f"{bf16:,.0f} | {bf16 / rate:.2f}x | " if bf16 is not None else "n/a | n/a | ")
+                    + "".join(f"{value:,.0f} | " if value is not None else "n/a | " for value in compiled)
+                    + f"{fastest / rate:.2f}x |"
+                )
                 lines.append(row)
                 print(row, flush=True)
     if args.into:

@@ -42,8 +42,9 @@ def strided_inputs(channels: int, size: int) -> list[tuple[int, int, int]]:
     encoder = make_encoder(channels)
     for layer in encoder.modules():
         if isinstance(layer, StridedConv2x2):
-            layer.register_forward_hook(lambda layer, inputs, _: found.append(
-                (layer.in_channels, layer.out_channels, inputs[0].shape[-1])))
+            layer.register_forward_hook(
+                lambda layer, inputs, _: found.append((layer.in_channels, layer.out_channels, inputs[0].shape[-1]))
+            )
     encoder(torch.zeros(2, channels, size, size))
     return found
 
@@ -59,8 +60,9 @@ def median_ms(run, repeats: int) -> float:
     return statistics.median(times) * 1000
 
 
-def time_layer(inputs: int, outputs: int, size: int, bf16: bool, matmul_backward: bool, repeats: int,
-               input_grad: bool) -> tuple[float, float]:
+def time_layer(
+    inputs: int, outputs: int, size: int, bf16: bool, matmul_backward: bool, repeats: int, input_grad: bool
+) -> tuple[float, float]:
     """Forward and backward milliseconds of one strided convolution over a batch; `input_grad`: also the
     gradient of its input (every layer but the first, whose input is the images)."""
     layer = StridedConv2x2(inputs, outputs).to(memory_format=torch.channels_last)
@@ -103,18 +105,30 @@ def time_step(bf16: bool, compiled: bool, repeats: int, per_member: bool = True,
     return {"first_s": time.perf_counter() - start, "step_ms": median_ms(step, repeats)}
 
 
-def step_in_fresh_process(bf16: bool, compiled: bool, repeats: int, cache_dir: str, per_member: bool = True,
-                          dataset: str = "mnist") -> dict:
+def step_in_fresh_process(
+    bf16: bool, compiled: bool, repeats: int, cache_dir: str, per_member: bool = True, dataset: str = "mnist"
+) -> dict:
     """`time_step` in a new Python process with its own Inductor cache folder, as a stage run would be (every
     step cell runs so, eager ones too: the layer timings before them leave this process's memory warm)."""
-    return in_fresh_process("bench_convolutions", "time_step", bf16, compiled, repeats, per_member, dataset,
-                            env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir))
+    return in_fresh_process(
+        "bench_convolutions",
+        "time_step",
+        bf16,
+        compiled,
+        repeats,
+        per_member,
+        dataset,
+        env=dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir),
+    )
 
 
 def in_fresh_process(module: str, function: str, *args, env: dict | None = None):
     """`module.function(*args)` of this folder's benchmarks in a new Python process; its result, through JSON."""
-    code = ("import json, sys; sys.path.insert(0, %r); import %s as m; print(json.dumps(m.%s(*%r)))"
-            % (os.path.dirname(os.path.abspath(__file__)), module, function, args))
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = (
+        f"import json, sys; sys.path.insert(0, {here!r}); import {module} as m; "
+        f"print(json.dumps(m.{function}(*{args!r})))"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -129,25 +143,38 @@ def main() -> None:
         sys.exit("this CPU has no native bf16 (AVX512-BF16 or AMX): nothing to compare")
 
     print(f"CPU: {cpu_description()}; torch {torch.__version__}; {torch.get_num_threads()} threads\n")
-    print(f"Strided 2x2 convolutions, batch {BATCH} ({args.dataset}), forward / backward ms, medians of {args.repeats}:\n")
+    print(
+        f"Strided 2x2 convolutions, batch {BATCH} ({args.dataset}), forward / backward ms, medians of {args.repeats}:\n"
+    )
     print("| convolution | " + " | ".join(PATHS) + " | bf16 backward: conv2d / matmul |")
     print("|---|" + "---|" * (len(PATHS) + 1))
     totals = {name: [0.0, 0.0] for name in PATHS}
     for index, (inputs, outputs, size) in enumerate(strided_inputs(*SHAPES[args.dataset])):
-        cells = {name: time_layer(inputs, outputs, size, *flags, args.repeats, input_grad=index > 0)
-                 for name, flags in PATHS.items()}
+        cells = {
+            name: time_layer(inputs, outputs, size, *flags, args.repeats, input_grad=index > 0)
+            for name, flags in PATHS.items()
+        }
         for name, (forward_ms, backward_ms) in cells.items():
             totals[name][0] += forward_ms
             totals[name][1] += backward_ms
         ratio = cells["bf16 conv2d"][1] / cells["bf16 matmul backward"][1]
-        print(f"| {inputs} -> {outputs} ({size}x{size} input) | "
-              + " | ".join(f"{f:.1f} / {b:.1f}" for f, b in cells.values()) + f" | {ratio:.2f}x |", flush=True)
-    print("| all four | " + " | ".join(f"{f:.1f} / {b:.1f}" for f, b in totals.values())
-          + f" | {totals['bf16 conv2d'][1] / totals['bf16 matmul backward'][1]:.2f}x |")
+        print(
+            f"| {inputs} -> {outputs} ({size}x{size} input) | "
+            + " | ".join(f"{f:.1f} / {b:.1f}" for f, b in cells.values())
+            + f" | {ratio:.2f}x |",
+            flush=True,
+        )
+    print(
+        "| all four | "
+        + " | ".join(f"{f:.1f} / {b:.1f}" for f, b in totals.values())
+        + f" | {totals['bf16 conv2d'][1] / totals['bf16 matmul backward'][1]:.2f}x |"
+    )
 
     print(f"\nWhole encoder step (3 x {BATCH} {args.dataset} images, forward and backward), ms:\n")
-    print("| precision | eager, one forward of 3,072 | eager | compiled | compile, empty cache (s) | "
-          "compile, cache kept (s) |")
+    print(
+        "| precision | eager, one forward of 3,072 | eager | compiled | compile, empty cache (s) | "
+        "compile, cache kept (s) |"
+    )
     print("|---|---|---|---|---|---|")
     for bf16 in (False, True):
         with tempfile.TemporaryDirectory() as cache:
@@ -158,8 +185,11 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as cache:
                 cold = step_in_fresh_process(bf16, True, args.repeats, cache, True, args.dataset)
                 warm = step_in_fresh_process(bf16, True, args.repeats, cache, True, args.dataset)
-            cells += [f"{statistics.median([cold['step_ms'], warm['step_ms']]):.0f}",
-                      f"{cold['first_s']:.1f}", f"{warm['first_s']:.1f}"]
+            cells += [
+                f"{statistics.median([cold['step_ms'], warm['step_ms']]):.0f}",
+                f"{cold['first_s']:.1f}",
+                f"{warm['first_s']:.1f}",
+            ]
         else:
             cells += ["-", "-", "-"]
         print(f"| {'bf16 (matmul backward)' if bf16 else 'fp32'} | " + " | ".join(cells) + " |", flush=True)

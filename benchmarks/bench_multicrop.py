@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_training import subset, training_flop_per_image  # noqa: E402
 import sections  # noqa: E402
+from bench_training import subset, training_flop_per_image  # noqa: E402
 
 from contrastlab.infra.machine import cpu_description  # noqa: E402
 from contrastlab.pipeline.datasets import load_split  # noqa: E402
@@ -36,8 +36,19 @@ OWNER = sections.owner_of(__file__)
 
 
 def seconds_per_step(images: torch.Tensor, examples: dict, arch: str, crops: int) -> float:
-    config = TrainConfig(loss="vicreg", aug="simclr", seed=0, epochs=1, lr=0.003, batch_size=BATCH, head="linear",
-                         optimizer="adamw", arch=arch, embedding_dim=1024, small_crops=crops)
+    config = TrainConfig(
+        loss="vicreg",
+        aug="simclr",
+        seed=0,
+        epochs=1,
+        lr=0.003,
+        batch_size=BATCH,
+        head="linear",
+        optimizer="adamw",
+        arch=arch,
+        embedding_dim=1024,
+        small_crops=crops,
+    )
     result = train(images, examples, config, device=torch.device("cpu"), progress=False)
     return result.train_time_s / -(-len(examples["target"]) // BATCH)
 
@@ -55,9 +66,11 @@ def main() -> None:
     lines = [
         f"Measured by `python {' '.join(sys.argv)}` on {cpu_description()}, torch {torch.__version__}: medians of "
         f"{args.rounds} timings of {args.steps} VICReg steps of {BATCH} examples (two SimCLR views each, fp32), the "
-        "settings alternating.", "",
-        "| dataset | arch | training MFLOP / image | ms / step | " + " | ".join(
-            f"{n} crops: ms / step (x no crops)" for n in CROPS[1:]) + " |",
+        "settings alternating.",
+        "",
+        "| dataset | arch | training MFLOP / image | ms / step | "
+        + " | ".join(f"{n} crops: ms / step (x no crops)" for n in CROPS[1:])
+        + " |",
         "|---|---|---|---|" + "---|" * (len(CROPS) - 1),
     ]
     print("\n".join(lines), flush=True)
@@ -76,9 +89,11 @@ def main() -> None:
         for arch in ARCHS_TIMED:
             base = medians[arch, 0]
             flop = training_flop_per_image(images.shape[1], images.shape[-1], arch=arch)
-            row = (f"| {name} | {arch} | {flop / 1e6:.1f} | {base * 1000:,.0f} | "
-                   + " | ".join(f"{medians[arch, n] * 1000:,.0f} ({medians[arch, n] / base:.2f}x)" for n in CROPS[1:])
-                   + " |")
+            row = (
+                f"| {name} | {arch} | {flop / 1e6:.1f} | {base * 1000:,.0f} | "
+                + " | ".join(f"{medians[arch, n] * 1000:,.0f} ({medians[arch, n] / base:.2f}x)" for n in CROPS[1:])
+                + " |"
+            )
             lines.append(row)
             print(row, flush=True)
     if args.into:

@@ -40,7 +40,16 @@ ROOT = Path(__file__).resolve().parents[1]
 OWNER = sections.owner_of(__file__)  # the name on its section's markers in BENCHMARKS.md
 # The stages that train an encoder: the scenario's and the ceilings (the baselines trained with labels).
 TRAINING_STAGES = ("train", *(f"baseline@{name}" for name, kind in BASELINES.items() if kind.uses_labels))
-STAGES = ("download", "examples", "train", "embed", "tsne", "probe", *(f"baseline@{name}" for name in BASELINES), "track")
+STAGES = (
+    "download",
+    "examples",
+    "train",
+    "embed",
+    "tsne",
+    "probe",
+    *(f"baseline@{name}" for name in BASELINES),
+    "track",
+)
 
 # Runs a command and reports the peak resident memory of its largest descendant (a stage).
 PEAK_RSS = (
@@ -55,8 +64,14 @@ def run(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int]:
     a reaped child's rusage includes its own reaped children, and DVC waits for its stages).
     Linux reports ru_maxrss in KiB."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PEAK_RSS, *cmd], cwd=cwd, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, *cmd],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
@@ -75,7 +90,7 @@ def timed_stages(cmd: list[str], cwd: Path, env: dict) -> tuple[float, dict[str,
     if dvc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed")
     ends = [t for _, t in starts[1:]] + [end]
-    return end - start, {stage: stop - begun for (stage, begun), stop in zip(starts, ends)}
+    return end - start, {stage: stop - begun for (stage, begun), stop in zip(starts, ends, strict=True)}
 
 
 def peak_rss_of_children() -> int:
@@ -115,7 +130,8 @@ def main() -> None:
         f"Measured by `python {' '.join(sys.argv)}` on {cpu_description()}, in a fresh clone with this checkout's "
         "Python environment.",
         "",
-        f"- default `dvc repro --force` from nothing (mnist / triplet / simclr, download included, every stage run): **{full:.0f} s** wall, "
+        "- default `dvc repro --force` from nothing (mnist / triplet / simclr, download included, every stage run): "
+        f"**{full:.0f} s** wall, "
         f"{full / training:.2f}x the training loop's own {training:.0f} s; peak stage memory {full_rss:,} MB",
         f"- the stages that train an encoder ({', '.join(TRAINING_STAGES)}) {trains:.0f} s; everything else "
         f"{full - trains:.0f} s, {(full - trains) / trains:.0%} on top of them",

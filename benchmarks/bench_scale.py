@@ -58,14 +58,36 @@ def git_pushes(folder: Path, count: int, clients: int) -> tuple[float, float]:
     sh(*GIT, "commit", "-qm", "base", cwd=repo)
     commits = []
     for i in range(2 * count):
-        blob = subprocess.run(["git", "hash-object", "-w", "--stdin"], cwd=repo, input=f"seed: {i}\n",
-                              capture_output=True, text=True, check=True).stdout.strip()
-        tree = subprocess.run(["git", "mktree"], cwd=repo, input=f"100644 blob {blob}\tparams.yaml\n",
-                              capture_output=True, text=True, check=True).stdout.strip()
-        commits.append(subprocess.run([*GIT, "commit-tree", tree, "-p", "HEAD", "-m", f"exp {i}"], cwd=repo,
-                                      capture_output=True, text=True, check=True).stdout.strip())
-    return timed(lambda i: sh("git", "push", "-q", str(remote), f"{commits[i]}:refs/exps/aa/bench/exp-{i}",
-                              cwd=repo), count, clients)
+        blob = subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"],
+            cwd=repo,
+            input=f"seed: {i}\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        tree = subprocess.run(
+            ["git", "mktree"],
+            cwd=repo,
+            input=f"100644 blob {blob}\tparams.yaml\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        commits.append(
+            subprocess.run(
+                [*GIT, "commit-tree", tree, "-p", "HEAD", "-m", f"exp {i}"],
+                cwd=repo,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+        )
+    return timed(
+        lambda i: sh("git", "push", "-q", str(remote), f"{commits[i]}:refs/exps/aa/bench/exp-{i}", cwd=repo),
+        count,
+        clients,
+    )
 
 
 def mlflow_runs(folder: Path, count: int, clients: int) -> tuple[float, float]:
@@ -79,9 +101,12 @@ def mlflow_runs(folder: Path, count: int, clients: int) -> tuple[float, float]:
 
         def log_run(i: int) -> None:
             run = client.create_run(experiment, run_name=f"run-{i}").info.run_id
-            client.log_batch(run, params=[mlflow.entities.Param(f"p{j}", str(j)) for j in range(RUN_PARAMS)],
-                             metrics=[mlflow.entities.Metric(f"m{j}", j / 7, 0, j) for j in range(RUN_METRICS)],
-                             tags=[mlflow.entities.RunTag(f"t{j}", str(j)) for j in range(RUN_TAGS)])
+            client.log_batch(
+                run,
+                params=[mlflow.entities.Param(f"p{j}", str(j)) for j in range(RUN_PARAMS)],
+                metrics=[mlflow.entities.Metric(f"m{j}", j / 7, 0, j) for j in range(RUN_METRICS)],
+                tags=[mlflow.entities.RunTag(f"t{j}", str(j)) for j in range(RUN_TAGS)],
+            )
             for name in ("tsne", "confusion", "train_loss"):
                 client.log_artifact(run, str(figure), artifact_path=name)
             client.set_terminated(run)
@@ -115,8 +140,10 @@ def main() -> None:
         mlflow_alone, mlflow_rate = mlflow_runs(folder, args.count, args.clients)
         dvc_rate = dvc_pushes(folder, args.megabytes)
     print(f"git ref push: {git_alone:.2f} s each alone, {git_rate:.1f}/s with {args.clients} at once")
-    print(f"MLflow run (server, sqlite, 1 worker; {RUN_PARAMS} params, {RUN_METRICS} metrics, {RUN_TAGS} tags, "
-          f"3 figures): {mlflow_alone:.2f} s each alone, {mlflow_rate:.1f}/s with {args.clients} at once")
+    print(
+        f"MLflow run (server, sqlite, 1 worker; {RUN_PARAMS} params, {RUN_METRICS} metrics, {RUN_TAGS} tags, "
+        f"3 figures): {mlflow_alone:.2f} s each alone, {mlflow_rate:.1f}/s with {args.clients} at once"
+    )
     print(f"DVC push of {args.megabytes} MB to a local folder remote: {dvc_rate:.0f} MB/s")
 
 

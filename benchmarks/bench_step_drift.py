@@ -1,4 +1,5 @@
-"""Does a training step keep its speed over a process's life? The study encoder's step, fp32 and bf16, in fresh processes.
+"""Does a training step keep its speed over a process's life? The study encoder's step, fp32 and bf16, in fresh
+processes.
 
 Each process trains the study encoder (SGD, a mean-squared loss, random images of `--dataset`'s shape, 3 x 1024
 per step as a triplet batch) for `--steps` steps and prints its mean milliseconds per block of 10 steps; the
@@ -47,7 +48,7 @@ def block_means(dataset: str, bf16: bool, steps: int, flush_denormal: bool = Fal
         out.float().pow(2).mean().backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
-    return [1000 * sum(times[i:i + BLOCK]) / len(times[i:i + BLOCK]) for i in range(0, steps, BLOCK)]
+    return [1000 * sum(times[i : i + BLOCK]) / len(times[i : i + BLOCK]) for i in range(0, steps, BLOCK)]
 
 
 def main() -> None:
@@ -59,13 +60,21 @@ def main() -> None:
     args = parser.parse_args()
     precisions = (False, True) if has_native_bf16() else (False,)
     print(f"ms per step of 3 x {BATCH} {args.dataset} images, mean of each block of {BLOCK} steps:\n")
-    print("| process | precision | " + " | ".join(f"steps {i + 1}-{i + BLOCK}" for i in range(0, args.steps, BLOCK)) + " |")
+    print(
+        "| process | precision | "
+        + " | ".join(f"steps {i + 1}-{i + BLOCK}" for i in range(0, args.steps, BLOCK))
+        + " |"
+    )
     print("|---|---|" + "---|" * len(range(0, args.steps, BLOCK)))
     for process in range(1, args.processes + 1):
         for bf16 in precisions:
-            means = in_fresh_process("bench_step_drift", "block_means", args.dataset, bf16, args.steps,
-                                     args.flush_denormal)
-            print(f"| {process} | {'bf16' if bf16 else 'fp32'} | " + " | ".join(f"{m:.0f}" for m in means) + " |", flush=True)
+            means = in_fresh_process(
+                "bench_step_drift", "block_means", args.dataset, bf16, args.steps, args.flush_denormal
+            )
+            print(
+                f"| {process} | {'bf16' if bf16 else 'fp32'} | " + " | ".join(f"{m:.0f}" for m in means) + " |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

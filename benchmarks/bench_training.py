@@ -114,11 +114,27 @@ class Measured:
     encoder: torch.nn.Module
 
 
-def time_project(images: torch.Tensor, examples: dict, loss: str, aug: str, epochs: int = 1,
-                 precision: str = "fp32", seed: int = 0, compile: bool = False) -> Measured:
+def time_project(
+    images: torch.Tensor,
+    examples: dict,
+    loss: str,
+    aug: str,
+    epochs: int = 1,
+    precision: str = "fp32",
+    seed: int = 0,
+    compile: bool = False,
+) -> Measured:
     """Train exactly as the `train` stage does (fresh views every step) and time it."""
-    config = TrainConfig(loss=loss, aug=aug, seed=seed, epochs=epochs, lr=LOSSES[loss].lr, batch_size=BATCH,
-                         precision=precision, compile=compile)
+    config = TrainConfig(
+        loss=loss,
+        aug=aug,
+        seed=seed,
+        epochs=epochs,
+        lr=LOSSES[loss].lr,
+        batch_size=BATCH,
+        precision=precision,
+        compile=compile,
+    )
     result = train(images, examples, config, device=torch.device("cpu"), progress=False)
     return Measured(result.images_per_s, result.train_time_s, result.encoder)
 
@@ -133,8 +149,9 @@ def time_compiled_twice(images: torch.Tensor, examples: dict, precision: str) ->
             runs = []
             for _ in range(2):
                 torch._dynamo.reset()
-                runs.append(time_project(images, examples, "triplet", "simclr", epochs=10, precision=precision,
-                                         compile=True))
+                runs.append(
+                    time_project(images, examples, "triplet", "simclr", epochs=10, precision=precision, compile=True)
+                )
         finally:
             if before is None:
                 del os.environ["TORCHINDUCTOR_CACHE_DIR"]
@@ -207,7 +224,9 @@ def main() -> None:
                 rates = {path: [] for path in (*precisions, "notebook")}
                 for _ in range(args.rounds):
                     for precision in precisions:
-                        rates[precision].append(time_project(images, examples, loss, aug, precision=precision).images_per_s)
+                        rates[precision].append(
+                            time_project(images, examples, loss, aug, precision=precision).images_per_s
+                        )
                     seen, seconds = notebook.train_steps(loss, images.shape[1], LOSSES[loss].lr, BATCH)
                     rates["notebook"].append(seen / seconds)
                 ours, theirs = statistics.median(rates["fp32"]), statistics.median(rates["notebook"])
@@ -239,18 +258,29 @@ def main() -> None:
         print("\n".join(full), flush=True)
         for precision, seeds in (("fp32", range(args.seeds)), ("bf16", (0,))):
             for seed in seeds if precision in precisions else ():
-                ours = time_project(torch.from_numpy(images_np), examples, "triplet", "simclr", epochs=10,
-                                    precision=precision, seed=seed)
+                ours = time_project(
+                    torch.from_numpy(images_np),
+                    examples,
+                    "triplet",
+                    "simclr",
+                    epochs=10,
+                    precision=precision,
+                    seed=seed,
+                )
                 top1 = probe_top1(ours.encoder, test_images, test_labels, seed=0)
-                full.append(f"| project {precision}, seed {seed} | {ours.seconds:.0f} | {notebook_s / ours.seconds:.2f}x | "
-                            f"{top1:.4f} |")
+                full.append(
+                    f"| project {precision}, seed {seed} | {ours.seconds:.0f} | {notebook_s / ours.seconds:.2f}x | "
+                    f"{top1:.4f} |"
+                )
                 print(full[-1], flush=True)
         for precision in precisions if cpp_compiler() else ():
             cold, warm = time_compiled_twice(torch.from_numpy(images_np), examples, precision)
             top1 = probe_top1(warm.encoder, test_images, test_labels, seed=0)
-            full.append(f"| project {precision} compiled, seed 0, empty Inductor cache (compiling included) / cache kept | "
-                        f"{cold.seconds:.0f} / {warm.seconds:.0f} | {notebook_s / cold.seconds:.2f}x / "
-                        f"{notebook_s / warm.seconds:.2f}x | {top1:.4f} |")
+            full.append(
+                f"| project {precision} compiled, seed 0, empty Inductor cache (compiling included) / cache kept | "
+                f"{cold.seconds:.0f} / {warm.seconds:.0f} | {notebook_s / cold.seconds:.2f}x / "
+                f"{notebook_s / warm.seconds:.2f}x | {top1:.4f} |"
+            )
             print(full[-1], flush=True)
         lines += full
 

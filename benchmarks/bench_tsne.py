@@ -195,7 +195,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--repeats", type=int, default=3, help="timed fits per method and size (median shown)")
     parser.add_argument("--max-iter", type=int, default=5000, help="total iterations incl. 250 of exaggeration")
-    parser.add_argument("--budget", type=float, default=600.0, help="seconds allowed for all repeats of one method and size")
+    parser.add_argument(
+        "--budget", type=float, default=600.0, help="seconds allowed for all repeats of one method and size"
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="stop a single fit after this many seconds")
     parser.add_argument("--n-jobs", type=int, default=n_cores(), help="openTSNE threads (default: usable cores)")
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
@@ -222,8 +224,12 @@ def main() -> None:
                 fitted = fit_in_fresh_process(method, x, args.max_iter, args.n_jobs, args.timeout)
                 if fitted is None:
                     case.timed_out = True
-                    print(f"[{time.perf_counter() - t0:7.0f}s] repeat {rep + 1} n={n:>6} {method:<22} "
-                          f"stopped after {args.timeout:.0f}s  load before {load:.1f}", file=sys.stderr, flush=True)
+                    print(
+                        f"[{time.perf_counter() - t0:7.0f}s] repeat {rep + 1} n={n:>6} {method:<22} "
+                        f"stopped after {args.timeout:.0f}s  load before {load:.1f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     continue
                 y, info = fitted
                 case.seconds.append(info["seconds"])
@@ -232,7 +238,8 @@ def main() -> None:
                 print(
                     f"[{time.perf_counter() - t0:7.0f}s] repeat {rep + 1} n={n:>6} {method:<22} "
                     f"{info['seconds']:8.1f}s  load before {load:.1f}  cpu/wall {info['cpu_per_wall']:.2f}  "
-                    f"peak {info['peak_rss_mb']:.0f} MB  iters {info['n_iter']}  extent {info['extent']:.0f}  KL {info['kl']:.3f}",
+                    f"peak {info['peak_rss_mb']:.0f} MB  iters {info['n_iter']}  extent {info['extent']:.0f}  "
+                    f"KL {info['kl']:.3f}",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -270,9 +277,12 @@ def main() -> None:
         for method in args.methods:
             case = cases[(method, n)]
             if not case.seconds:
-                lines.append(f"| {method} | {n} | > {args.timeout:.0f} (stopped) | 0 | < {base_median / args.timeout:.2f}x "
-                             f"| - | - | - | - | - | - | - | - |" if base_median else f"| {method} | {n} | > {args.timeout:.0f} "
-                             "(stopped) | 0 | - | - | - | - | - | - | - | - | - |")
+                lines.append(
+                    f"| {method} | {n} | > {args.timeout:.0f} (stopped) | 0 | < {base_median / args.timeout:.2f}x "
+                    f"| - | - | - | - | - | - | - | - |"
+                    if base_median
+                    else f"| {method} | {n} | > {args.timeout:.0f} (stopped) | 0 | - | - | - | - | - | - | - | - | - |"
+                )
                 continue
             median = statistics.median(case.seconds)
             ratio = f"{base_median / median:.2f}x" if base_median and method != "sklearn" else "-"

@@ -33,8 +33,11 @@ def quick_clone(folder: Path) -> Path:
         params[section].update(values)
     params["download"]["mirror"] = str((ROOT / params["download"]["mirror"]).resolve())
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for args in (("rm", "-rq", "study/results"), ("add", "params.yaml"), ("-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit",
-                                          "-qm", "quick settings")):
+    for args in (
+        ("rm", "-rq", "study/results"),
+        ("add", "params.yaml"),
+        ("-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-qm", "quick settings"),
+    ):
         subprocess.run(["git", *args], cwd=clone, check=True)
     for key, value in (("user.name", "bench"), ("user.email", "bench@example.com")):
         subprocess.run(["git", "config", key, value], cwd=clone, check=True)
@@ -44,12 +47,29 @@ def quick_clone(folder: Path) -> Path:
 def timed_study(workers: int, threads: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         clone = quick_clone(Path(tmp))
-        env = {**os.environ, "PYTHONPATH": str(clone / "src"),
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(clone / "src"),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        }
         env.pop("MLFLOW_TRACKING_URI", None)
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "contrastlab.study", "--seeds", "1", "--workers", str(workers),
-                        "--threads", str(threads)], cwd=clone, env=env, check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "contrastlab.study",
+                "--seeds",
+                "1",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+            ],
+            cwd=clone,
+            env=env,
+            check=True,
+        )
         return time.perf_counter() - start
 
 

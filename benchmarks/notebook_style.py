@@ -27,16 +27,27 @@ def study_transform(aug: str, size: int) -> T.Compose:
     if aug == "none":
         return T.Compose(to_input)
     if aug == "pad_rotate_scale":
-        return T.Compose([
-            T.Resize(2 * size), T.Pad(18), T.RandomRotation(15), T.CenterCrop(int(2 * size * 1.125)),
-            T.Resize(size), *to_input,
-        ])
+        return T.Compose(
+            [
+                T.Resize(2 * size),
+                T.Pad(18),
+                T.RandomRotation(15),
+                T.CenterCrop(int(2 * size * 1.125)),
+                T.Resize(size),
+                *to_input,
+            ]
+        )
     if aug == "simclr":
-        return T.Compose([
-            T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
-            T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8), T.RandomGrayscale(0.2),
-            T.GaussianBlur(kernel_size=3, sigma=(0.1, 2.0)), *to_input,
-        ])
+        return T.Compose(
+            [
+                T.RandomResizedCrop(size),
+                T.RandomHorizontalFlip(),
+                T.RandomApply([T.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
+                T.RandomGrayscale(0.2),
+                T.GaussianBlur(kernel_size=3, sigma=(0.1, 2.0)),
+                *to_input,
+            ]
+        )
     raise ValueError(f"unknown augmentation {aug!r}")
 
 
@@ -57,14 +68,24 @@ def build_dataset(images: np.ndarray, examples: dict[str, np.ndarray], aug: str)
     members, augmented, target = examples["members"], examples["augmented"], examples["target"]
     views = iter(make_views(images, members[augmented], aug))
     rows = []
-    for example, flags, t in zip(members, augmented, target):
-        tensors = tuple(next(views) if flag else plain(to_pil(images[i])) for i, flag in zip(example, flags))
+    for example, flags, t in zip(members, augmented, target, strict=True):
+        tensors = tuple(
+            next(views) if flag else plain(to_pil(images[i])) for i, flag in zip(example, flags, strict=True)
+        )
         rows.append(tensors if len(tensors) == 3 else (*tensors, torch.tensor(float(t))))
     return rows
 
 
-def train_steps(dataset: list[tuple], loss: str, channels: int, lr: float, batch_size: int,
-                max_steps: int | None = None, epochs: int = 1, seed: int = 0) -> tuple[int, float]:
+def train_steps(
+    dataset: list[tuple],
+    loss: str,
+    channels: int,
+    lr: float,
+    batch_size: int,
+    max_steps: int | None = None,
+    epochs: int = 1,
+    seed: int = 0,
+) -> tuple[int, float]:
     """Train as the notebook did for `epochs` (or at most `max_steps` batches in all);
     return (images embedded, seconds)."""
     torch.manual_seed(seed)

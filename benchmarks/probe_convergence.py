@@ -30,15 +30,20 @@ def main() -> None:
     for name in args.features:
         features = saved[name].astype(np.float64)
         rounded = features * (1 + np.random.default_rng(1).standard_normal(features.shape) * 2e-7)
-        for solver, make in [("lbfgs, tol 1e-4 (default)", lambda: LogisticRegression(max_iter=1000)),
-                             ("the probe's", lambda: linear_probe(1000))]:
+        for solver, make in [
+            ("lbfgs, tol 1e-4 (default)", lambda: LogisticRegression(max_iter=1000)),
+            ("the probe's", lambda: linear_probe(1000)),
+        ]:
             start = time.perf_counter()
             model = make().fit(features[fit], labels[fit])
             seconds = time.perf_counter() - start
             predicted = model.predict(features[scored])
             moved = make().fit(rounded[fit], labels[fit]).predict(rounded[scored])
-            print(f"{name:9s} {solver:26s} {seconds:6.1f} s  top-1 {np.mean(predicted == labels[scored]):.4f}  "
-                  f"predictions changed by rounding: {int(np.sum(predicted != moved))} of {len(scored)}", flush=True)
+            print(
+                f"{name:9s} {solver:26s} {seconds:6.1f} s  top-1 {np.mean(predicted == labels[scored]):.4f}  "
+                f"predictions changed by rounding: {int(np.sum(predicted != moved))} of {len(scored)}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,11 @@ def representations(encoder, images: np.ndarray) -> dict[str, np.ndarray]:
         hidden.append(h)
         embedded.append(encoder.projection(h))
     h = torch.cat(hidden)
-    return {"embedding": torch.cat(embedded).numpy(), "backbone, averaged": h.mean(dim=(2, 3)).numpy(),
-            "backbone, flattened": h.flatten(1).numpy()}
+    return {
+        "embedding": torch.cat(embedded).numpy(),
+        "backbone, averaged": h.mean(dim=(2, 3)).numpy(),
+        "backbone, flattened": h.flatten(1).numpy(),
+    }
 
 
 def main() -> None:
@@ -50,10 +53,15 @@ def main() -> None:
     print("| features | size | trained top-1 | random init top-1 | gain |\n|---|---|---|---|---|")
     found = {name: representations(encoder, images) for name, encoder in (("trained", trained), ("init", untrained))}
     for features in found["trained"]:
-        top1 = {name: probe(found[name][features], labels, test_size=0.2, knn_k=30, max_iter=1000, seed=args.seed)["top1"]
-                for name in found}
-        print(f"| {features} | {found['trained'][features].shape[1]} | {top1['trained']:.4f} | {top1['init']:.4f} | "
-              f"{top1['trained'] - top1['init']:+.4f} |", flush=True)
+        top1 = {
+            name: probe(found[name][features], labels, test_size=0.2, knn_k=30, max_iter=1000, seed=args.seed)["top1"]
+            for name in found
+        }
+        print(
+            f"| {features} | {found['trained'][features].shape[1]} | {top1['trained']:.4f} | {top1['init']:.4f} | "
+            f"{top1['trained'] - top1['init']:+.4f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     train_images, train_labels = load_split(args.data, "train")
     test_images, test_labels = load_split(args.data, "test")
-    print("| K | features | fitted | solver | seconds | steps | largest gradient | top-1 | predictions unlike Newton-CG |")
+    print(
+        "| K | features | fitted | solver | seconds | steps | largest gradient | top-1 | predictions unlike Newton-CG |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for centroids in args.centroids:
         start = time.perf_counter()
@@ -52,12 +54,17 @@ def main() -> None:
                     solver.fit(x, y)
                 seconds = time.perf_counter() - start
                 predicted[name] = solver.predict(test)
-                unlike = (str(int(np.sum(predicted[name] != predicted["Newton-CG"]))) if "Newton-CG" in predicted
-                          and name != "Newton-CG" else "")
+                unlike = (
+                    str(int(np.sum(predicted[name] != predicted["Newton-CG"])))
+                    if "Newton-CG" in predicted and name != "Newton-CG"
+                    else ""
+                )
                 steps = int(np.max(solver.n_iter_))
-                print(f"| {centroids} | {x.shape[1]} | {rows} | {name} | {seconds:.0f} | {steps} | "
-                      f"{mean_gradient(solver, x, y):.1e} | {np.mean(predicted[name] == test_labels):.4f} | {unlike} |",
-                      flush=True)
+                print(
+                    f"| {centroids} | {x.shape[1]} | {rows} | {name} | {seconds:.0f} | {steps} | "
+                    f"{mean_gradient(solver, x, y):.1e} | {np.mean(predicted[name] == test_labels):.4f} | {unlike} |",
+                    flush=True,
+                )
 
 
 def mean_gradient(solver, x: np.ndarray, y: np.ndarray) -> float:

@@ -29,8 +29,9 @@ def git_show(repo: Path, ref: str, path: str) -> str:
 
 def earlier_top1(features: np.ndarray, labels: np.ndarray, settings: dict, seed: int) -> float:
     """The probe's top-1 as scored before it was solved to the optimum."""
-    fit, scored = train_test_split(np.arange(len(labels)), test_size=settings["test_size"], stratify=labels,
-                                   random_state=seed)
+    fit, scored = train_test_split(
+        np.arange(len(labels)), test_size=settings["test_size"], stratify=labels, random_state=seed
+    )
     model = LogisticRegression(max_iter=settings["max_iter"]).fit(features[fit], labels[fit])
     return float(np.mean(model.predict(features[scored]) == labels[scored]))
 
@@ -42,8 +43,13 @@ def main() -> None:
     parser.add_argument("--features", nargs="+", default=["embedding", "backbone"])
     parser.add_argument("--out", type=Path, help="also write the rows as JSON")
     args = parser.parse_args()
-    refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], cwd=args.repo, check=True,
-                          capture_output=True, text=True).stdout.split()
+    refs = subprocess.run(
+        ["git", "for-each-ref", "refs/exps", "--format=%(refname)"],
+        cwd=args.repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     rows = []
     names = {ref: ref.rsplit("/", 1)[-1] for ref in refs}
     # a baseline's experiment runs its own stage only: its dvc.lock's embed entry is the base commit's
@@ -57,9 +63,16 @@ def main() -> None:
             start = time.perf_counter()
             now = probe(x, saved["labels"], **fit_settings(p["probe"]), seed=p["seed"])
             seconds = time.perf_counter() - start
-            rows.append({"experiment": names[ref], "features": features,
-                         "earlier": earlier_top1(x, saved["labels"], p["probe"], p["seed"]),
-                         "converged": now["top1"], "converged_s": round(seconds, 1), "warnings": now["warnings"]})
+            rows.append(
+                {
+                    "experiment": names[ref],
+                    "features": features,
+                    "earlier": earlier_top1(x, saved["labels"], p["probe"], p["seed"]),
+                    "converged": now["top1"],
+                    "converged_s": round(seconds, 1),
+                    "warnings": now["warnings"],
+                }
+            )
             if p["probe"]["features"] == features:  # the earlier probe's own record of the same features
                 rows[-1]["recorded"] = json.loads(git_show(args.repo, ref, "metrics/probe.json"))["top1"]
             print(json.dumps(rows[-1]), flush=True)

@@ -37,8 +37,10 @@ def _span(text: str, owner: str, where: str) -> tuple[int, int]:
     begin, end = markers(owner)
     counts = text.count(begin), text.count(end)
     if counts != (1, 1) or text.index(begin) > text.index(end):
-        raise MarkerError(f"{where} needs exactly one '{begin}' line and, after it, one '{end}' line "
-                          f"(found {counts[0]} and {counts[1]}); add them where {owner}'s section belongs")
+        raise MarkerError(
+            f"{where} needs exactly one '{begin}' line and, after it, one '{end}' line "
+            f"(found {counts[0]} and {counts[1]}); add them where {owner}'s section belongs"
+        )
     start = text.index(begin) + len(begin)
     newline = text.find("\n", start)
     return (newline + 1 if newline != -1 and newline < text.index(end) else start), text.index(end)
@@ -77,6 +79,10 @@ def write(path: Path, owner: str, body: str) -> None:
 
 
 def add_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--into", type=Path, metavar="FILE",
-                        help="replace this script's marked section of FILE (BENCHMARKS.md), nothing else; "
-                             "FILE must hold the section's markers (see benchmarks/sections.py)")
+    parser.add_argument(
+        "--into",
+        type=Path,
+        metavar="FILE",
+        help="replace this script's marked section of FILE (BENCHMARKS.md), nothing else; "
+        "FILE must hold the section's markers (see benchmarks/sections.py)",
+    )

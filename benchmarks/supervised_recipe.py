@@ -43,8 +43,9 @@ def main() -> None:
     for aug in args.aug:
         for lr in args.lr:
             start = time.perf_counter()
-            represent = supervised_representation(data, p, torch.device("cpu"), False, aug=aug,
-                                                  recipe={**SUPERVISED_RECIPE, "lr": lr})
+            represent = supervised_representation(
+                data, p, torch.device("cpu"), False, aug=aug, recipe={**SUPERVISED_RECIPE, "lr": lr}
+            )
             features = represent(held_out_images)
             top1 = probe(features, held_out_labels, **fit_settings(p["probe"]), seed=args.seed)["top1"]
             print(f"| {args.dataset} | {aug} | {lr:g} | {top1:.4f} | {time.perf_counter() - start:.0f} |", flush=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -33,8 +32,8 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import websocket
 
@@ -85,9 +84,23 @@ def mlflow_ui(store: str, log: Path, timeout: float = 120) -> Iterator[str]:
     (the server spawns workers); yields its URL once it answers."""
     port = free_port()
     with log.open("w") as out:
-        server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", store,
-                                   "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                store,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -119,32 +132,40 @@ def temporary_store(folder: Path) -> str:
 
 def import_results(results: Path, store: str, timeout: float) -> str:
     """`make mlflow`'s import of `results` into `store`, as a user runs it; returns what it printed."""
-    done = subprocess.run([sys.executable, "-m", "contrastlab.study.import_runs", "--results", str(results)],
-                          cwd=ROOT, env={**os.environ, "MLFLOW_TRACKING_URI": store}, capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "contrastlab.study.import_runs", "--results", str(results)],
+        cwd=ROOT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": store},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, f"the import failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
 
 def runs_view(experiment_id: str, **state) -> dict[str, str]:
     """The runs page's own record of how it was last shown (filter, order, columns, expanded parent runs), which
-    it keeps in the browser's localStorage: a view for `Chromium(local_storage=...)` that changes nothing in the store."""
+    it keeps in the browser's localStorage: a view for `Chromium(local_storage=...)` that changes nothing in the
+    store."""
     key = f"MLflowLocalStorage-1.1-ExperimentPage-{json.dumps([experiment_id])}-ReactComponentState"
     return {key: json.dumps(state)}
 
 
 def compare_url(server: str, experiment_id: str, run_ids: list[str]) -> str:
     """MLflow's Compare view of `run_ids` (its route `/compare-runs?runs=[...]&experiments=[...]`)."""
-    query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id]),
-                                    "workflowType": "machine_learning"})
+    query = urllib.parse.urlencode(
+        {"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id]), "workflowType": "machine_learning"}
+    )
     return f"{server}/#/compare-runs?{query}"
 
 
 class Chromium:
     """Headless Chromium (a fresh profile, in its own process group) driven through the DevTools protocol."""
 
-    def __init__(self, local_storage: dict[str, str] | None = None, width: int = 1600, height: int = 1000,
-                 timeout: float = 60):
+    def __init__(
+        self, local_storage: dict[str, str] | None = None, width: int = 1600, height: int = 1000, timeout: float = 60
+    ):
         self.width, self.height, self.timeout = width, height, timeout
         binary = chromium()
         assert binary, "Chromium not found (apt-get install chromium)"
@@ -152,24 +173,42 @@ class Chromium:
         sandbox = ["--no-sandbox"] if os.geteuid() == 0 else []  # Chromium's sandbox refuses to run as root
         self.log = (self.profile / "chromium.log").open("w")
         self.process = subprocess.Popen(
-            [binary, "--headless", "--remote-debugging-port=0", f"--user-data-dir={self.profile}", "--no-first-run",
-             "--hide-scrollbars", f"--window-size={width},{height}", *sandbox, "about:blank"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                binary,
+                "--headless",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self.profile}",
+                "--no-first-run",
+                "--hide-scrollbars",
+                f"--window-size={width},{height}",
+                *sandbox,
+                "about:blank",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.ids = iter(range(1, 1 << 31))
         try:
             port_file = self.profile / "DevToolsActivePort"
-            wait_until(lambda: self.process.poll() is None and port_file.exists() and port_file.read_text().strip(),
-                       self.timeout, lambda: f"Chromium did not start:\n{self._log_tail()}")
+            wait_until(
+                lambda: self.process.poll() is None and port_file.exists() and port_file.read_text().strip(),
+                self.timeout,
+                lambda: f"Chromium did not start:\n{self._log_tail()}",
+            )
             port = port_file.read_text().split()[0]
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
                 page = next(t for t in json.load(response) if t["type"] == "page")
-            self.socket = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=self.timeout,
-                                                      suppress_origin=True)
+            self.socket = websocket.create_connection(
+                page["webSocketDebuggerUrl"], timeout=self.timeout, suppress_origin=True
+            )
             self.call("Page.enable")
             items = json.dumps({**ASSISTANT_ALREADY_SHOWN, **(local_storage or {})})
-            self.call("Page.addScriptToEvaluateOnNewDocument",  # before the page's own scripts, on every page
-                      source=f"if (location.protocol === 'http:') for (const [k, v] of Object.entries({items})) "
-                             "localStorage.setItem(k, v);")
+            self.call(
+                "Page.addScriptToEvaluateOnNewDocument",  # before the page's own scripts, on every page
+                source=f"if (location.protocol === 'http:') for (const [k, v] of Object.entries({items})) "
+                "localStorage.setItem(k, v);",
+            )
             self.resize(width, height)
         except BaseException:
             self.close()
@@ -224,17 +263,27 @@ class Chromium:
     def wait_for(self, expression: str, ready: Callable[[object], bool], what: str):
         """The value of `expression` in the page once `ready(value)`; AssertionError naming `what` and showing the
         page's text if it does not come within the timeout."""
+
         def value():
             found = self.evaluate(expression)
             return (found,) if ready(found) else None
 
-        return wait_until(value, self.timeout, lambda: f"{what}: not shown within {self.timeout} s; the page says:\n"
-                                                       f"{self.evaluate('document.body.innerText')[:1500]}")[0]
+        return wait_until(
+            value,
+            self.timeout,
+            lambda: (
+                f"{what}: not shown within {self.timeout} s; the page says:\n"
+                f"{self.evaluate('document.body.innerText')[:1500]}"
+            ),
+        )[0]
 
     def click(self, element: str, what: str) -> None:
         """A mouse click in the middle of `element` (a JavaScript expression) once it is on the page."""
-        x, y = self.wait_for(f"(e => e && (r => [r.x + r.width / 2, r.y + r.height / 2])(e.getBoundingClientRect()))"
-                             f"({element})", bool, what)
+        x, y = self.wait_for(
+            f"(e => e && (r => [r.x + r.width / 2, r.y + r.height / 2])(e.getBoundingClientRect()))({element})",
+            bool,
+            what,
+        )
         for event in ("mousePressed", "mouseReleased"):
             self.call("Input.dispatchMouseEvent", type=event, x=x, y=y, button="left", clickCount=1)
 
@@ -244,13 +293,16 @@ class Chromium:
         for name in names:
             self.click(select, "the menu")
             self.call("Input.insertText", text=name)
-            self.click(f"document.querySelector('.du-bois-light-select-item-option[title={json.dumps(name)}]')",
-                       f"the menu's entry {name}")
+            self.click(
+                f"document.querySelector('.du-bois-light-select-item-option[title={json.dumps(name)}]')",
+                f"the menu's entry {name}",
+            )
             for event in ("keyDown", "keyUp"):
                 self.call("Input.dispatchKeyEvent", type=event, key="Escape", code="Escape", windowsVirtualKeyCode=27)
 
     def runs_table(self, names: set[str]) -> list[dict]:
         """The runs table's rows once it shows all of `names` (a name cell also holds the run's colour)."""
+
         def listed(rows: list[dict]) -> bool:
             return names <= {row.get(RUN_NAME, "").splitlines()[-1] for row in rows if row.get(RUN_NAME)}
 
@@ -272,11 +324,24 @@ def take(store: str, out: Path, workdir: Path) -> None:
     scenarios = f"tags.study = '{PROTOCOL_STUDY}' and tags.seed = '0'"
     runs = client.search_runs([experiment_id], filter_string=scenarios)
     assert len(runs) == 12, f"{len(runs)} runs match {scenarios} in {store}, not the protocol's 12 scenarios"
-    columns = [PROBE_TOP1, "metrics.`knn_top1`", "tags.`dataset`", "tags.`loss`", "tags.`aug`",
-               "params.`resolved.epochs`", "params.`resolved.lr`"]
-    view = runs_view(experiment_id, searchFilter=scenarios, orderByKey=PROBE_TOP1, orderByAsc=False,
-                     selectedColumns=columns, columnOrder=[RUN_NAME, "duration", *columns],
-                     columnWidths={RUN_NAME: 270, "tags.`aug`": 150, "params.`resolved.epochs`": 140})
+    columns = [
+        PROBE_TOP1,
+        "metrics.`knn_top1`",
+        "tags.`dataset`",
+        "tags.`loss`",
+        "tags.`aug`",
+        "params.`resolved.epochs`",
+        "params.`resolved.lr`",
+    ]
+    view = runs_view(
+        experiment_id,
+        searchFilter=scenarios,
+        orderByKey=PROBE_TOP1,
+        orderByAsc=False,
+        selectedColumns=columns,
+        columnOrder=[RUN_NAME, "duration", *columns],
+        columnWidths={RUN_NAME: 270, "tags.`aug`": 150, "params.`resolved.epochs`": 140},
+    )
     with mlflow_ui(store, workdir / "mlflow-ui.log") as server, Chromium(view) as browser:
         browser.resize(1600, 760)  # the 12 rows, no empty space below
         browser.open(runs_url(server, experiment_id))
@@ -289,8 +354,9 @@ def take(store: str, out: Path, workdir: Path) -> None:
         menus = "document.querySelectorAll('.du-bois-light-select-selector')"
         browser.pick(f"{menus}[0]", ["dataset", "loss", "aug"])
         browser.pick(f"{menus}[1]", ["probe_top1"])
-        browser.wait_for("document.querySelectorAll('.js-plotly-plot').length", bool,
-                         "the Compare view's parallel-coordinates plot")
+        browser.wait_for(
+            "document.querySelectorAll('.js-plotly-plot').length", bool, "the Compare view's parallel-coordinates plot"
+        )
         browser.screenshot(out / "mlflow_compare.png")
 
 

@@ -31,14 +31,15 @@ def main() -> None:
 
     train_images, train_labels = load_training(args.data, p["split"]["validation_per_class"])
     test_images, test_labels = load_evaluation(args.data, p["split"]["validation_per_class"])
-    represent = BASELINES[args.name].fit({"train_images": train_images, "train_labels": train_labels}, p,
-                                         pick_device())
+    represent = BASELINES[args.name].fit({"train_images": train_images, "train_labels": train_labels}, p, pick_device())
     features = represent(test_images)
     training = (represent(train_images), train_labels) if p["probe"]["protocol"] == "standard" else None
     scores = probe(features, test_labels, **fit_settings(p["probe"]), seed=p["seed"], training=training)
     write_json(args.metrics, summary(scores, DATASETS[p["dataset"]].classes))
-    print(f"baseline {args.name} ({features.shape[1]} features, {p['probe']['protocol']} protocol): probe top-1 "
-          f"{scores['top1']:.4f}  top-3 {scores['top3']:.4f}  kNN {scores['knn']:.4f} -> {args.metrics}")
+    print(
+        f"baseline {args.name} ({features.shape[1]} features, {p['probe']['protocol']} protocol): probe top-1 "
+        f"{scores['top1']:.4f}  top-3 {scores['top3']:.4f}  kNN {scores['knn']:.4f} -> {args.metrics}"
+    )
 
 
 if __name__ == "__main__":

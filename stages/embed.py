@@ -47,8 +47,10 @@ def main() -> None:
         training = {training_name(name): array for name, array in {**embedded, "labels": train_labels}.items()}
     save_npz(args.out, labels=labels, **arrays, **training)
     also = f" and {len(training[training_name('labels')])} training images" if training else ""
-    print(f"{len(labels)} {which} images (and {len(p['shifts'])} shifted copies){also} -> "
-          f"{arrays['embedding'].shape[1]}-d embeddings and {arrays['backbone'].shape[1]} backbone features in {args.out}")
+    print(
+        f"{len(labels)} {which} images (and {len(p['shifts'])} shifted copies){also} -> "
+        f"{arrays['embedding'].shape[1]}-d embeddings and {arrays['backbone'].shape[1]} backbone features in {args.out}"
+    )
 
 
 if __name__ == "__main__":

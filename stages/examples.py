@@ -17,7 +17,9 @@ READS = ("dataset", "loss", "seed", "split", "pairs")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--labels", type=Path, required=True, help="train_labels.npy of the dataset")
-    parser.add_argument("--out", type=Path, required=True, help=".npz with the examples (see contrastlab.pipeline.examples)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help=".npz with the examples (see contrastlab.pipeline.examples)"
+    )
     parser.add_argument("--metrics", type=Path, required=True, help="false-negative rate (JSON)")
     args = parser.parse_args()
     p = params.load(READS)
@@ -28,13 +30,21 @@ def main() -> None:
     labels = load_npy(args.labels)
     labels = labels[~held_out(labels, p["split"]["validation_per_class"])]  # indices into the images train sees
     loss = LOSSES[p["loss"]]
-    examples = build(labels, loss.examples, q["anchors_per_class"], p["seed"], negatives=q["negatives"],
-                     augment_anchor=q["augment_anchor"])
+    examples = build(
+        labels,
+        loss.examples,
+        q["anchors_per_class"],
+        p["seed"],
+        negatives=q["negatives"],
+        augment_anchor=q["augment_anchor"],
+    )
     save_npz(args.out, **examples)
     rate = 0.0 if loss.uses_labels else false_negative_rate(examples)
     write_json(args.metrics, {"false_negative_rate": round(rate, 4)})
-    print(f"{len(examples['members'])} {loss.examples}, {q['negatives']} negatives "
-          f"(false-negative rate {rate:.3f}) -> {args.out}")
+    print(
+        f"{len(examples['members'])} {loss.examples}, {q['negatives']} negatives "
+        f"(false-negative rate {rate:.3f}) -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,19 +29,30 @@ def main() -> None:
     saved = load_npz(args.embeddings)
     features, shifted = stored_features(saved, p["probe"]["features"])
     training = stored_training_features(saved, p["probe"]["features"]) if p["probe"]["protocol"] == "standard" else None
-    scores = probe(features, saved["labels"], **fit_settings(p["probe"]), seed=p["seed"], training=training,
-                   shifted=shifted)
+    scores = probe(
+        features, saved["labels"], **fit_settings(p["probe"]), seed=p["seed"], training=training, shifted=shifted
+    )
     collapsed = collapse_warning(features, p["probe"]["features"])
     scores["warnings"] = [collapsed, *scores["warnings"]] if collapsed else scores["warnings"]  # the cause first
     classes = DATASETS[p["dataset"]].classes
     write_json(args.metrics, summary(scores, classes))
-    write_csv(args.confusion_csv, ["actual", "predicted"],
-              ((classes[a], classes[b]) for a, b in zip(scores["y_true"], scores["y_pred"])))
-    plots.confusion_heatmap(scores["confusion"], list(classes), f"linear probe of the {p['probe']['features']} on "
-                            f"{p['dataset']} (seed {p['seed']}): top-1 {scores['top1']:.3f}", args.confusion_png)
+    write_csv(
+        args.confusion_csv,
+        ["actual", "predicted"],
+        ((classes[a], classes[b]) for a, b in zip(scores["y_true"], scores["y_pred"], strict=True)),
+    )
+    plots.confusion_heatmap(
+        scores["confusion"],
+        list(classes),
+        f"linear probe of the {p['probe']['features']} on "
+        f"{p['dataset']} (seed {p['seed']}): top-1 {scores['top1']:.3f}",
+        args.confusion_png,
+    )
     robustness = "".join(f"  shift {name}: {acc:.4f}" for name, acc in scores["shifted_top1"].items())
-    print(f"probe top-1 {scores['top1']:.4f}  top-3 {scores['top3']:.4f}  kNN {scores['knn']:.4f}{robustness}"
-          f" -> {args.metrics}")
+    print(
+        f"probe top-1 {scores['top1']:.4f}  top-3 {scores['top3']:.4f}  kNN {scores['knn']:.4f}{robustness}"
+        f" -> {args.metrics}"
+    )
     for warning in scores["warnings"]:
         print(f"warning: {warning}")
 

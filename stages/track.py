@@ -19,8 +19,17 @@ from contrastlab.infra import params
 from contrastlab.infra.errors import TrackingError
 from contrastlab.infra.files import one_line, project_root, read_json, stamp_seconds
 from contrastlab.infra.stage import run_stage
-from contrastlab.infra.tracking import (DatasetRef, RunRecord, describe, git_commit, open_store, probe_metrics,
-                                        run_identity, tracking_uri, warnings_tag)
+from contrastlab.infra.tracking import (
+    DatasetRef,
+    RunRecord,
+    describe,
+    git_commit,
+    open_store,
+    probe_metrics,
+    run_identity,
+    tracking_uri,
+    warnings_tag,
+)
 from contrastlab.pipeline.datasets import load_split
 from contrastlab.pipeline.preprocess import normalize, to_unit
 from contrastlab.study.names import BaselineRun, Scenario
@@ -45,8 +54,13 @@ def main() -> None:
     parser.add_argument("--loss-csv", type=Path, required=True, help="per-epoch loss written by the train stage")
     parser.add_argument("--encoder", type=Path, required=True, help="logged as an MLflow PyTorch model")
     parser.add_argument("--artifacts", type=Path, nargs="+", required=True, help="figures to attach")
-    parser.add_argument("--baselines", type=Path, nargs="*", default=[],
-                        help="probe metrics of the baselines, each named <baseline>.json")
+    parser.add_argument(
+        "--baselines",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="probe metrics of the baselines, each named <baseline>.json",
+    )
     args = parser.parse_args()
     p = params.load(READS)
 
@@ -65,30 +79,68 @@ def main() -> None:
     experiment = os.environ.get("DVC_EXP_NAME")
     name, group = run_identity(scenario, experiment)
     commit = git_commit(Path.cwd())
-    dataset = DatasetRef(p["dataset"], read_json(args.data / "meta.json")["digests"], dvc_hash(Path("dvc.lock"), args.data))
+    dataset = DatasetRef(
+        p["dataset"], read_json(args.data / "meta.json")["digests"], dvc_hash(Path("dvc.lock"), args.data)
+    )
     test_images = load_split(args.data, "test")[0][:4]
     # what the MLflow UI compares across (a run probed on held-out training images is not a test-set result)
-    design = {"arch": p["model"]["arch"], "features": p["probe"]["features"],
-              "probed_on": "validation" if p["split"]["validation_per_class"] else "test"}
+    design = {
+        "arch": p["model"]["arch"],
+        "features": p["probe"]["features"],
+        "probed_on": "validation" if p["split"]["validation_per_class"] else "test",
+    }
     resolved = {"epochs": trained["epochs"], "lr": trained["lr"]}
     scenario_params = {**p, "resolved": resolved}
-    records = [RunRecord(
-        name=name, params=scenario_params, metrics=metrics, epoch_losses=epoch_losses, artifacts=args.artifacts,
-        tags={"scenario": group, "dataset": p["dataset"], "loss": p["loss"], "aug": p["aug"], "seed": str(p["seed"]),
-              **design, "dvc_experiment": experiment or "workspace", **warnings_tag(trained, probed)},
-        finished=finished_at(trained, args.train_metrics), duration_s=trained["train_time_s"],
-        description=describe(p, resolved), source="stages/train.py", commit=commit, dataset=dataset,
-        encoder=args.encoder, input_example=normalize(to_unit(torch.from_numpy(test_images))).numpy())]
+    records = [
+        RunRecord(
+            name=name,
+            params=scenario_params,
+            metrics=metrics,
+            epoch_losses=epoch_losses,
+            artifacts=args.artifacts,
+            tags={
+                "scenario": group,
+                "dataset": p["dataset"],
+                "loss": p["loss"],
+                "aug": p["aug"],
+                "seed": str(p["seed"]),
+                **design,
+                "dvc_experiment": experiment or "workspace",
+                **warnings_tag(trained, probed),
+            },
+            finished=finished_at(trained, args.train_metrics),
+            duration_s=trained["train_time_s"],
+            description=describe(p, resolved),
+            source="stages/train.py",
+            commit=commit,
+            dataset=dataset,
+            encoder=args.encoder,
+            input_example=normalize(to_unit(torch.from_numpy(test_images))).numpy(),
+        )
+    ]
     baseline_params = params.validate(p, params.BASELINE)
     for path in args.baselines:
         baseline = BaselineRun(p["dataset"], path.stem, p["seed"])
         run_params = {"baseline": path.stem, **baseline_params}
-        records.append(RunRecord(
-            name=baseline.name, params=run_params, metrics=probe_metrics(read_json(path)),
-            tags={"scenario": baseline.group, "dataset": p["dataset"], "baseline": path.stem, "seed": str(p["seed"]),
-                  **design},
-            finished=path.stat().st_mtime, description=describe(run_params), source="stages/baseline.py",
-            commit=commit, dataset=dataset))
+        records.append(
+            RunRecord(
+                name=baseline.name,
+                params=run_params,
+                metrics=probe_metrics(read_json(path)),
+                tags={
+                    "scenario": baseline.group,
+                    "dataset": p["dataset"],
+                    "baseline": path.stem,
+                    "seed": str(p["seed"]),
+                    **design,
+                },
+                finished=path.stat().st_mtime,
+                description=describe(run_params),
+                source="stages/baseline.py",
+                commit=commit,
+                dataset=dataset,
+            )
+        )
     root = project_root()
     record = records[0]
     try:
@@ -104,7 +156,6 @@ def main() -> None:
             f"MLflow tracking failed for {record.name} (store {tracking_uri(root)}): {reason}. Every DVC "
             "output is intact: fix the store or start the server, then run `dvc repro` again (only `track` re-runs)"
         ) from None
-
 
 
 def finished_at(trained: dict, path: Path) -> float:

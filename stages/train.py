@@ -24,8 +24,12 @@ def main() -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="train metrics (JSON)")
     parser.add_argument("--loss-csv", type=Path, required=True, help="per-epoch loss for `dvc plots`")
     parser.add_argument("--loss-png", type=Path, required=True)
-    parser.add_argument("--checkpoint", type=Path, required=True,
-                        help="training state after each epoch when train.checkpoint is true; removed when done")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="training state after each epoch when train.checkpoint is true; removed when done",
+    )
     args = parser.parse_args()
     p = params.load(READS)
     use_cpu_kernels(p["cpu_kernels"])  # before any tensor is computed
@@ -34,25 +38,36 @@ def main() -> None:
 
     images, _ = load_training(args.data, p["split"]["validation_per_class"])
     device = pick_device()
-    print(f"training {scenario} ({config.arch} encoder) on {device}: {config.epochs} epochs, lr {config.lr}, "
-          f"batch {config.batch_size}, {config.views} views, {config.precision}, {config.head} head, {config.optimizer} {config.schedule}")
-    result = train(torch.from_numpy(images), load_npz(args.examples), config, device=device,
-                   checkpoint=args.checkpoint if p["train"]["checkpoint"] else None)
+    print(
+        f"training {scenario} ({config.arch} encoder) on {device}: {config.epochs} epochs, lr {config.lr}, "
+        f"batch {config.batch_size}, {config.views} views, {config.precision}, {config.head} head, "
+        f"{config.optimizer} {config.schedule}"
+    )
+    result = train(
+        torch.from_numpy(images),
+        load_npz(args.examples),
+        config,
+        device=device,
+        checkpoint=args.checkpoint if p["train"]["checkpoint"] else None,
+    )
 
     save_encoder(result.encoder, config.encoder_design(images.shape[1]), args.model)
     args.checkpoint.unlink(missing_ok=True)
-    write_json(args.metrics, {
-        "epochs": config.epochs,
-        "lr": config.lr,
-        "final_loss": result.epoch_losses[-1],
-        "train_time_s": round(result.train_time_s, 2),
-        "images_per_s": round(result.images_per_s, 1),
-        "finished": now_stamp(),  # with train_time_s, the MLflow run's start and end
-        "device": device.type,
-        "precision": config.precision,
-        "compiled": result.compiled,
-        "warnings": result.warnings,  # e.g. a collapsed encoder: the run stands, but its numbers are suspect
-    })
+    write_json(
+        args.metrics,
+        {
+            "epochs": config.epochs,
+            "lr": config.lr,
+            "final_loss": result.epoch_losses[-1],
+            "train_time_s": round(result.train_time_s, 2),
+            "images_per_s": round(result.images_per_s, 1),
+            "finished": now_stamp(),  # with train_time_s, the MLflow run's start and end
+            "device": device.type,
+            "precision": config.precision,
+            "compiled": result.compiled,
+            "warnings": result.warnings,  # e.g. a collapsed encoder: the run stands, but its numbers are suspect
+        },
+    )
     write_csv(args.loss_csv, ["epoch", "loss"], enumerate(result.epoch_losses, start=1))
     plots.loss_curve(result.epoch_losses, f"training loss: {scenario}", args.loss_png)
     print(f"{result.train_time_s:.0f} s, {result.images_per_s:,.0f} images/s, final loss {result.epoch_losses[-1]:.4f}")

@@ -30,21 +30,31 @@ def main() -> None:
     saved = load_npz(args.embeddings)
     n = len(saved["labels"]) if t["n_points"] == params.ALL else t["n_points"]
     if n > len(saved["labels"]):
-        raise ParamError(f"params.yaml: tsne.n_points={n} but there are only {len(saved['labels'])} test "
-                         f"embeddings; use at most {len(saved['labels'])} or '{params.ALL}'")
+        raise ParamError(
+            f"params.yaml: tsne.n_points={n} but there are only {len(saved['labels'])} test "
+            f"embeddings; use at most {len(saved['labels'])} or '{params.ALL}'"
+        )
     if t["perplexity"] >= n:  # sklearn's own condition: perplexity < n_samples
         more = f" or more tsne.n_points (at most {len(saved['labels'])})" if n < len(saved["labels"]) else ""
-        raise ParamError(f"params.yaml: tsne.perplexity={t['perplexity']} but the map has only {n} points; "
-                         f"use a perplexity below {n}{more}")
+        raise ParamError(
+            f"params.yaml: tsne.perplexity={t['perplexity']} but the map has only {n} points; "
+            f"use a perplexity below {n}{more}"
+        )
     features = p["probe"]["features"]
     embeddings, labels = stored_features(saved, features)[0][:n], saved["labels"][:n]
     collapsed = collapse_warning(embeddings, features)
-    coords = (np.zeros((n, 2)) if collapsed else
-              tsne_map(embeddings, perplexity=t["perplexity"], max_iter=t["max_iter"], seed=p["seed"]))
+    coords = (
+        np.zeros((n, 2))
+        if collapsed
+        else tsne_map(embeddings, perplexity=t["perplexity"], max_iter=t["max_iter"], seed=p["seed"])
+    )
 
     classes = DATASETS[p["dataset"]].classes
-    write_csv(args.csv, ["x", "y", "class"],
-              ((f"{x:.4f}", f"{y:.4f}", classes[c]) for (x, y), c in zip(coords, labels)))
+    write_csv(
+        args.csv,
+        ["x", "y", "class"],
+        ((f"{x:.4f}", f"{y:.4f}", classes[c]) for (x, y), c in zip(coords, labels, strict=True)),
+    )
     title = f"t-SNE of {n} {p['dataset']} test images' {features} (seed {p['seed']})"
     if collapsed:
         plots.placeholder(f"No t-SNE map: {collapsed}.", title, args.png)

@@ -99,8 +99,10 @@ def test_pipeline_benchmark_reports_the_peak_memory_of_a_grandchild(tmp_path):
 
 def test_pipeline_benchmark_times_each_stage_from_its_start_to_the_next(tmp_path):
     # b's line also carries c's, as when a stage prints no newline at its end
-    script = ("echo starting; sleep 0.3; echo \"Running stage 'a':\"; sleep 0.6; "
-              "printf \"\\033[2KRunning stage 'b':progress Running stage 'c':\\n\"; sleep 0.2")
+    script = (
+        "echo starting; sleep 0.3; echo \"Running stage 'a':\"; sleep 0.6; "
+        "printf \"\\033[2KRunning stage 'b':progress Running stage 'c':\\n\"; sleep 0.2"
+    )
     wall, stages = bench_pipeline.timed_stages(["sh", "-c", script], tmp_path, env=dict(os.environ))
     assert list(stages) == ["a", "b", "c"]
     assert stages["a"] == pytest.approx(0.6, abs=0.15) and stages["c"] == pytest.approx(0.2, abs=0.15)
@@ -128,6 +130,7 @@ def test_a_step_of_the_convolution_benchmark_takes_the_chosen_datasets_images(mo
 
 def test_the_training_benchmark_times_only_what_the_notebook_way_knows():
     from contrastlab.methods.augmentations import AUGMENTATIONS
+
     assert set(bench_training.STUDY_AUGS) <= set(AUGMENTATIONS)  # "shift_flip" has no notebook pipeline
     for aug in bench_training.STUDY_AUGS:
         notebook_style.study_transform(aug, 28)
@@ -154,6 +157,7 @@ def test_a_compiled_scenario_runs_first_with_an_empty_cache_then_with_the_cache_
 
 def test_the_drift_benchmark_reports_one_mean_per_block_of_steps(monkeypatch):
     import bench_step_drift
+
     monkeypatch.setattr(bench_step_drift, "BATCH", 2)
     monkeypatch.setattr(bench_step_drift, "keep_freed_memory", lambda: None)
     means = bench_step_drift.block_means("mnist", False, 25)  # blocks of 10, 10 and 5 steps
@@ -162,7 +166,11 @@ def test_the_drift_benchmark_reports_one_mean_per_block_of_steps(monkeypatch):
 
 def test_a_function_run_in_a_fresh_process_returns_its_result():
     assert bench_convolutions.in_fresh_process("bench_convolutions", "strided_inputs", 3, 32) == [
-        [3, 32, 32], [32, 64, 17], [64, 128, 9], [128, 256, 5]]  # by JSON, as lists
+        [3, 32, 32],
+        [32, 64, 17],
+        [64, 128, 9],
+        [128, 256, 5],
+    ]  # by JSON, as lists
 
 
 def test_the_kernels_benchmark_trains_with_the_asked_kernels_and_hashes_the_encoder(tmp_path, monkeypatch):
@@ -176,8 +184,12 @@ def test_the_kernels_benchmark_trains_with_the_asked_kernels_and_hashes_the_enco
 
     monkeypatch.setattr(bench_kernels, "stage", train_stage)
     run = bench_kernels.train_once(tmp_path, {"dataset": "mnist", "cpu_kernels": "native"}, "portable", "EPYC-Rome")
-    assert run == {"kernels": "portable", "train_time_s": 2.5, "final_loss": 0.25,
-                   "md5": hashlib.md5(b"portable").hexdigest()}
+    assert run == {
+        "kernels": "portable",
+        "train_time_s": 2.5,
+        "final_loss": 0.25,
+        "md5": hashlib.md5(b"portable").hexdigest(),
+    }
     assert emulated_cpus == ["EPYC-Rome"]
 
 
@@ -202,14 +214,17 @@ def test_a_generator_replaces_only_its_own_section_and_keeps_every_other_byte(tm
     assert page.read_bytes() == (before.replace("theirs", "mine") + "new table\n| 1 | 2 |\n" + after).encode()
 
 
-@pytest.mark.parametrize("text", [
-    "# Benchmarks\n\nno section here\n",
-    f"# Benchmarks\n{BEGIN}\nrows\n",  # no end
-    f"# Benchmarks\nrows\n{END}\n",  # no beginning
-    f"{END}\nrows\n{BEGIN}\n",  # the wrong way round
-    f"{BEGIN}\nrows\n{END}\n{BEGIN}\nrows\n{END}\n",  # twice
-    f"{OTHER_BEGIN}\nrows\n{OTHER_END}\n",  # only another generator's
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "# Benchmarks\n\nno section here\n",
+        f"# Benchmarks\n{BEGIN}\nrows\n",  # no end
+        f"# Benchmarks\nrows\n{END}\n",  # no beginning
+        f"{END}\nrows\n{BEGIN}\n",  # the wrong way round
+        f"{BEGIN}\nrows\n{END}\n{BEGIN}\nrows\n{END}\n",  # twice
+        f"{OTHER_BEGIN}\nrows\n{OTHER_END}\n",  # only another generator's
+    ],
+)
 def test_without_exactly_one_pair_of_its_markers_a_generator_stops_with_one_line_and_writes_nothing(tmp_path, text):
     page = tmp_path / "BENCHMARKS.md"
     page.write_text(text)

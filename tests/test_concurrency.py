@@ -17,8 +17,12 @@ from contrastlab.methods.encoders import load_encoder
 from tinydata import GIT, make_tiny_repo, sh
 
 pytestmark = pytest.mark.e2e
-SCENARIOS = {"q-pairwise-none": ("pairwise", "none"), "q-pairwise-simclr": ("pairwise", "simclr"),
-             "q-triplet-none": ("triplet", "none"), "q-triplet-simclr": ("triplet", "simclr")}
+SCENARIOS = {
+    "q-pairwise-none": ("pairwise", "none"),
+    "q-pairwise-simclr": ("pairwise", "simclr"),
+    "q-triplet-none": ("triplet", "none"),
+    "q-triplet-simclr": ("triplet", "simclr"),
+}
 
 
 def wait_for_queue(repo: Path, env: dict, timeout: float = 600) -> str:
@@ -33,8 +37,13 @@ def wait_for_queue(repo: Path, env: dict, timeout: float = 600) -> str:
 
 def test_two_queue_workers_over_four_scenarios_log_four_complete_runs(tmp_path):
     repo, env = make_tiny_repo(tmp_path)
-    env = {**env, "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
-           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    env = {
+        **env,
+        "GIT_AUTHOR_NAME": "test",
+        "GIT_AUTHOR_EMAIL": "test@example.com",
+        "GIT_COMMITTER_NAME": "test",
+        "GIT_COMMITTER_EMAIL": "test@example.com",
+    }
     sh("dvc", "repro", "download", cwd=repo, env=env)
     sh("git", "add", "-A", cwd=repo, env=env)
     sh(*GIT, "commit", "-qm", "data", cwd=repo, env=env)
@@ -43,8 +52,9 @@ def test_two_queue_workers_over_four_scenarios_log_four_complete_runs(tmp_path):
 
     sh("dvc", "queue", "start", "-j", "2", cwd=repo, env=env)
     status = wait_for_queue(repo, env)
-    assert status.count("Success") == 4, status + sh("dvc", "queue", "logs", "q-triplet-simclr", cwd=repo, env=env,
-                                                       check=False).stdout
+    assert status.count("Success") == 4, (
+        status + sh("dvc", "queue", "logs", "q-triplet-simclr", cwd=repo, env=env, check=False).stdout
+    )
 
     with sqlite3.connect(repo / "mlflow.db") as db:
         runs = db.execute("SELECT run_uuid, name, status FROM runs").fetchall()
@@ -60,7 +70,9 @@ def test_two_queue_workers_over_four_scenarios_log_four_complete_runs(tmp_path):
     for run, name, state in scenario_runs:
         exp = tags[run, "dvc_experiment"]
         loss, aug = SCENARIOS[exp]
-        assert (name, state) == (f"mnist-{loss}-{aug} ({exp})", "FINISHED") and "result_key" in {k for r, k in tags if r == run}
+        assert (name, state) == (f"mnist-{loss}-{aug} ({exp})", "FINISHED") and "result_key" in {
+            k for r, k in tags if r == run
+        }
         assert (params[run, "loss"], params[run, "aug"]) == (loss, aug)
         # the run's numbers and encoder are its own experiment's, not a neighbour's
         ref = exp_ref(repo, env, exp)

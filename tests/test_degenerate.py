@@ -60,8 +60,11 @@ def test_the_metrics_name_the_collapse_with_what_to_do(collapsed):
     trained = json.loads((repo / "metrics/train.json").read_text())
     # the growth read 163.63 on one CPU and 163.61 on AVX2's kernels, a hair from the 163.5 that prints 163
     [warning] = trained["warnings"]
-    growth = re.fullmatch(r"the encoder likely collapsed: its weights' norm grew (\d+)-fold while the triplet loss "
-                          rf"stayed at 1\.0000 over the last 4 steps \(lr 1000, sgd\){re.escape(ADVICE)}", warning)
+    growth = re.fullmatch(
+        r"the encoder likely collapsed: its weights' norm grew (\d+)-fold while the triplet loss "
+        rf"stayed at 1\.0000 over the last 4 steps \(lr 1000, sgd\){re.escape(ADVICE)}",
+        warning,
+    )
     assert growth and 160 <= int(growth[1]) <= 167, warning
     probed = json.loads((repo / "metrics/probe.json").read_text())
     assert probed["warnings"][0].startswith(EMBEDDING_COLLAPSED) and probed["warnings"][0].endswith(ADVICE)
@@ -91,8 +94,9 @@ def test_the_mlflow_run_carries_the_warnings_as_one_tag(collapsed):
     repo, _, _ = collapsed
     trained, probed = (json.loads((repo / f"metrics/{name}.json").read_text()) for name in ("train", "probe"))
     with sqlite3.connect(repo / "mlflow.db") as db:
-        tags = db.execute("SELECT r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                          "WHERE t.key = 'warnings'").fetchall()
+        tags = db.execute(
+            "SELECT r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE t.key = 'warnings'"
+        ).fetchall()
     assert tags == [("mnist-triplet-simclr", "; ".join(trained["warnings"] + probed["warnings"]))]
 
 
@@ -105,8 +109,10 @@ def test_a_perplexity_of_at_least_the_maps_points_stops_tsne_in_one_line(collaps
         set_params(repo, {"tsne.perplexity": 5})
     assert run.returncode != 0
     assert_no_crash(run)
-    assert ("error: params.yaml: tsne.perplexity=80 but the map has only 80 points; use a perplexity below 80 or "
-            "more tsne.n_points (at most 100)") in (run.stdout + run.stderr).splitlines()
+    assert (
+        "error: params.yaml: tsne.perplexity=80 but the map has only 80 points; use a perplexity below 80 or "
+        "more tsne.n_points (at most 100)"
+    ) in (run.stdout + run.stderr).splitlines()
 
 
 def test_issue_18s_learning_rate_overflows_batchnorms_variance_and_stops_training_in_one_line(collapsed):
@@ -115,5 +121,7 @@ def test_issue_18s_learning_rate_overflows_batchnorms_variance_and_stops_trainin
     run = sh("dvc", "repro", "train", cwd=repo, env=env, check=False)
     assert run.returncode != 0
     assert_no_crash(run)
-    assert ("error: training diverged: the encoder's buffer backbone.3.running_var became inf in epoch 1 "
-            f"(lr 1000000000000.0, sgd){ADVICE}") in (run.stdout + run.stderr).splitlines()
+    assert (
+        "error: training diverged: the encoder's buffer backbone.3.running_var became inf in epoch 1 "
+        f"(lr 1000000000000.0, sgd){ADVICE}"
+    ) in (run.stdout + run.stderr).splitlines()

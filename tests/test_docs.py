@@ -11,10 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from project import ROOT, committed_params
 
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "report" / "README.md",
-         ROOT / "BENCHMARKS.md"]
+PAGES = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "report" / "README.md",
+    ROOT / "BENCHMARKS.md",
+]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -49,9 +54,7 @@ def broken_links(page: Path) -> list[str]:
             continue
         path, _, anchor = target.partition("#")
         where = (page.parent / path).resolve() if path else page
-        if not where.exists():
-            broken.append(target)
-        elif anchor and where.suffix == ".md" and anchor not in anchors(where):
+        if not where.exists() or (anchor and where.suffix == ".md" and anchor not in anchors(where)):
             broken.append(target)
     return broken
 
@@ -64,9 +67,11 @@ def test_every_relative_link_and_anchor_resolves(page):
 def test_the_link_check_sees_a_missing_file_and_a_missing_anchor(tmp_path):
     (tmp_path / "other.md").write_text("# Other page\n\n## Cached re-runs in CI: `dvc pull`\n")
     page = tmp_path / "page.md"
-    page.write_text("[ok](other.md#cached-re-runs-in-ci-dvc-pull) [gone](missing.md) [no anchor](other.md#nothing)\n"
-                    "[web](https://example.org/x) ![img](other.md) [self](#title)\n# Title\n"
-                    "```\n[in code](ignored.md)\n```\n")
+    page.write_text(
+        "[ok](other.md#cached-re-runs-in-ci-dvc-pull) [gone](missing.md) [no anchor](other.md#nothing)\n"
+        "[web](https://example.org/x) ![img](other.md) [self](#title)\n# Title\n"
+        "```\n[in code](ignored.md)\n```\n"
+    )
     assert broken_links(page) == ["missing.md", "other.md#nothing"]
 
 
@@ -95,13 +100,13 @@ def test_every_make_target_shown_exists():
     assert shown and shown <= make_targets(), shown - make_targets()
 
 
-@pytest.mark.parametrize("command", sorted({" ".join(shlex.split(c)[:3]) for c in SHOWN
-                                            if re.match(r"python (-m \S+|\S+\.py)", c)}))
+@pytest.mark.parametrize(
+    "command", sorted({" ".join(shlex.split(c)[:3]) for c in SHOWN if re.match(r"python (-m \S+|\S+\.py)", c)})
+)
 def test_every_python_command_shown_answers_help(command):
     words = shlex.split(command)
     program = words[1:3] if words[1] == "-m" else words[1:2]
-    result = subprocess.run([sys.executable, *program, "--help"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([sys.executable, *program, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
@@ -125,12 +130,13 @@ def mlflow_commands(text: str) -> list[str]:
 
 
 def test_every_mlflow_ui_or_server_command_in_the_docs_binds_to_localhost():
-    commands = [c for path in (*PAGES, ROOT / "Makefile") if path.exists()
-                for c in mlflow_commands(path.read_text())]
+    commands = [c for path in (*PAGES, ROOT / "Makefile") if path.exists() for c in mlflow_commands(path.read_text())]
     assert len(commands) >= 3
     for command in commands:
         assert "--host 127.0.0.1" in command, command
 
 
 def test_the_check_sees_a_command_that_would_listen_on_every_interface():
-    assert mlflow_commands("run `mlflow server \\\n    --host 0.0.0.0 --port 5000`") == ["mlflow server --host 0.0.0.0 --port 5000"]
+    assert mlflow_commands("run `mlflow server \\\n    --host 0.0.0.0 --port 5000`") == [
+        "mlflow server --host 0.0.0.0 --port 5000"
+    ]

@@ -26,9 +26,14 @@ def test_dvc_plots_show_colours_the_tsne_map_by_class(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots/tsne.csv").write_text("x,y,class\n1.5,2.5,7\n-3.0,0.5,2\n")
-    shown = subprocess.run([shutil.which("dvc") or "dvc", "plots", "show", "--json", "plots/tsne.csv"], cwd=tmp_path,
-                           capture_output=True, text=True, check=True)
-    plot, = json.loads(shown.stdout)["data"]["plots/tsne.csv"]
+    shown = subprocess.run(
+        [shutil.which("dvc") or "dvc", "plots", "show", "--json", "plots/tsne.csv"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (plot,) = json.loads(shown.stdout)["data"]["plots/tsne.csv"]
     encoding = plot["content"]["encoding"]
     assert encoding["color"]["field"] == "class" and encoding["color"]["type"] == "nominal"
     assert [point["class"] for point in plot["content"]["data"]["values"]] == ["7", "2"]

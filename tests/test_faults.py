@@ -32,14 +32,36 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_uninterrupted_weights_and_s
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("dvc", "repro", "examples", cwd=repo, env=env)
     reference = tmp_path / "reference"
-    sh(sys.executable, "stages/train.py", "--data", "data/datasets/mnist", "--examples", "data/examples.npz",
-       "--model", str(reference / "encoder.pt"), "--metrics", str(reference / "train.json"),
-       "--loss-csv", str(reference / "loss.csv"), "--loss-png", str(reference / "loss.png"),
-       "--checkpoint", str(reference / "checkpoint.pt"), cwd=repo, env=env)
+    sh(
+        sys.executable,
+        "stages/train.py",
+        "--data",
+        "data/datasets/mnist",
+        "--examples",
+        "data/examples.npz",
+        "--model",
+        str(reference / "encoder.pt"),
+        "--metrics",
+        str(reference / "train.json"),
+        "--loss-csv",
+        str(reference / "loss.csv"),
+        "--loss-png",
+        str(reference / "loss.png"),
+        "--checkpoint",
+        str(reference / "checkpoint.pt"),
+        cwd=repo,
+        env=env,
+    )
 
     checkpoint = repo / "models" / "train-checkpoint.pt"
-    killed = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    killed = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while not checkpoint.exists():
         assert killed.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
@@ -70,15 +92,20 @@ def test_sigkill_mid_epoch_then_repro_resumes_to_the_uninterrupted_weights_and_s
 def active_runs(repo: Path) -> list[tuple[str, str, bool]]:
     """(name, status, tagged complete) of every run the MLflow store shows, read-only, as MLflow writes it."""
     with contextlib.closing(sqlite3.connect(f"file:{repo / 'mlflow.db'}?mode=ro", uri=True)) as db:
-        return sorted(db.execute(
-            "SELECT r.name, r.status, EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid "
-            "AND t.key = 'result_key') FROM runs r WHERE r.lifecycle_stage = 'active'").fetchall())
+        return sorted(
+            db.execute(
+                "SELECT r.name, r.status, EXISTS (SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid "
+                "AND t.key = 'result_key') FROM runs r WHERE r.lifecycle_stage = 'active'"
+            ).fetchall()
+        )
 
 
 def complete_runs() -> list[tuple[str, str, bool]]:
     """One complete run per result of the tiny repository: its scenario and each baseline."""
-    return sorted([("mnist-triplet-simclr", "FINISHED", True)]
-                  + [(f"baseline-mnist-{name}-s0", "FINISHED", True) for name in BASELINES])
+    return sorted(
+        [("mnist-triplet-simclr", "FINISHED", True)]
+        + [(f"baseline-mnist-{name}-s0", "FINISHED", True) for name in BASELINES]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +113,14 @@ def killed_in_track(tmp_path_factory) -> tuple[Path, dict, str]:
     """A tiny repository whose first `dvc repro` was killed (SIGKILL, dvc and the stage) while `track` was logging
     its first MLflow run; and the output of the `dvc repro` run after that."""
     repo, env = make_tiny_repo(tmp_path_factory.mktemp("killed-in-track"))
-    killed = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    killed = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     while True:
         assert killed.poll() is None and time.monotonic() < deadline, "the pipeline ended before track logged a run"
@@ -105,8 +138,11 @@ def test_sigkill_while_track_logs_leaves_no_incomplete_run_after_the_next_repro(
     repo, env, output = killed_in_track
     assert re.findall(r"Running stage '([\w@-]+)'", output) == ["track"]  # every earlier output was kept
     removed = re.findall(r"^MLflow: removed .*$", output, re.MULTILINE)
-    assert len(removed) == 1 and re.fullmatch(r"MLflow: removed 1 incomplete run left by an interrupted track stage or "
-                                              r"import \(mnist-triplet-simclr [0-9a-f]{32}\)", removed[0])
+    assert len(removed) == 1 and re.fullmatch(
+        r"MLflow: removed 1 incomplete run left by an interrupted track stage or "
+        r"import \(mnist-triplet-simclr [0-9a-f]{32}\)",
+        removed[0],
+    )
     assert active_runs(repo) == complete_runs()
 
 
@@ -122,15 +158,29 @@ def test_a_forced_repro_retrains_to_the_same_results_and_adds_no_mlflow_run(kill
 def test_track_waits_a_bounded_time_for_a_store_another_process_holds_then_says_who_in_one_line(killed_in_track):
     repo, env, _ = killed_in_track
     db = repo / "mlflow.db"
-    outputs = {path: path.read_bytes() for folder in ("data", "models", "metrics", "plots")
-               for path in (repo / folder).rglob("*") if path.is_file()}
-    script = ("import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], isolation_level=None); "
-              "db.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(120)")
+    outputs = {
+        path: path.read_bytes()
+        for folder in ("data", "models", "metrics", "plots")
+        for path in (repo / folder).rglob("*")
+        if path.is_file()
+    }
+    script = (
+        "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "db.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(120)"
+    )
     holding = subprocess.Popen([sys.executable, "-c", script, str(db)], stdout=subprocess.PIPE, text=True)
     try:
         assert holding.stdout.readline() == "held\n"
-        failed = sh("dvc", "repro", "--force", "--single-item", "track", cwd=repo, check=False,
-                    env={**env, "CONTRASTLAB_MLFLOW_WAIT": "2"})
+        failed = sh(
+            "dvc",
+            "repro",
+            "--force",
+            "--single-item",
+            "track",
+            cwd=repo,
+            check=False,
+            env={**env, "CONTRASTLAB_MLFLOW_WAIT": "2"},
+        )
     finally:
         holding.kill()
         holding.wait()
@@ -138,9 +188,11 @@ def test_track_waits_a_bounded_time_for_a_store_another_process_holds_then_says_
     assert failed.returncode != 0
     assert f"MLflow: mlflow.db is in use by {who}; waiting up to 2 s\n" in failed.stdout
     errors = [line for line in (failed.stdout + failed.stderr).splitlines() if line.startswith("error: ")]
-    assert errors == [f"error: MLflow tracking failed for mnist-triplet-simclr (store sqlite:///{db}): {db} is still "
-                      f"in use by {who} after 2 s: let it finish or end it (CONTRASTLAB_MLFLOW_WAIT=<seconds> waits "
-                      "longer). Every DVC output is intact: fix the store or start the server, then run `dvc repro` "
-                      "again (only `track` re-runs)"]
+    assert errors == [
+        f"error: MLflow tracking failed for mnist-triplet-simclr (store sqlite:///{db}): {db} is still "
+        f"in use by {who} after 2 s: let it finish or end it (CONTRASTLAB_MLFLOW_WAIT=<seconds> waits "
+        "longer). Every DVC output is intact: fix the store or start the server, then run `dvc repro` "
+        "again (only `track` re-runs)"
+    ]
     assert {path: path.read_bytes() for path in outputs} == outputs
     assert active_runs(repo) == complete_runs()

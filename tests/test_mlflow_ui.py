@@ -12,11 +12,11 @@ import shutil
 
 import mlflow
 import pytest
-from project import ROOT
-from screenshots import PROBE_TOP1, RUN_NAME, Chromium, chromium, mlflow_ui, runs_view
 
 from contrastlab.infra.tracking import EXPERIMENT, runs_url, tracking_uri
 from contrastlab.study.import_runs import import_results
+from project import ROOT
+from screenshots import PROBE_TOP1, RUN_NAME, Chromium, chromium, mlflow_ui, runs_view
 
 pytestmark = pytest.mark.browser
 

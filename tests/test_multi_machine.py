@@ -52,8 +52,17 @@ def postgres():
         assert done.returncode == 0, f"{tool} failed:\n{done.stdout}\n{done.stderr}"
 
     run("initdb", "-D", str(data), "-U", "mlflow", "--auth=trust")
-    run("pg_ctl", "-D", str(data), "-l", str(data / "server.log"), "-w", "start",
-        "-o", f"-h 127.0.0.1 -p {port} -k {data}")
+    run(
+        "pg_ctl",
+        "-D",
+        str(data),
+        "-l",
+        str(data / "server.log"),
+        "-w",
+        "start",
+        "-o",
+        f"-h 127.0.0.1 -p {port} -k {data}",
+    )
     try:
         run("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", "mlflow")
         yield f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"  # psycopg2-binary's driver
@@ -101,8 +110,10 @@ def test_two_machines_share_a_postgres_tracking_server_and_a_dvc_remote(tracking
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name("contrastlab")
     runs = [run for run in client.search_runs([experiment.experiment_id]) if "dvc_experiment" in run.data.tags]
-    assert sorted(run.info.run_name for run in runs) == ["mnist-triplet-none (first-none)",
-                                                         "mnist-triplet-pad_rotate_scale (second-prs)"]
+    assert sorted(run.info.run_name for run in runs) == [
+        "mnist-triplet-none (first-none)",
+        "mnist-triplet-pad_rotate_scale (second-prs)",
+    ]
     for run in runs:
         assert run.data.metrics["probe_top1"] > 0 and run.data.params["aug"] == run.data.tags["aug"]
         names = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}

@@ -33,7 +33,8 @@ def mlflow_runs(repo: Path, tag: str = "dvc_experiment") -> list[tuple[str, str]
     with sqlite3.connect(repo / "mlflow.db") as db:
         return db.execute(
             "SELECT r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-            "WHERE t.key = ? ORDER BY r.start_time", (tag,)
+            "WHERE t.key = ? ORDER BY r.start_time",
+            (tag,),
         ).fetchall()
 
 
@@ -71,7 +72,9 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo, first_repro)
     assert json.loads((path / "metrics/examples.json").read_text()) == {"false_negative_rate": 0.0}
     for name in BASELINES:
         baseline = json.loads((path / f"metrics/baselines/{name}.json").read_text())
-        assert 0 <= baseline["top1"] <= baseline["top3"] <= 1 and list(baseline["per_class"]) == list(probe["per_class"])
+        assert 0 <= baseline["top1"] <= baseline["top3"] <= 1 and list(baseline["per_class"]) == list(
+            probe["per_class"]
+        )
     train = json.loads((path / "metrics/train.json").read_text())
     assert (train["epochs"], train["lr"], train["device"]) == (2, 0.15, "cpu")
     assert train["images_per_s"] > 0
@@ -96,11 +99,14 @@ def reproducible_numbers(path: Path) -> dict:
     the training loss and every probe number; not the timings."""
     lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]["train"]["outs"]
     train = json.loads((path / "metrics/train.json").read_text())
-    return {"encoder_md5": next(out["md5"] for out in lock if out["path"] == "models/encoder.pt"),
-            "final_loss": train["final_loss"],
-            "probe": json.loads((path / "metrics/probe.json").read_text()),
-            "baselines": {name: json.loads((path / f"metrics/baselines/{name}.json").read_text())["top1"]
-                          for name in BASELINES}}
+    return {
+        "encoder_md5": next(out["md5"] for out in lock if out["path"] == "models/encoder.pt"),
+        "final_loss": train["final_loss"],
+        "probe": json.loads((path / "metrics/probe.json").read_text()),
+        "baselines": {
+            name: json.loads((path / f"metrics/baselines/{name}.json").read_text())["top1"] for name in BASELINES
+        },
+    }
 
 
 @pytest.mark.cpu_sensitive
@@ -163,18 +169,36 @@ def test_bad_value_stops_at_the_check_stage_with_one_line_and_the_outputs_kept(r
     assert (path / "models/encoder.pt").exists()  # the check stage refused it before DVC deleted train's outputs
 
 
-@pytest.mark.parametrize("settings, fnr", [
-    (["loss=contrastive", "pairs.negatives=random", "train.optimizer=adamw", "train.schedule=onecycle"], (0.02, 0.3)),
-    (["loss=ntxent", "train.head=l2", "train.schedule=cosine", "train.warmup_epochs=1", "dataset=fashion_mnist"],
-     (0.05, 0.15)),
-    (["loss=supcon", "train.temperature=0.1", "dataset=cifar10", "train.momentum=0.9"], (0.0, 0.0)),
-    (["pairs.negatives=hard", "pairs.augment_anchor=true", "train.weight_decay=0.01"], (0.0, 0.0)),
-    # 5 of 12 training images per class held out (50, all scored by the standard protocol's probe, fitted on the
-    # other 70), 7 anchors each: 6 of 69 others share a class
-    (["loss=ntxent", "model.arch=vgg_small", "model.embedding_dim=16", "probe.features=backbone",
-      "split.validation_per_class=5", "pairs.anchors_per_class=7", "tsne.n_points=all", "probe.protocol=standard"],
-     (0.0869, 0.0870)),
-])
+@pytest.mark.parametrize(
+    "settings, fnr",
+    [
+        (
+            ["loss=contrastive", "pairs.negatives=random", "train.optimizer=adamw", "train.schedule=onecycle"],
+            (0.02, 0.3),
+        ),
+        (
+            ["loss=ntxent", "train.head=l2", "train.schedule=cosine", "train.warmup_epochs=1", "dataset=fashion_mnist"],
+            (0.05, 0.15),
+        ),
+        (["loss=supcon", "train.temperature=0.1", "dataset=cifar10", "train.momentum=0.9"], (0.0, 0.0)),
+        (["pairs.negatives=hard", "pairs.augment_anchor=true", "train.weight_decay=0.01"], (0.0, 0.0)),
+        # 5 of 12 training images per class held out (50, all scored by the standard protocol's probe, fitted on the
+        # other 70), 7 anchors each: 6 of 69 others share a class
+        (
+            [
+                "loss=ntxent",
+                "model.arch=vgg_small",
+                "model.embedding_dim=16",
+                "probe.features=backbone",
+                "split.validation_per_class=5",
+                "pairs.anchors_per_class=7",
+                "tsne.n_points=all",
+                "probe.protocol=standard",
+            ],
+            (0.0869, 0.0870),
+        ),
+    ],
+)
 def test_every_option_runs_through_dvc_exp_run_and_lands_in_mlflow(repo, first_repro, settings, fnr):
     path, env = repo
     sh("git", "checkout", "--", "params.yaml", cwd=path, env=env)  # undo what an earlier test left
@@ -184,8 +208,10 @@ def test_every_option_runs_through_dvc_exp_run_and_lands_in_mlflow(repo, first_r
     rate = json.loads((path / "metrics/examples.json").read_text())["false_negative_rate"]
     assert fnr[0] <= rate <= fnr[1]
     with sqlite3.connect(path / "mlflow.db") as db:
-        newest = db.execute("SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                            "WHERE t.key = 'dvc_experiment' ORDER BY r.start_time DESC").fetchone()[0]
+        newest = db.execute(
+            "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            "WHERE t.key = 'dvc_experiment' ORDER BY r.start_time DESC"
+        ).fetchone()[0]
         logged = dict(db.execute("SELECT key, value FROM params WHERE run_uuid = ?", (newest,)).fetchall())
     for setting in settings:
         key, value = setting.split("=")

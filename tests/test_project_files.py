@@ -24,7 +24,7 @@ def test_the_citation_names_this_version_and_the_study_it_reproduces():
     citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert citation["cff-version"] == "1.2.0" and citation["license"] == "MIT"
     assert citation["version"] == PROJECT["version"] and citation["title"].startswith(PROJECT["name"])
-    study, = citation["references"]
+    (study,) = citation["references"]
     assert {author["family-names"] for author in study["authors"]} == {"Hammer", "Pavlinec", "Zarbock", "Zeilmann"}
 
 
@@ -34,8 +34,11 @@ def test_the_changelogs_newest_entry_is_this_version():
 
 
 def test_the_lock_satisfies_every_bound_and_the_internals_we_use_are_bounded_both_ways():
-    pinned = dict(line.split("==") for line in (ROOT / "requirements.lock").read_text().splitlines()
-                  if "==" in line and not line.startswith("#"))
+    pinned = dict(
+        line.split("==")
+        for line in (ROOT / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     pinned = {canonicalize_name(name): version.split(";")[0].strip() for name, version in pinned.items()}
     requirements = {canonicalize_name(r.name): r for r in map(Requirement, PROJECT["dependencies"])}
     for name, requirement in requirements.items():

@@ -42,8 +42,9 @@ def test_every_loss_is_a_valid_param_and_trains(name):
     assert accepted("loss", name, head)["loss"] == name
     assert loss.examples in BUILDERS and loss.lr > 0 and loss.epochs >= 1 and (loss.heads is None or loss.heads)
     config = TrainConfig(loss=name, aug="simclr", seed=0, epochs=1, lr=loss.lr, batch_size=20, head=head)
-    result = train(torch.from_numpy(IMAGES), build(LABELS, loss.examples, 6, seed=0), config, device=CPU,
-                   progress=False)
+    result = train(
+        torch.from_numpy(IMAGES), build(LABELS, loss.examples, 6, seed=0), config, device=CPU, progress=False
+    )
     assert len(result.epoch_losses) == 1 and np.isfinite(result.epoch_losses[0])
 
 
@@ -55,10 +56,12 @@ def test_every_arch_is_a_valid_param_trains_and_every_baseline_uses_it(name, los
     raw["model"] = {"arch": name, "embedding_dim": size}
     p = params.validate(raw, params.BASELINE)
     assert p["model"]["arch"] == name
-    config = TrainConfig(loss=loss, aug="simclr", seed=0, epochs=1, lr=0.01, batch_size=20, arch=name,
-                         embedding_dim=size)
-    result = train(torch.from_numpy(IMAGES), build(LABELS, LOSSES[loss].examples, 6, seed=0), config, device=CPU,
-                   progress=False)
+    config = TrainConfig(
+        loss=loss, aug="simclr", seed=0, epochs=1, lr=0.01, batch_size=20, arch=name, embedding_dim=size
+    )
+    result = train(
+        torch.from_numpy(IMAGES), build(LABELS, LOSSES[loss].examples, 6, seed=0), config, device=CPU, progress=False
+    )
     assert len(result.epoch_losses) == 1 and np.isfinite(result.epoch_losses[0])
     assert result.encoder.embed(torch.zeros(2, 1, 28, 28))["embedding"].shape == (2, size)
     p["pairs"]["anchors_per_class"], p["train"]["batch_size"], p["probe"]["features"] = 6, 20, "backbone"

@@ -14,7 +14,17 @@ from contrastlab.methods.baselines import BASELINES
 from tinydata import GIT, make_tiny_repo, sh
 
 pytestmark = pytest.mark.e2e
-STAGES = {"check", "download", "examples", "train", "embed", "tsne", "probe", "track", *(f"baseline@{name}" for name in BASELINES)}
+STAGES = {
+    "check",
+    "download",
+    "examples",
+    "train",
+    "embed",
+    "tsne",
+    "probe",
+    "track",
+    *(f"baseline@{name}" for name in BASELINES),
+}
 OUTPUTS = ["data/examples.npz", "models/encoder.pt", "data/embeddings.npz", "metrics/probe.json", "plots/tsne.png"]
 
 

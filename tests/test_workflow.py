@@ -14,8 +14,9 @@ WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
 
 def validate(path: Path) -> subprocess.CompletedProcess:
     checker = Path(sys.executable).parent / "check-jsonschema"
-    return subprocess.run([str(checker), "--builtin-schema", "vendor.github-workflows", str(path)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.github-workflows", str(path)], capture_output=True, text=True
+    )
 
 
 def test_workflow_matches_the_github_workflow_schema():

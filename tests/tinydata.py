@@ -93,7 +93,7 @@ def _write_cifar(folder: Path, splits: dict) -> dict:
             "num_vis": 3 * 32 * 32,
         })  # fmt: skip
         train_images, train_labels = splits["train"]
-        chunks = zip(np.array_split(train_images, 5), np.array_split(train_labels, 5))
+        chunks = zip(np.array_split(train_images, 5), np.array_split(train_labels, 5), strict=True)
         for i, (images, labels) in enumerate(chunks, start=1):
             name = f"data_batch_{i}"
             files[name] = [_add_pickle(tar, name, _batch(f"training batch {i} of 5", images, labels))]
@@ -162,7 +162,9 @@ def make_tiny_repo(tmp: Path, cpu_kernels: str = "native") -> tuple[Path, dict]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "CONTRASTLAB_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = str(repo / "src")  # the copy's code, not the checkout's
-    env["OMP_NUM_THREADS"] = "2"  # the threads tests/tiny_scenario_expected.json was trained with: others sum in another order
+    env["OMP_NUM_THREADS"] = (
+        "2"  # the threads tests/tiny_scenario_expected.json was trained with: others sum in another order
+    )
     sh("git", "init", "-q", cwd=repo, env=env)
     sh("git", "add", "-A", cwd=repo, env=env)
     sh(*GIT, "commit", "-qm", "copy", cwd=repo, env=env)

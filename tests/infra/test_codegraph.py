@@ -29,8 +29,10 @@ def test_a_module_given_by_name_counts_itself_and_what_it_imports():
 
 
 def test_the_package_has_no_import_circle():
-    modules = {path: {module_file(name) for name in imported_modules(path)} - {None}
-               for path in (SOURCE_ROOT / PACKAGE).rglob("*.py")}
+    modules = {
+        path: {module_file(name) for name in imported_modules(path)} - {None}
+        for path in (SOURCE_ROOT / PACKAGE).rglob("*.py")
+    }
     state: dict = {}
 
     def visit(path, trail):

@@ -8,8 +8,18 @@ import pytest
 
 from contrastlab.infra import files
 from contrastlab.infra.errors import FileError
-from contrastlab.infra.files import (RECOMPUTE, atomic_path, dvc_cached_copy, load_npy, load_npz, read_json,
-                                     recompute_advice, save_npz, write_csv, write_json)
+from contrastlab.infra.files import (
+    RECOMPUTE,
+    atomic_path,
+    dvc_cached_copy,
+    load_npy,
+    load_npz,
+    read_json,
+    recompute_advice,
+    save_npz,
+    write_csv,
+    write_json,
+)
 
 
 def test_writes_land_complete_and_leave_no_temporary_file(tmp_path):
@@ -44,7 +54,8 @@ def test_disk_full_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch
     assert str(caught.value) == (
         f"cannot write {tmp_path / 'a.json'}: No space left on device (free disk space or fix permissions, then "
         "re-run; `dvc checkout` brings back the outputs `dvc repro` deleted before running the stage, `git checkout` "
-        "its uncached metrics and plots)")
+        "its uncached metrics and plots)"
+    )
     monkeypatch.undo()
     assert json.loads((tmp_path / "a.json").read_text()) == {"old": True}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
@@ -83,10 +94,24 @@ def project(tmp_path, monkeypatch) -> Path:
     """A DVC project whose dvc.lock records a cached file, a cached folder and an uncached metric."""
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     listing = [{"md5": cache(tmp_path, b"pixels"), "relpath": "train_images.npy"}]
-    (tmp_path / "dvc.lock").write_text(json.dumps({"schema": "2.0", "stages": {
-        "download": {"outs": [{"path": "data/mnist", "md5": cache(tmp_path, json.dumps(listing).encode(), ".dir")}]},
-        "train": {"outs": [{"path": "models/encoder.pt", "md5": cache(tmp_path, b"weights")},
-                           {"path": "metrics/train.json", "md5": "0" * 32}]}}}))
+    (tmp_path / "dvc.lock").write_text(
+        json.dumps(
+            {
+                "schema": "2.0",
+                "stages": {
+                    "download": {
+                        "outs": [{"path": "data/mnist", "md5": cache(tmp_path, json.dumps(listing).encode(), ".dir")}]
+                    },
+                    "train": {
+                        "outs": [
+                            {"path": "models/encoder.pt", "md5": cache(tmp_path, b"weights")},
+                            {"path": "metrics/train.json", "md5": "0" * 32},
+                        ]
+                    },
+                },
+            }
+        )
+    )
     return tmp_path
 
 
@@ -108,7 +133,8 @@ def test_a_damaged_cached_copy_has_to_go_too(project):
     damaged.chmod(0o444)  # as DVC left it: read-only, so DVC never hashes it again
     assert recompute_advice(project / "data/mnist/train_images.npy") == (
         f"DVC's cached copy {damaged.relative_to(project)} is damaged too: delete both and run `dvc repro` to "
-        "recompute it")
+        "recompute it"
+    )
 
 
 def test_outside_a_dvc_project_the_advice_is_to_recompute(tmp_path, monkeypatch):

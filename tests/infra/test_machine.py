@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import torch
-
 import torch._inductor.cpp_builder
 
 from contrastlab.infra.errors import ParamError
@@ -23,7 +22,7 @@ AVX2_ONLY = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma
 def test_description_names_model_threads_and_the_simd_flags_that_set_the_rates(tmp_path, monkeypatch):
     (tmp_path / "cpuinfo").write_text(ZEN5)
     for threads, said in ((2, "2 threads"), (1, "1 thread")):
-        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+        monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
         expected = f"AMD EPYC, {said}, {platform.machine()}, avx2 fma avx512f avx512_bf16"
         assert cpu_description(tmp_path / "cpuinfo") == expected
 
@@ -70,9 +69,15 @@ for _ in range(4):
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_kept_memory_spares_every_step_after_the_first_its_page_faults():
-    faults = {mode: [int(n) for n in subprocess.run([sys.executable, "-c", PAGE_FAULTS, mode], capture_output=True,
-                                                    text=True, check=True).stdout.split()]
-              for mode in ("default", "keep")}
+    faults = {
+        mode: [
+            int(n)
+            for n in subprocess.run(
+                [sys.executable, "-c", PAGE_FAULTS, mode], capture_output=True, text=True, check=True
+            ).stdout.split()
+        ]
+        for mode in ("default", "keep")
+    }
     # Measured: 33,000-51,000 faults (150-200 MB of fresh pages) in every step by default; 0 to 5,000 kept
     # (8-50x fewer, varying with what else the machine does). Without the tuning the two are about equal.
     assert sum(faults["keep"][1:]) * 4 < sum(faults["default"][1:])
@@ -82,8 +87,9 @@ def kernels_in_a_fresh_process(code: str, **env: str) -> subprocess.CompletedPro
     """`code` in a new Python (its libraries read their kernel caps once, so each case needs its own process),
     with oneDNN saying which instruction set its convolutions run."""
     clean = {k: v for k, v in os.environ.items() if k not in PORTABLE_KERNELS}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**clean, "ONEDNN_VERBOSE": "1", **env})
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**clean, "ONEDNN_VERBOSE": "1", **env}
+    )
 
 
 CONVOLVE = "torch.nn.Conv2d(1, 4, 3)(torch.ones(2, 1, 8, 8))"  # a batch of 1 would skip oneDNN
@@ -94,6 +100,8 @@ MULTIPLY = "torch.ones(64, 64) @ torch.ones(64, 64)"  # an MKL matrix product
 def native() -> str:
     """The ATen kernels this CPU runs when nothing caps them (asked once, in a fresh process, not at import)."""
     return kernels_in_a_fresh_process("import torch; print(torch.backends.cpu.get_cpu_capability())").stdout.split()[-1]
+
+
 x86_64 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="caps x86-64 kernels")
 
 
@@ -101,7 +109,9 @@ x86_64 = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"
 def test_portable_kernels_run_avx2s_convolutions_and_vector_kernels_and_mkls_compatible_mode():
     run = kernels_in_a_fresh_process(
         "import torch; from contrastlab.infra.machine import use_cpu_kernels; use_cpu_kernels('portable'); "
-        f"{CONVOLVE}; {MULTIPLY}; print(torch.backends.cpu.get_cpu_capability())", MKL_VERBOSE="1")
+        f"{CONVOLVE}; {MULTIPLY}; print(torch.backends.cpu.get_cpu_capability())",
+        MKL_VERBOSE="1",
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-1] == "AVX2"
     assert "onednn_verbose,v1,info,cpu,isa:Intel AVX2\n" in run.stdout
@@ -111,7 +121,8 @@ def test_portable_kernels_run_avx2s_convolutions_and_vector_kernels_and_mkls_com
 def test_native_kernels_leave_the_environment_as_it_is(native):
     run = kernels_in_a_fresh_process(
         "import os, torch; from contrastlab.infra.machine import use_cpu_kernels; use_cpu_kernels('native'); "
-        "print(torch.backends.cpu.get_cpu_capability(), 'MKL_CBWR' in os.environ)")
+        "print(torch.backends.cpu.get_cpu_capability(), 'MKL_CBWR' in os.environ)"
+    )
     assert run.stdout.splitlines()[-1] == f"{native} False"
 
 
@@ -120,7 +131,8 @@ def test_portable_kernels_asked_for_after_torch_computed_stop_with_an_error(nati
     if native == "AVX2":
         pytest.skip("this CPU's own kernels are AVX2's: nothing to catch")
     run = kernels_in_a_fresh_process(
-        f"import torch; from contrastlab.infra.machine import use_cpu_kernels; {CONVOLVE}; use_cpu_kernels('portable')")
+        f"import torch; from contrastlab.infra.machine import use_cpu_kernels; {CONVOLVE}; use_cpu_kernels('portable')"
+    )
     assert f"RuntimeError: torch computed before use_cpu_kernels: its kernels are already {native}" in run.stderr
 
 

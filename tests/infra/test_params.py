@@ -10,8 +10,18 @@ import pytest
 import yaml
 
 from contrastlab.infra.errors import ParamError
-from contrastlab.infra.params import (BASELINE, COMBINATIONS, NARROWEST_IMAGE, REGISTRIES, SCENARIO, SCHEMA, load,
-                                      registry, registry_modules, validate)
+from contrastlab.infra.params import (
+    BASELINE,
+    COMBINATIONS,
+    NARROWEST_IMAGE,
+    REGISTRIES,
+    SCENARIO,
+    SCHEMA,
+    load,
+    registry,
+    registry_modules,
+    validate,
+)
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import ARCHS, HEADS
 from contrastlab.methods.losses import LOSSES
@@ -51,7 +61,9 @@ def test_repository_defaults_are_the_protocol():
     assert p["model"] == {"arch": "study", "embedding_dim": 32} and p["probe"]["features"] == "embedding"
     assert p["probe"]["protocol"] == "study"  # the reference study's 80/20 split of the test images
     assert p["patches"] == {"centroids": 64, "size": 6}  # 4 x 64 = 256 features, as the encoders' backbone
-    assert p["cpu_kernels"] == "native"  # the fastest kernels: portable ones are a choice (README, "Same seed, same numbers")
+    assert (
+        p["cpu_kernels"] == "native"
+    )  # the fastest kernels: portable ones are a choice (README, "Same seed, same numbers")
 
 
 @pytest.mark.parametrize(
@@ -59,33 +71,64 @@ def test_repository_defaults_are_the_protocol():
     [
         ("aug", "simclar", "train", f"aug='simclar' is not allowed; expected one of {names(AUGMENTATIONS)}"),
         ("loss", "quadruplet", "pairs", f"loss='quadruplet' is not allowed; expected one of {names(LOSSES)}"),
-        ("pairs.negatives", "hardest", "pairs",
-         "pairs.negatives='hardest' is not allowed; expected one of label_aware, random, hard"),
+        (
+            "pairs.negatives",
+            "hardest",
+            "pairs",
+            "pairs.negatives='hardest' is not allowed; expected one of label_aware, random, hard",
+        ),
         ("pairs.augment_anchor", "yes", "pairs", "pairs.augment_anchor='yes' is not allowed; expected true or false"),
         ("train.head", "tanh", "train", f"train.head='tanh' is not allowed; expected one of {names(HEADS)}"),
         ("train.optimizer", "adam", "train", "train.optimizer='adam' is not allowed; expected one of sgd, adamw"),
         ("train.momentum", 1.0, "train", "train.momentum=1.0 is not allowed; expected a finite number >= 0 and < 1"),
         ("train.weight_decay", -0.1, "train", "train.weight_decay=-0.1 is not allowed; expected a finite number >= 0"),
         ("train.schedule", "step", "train", "expected one of constant, cosine, onecycle"),
-        ("train.warmup_epochs", 0.5, "train",
-         "train.warmup_epochs=0.5 is not allowed; expected an integer >= 0 and <= 10000"),
+        (
+            "train.warmup_epochs",
+            0.5,
+            "train",
+            "train.warmup_epochs=0.5 is not allowed; expected an integer >= 0 and <= 10000",
+        ),
         ("train.temperature", 0, "train", "train.temperature=0 is not allowed; expected a finite number > 0"),
-        ("embed.shifts", [3, "6"], "embed",
-         "embed.shifts=[3, '6'] is not allowed; expected a list of integers >= -27 and <= 27"),
-        ("train.epochs", -1, "train", "train.epochs=-1 is not allowed; expected 'auto' or an integer >= 1 and <= 10000"),
+        (
+            "embed.shifts",
+            [3, "6"],
+            "embed",
+            "embed.shifts=[3, '6'] is not allowed; expected a list of integers >= -27 and <= 27",
+        ),
+        (
+            "train.epochs",
+            -1,
+            "train",
+            "train.epochs=-1 is not allowed; expected 'auto' or an integer >= 1 and <= 10000",
+        ),
         ("train.batch_size", 0, "train", "train.batch_size=0 is not allowed; expected an integer >= 1 and <= 1000000"),
         ("train.batch_size", "big", "train", "train.batch_size='big' is not allowed"),
         ("train.lr", True, "train", "train.lr=True is not allowed; expected 'auto' or a finite number > 0"),
         ("train.views", "twice", "train", "expected one of fresh, once"),
         ("train.precision", "fp16", "train", "train.precision='fp16' is not allowed; expected one of fp32, bf16"),
         ("train.compile", "yes", "train", "train.compile='yes' is not allowed; expected true or false"),
-        ("probe.test_size", 1.5, "probe", "probe.test_size=1.5 is not allowed; expected a number strictly between 0 and 1"),
+        (
+            "probe.test_size",
+            1.5,
+            "probe",
+            "probe.test_size=1.5 is not allowed; expected a number strictly between 0 and 1",
+        ),
         ("seed", 1.5, "embed", "seed=1.5 is not allowed; expected an integer >= 0 and <= 4294967295"),
         ("download.sources", ["ftp"], "download", "download.sources=['ftp'] is not allowed"),
         ("model.arch", "resnet50", "model", f"model.arch='resnet50' is not allowed; expected one of {names(ARCHS)}"),
-        ("model.embedding_dim", 0, "model", "model.embedding_dim=0 is not allowed; expected an integer >= 1 and <= 4096"),
-        ("probe.features", "pixels", "probe",
-         "probe.features='pixels' is not allowed; expected one of embedding, backbone"),
+        (
+            "model.embedding_dim",
+            0,
+            "model",
+            "model.embedding_dim=0 is not allowed; expected an integer >= 1 and <= 4096",
+        ),
+        (
+            "probe.features",
+            "pixels",
+            "probe",
+            "probe.features='pixels' is not allowed; expected one of embedding, backbone",
+        ),
         ("train.lr", [1], "train", "train.lr=[1] is not allowed; expected 'auto' or a finite number > 0"),
         ("train.lr", {"auto": 1}, "train", "train.lr={'auto': 1} is not allowed"),
         ("train.lr", float("inf"), "train", "train.lr=inf is not allowed; expected 'auto' or a finite number > 0"),
@@ -93,14 +136,24 @@ def test_repository_defaults_are_the_protocol():
         ("tsne.perplexity", float("nan"), "tsne", "tsne.perplexity=nan is not allowed"),
         ("probe.test_size", float("nan"), "probe", "probe.test_size=nan is not allowed"),
         ("probe.knn_k", 0, "probe", "probe.knn_k=0 is not allowed; expected an integer >= 1"),
-        ("train.batch_size", 1e12, "train",
-         "train.batch_size=1000000000000.0 is not allowed; expected an integer >= 1 and <= 1000000"),
+        (
+            "train.batch_size",
+            1e12,
+            "train",
+            "train.batch_size=1000000000000.0 is not allowed; expected an integer >= 1 and <= 1000000",
+        ),
         ("train.batch_size", 1024.0, "train", "train.batch_size=1024.0 is not allowed"),
         ("dataset", ["mnist"], "train", "dataset=['mnist'] is not allowed; expected one of"),
-        ("probe.protocol", "linear", "probe",
-         "probe.protocol='linear' is not allowed; expected one of study, standard"),
-        *(("patches.centroids", bad, "patches", f"patches.centroids={bad!r} is not allowed; expected an integer >= 1")
-          for bad in (0, -1, 2.5, True, "a")),
+        (
+            "probe.protocol",
+            "linear",
+            "probe",
+            "probe.protocol='linear' is not allowed; expected one of study, standard",
+        ),
+        *(
+            ("patches.centroids", bad, "patches", f"patches.centroids={bad!r} is not allowed; expected an integer >= 1")
+            for bad in (0, -1, 2.5, True, "a")
+        ),
         ("patches.size", 0, "patches", "patches.size=0 is not allowed; expected an integer >= 1 and <= 28"),
     ],
 )
@@ -138,8 +191,11 @@ def test_each_upper_bound_allows_its_value_and_refuses_the_next(key, most):
 
 def test_a_float_bound_refuses_the_next_float():
     assert validate(with_value("tsne.perplexity", 10_000.0), ("tsne",))
-    with pytest.raises(ParamError, match=r"tsne.perplexity=10000.000000000002 is not allowed; expected a finite "
-                                         r"number > 0 and <= 10000$"):
+    with pytest.raises(
+        ParamError,
+        match=r"tsne.perplexity=10000.000000000002 is not allowed; expected a finite "
+        r"number > 0 and <= 10000$",
+    ):
         validate(with_value("tsne.perplexity", math.nextafter(10_000.0, math.inf)), ("tsne",))
 
 
@@ -158,8 +214,9 @@ def test_probe_test_size_is_strictly_between_0_and_1():
     for bad in (0, 1, 1.0, 1.5, -0.2):
         with pytest.raises(ParamError) as err:
             validate(with_value("probe.test_size", bad), ("probe",))
-        assert str(err.value) == (f"params.yaml: probe.test_size={bad!r} is not allowed; "
-                                  "expected a number strictly between 0 and 1")
+        assert str(err.value) == (
+            f"params.yaml: probe.test_size={bad!r} is not allowed; expected a number strictly between 0 and 1"
+        )
 
 
 def test_shifts_leave_part_of_the_narrowest_image():
@@ -169,8 +226,10 @@ def test_shifts_leave_part_of_the_narrowest_image():
     for bad in ([most + 1], [-most - 1], [40]):
         with pytest.raises(ParamError) as err:
             validate(with_value("embed.shifts", bad), ("embed",))
-        assert str(err.value) == (f"params.yaml: embed.shifts={bad!r} is not allowed; "
-                                  f"expected a list of integers >= {-most} and <= {most} (may be empty)")
+        assert str(err.value) == (
+            f"params.yaml: embed.shifts={bad!r} is not allowed; "
+            f"expected a list of integers >= {-most} and <= {most} (may be empty)"
+        )
 
 
 def test_warm_up_must_end_before_training_unless_onecycle_ignores_it():
@@ -180,8 +239,10 @@ def test_warm_up_must_end_before_training_unless_onecycle_ignores_it():
     raw["train"]["warmup_epochs"] = 10
     with pytest.raises(ParamError) as err:
         validate(raw, ("train",))
-    assert str(err.value) == ("params.yaml: train.warmup_epochs=10 but training lasts only train.epochs=10, so the "
-                              "learning rate would never reach train.lr; use at most 9")
+    assert str(err.value) == (
+        "params.yaml: train.warmup_epochs=10 but training lasts only train.epochs=10, so the "
+        "learning rate would never reach train.lr; use at most 9"
+    )
     assert validate(raw, ("train.warmup_epochs", "train.epochs"))  # the check needs the schedule too
     raw["train"]["schedule"] = "onecycle"
     assert validate(raw, ("train",))
@@ -274,8 +335,11 @@ def test_random_negatives_with_two_view_losses_name_every_such_loss():
 def test_small_crops_need_a_two_view_loss_and_an_encoder_of_any_input_size():
     raw = with_value("train.small_crops", 4)
     raw["loss"] = "triplet"
-    with pytest.raises(ParamError, match=r"train.small_crops=4 adds views for two-view losses \(ntxent, .*\); "
-                                         "loss=triplet trains on triplets: set train.small_crops: 0 or a two-view loss"):
+    with pytest.raises(
+        ParamError,
+        match=r"train.small_crops=4 adds views for two-view losses \(ntxent, .*\); "
+        "loss=triplet trains on triplets: set train.small_crops: 0 or a two-view loss",
+    ):
         validate(raw, SCENARIO)
     raw["loss"] = "ntxent"
     with pytest.raises(ParamError, match="model.arch=study reads a map of one size: use vgg_small, airbench"):
@@ -288,9 +352,11 @@ def test_vicreg_refuses_a_head_whose_embeddings_cannot_spread():
     raw = with_value("loss", "vicreg")
     with pytest.raises(ParamError) as err:
         validate(raw, SCENARIO)
-    assert str(err.value) == ("params.yaml: loss=vicreg cannot learn through train.head=sigmoid (vicreg asks each "
-                              "embedding coordinate's std to reach 1, which sigmoid and l2 embeddings cannot); set "
-                              "train.head: linear")
+    assert str(err.value) == (
+        "params.yaml: loss=vicreg cannot learn through train.head=sigmoid (vicreg asks each "
+        "embedding coordinate's std to reach 1, which sigmoid and l2 embeddings cannot); set "
+        "train.head: linear"
+    )
     raw["train"]["head"] = "linear"
     assert validate(raw, SCENARIO)["loss"] == "vicreg"
 
@@ -299,8 +365,9 @@ def test_an_arch_with_a_fixed_embedding_size_refuses_another():
     raw = with_value("model.embedding_dim", 64)
     with pytest.raises(ParamError) as err:
         validate(raw, ("model",))
-    assert str(err.value) == ("params.yaml: model.arch='study' always embeds to 32 dimensions; "
-                              "set model.embedding_dim: 32 or another arch")
+    assert str(err.value) == (
+        "params.yaml: model.arch='study' always embeds to 32 dimensions; set model.embedding_dim: 32 or another arch"
+    )
     raw["model"]["arch"] = next(name for name, arch in ARCHS.items() if arch.embedding_dim is None)
     assert validate(raw, ("model",))["model"]["embedding_dim"] == 64
 
@@ -318,8 +385,10 @@ def test_missing_file_and_bad_yaml(tmp_path):
     path.write_text("seed: 0\ntrain:\n  lr: 0.1\n epochs: 3\n")
     with pytest.raises(ParamError) as err:
         load(("train",), path)
-    assert str(err.value) == (f"{path} is not valid YAML (line 4, column 2: expected <block end>, but found "
-                              f"'<block mapping start>'); fix it or `git checkout {path}`")
+    assert str(err.value) == (
+        f"{path} is not valid YAML (line 4, column 2: expected <block end>, but found "
+        f"'<block mapping start>'); fix it or `git checkout {path}`"
+    )
     path.write_bytes(b"seed: \xc3\x28\n")  # not UTF-8
     with pytest.raises(ParamError, match=r"is not valid YAML \(.*invalid continuation byte.*\); fix it") as err:
         load(("seed",), path)
@@ -330,10 +399,17 @@ def stage_says(path, reads) -> str:
     """What a stage that reads `reads` from params file `path` prints, run as a stage (`infra.stage.run_stage`) in a
     process of its own with a time and a memory limit: a check that never ends fails the test instead of hanging it
     or filling the machine's memory."""
-    code = ("import sys; from contrastlab.infra import params; from contrastlab.infra.stage import run_stage; "
-            "run_stage(lambda: params.load(sys.argv[2:], sys.argv[1]))")
-    result = subprocess.run([sys.executable, "-c", code, str(path), *reads], capture_output=True, text=True, timeout=60,
-                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)))
+    code = (
+        "import sys; from contrastlab.infra import params; from contrastlab.infra.stage import run_stage; "
+        "run_stage(lambda: params.load(sys.argv[2:], sys.argv[1]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path), *reads],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (2**30, 2**30)),
+    )
     assert result.returncode == 2 and result.stdout == "", result.stdout + result.stderr
     return result.stderr
 
@@ -349,8 +425,10 @@ def test_a_yaml_alias_chain_is_refused_in_one_line_without_expanding_it(tmp_path
     path = tmp_path / "params.yaml"
     path.write_text(alias_chain(9))
     start = time.perf_counter()
-    assert stage_says(path, ["embed"]) == ("error: params.yaml: the document expands to more than 100000 values (a YAML "
-                                           "alias chain?); write the values out instead\n")
+    assert stage_says(path, ["embed"]) == (
+        "error: params.yaml: the document expands to more than 100000 values (a YAML "
+        "alias chain?); write the values out instead\n"
+    )
     assert time.perf_counter() - start < 30
 
 
@@ -359,10 +437,14 @@ def test_a_bad_value_is_shown_cut_short():
     chain = yaml.safe_load(alias_chain(3))
     with pytest.raises(ParamError) as err:
         validate(chain, ("embed",))
-    assert str(err.value) == ("params.yaml: embed.shifts=[[1, 1, 1, 1, 1, 1, ...], [[1, 1, 1, 1, 1, 1, ...], [1, 1, 1, "
-                              "1, 1, 1, ...], ... is not allowed; expected a list of integers >= -27 and <= 27 (may be "
-                              "empty)")
-    with pytest.raises(ParamError, match=r"^params.yaml: train=\['x', 'x', 'x', 'x', 'x', 'x', \.\.\.\] is not allowed"):
+    assert str(err.value) == (
+        "params.yaml: embed.shifts=[[1, 1, 1, 1, 1, 1, ...], [[1, 1, 1, 1, 1, 1, ...], [1, 1, 1, "
+        "1, 1, 1, ...], ... is not allowed; expected a list of integers >= -27 and <= 27 (may be "
+        "empty)"
+    )
+    with pytest.raises(
+        ParamError, match=r"^params.yaml: train=\['x', 'x', 'x', 'x', 'x', 'x', \.\.\.\] is not allowed"
+    ):
         validate({**DEFAULTS, "train": ["x"] * 1000}, ("train.lr",))
 
 

@@ -21,7 +21,11 @@ def test_confusion_heatmap_colours_rates_per_actual_class_and_writes_the_counts(
     ax = drawn[0].axes[0]
     assert ax.images[0].get_array().tolist() == [[0.75, 0.25], [0.0, 1.0]]  # 3 of 4 cats, 2 of 2 dogs
     assert [(t.get_text(), t.get_color()) for t in ax.texts] == [
-        ("3", "white"), ("1", "black"), ("0", "black"), ("2", "white")]  # white on the dark cells
+        ("3", "white"),
+        ("1", "black"),
+        ("0", "black"),
+        ("2", "white"),
+    ]  # white on the dark cells
     assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "dog"]
 
 

@@ -42,7 +42,9 @@ TINY_DVC = "stages:\n  a:\n    params: [top, sec]\n  b:\n    foreach: [x, y]\n  
 def test_a_row_holds_the_rule_the_default_the_readers_and_the_comments():
     page = render(TINY_PARAMS, TINY_DVC, TINY_SCHEMA, combinations=[])
     assert "| `top` | an integer >= 1 | `3` | `a` | how many |" in page.splitlines()
-    assert "| `sec.size` | an integer >= 1 and <= 9 | `2` | `a`, `b@<name>` | the width, in pixels |" in page.splitlines()
+    assert (
+        "| `sec.size` | an integer >= 1 and <= 9 | `2` | `a`, `b@<name>` | the width, in pixels |" in page.splitlines()
+    )
     assert "| `sec.flag` | true or false | `true` | `a` |  |" in page.splitlines()
     assert "a section" in page.splitlines() and "header" not in page
 

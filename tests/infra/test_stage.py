@@ -30,7 +30,9 @@ def watch(behaviour: str, grace: float, sigint_ignored: bool = False) -> tuple[s
     parent = subprocess.Popen(["sleep", "60"])
     args = [sys.executable, "-c", WATCHER, str(parent.pid), str(grace), behaviour]
     ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
-    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore) as watcher:
+    with subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore
+    ) as watcher:
         assert watcher.stdout.readline() == "watching\n"
         parent.kill()
         start = time.monotonic()
@@ -62,8 +64,10 @@ def test_alive_tells_a_running_process_from_an_ended_one_reaped_or_not():
 
 
 def test_ctrl_c_in_a_stage_is_one_line_and_exit_status_130():
-    stage = ("import os, signal\nfrom contrastlab.infra.stage import run_stage\n"
-             "run_stage(lambda: os.kill(os.getpid(), signal.SIGINT))")
+    stage = (
+        "import os, signal\nfrom contrastlab.infra.stage import run_stage\n"
+        "run_stage(lambda: os.kill(os.getpid(), signal.SIGINT))"
+    )
     done = subprocess.run([sys.executable, "-c", stage], capture_output=True, text=True, timeout=60)
     assert done.returncode == 130
     assert done.stderr == "stopped: every earlier output is intact; `dvc repro` resumes\n"

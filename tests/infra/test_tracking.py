@@ -6,8 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import mlflow
 import numpy as np
@@ -16,9 +16,20 @@ import torch
 
 from contrastlab.infra.errors import TrackingError
 from contrastlab.infra.files import one_line, project_root
-from contrastlab.infra.tracking import (DatasetRef, RunRecord, dataset_digest, describe, flatten, lock_holders,
-                                        open_store, probe_metrics, result_key, run_identity, runs_url,
-                                        tracking_uri)
+from contrastlab.infra.tracking import (
+    DatasetRef,
+    RunRecord,
+    dataset_digest,
+    describe,
+    flatten,
+    lock_holders,
+    open_store,
+    probe_metrics,
+    result_key,
+    run_identity,
+    runs_url,
+    tracking_uri,
+)
 from contrastlab.methods.encoders import make_encoder, save_encoder
 from contrastlab.study.names import Scenario
 
@@ -35,10 +46,21 @@ def store(tmp_path, monkeypatch):
 
 
 def log(root, metrics, **kw):
-    run = RunRecord(name="mnist-triplet-none", params=PARAMS, metrics=metrics, epoch_losses=[0.5, 0.25],
-                    artifacts=[root / "figure.png"], tags={"scenario": "mnist-triplet-none"}, finished=FINISHED,
-                    duration_s=100.0, description="**mnist / triplet / none**", source="stages/train.py",
-                    commit="0123abc", dataset=DatasetRef("mnist", DIGESTS, "411a1f8dadee2bd62f801e9dbce39447.dir"), **kw)
+    run = RunRecord(
+        name="mnist-triplet-none",
+        params=PARAMS,
+        metrics=metrics,
+        epoch_losses=[0.5, 0.25],
+        artifacts=[root / "figure.png"],
+        tags={"scenario": "mnist-triplet-none"},
+        finished=FINISHED,
+        duration_s=100.0,
+        description="**mnist / triplet / none**",
+        source="stages/train.py",
+        commit="0123abc",
+        dataset=DatasetRef("mnist", DIGESTS, "411a1f8dadee2bd62f801e9dbce39447.dir"),
+        **kw,
+    )
     with open_store(root) as opened:
         return opened.log(run)
 
@@ -68,12 +90,17 @@ def test_a_run_carries_its_lineage_in_mlflow_own_fields(store):
     assert run.info.status == "FINISHED"
     tags = run.data.tags
     assert (tags["mlflow.source.name"], tags["mlflow.source.git.commit"], tags["mlflow.source.type"]) == (
-        "stages/train.py", "0123abc", "LOCAL")
+        "stages/train.py",
+        "0123abc",
+        "LOCAL",
+    )
     assert tags["mlflow.note.content"] == "**mnist / triplet / none**"
     (dataset_input,) = run.inputs.dataset_inputs
     assert (dataset_input.dataset.name, dataset_input.dataset.digest) == ("mnist", dataset_digest(DIGESTS))
-    assert {t.key: t.value for t in dataset_input.tags} == {"mlflow.data.context": "training",
-                                                            "dvc_md5": "411a1f8dadee2bd62f801e9dbce39447.dir"}
+    assert {t.key: t.value for t in dataset_input.tags} == {
+        "mlflow.data.context": "training",
+        "dvc_md5": "411a1f8dadee2bd62f801e9dbce39447.dir",
+    }
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     found = client.search_runs([run.info.experiment_id], filter_string=f"dataset.digest = '{dataset_digest(DIGESTS)}'")
@@ -89,7 +116,9 @@ def test_dataset_digest_fits_mlflow_and_follows_the_content():
 def test_the_encoder_is_a_pytorch_model_that_loads_and_embeds_as_the_stage_file(store):
     torch.manual_seed(0)
     encoder = make_encoder(1)
-    save_encoder(encoder, {"channels": 1, "head": "sigmoid", "arch": "study", "embedding_dim": 32}, store / "encoder.pt")
+    save_encoder(
+        encoder, {"channels": 1, "head": "sigmoid", "arch": "study", "embedding_dim": 32}, store / "encoder.pt"
+    )
     example = np.random.default_rng(0).uniform(-1, 1, (4, 1, 28, 28)).astype(np.float32)
     run_id, _ = log(store, {"probe_top1": 0.9}, encoder=store / "encoder.pt", input_example=example)
     mlflow.set_tracking_uri(tracking_uri(store))
@@ -124,27 +153,46 @@ def test_a_run_nests_under_its_parent(store):
 
 
 def test_describe_names_the_scenario_encoder_probe_and_recipe():
-    p = {**PARAMS, "model": {"arch": "study", "embedding_dim": 32}, "split": {"validation_per_class": 0},
-         "probe": {"features": "backbone"}, "train": {"optimizer": "sgd", "schedule": "constant", "batch_size": 1024,
-                                                      "head": "sigmoid", "precision": "fp32"}}
+    p = {
+        **PARAMS,
+        "model": {"arch": "study", "embedding_dim": 32},
+        "split": {"validation_per_class": 0},
+        "probe": {"features": "backbone"},
+        "train": {
+            "optimizer": "sgd",
+            "schedule": "constant",
+            "batch_size": 1024,
+            "head": "sigmoid",
+            "precision": "fp32",
+        },
+    }
     assert describe(p, {"epochs": 10, "lr": 0.15}) == (
         "**mnist / triplet / none**, seed 0; encoder `study` (32-d embedding); linear probe of the backbone on the "
-        "test set; trained 10 epochs at lr 0.15 (sgd, constant, batch 1024, sigmoid head, fp32).")
-    baseline = {"baseline": "raw_pixels", "dataset": "cifar10", "seed": 1, "split": {"validation_per_class": 1000},
-                "probe": {"features": "embedding"}}
-    assert describe(baseline) == ("**cifar10**, baseline `raw_pixels`, seed 1; linear probe of the embedding on 1000 "
-                                  "held-out training images per class.")
+        "test set; trained 10 epochs at lr 0.15 (sgd, constant, batch 1024, sigmoid head, fp32)."
+    )
+    baseline = {
+        "baseline": "raw_pixels",
+        "dataset": "cifar10",
+        "seed": 1,
+        "split": {"validation_per_class": 1000},
+        "probe": {"features": "embedding"},
+    }
+    assert describe(baseline) == (
+        "**cifar10**, baseline `raw_pixels`, seed 1; linear probe of the embedding on 1000 "
+        "held-out training images per class."
+    )
 
 
 def test_runs_url_opens_the_model_training_side_of_the_ui():
     assert runs_url("http://127.0.0.1:5000/", "7") == (
-        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning")
+        "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    )
 
 
 def test_unwritable_store_raises(store, monkeypatch):
     (store / "not-a-folder").write_text("")  # even root cannot create a database below a file
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}/not-a-folder/mlflow.db")
-    with pytest.raises(Exception):
+    with pytest.raises(OSError):  # the writers' lock file beside mlflow.db cannot be made there either
         log(store, {"probe_top1": 0.9})
 
 
@@ -187,19 +235,33 @@ def test_run_identity_names_study_variants_apart_and_keeps_seeds_of_one_variant_
     assert run_identity(scenario, group) == (group, group)  # `dvc exp run -n mnist-triplet-simclr`
     assert run_identity(seed1, "mnist-triplet-simclr-s1") == ("mnist-triplet-simclr-s1", group)
     assert run_identity(seed1, "mnist-triplet-simclr-negatives-hard-tuned-s1") == (
-        "mnist-triplet-simclr-negatives-hard-tuned-s1", "mnist-triplet-simclr-negatives-hard-tuned")
+        "mnist-triplet-simclr-negatives-hard-tuned-s1",
+        "mnist-triplet-simclr-negatives-hard-tuned",
+    )
     # a name DVC made up, or one that is not this scenario's and seed's, is shown beside the scenario
     assert run_identity(scenario, "dusty-hops") == ("mnist-triplet-simclr (dusty-hops)", group)
-    assert run_identity(scenario, "mnist-triplet-simclr-s1") == ("mnist-triplet-simclr (mnist-triplet-simclr-s1)", group)
+    assert run_identity(scenario, "mnist-triplet-simclr-s1") == (
+        "mnist-triplet-simclr (mnist-triplet-simclr-s1)",
+        group,
+    )
     assert run_identity(scenario, "mnist-triplet-none-s0")[1] == group
 
 
 def test_probe_metrics_names_every_number_of_a_probe_summary():
     summary = {"top1": 0.9, "top3": 0.99, "knn": 0.8, "per_class": {"0": 0.5, "cat": 1.0}, "shifted_top1": {"-3": 0.7}}
-    assert probe_metrics(summary) == {"probe_top1": 0.9, "probe_top3": 0.99, "knn_top1": 0.8, "class_acc.0": 0.5,
-                                      "class_acc.cat": 1.0, "shift_top1.-3": 0.7}
-    assert probe_metrics({"top1": 0.1, "top3": 0.3, "knn": 0.2}) == {"probe_top1": 0.1, "probe_top3": 0.3,
-                                                                      "knn_top1": 0.2}
+    assert probe_metrics(summary) == {
+        "probe_top1": 0.9,
+        "probe_top3": 0.99,
+        "knn_top1": 0.8,
+        "class_acc.0": 0.5,
+        "class_acc.cat": 1.0,
+        "shift_top1.-3": 0.7,
+    }
+    assert probe_metrics({"top1": 0.1, "top3": 0.3, "knn": 0.2}) == {
+        "probe_top1": 0.1,
+        "probe_top3": 0.3,
+        "knn_top1": 0.2,
+    }
 
 
 def test_opening_the_store_removes_runs_a_killed_writer_left_and_keeps_complete_runs_and_live_writers(store, capsys):
@@ -223,8 +285,9 @@ def test_opening_the_store_removes_runs_a_killed_writer_left_and_keeps_complete_
         tagged = running("killed after it was complete", writer=f"{host}:{ended.pid}", result_key="0123456789abcdef")
         capsys.readouterr()
         opened.remove_incomplete(exclusive=False)  # as on a tracking server
-    assert capsys.readouterr().out == (f"MLflow: removed 1 incomplete run left by an interrupted track stage or import "
-                                       f"(killed here {dead})\n")
+    assert capsys.readouterr().out == (
+        f"MLflow: removed 1 incomplete run left by an interrupted track stage or import (killed here {dead})\n"
+    )
     active = {run.info.run_id for run in client.search_runs([opened.experiment_id])}
     assert active == {complete, live, elsewhere, unnamed, tagged}
     assert client.get_run(complete).data.tags["writer"] == f"{host}:{os.getpid()}"
@@ -238,8 +301,10 @@ def test_opening_the_store_removes_runs_a_killed_writer_left_and_keeps_complete_
 def test_a_new_store_killed_while_mlflow_creates_its_tables_leaves_none_and_the_next_one_is_made_whole(store):
     """MLflow takes seconds to create and migrate a new store's tables; killed half way, a store made in place failed
     forever ("duplicate column name: step"). It is made beside its name and renamed in when complete."""
-    code = "import sys; from pathlib import Path; from contrastlab.infra.tracking import open_store; " \
-           "open_store(Path(sys.argv[1])).__enter__()"
+    code = (
+        "import sys; from pathlib import Path; from contrastlab.infra.tracking import open_store; "
+        "open_store(Path(sys.argv[1])).__enter__()"
+    )
     creating = subprocess.Popen([sys.executable, "-c", code, str(store)])
     partial = store / "mlflow.db.partial"
     deadline = time.monotonic() + 120
@@ -269,25 +334,32 @@ def half_migrated(db: Path) -> None:
     engine.dispose()
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda db: db.write_bytes(b"not sqlite" * 100), "file is not a database"),
-    (half_migrated, "duplicate column name: step"),
-], ids=["garbage", "half migrated"])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (lambda db: db.write_bytes(b"not sqlite" * 100), "file is not a database"),
+        (half_migrated, "duplicate column name: step"),
+    ],
+    ids=["garbage", "half migrated"],
+)
 def test_a_store_mlflow_cannot_open_is_one_line_saying_to_move_it_aside_which_starts_afresh(store, damage, reason):
     db = store / "mlflow.db"
     damage(db)
     with pytest.raises(TrackingError) as raised:
         log(store, {"probe_top1": 0.9})
-    assert str(raised.value) == (f"{db} is not a complete MLflow store ({reason}): move it aside (`mv {db} "
-                                 f"{db}.broken`); the next run makes a new one, and `make mlflow` re-imports the "
-                                 "committed study")
+    assert str(raised.value) == (
+        f"{db} is not a complete MLflow store ({reason}): move it aside (`mv {db} "
+        f"{db}.broken`); the next run makes a new one, and `make mlflow` re-imports the "
+        "committed study"
+    )
     db.rename(store / "mlflow.db.broken")
     with multiprocessing.get_context("spawn").Pool(1) as pool:  # the next run: a new process, as `dvc repro` starts
         assert pool.apply(log_one, (str(store), 0.9))
 
 
-def test_a_copied_repository_logs_its_artifacts_into_its_own_mlruns_and_leaves_the_original_alone(tmp_path, monkeypatch,
-                                                                                                    capsys):
+def test_a_copied_repository_logs_its_artifacts_into_its_own_mlruns_and_leaves_the_original_alone(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     original, copy = tmp_path / "original", tmp_path / "copy"
     original.mkdir()
@@ -302,7 +374,8 @@ def test_a_copied_repository_logs_its_artifacts_into_its_own_mlruns_and_leaves_t
     assert created
     assert capsys.readouterr().out.startswith(
         f"MLflow: this repository was moved or copied; mlflow.db now keeps artifacts in {(copy / 'mlruns').as_uri()}, "
-        f"not {(original / 'mlruns').as_uri()}\n")
+        f"not {(original / 'mlruns').as_uri()}\n"
+    )
     client = mlflow.MlflowClient(tracking_uri(copy))
     for run_id in (first, second):  # the copied run's artifacts are the copy's too
         assert client.get_run(run_id).info.artifact_uri.startswith((copy / "mlruns").as_uri() + "/")
@@ -314,9 +387,9 @@ def test_a_copied_repository_logs_its_artifacts_into_its_own_mlruns_and_leaves_t
 
 HOLDERS = {
     "a sqlite write transaction": "import sqlite3, sys, time; db = sqlite3.connect(sys.argv[1], isolation_level=None); "
-                                  "db.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(60)",
+    "db.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(60)",
     "the writers' lock": "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1] + '.lock'); "
-                         "lock.acquire(); print('held', flush=True); time.sleep(60)",
+    "lock.acquire(); print('held', flush=True); time.sleep(60)",
 }
 
 
@@ -333,8 +406,10 @@ def test_a_store_another_process_holds_is_waited_for_then_one_line_naming_it(sto
         with pytest.raises(TrackingError) as raised:
             log(store, {"probe_top1": 0.8})
         assert capsys.readouterr().out == f"MLflow: mlflow.db is in use by {who}; waiting up to 1 s\n"
-        assert str(raised.value) == (f"{db} is still in use by {who} after 1 s: let it finish or end it "
-                                     "(CONTRASTLAB_MLFLOW_WAIT=<seconds> waits longer)")
+        assert str(raised.value) == (
+            f"{db} is still in use by {who} after 1 s: let it finish or end it "
+            "(CONTRASTLAB_MLFLOW_WAIT=<seconds> waits longer)"
+        )
     finally:
         holding.kill()
         holding.wait()
@@ -348,8 +423,9 @@ def test_the_holders_named_are_the_other_processes_that_have_the_file_open(tmp_p
     script = "import sys; file = open(sys.argv[1]); print('open', flush=True); sys.stdin.read()"
     with path.open():  # this process, the one that waits: never named
         assert lock_holders(path) == "another process"
-        with subprocess.Popen([sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True) as opener:
+        with subprocess.Popen(
+            [sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        ) as opener:
             assert opener.stdout.readline() == "open\n"
             assert lock_holders(path) == f"pid {opener.pid} ({one_line(f'{sys.executable} -c {script} {path}', 100)})"
             opener.stdin.close()
@@ -381,6 +457,7 @@ def make_read_only(db: Path) -> Callable[[], None]:
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(db)], check=True)
         db.chmod(mode)
+
     return undo
 
 
@@ -395,8 +472,13 @@ def test_a_store_that_refuses_writes_is_the_stage_line_alone_without_mlflow_trac
     else:
         limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1, 1))  # noqa: E731 - writes fail as on a full disk
     try:
-        result = subprocess.run([sys.executable, "-c", LOG_IN_A_STAGE, str(store)], capture_output=True, text=True,
-                                timeout=120, preexec_fn=limit)
+        result = subprocess.run(
+            [sys.executable, "-c", LOG_IN_A_STAGE, str(store)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            preexec_fn=limit,
+        )
     finally:
         undo()
     assert (result.returncode, result.stdout, result.stderr) == (1, "", "error: MlflowException\n")

@@ -190,9 +190,7 @@ def torchvision_crop_boxes(n: int, height: int, width: int) -> torch.Tensor:
 
 
 # centre_tolerance (pixels) is about 3 standard errors: an offset that is off by one moves it 0.5.
-@pytest.mark.parametrize(
-    ("height", "width", "n", "centre_tolerance"), [(28, 28, 20_000, 0.2), (8, 64, 4_000, 0.4)]
-)
+@pytest.mark.parametrize(("height", "width", "n", "centre_tolerance"), [(28, 28, 20_000, 0.2), (8, 64, 4_000, 0.4)])
 def test_crop_boxes_follow_torchvision_sampler(height, width, n, centre_tolerance):
     ours = augment.sample_crop_boxes(n, height, width, seeded(0))
     theirs = torchvision_crop_boxes(n, height, width)
@@ -300,6 +298,7 @@ def test_simclr_statistics_match_torchvision_pipeline(image):
     ours_contrast, theirs_contrast = ours.std(dim=(2, 3)).mean(dim=1), theirs.std(dim=(2, 3)).mean(dim=1)
     assert abs(ours_contrast.mean() - theirs_contrast.mean()) < 0.03
     assert torch.allclose(ours.mean(dim=(0, 2, 3)), theirs.mean(dim=(0, 2, 3)), atol=0.03)
+
     # Both images are brighter on one side, so the mean left-right tilt shows the flip rate
     # (without flips it would be off by 0.07).
     def tilt(views):
@@ -307,6 +306,7 @@ def test_simclr_statistics_match_torchvision_pipeline(image):
 
     assert abs(tilt(ours) - tilt(theirs)) < 0.025
     if image.mode == "RGB":
+
         def gray_share(views):
             gray = (views[:, 0] == views[:, 1]) & (views[:, 1] == views[:, 2])
             return gray.flatten(start_dim=1).all(dim=1).float().mean()
@@ -377,7 +377,7 @@ def test_colour_ops_agree_with_torchvision_tensor_functions():
         (augment.adjust_hue(x, shifts), TF.adjust_hue, shifts),
     ]
     for ours, torchvision_op, values in pairs:
-        theirs = torch.stack([torchvision_op(image, value.item()) for image, value in zip(x, values)])
+        theirs = torch.stack([torchvision_op(image, value.item()) for image, value in zip(x, values, strict=True)])
         # torchvision's tensor grayscale weighs red 0.2989 instead of PIL's 0.299.
         assert torch.allclose(ours, theirs, atol=1e-3), torchvision_op.__name__
 
@@ -389,7 +389,7 @@ def test_color_jitter_applies_each_samples_ops_in_its_order(channels):
     params = augment.sample_jitter_params(n, seeded(1))
     ours = augment.color_jitter_(x.clone(), params)
     torchvision_ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
-    for image, jittered, applied, factors, order in zip(x, ours, *params):
+    for image, jittered, applied, factors, order in zip(x, ours, *params, strict=True):
         expected = image
         for op_index in order.tolist() if applied else []:
             expected = torchvision_ops[op_index](expected, factors[op_index].item())
@@ -412,7 +412,7 @@ def test_resized_crop_flip_matches_torchvision_resized_crop(size):
     boxes = augment.sample_crop_boxes(n, height, width, seeded(1))
     flip = torch.rand(n, generator=seeded(2)) < 0.5
     ours = augment.resized_crop_flip(x, boxes, flip, size)
-    for image, view, box, flipped in zip(x, ours, boxes.tolist(), flip):
+    for image, view, box, flipped in zip(x, ours, boxes.tolist(), flip, strict=True):
         theirs = TF.resized_crop(image, *box, [height, width] if size is None else [size, size], antialias=False)
         assert torch.allclose(view, theirs.flip(-1) if flipped else theirs, atol=1e-5)
     whole = torch.tensor([[0, 0, height, width]] * n)
@@ -446,8 +446,8 @@ def test_shifted_crop_matches_torchvision_pad_and_crop():
     x = torch.rand(16, 3, 32, 32, generator=seeded(0))
     top, left = torch.randint(0, 9, (16,), generator=seeded(1)), torch.randint(0, 9, (16,), generator=seeded(2))
     ours = augment.shifted_crop(x, top, left, padding=4)
-    for image, view, t, l in zip(x, ours, top.tolist(), left.tolist()):
-        assert torch.equal(view, TF.crop(TF.pad(image, [4]), t, l, 32, 32))
+    for image, view, row, col in zip(x, ours, top.tolist(), left.tolist(), strict=True):
+        assert torch.equal(view, TF.crop(TF.pad(image, [4]), row, col, 32, 32))
 
 
 @pytest.mark.parametrize("size, padding", [(32, 4), (28, 4)])
@@ -457,14 +457,14 @@ def test_shift_flip_is_a_whole_pixel_shift_of_at_most_s_over_8_flipped_half_the_
     views = AUGMENTATIONS["shift_flip"](one_image.expand(n, -1, -1, -1).contiguous(), seeded(0))
     image = to_unit(one_image)
     every_shift = {}
-    for t in range(2 * padding + 1):
-        for l in range(2 * padding + 1):
-            shifted = augment.shifted_crop(image, torch.tensor([t]), torch.tensor([l]), padding)[0]
-            every_shift[t, l, False], every_shift[t, l, True] = shifted, shifted.flip(-1)
+    for row in range(2 * padding + 1):
+        for col in range(2 * padding + 1):
+            shifted = augment.shifted_crop(image, torch.tensor([row]), torch.tensor([col]), padding)[0]
+            every_shift[row, col, False], every_shift[row, col, True] = shifted, shifted.flip(-1)
     found = [next(key for key, candidate in every_shift.items() if torch.equal(view, candidate)) for view in views]
     assert len(set(found)) == len(every_shift)  # every shift and both mirror images occur
     assert sum(flipped for _, _, flipped in found) / n == pytest.approx(0.5, abs=0.04)
-    assert sum(t == padding and l == padding for t, l, _ in found) / n == pytest.approx(1 / 81, abs=0.01)
+    assert sum(row == padding and col == padding for row, col, _ in found) / n == pytest.approx(1 / 81, abs=0.01)
 
 
 def test_blur_keeps_constants_and_mass():
@@ -487,7 +487,7 @@ def test_blur_keeps_constants_and_mass():
 def test_blur_matches_torchvision_with_reflect_padding():
     x = torch.rand(8, 3, 7, 7, generator=seeded(0))
     sigma = augment.sample_blur_sigma(8, seeded(1))
-    theirs = torch.stack([TF.gaussian_blur(image, [3, 3], [s.item()] * 2) for image, s in zip(x, sigma)])
+    theirs = torch.stack([TF.gaussian_blur(image, [3, 3], [s.item()] * 2) for image, s in zip(x, sigma, strict=True)])
     assert torch.allclose(augment.gaussian_blur3(x, sigma), theirs, atol=1e-6)
 
 

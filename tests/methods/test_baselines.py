@@ -18,7 +18,6 @@ from contrastlab.pipeline.embed import embed_images
 from contrastlab.pipeline.preprocess import normalize, to_unit
 from contrastlab.pipeline.train import TrainConfig
 
-
 CPU = torch.device("cpu")
 
 
@@ -34,12 +33,23 @@ def tiny(n_per_class: int = 20, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def settings(seed=0, batch_size=8, embed_batch=7, anchors=5, epochs=1, features="embedding", centroids=4):
     """A baseline's params (params.BASELINE's keys)."""
-    return {"dataset": "mnist", "seed": seed, "model": {"arch": "study", "embedding_dim": 32},
-            "pairs": {"anchors_per_class": anchors},
-            "train": {"epochs": epochs, "lr": 0.15, "batch_size": batch_size}, "embed": {"batch_size": embed_batch},
-            "probe": {"test_size": 0.2, "knn_k": 3, "max_iter": 100, "standardize": False, "features": features,
-                      "protocol": "study"},
-            "patches": {"centroids": centroids, "size": 6}}
+    return {
+        "dataset": "mnist",
+        "seed": seed,
+        "model": {"arch": "study", "embedding_dim": 32},
+        "pairs": {"anchors_per_class": anchors},
+        "train": {"epochs": epochs, "lr": 0.15, "batch_size": batch_size},
+        "embed": {"batch_size": embed_batch},
+        "probe": {
+            "test_size": 0.2,
+            "knn_k": 3,
+            "max_iter": 100,
+            "standardize": False,
+            "features": features,
+            "protocol": "study",
+        },
+        "patches": {"centroids": centroids, "size": 6},
+    }
 
 
 PATCH_BASELINES = ("kmeans_patches", "random_patches")  # 4 x patches.centroids features of their own
@@ -49,8 +59,9 @@ PATCH_BASELINES = ("kmeans_patches", "random_patches")  # 4 x patches.centroids 
 def test_every_baseline_gives_one_row_of_the_chosen_features_per_image(features, width):
     images, labels = tiny(5)
     for name, baseline in BASELINES.items():
-        represent = baseline.fit({"train_images": images, "train_labels": labels}, settings(features=features), CPU,
-                                 progress=False)
+        represent = baseline.fit(
+            {"train_images": images, "train_labels": labels}, settings(features=features), CPU, progress=False
+        )
         widths = {"raw_pixels": 28 * 28 if features == "embedding" else width, **dict.fromkeys(PATCH_BASELINES, 16)}
         assert represent(images[:7]).shape == (7, widths.get(name, width)), name
         assert baseline.label, name
@@ -81,8 +92,9 @@ def test_random_init_depends_only_on_the_seed():
     first = random_init(data, settings(seed=3, embed_batch=7), CPU)(images)
     assert first.shape == (20, 32)
     # other batches may take other convolution kernels, which round differently (a batch of 1 by 4e-7)
-    np.testing.assert_allclose(first, random_init(data, settings(seed=3, embed_batch=64), CPU)(images), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        first, random_init(data, settings(seed=3, embed_batch=64), CPU)(images), rtol=1e-5, atol=1e-6
+    )
     assert not np.allclose(first, random_init(data, settings(seed=4, embed_batch=7), CPU)(images))
 
 
@@ -115,8 +127,9 @@ def test_random_init_features_are_normalised_where_the_default_statistics_are_no
 def test_supervised_training_drives_the_cross_entropy_down():
     images, labels = tiny(10)
     config = TrainConfig(loss="triplet", aug="none", seed=0, epochs=20, lr=0.15, batch_size=25)
-    encoder, losses = train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU,
-                                       progress=False)
+    encoder, losses = train_supervised(
+        torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU, progress=False
+    )
     assert len(losses) == 20
     assert losses[0] > 2.0  # about ln(10) = 2.30 for ten classes at the start
     assert losses[-1] < 0.5 * losses[0]
@@ -131,25 +144,33 @@ def test_supervised_training_logged_to_a_file_prints_one_line_per_epoch_with_its
     assert "\r" not in out
     lines = out.splitlines()
     assert len(lines) == 2
-    for epoch, (line, loss) in enumerate(zip(lines, losses), start=1):
+    for epoch, (line, loss) in enumerate(zip(lines, losses, strict=True), start=1):
         assert re.fullmatch(rf"supervised epoch {epoch}/2: loss {loss:.4f}, [\d,]+ images/s", line), line
 
 
 def test_supervised_training_that_diverges_stops_with_the_step_and_advice():
     images, labels = tiny(10)
     config = TrainConfig(loss="triplet", aug="none", seed=0, epochs=2, lr=1e38, batch_size=25)
-    with pytest.raises(TrainingDiverged, match=r"^training diverged: the supervised baseline's cross-entropy became "
-                                               r"(nan|inf) at epoch 1, step \d \(lr 1e\+38, sgd\); lower train.lr"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"^training diverged: the supervised baseline's cross-entropy became "
+        r"(nan|inf) at epoch 1, step \d \(lr 1e\+38, sgd\); lower train.lr",
+    ):
         train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU, progress=False)
 
 
 def test_supervised_training_follows_the_recipe():
     images, labels = tiny(5)
     protocol = TrainConfig(loss="triplet", aug="none", seed=0, epochs=2, lr=0.05, batch_size=25)
-    adamw = TrainConfig(loss="triplet", aug="none", seed=0, epochs=2, lr=0.05, batch_size=25, optimizer="adamw",
-                        schedule="onecycle")
-    weights = [train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU,
-                                progress=False)[0].backbone[0].weight for config in (protocol, protocol, adamw)]
+    adamw = TrainConfig(
+        loss="triplet", aug="none", seed=0, epochs=2, lr=0.05, batch_size=25, optimizer="adamw", schedule="onecycle"
+    )
+    weights = [
+        train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU, progress=False)[0]
+        .backbone[0]
+        .weight
+        for config in (protocol, protocol, adamw)
+    ]
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
 
 
@@ -158,8 +179,11 @@ def test_supervised_training_draws_fresh_views_of_the_configs_augmentation():
 
     def first_conv(aug: str) -> torch.Tensor:
         config = TrainConfig(loss="triplet", aug=aug, seed=0, epochs=2, lr=0.05, batch_size=25)
-        return train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU,
-                                progress=False)[0].backbone[0].weight
+        return (
+            train_supervised(torch.from_numpy(images), torch.from_numpy(labels), config, device=CPU, progress=False)[0]
+            .backbone[0]
+            .weight
+        )
 
     plain, views, again = first_conv("none"), first_conv("pad_rotate_scale"), first_conv("pad_rotate_scale")
     assert torch.equal(views, again) and not torch.equal(plain, views)
@@ -178,7 +202,12 @@ def test_the_tuned_supervised_baseline_trains_with_adamw_one_cycle_and_augmentat
     BASELINES["supervised_tuned"].fit(data, settings(anchors=4), CPU, progress=False)
     config = seen["config"]
     assert (config.optimizer, config.lr, config.weight_decay, config.schedule, config.epochs) == (
-        "adamw", 0.01, 0.05, "onecycle", 10)
+        "adamw",
+        0.01,
+        0.05,
+        "onecycle",
+        10,
+    )
     assert (config.aug, config.batch_size, seen["images"]) == ("shift_flip", 8, 40)  # 4 anchors x 10 classes
     BASELINES["supervised"].fit(data, settings(anchors=4), CPU, progress=False)
     assert (seen["config"].aug, seen["config"].optimizer, seen["config"].lr) == ("none", "sgd", 0.15)
@@ -189,14 +218,16 @@ def test_a_supervised_representation_is_the_trained_encoders_chosen_features(mon
     torch.manual_seed(0)
     encoder = make_encoder(1)
     monkeypatch.setattr(baselines_module, "train_supervised", lambda *args, **kwargs: (encoder, []))
-    represent = BASELINES["supervised"].fit({"train_images": images, "train_labels": labels},
-                                            settings(features="backbone"), CPU, progress=False)
+    represent = BASELINES["supervised"].fit(
+        {"train_images": images, "train_labels": labels}, settings(features="backbone"), CPU, progress=False
+    )
     np.testing.assert_array_equal(represent(images), embed_images(encoder, images, batch_size=7)["backbone"])
 
 
 @pytest.mark.parametrize("name, count", [("kmeans_patches", "centroids"), ("random_patches", "filters")])
-def test_the_patch_baselines_fit_on_the_training_images_with_the_patches_settings_and_the_seed(monkeypatch, name,
-                                                                                                 count):
+def test_the_patch_baselines_fit_on_the_training_images_with_the_patches_settings_and_the_seed(
+    monkeypatch, name, count
+):
     seen = {}
 
     def recording(train_images, **kwargs):
@@ -207,7 +238,9 @@ def test_the_patch_baselines_fit_on_the_training_images_with_the_patches_setting
     images, labels = tiny(2)
     p = settings(seed=7, centroids=5)
     p["patches"]["size"] = 4
-    assert BASELINES[name].fit({"train_images": images, "train_labels": labels}, p, CPU, progress=False) == "the encoder"
+    assert (
+        BASELINES[name].fit({"train_images": images, "train_labels": labels}, p, CPU, progress=False) == "the encoder"
+    )
     assert seen.pop("images") is images
     assert seen == {count: 5, "size": 4, "seed": 7, "progress": False}
     assert not BASELINES[name].uses_labels

@@ -8,8 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from contrastlab.infra.errors import FileError
-from contrastlab.methods.encoders import (ARCHS, PatchWhitening, StridedConv2x2, _MatmulBackwardConv, load_encoder,
-                                          make_encoder, save_encoder, weights_digest)
+from contrastlab.methods.encoders import (
+    ARCHS,
+    PatchWhitening,
+    StridedConv2x2,
+    _MatmulBackwardConv,
+    load_encoder,
+    make_encoder,
+    save_encoder,
+    weights_digest,
+)
 from contrastlab.pipeline.embed import embed_images
 
 
@@ -38,12 +46,14 @@ def test_the_study_projection_is_its_last_convolution_reading_the_256_x_3_x_3_ma
 def test_the_study_arch_is_initialised_exactly_as_before_it_had_a_backbone_and_a_projection():
     # numbers from the single nn.Sequential of the code before `model.arch` (e1c4695), seed 0, MNIST: the same
     # weights, so every earlier result of the 12 scenarios stays comparable. Relative bounds: torch's uniform fill
-    # rounds its last bits by CPU (without FMA the sum moves by 8e-11 of itself); another initialisation moves it by O(1)
+    # rounds its last bits by CPU (without FMA the sum moves by 8e-11 of itself); another initialisation moves it
+    # by O(1)
     torch.manual_seed(0)
     encoder = make_encoder(1)
     with torch.no_grad():
-        assert sum(float(p.double().abs().sum()) for p in encoder.parameters()) == pytest.approx(4888.121801165198,
-                                                                                               rel=1e-9)
+        assert sum(float(p.double().abs().sum()) for p in encoder.parameters()) == pytest.approx(
+            4888.121801165198, rel=1e-9
+        )
         assert float(encoder.backbone[0].weight[0, 0, 0, 0]) == pytest.approx(-0.003743410110473633, rel=1e-6)
         assert float(encoder.projection[0].weight[7, 255, 1, 1]) == pytest.approx(0.004430752247571945, rel=1e-6)
 
@@ -57,7 +67,7 @@ def test_the_matmul_backward_convolution_has_the_gradients_of_conv2d(height, wid
     grad = torch.randn(2, height // 2 + 1, width // 2 + 1, 4, dtype=torch.float64).permute(0, 3, 1, 2)  # not contiguous
     ours = torch.autograd.grad(_MatmulBackwardConv.apply(x, weight), (x, weight), grad)
     conv2d = torch.autograd.grad(F.conv2d(x, weight, stride=2, padding=1), (x, weight), grad)
-    for a, b in zip(ours, conv2d):
+    for a, b in zip(ours, conv2d, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(_MatmulBackwardConv.apply, (x[:1, :2], weight[:2, :2]))
 
@@ -89,8 +99,10 @@ def test_the_study_encoder_under_bf16_autocast_is_as_close_to_fp32_as_conv2d_in_
         runs[name] = gradients(encoder.to(memory_format=torch.channels_last), x, bf16)
     assert torch.equal(runs["fast"][0], runs["oneDNN"][0])  # the same forward pass
     for name, exact in runs["fp32"][1].items():
-        def error(run):
+
+        def error(run, name=name, exact=exact):
             return float((runs[run][1][name] - exact).norm() / exact.norm())
+
         assert error("fast") <= 1.05 * error("oneDNN") + 1e-3, name  # bf16's own error, not more
         assert error("fast") < 0.1, name
 
@@ -101,6 +113,7 @@ def test_the_strided_convolution_outside_bf16_autocast_is_conv2d_itself():
     x = torch.randn(2, 64, 9, 9)
     assert torch.equal(layer(x), F.conv2d(x, layer.weight, stride=2, padding=1))
     assert [name for name, _ in layer.named_parameters()] == ["weight"]
+
     def takes_matmul_backward() -> bool:
         return isinstance(layer(x).grad_fn, _MatmulBackwardConv._backward_cls)
 
@@ -129,7 +142,7 @@ def test_in_place_activations_give_the_gradients_of_out_of_place_ones(arch):
         encoder(torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))).pow(2).sum().backward()
         return [p.grad for p in encoder.parameters() if p.requires_grad]  # not the frozen patch whitening
 
-    assert all(torch.equal(a, b) for a, b in zip(gradients_with(True), gradients_with(False)))
+    assert all(torch.equal(a, b) for a, b in zip(gradients_with(True), gradients_with(False), strict=True))
 
 
 def test_vgg_small_parameter_count_by_hand():
@@ -216,8 +229,7 @@ def test_saved_encoder_loads_back_with_the_same_outputs(arch, tmp_path):
 
 def test_the_weights_digest_covers_name_dtype_shape_and_bytes_in_name_order():
     state = {"b": torch.tensor([1, 2], dtype=torch.int16), "a": torch.tensor(3.0)}
-    by_hand = (b"a\0torch.float32\0()\0" + struct.pack("<f", 3.0)
-               + b"b\0torch.int16\0(2,)\0" + b"\x01\x00\x02\x00")
+    by_hand = b"a\0torch.float32\0()\0" + struct.pack("<f", 3.0) + b"b\0torch.int16\0(2,)\0" + b"\x01\x00\x02\x00"
     assert weights_digest(state) == hashlib.sha256(by_hand).hexdigest()
     assert weights_digest({"a": torch.tensor([3.0]), "b": state["b"]}) != weights_digest(state)  # shape (1,), not ()
 
@@ -246,13 +258,15 @@ def test_bytes_flipped_inside_the_weights_are_caught(tmp_path):
     at = raw.find(encoder.projection[0].weight.detach().numpy().tobytes())  # the last convolution's weights
     raw[at + 100] ^= 0xFF
     path.write_bytes(bytes(raw))
-    assert not torch.equal(torch.load(path, weights_only=True)["state_dict"]["projection.0.weight"],
-                           encoder.projection[0].weight)  # torch itself loads the damage silently
+    assert not torch.equal(
+        torch.load(path, weights_only=True)["state_dict"]["projection.0.weight"], encoder.projection[0].weight
+    )  # torch itself loads the damage silently
     with pytest.raises(FileError) as caught:
         load_encoder(path, torch.device("cpu"))
     assert str(caught.value) == (
         f"{path} is damaged: its weights do not match the digest saved with them; delete it and run `dvc repro` to "
-        "recompute it")
+        "recompute it"
+    )
 
 
 class RunsCodeWhenUnpickled:
@@ -265,13 +279,16 @@ class RunsCodeWhenUnpickled:
 
 def test_an_encoder_file_that_would_run_code_is_refused_unrun(tmp_path):
     path, marker = tmp_path / "encoder.pt", tmp_path / "code-ran"
-    torch.save({"state_dict": make_encoder(1).state_dict(), "design": {"channels": 1},
-                "extra": RunsCodeWhenUnpickled(marker)}, path)
+    torch.save(
+        {"state_dict": make_encoder(1).state_dict(), "design": {"channels": 1}, "extra": RunsCodeWhenUnpickled(marker)},
+        path,
+    )
     with pytest.raises(FileError) as caught:
         load_encoder(path, torch.device("cpu"))
     assert str(caught.value) == (
         f"{path} holds something other than plain weights (it refers to {os.system.__module__}.system): it was "
-        "refused and nothing in it was run; delete it and run `dvc repro` to recompute it")
+        "refused and nothing in it was run; delete it and run `dvc repro` to recompute it"
+    )
     assert not marker.exists()
     torch.load(path, weights_only=False)  # what torch's own message suggests: it runs the payload
     assert marker.exists()
@@ -282,9 +299,10 @@ def test_a_garbled_pickle_is_refused_in_one_line_without_torchs_advice(tmp_path)
     save_encoder(make_encoder(1), {"channels": 1}, path)
     raw = path.read_bytes()
     at = raw.index(b"X\n\x00\x00\x00state_dict")  # in data.pkl: opcode BINUNICODE, length 10, the first key
-    path.write_bytes(raw[:at] + b"\xff" + raw[at + 1:])  # 0xff: no pickle opcode
+    path.write_bytes(raw[:at] + b"\xff" + raw[at + 1 :])  # 0xff: no pickle opcode
     with pytest.raises(FileError) as caught:
         load_encoder(path, torch.device("cpu"))
     assert str(caught.value) == (
         f"{path} holds something other than plain weights (a pickle torch's safe loader does not accept): it was "
-        "refused and nothing in it was run; delete it and run `dvc repro` to recompute it")
+        "refused and nothing in it was run; delete it and run `dvc repro` to recompute it"
+    )

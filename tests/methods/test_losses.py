@@ -102,13 +102,19 @@ def test_semi_hard_negative_is_farther_than_the_positive_but_within_the_margin()
 
 
 def test_without_a_semi_hard_candidate_the_farthest_other_class_is_taken():
-    chosen = semi_hard_negatives(torch.zeros(1, 1), torch.tensor([[1.0]]), torch.tensor([[5.0], [0.25], [9.0]]),
-                                 torch.tensor([0]), torch.tensor([1, 1, 0]), margin=1.0)
+    chosen = semi_hard_negatives(
+        torch.zeros(1, 1),
+        torch.tensor([[1.0]]),
+        torch.tensor([[5.0], [0.25], [9.0]]),
+        torch.tensor([0]),
+        torch.tensor([1, 1, 0]),
+        margin=1.0,
+    )
     assert chosen.tolist() == [[5.0]]  # 9.0 is farther but of the anchor's own class
 
 
 def test_vicreg_is_bardes_computed_by_hand():
-    first = torch.tensor([[0.0, 0.0], [2.0, 2.0]])   # each coordinate's variance 2 (std above 1: no hinge),
+    first = torch.tensor([[0.0, 0.0], [2.0, 2.0]])  # each coordinate's variance 2 (std above 1: no hinge),
     second = torch.tensor([[0.0, 2.0], [2.0, 0.0]])  # covariance +2 in the first view, -2 in the second
     invariance = (0 + 4 + 0 + 4) / 4
     covariance = (2**2 + 2**2) / 2  # squared off-diagonal entries over D, per view
@@ -125,7 +131,7 @@ def test_vicregs_variance_term_is_the_mean_hinge_on_each_coordinates_std():
 
 
 def test_barlow_twins_is_zbontar_computed_by_hand():
-    first = torch.tensor([[0.0, 0.0], [2.0, 2.0]])   # standardised over the batch: both coordinates -1, +1
+    first = torch.tensor([[0.0, 0.0], [2.0, 2.0]])  # standardised over the batch: both coordinates -1, +1
     second = torch.tensor([[0.0, 2.0], [2.0, 0.0]])  # -1, +1 and +1, -1: cross-correlation [[1, -1], [1, -1]]
     on_diagonal, off_diagonal = (1 - 1) ** 2 + (1 - -1) ** 2, 1**2 + 1**2
     loss = LOSSES["barlow_twins"].fn([first, second], torch.ones(2), options=LossOptions(redundancy=0.5))
@@ -136,4 +142,9 @@ def test_protocol_defaults_per_loss():
     assert (LOSSES["pairwise"].lr, LOSSES["pairwise"].epochs, LOSSES["pairwise"].examples) == (0.05, 5, "pairs")
     assert (LOSSES["triplet"].lr, LOSSES["triplet"].epochs, LOSSES["triplet"].examples) == (0.15, 10, "triplets")
     assert [LOSSES[name].examples for name in ("contrastive", "ntxent", "supcon", "vicreg", "barlow_twins")] == [
-        "pairs", "views", "views", "views", "views"]
+        "pairs",
+        "views",
+        "views",
+        "views",
+        "views",
+    ]

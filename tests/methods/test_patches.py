@@ -12,12 +12,23 @@ from sklearn.linear_model import LogisticRegression
 
 from contrastlab.infra.errors import ParamError
 from contrastlab.methods.patches import (
-    centroid_distances, kmeans, kmeans_patches, nearest_atoms_code, nearest_indicators_, normalise_contrast,
-    quadrant_sums, random_patches, sample_patches, triangle_, zca_whitening,
+    centroid_distances,
+    kmeans,
+    kmeans_patches,
+    nearest_atoms_code,
+    nearest_indicators_,
+    normalise_contrast,
+    quadrant_sums,
+    random_patches,
+    sample_patches,
+    triangle_,
+    zca_whitening,
 )
 
-FITS = {"kmeans": lambda images, k, **kw: kmeans_patches(images, centroids=k, **kw),
-        "random": lambda images, k, **kw: random_patches(images, filters=k, **kw)}
+FITS = {
+    "kmeans": lambda images, k, **kw: kmeans_patches(images, centroids=k, **kw),
+    "random": lambda images, k, **kw: random_patches(images, filters=k, **kw),
+}
 
 
 def noise_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
@@ -85,8 +96,9 @@ def test_nearest_atoms_code_picks_the_atoms_nearest_in_the_whitened_space():
 def test_kmeans_moves_each_centroid_to_its_points_mean_and_leaves_an_empty_one():
     points = torch.tensor([[0.0, 0.0], [0.0, 1.0], [10.0, 10.0], [10.0, 11.0]])
     initial = torch.tensor([[0.0, 0.0], [10.0, 10.0], [100.0, 100.0]])
-    torch.testing.assert_close(kmeans(points, initial, iterations=1), torch.tensor([[0.0, 0.5], [10.0, 10.5],
-                                                                                     [100.0, 100.0]]))
+    torch.testing.assert_close(
+        kmeans(points, initial, iterations=1), torch.tensor([[0.0, 0.5], [10.0, 10.5], [100.0, 100.0]])
+    )
     torch.testing.assert_close(initial, torch.tensor([[0.0, 0.0], [10.0, 10.0], [100.0, 100.0]]))  # not changed
 
 
@@ -140,18 +152,21 @@ def test_random_patches_mark_q_of_k_atoms_at_every_position():
 
 
 @pytest.mark.parametrize("fit", FITS)
-@pytest.mark.parametrize("k, size, shape, message", [
-    (0, 6, (1, 12, 12), r"patches\.centroids=0 is not allowed; expected a positive integer"),
-    (-3, 6, (1, 12, 12), r"patches\.centroids=-3 "),
-    (2.0, 6, (1, 12, 12), r"patches\.centroids=2\.0 "),
-    (True, 6, (1, 12, 12), r"patches\.centroids=True "),
-    ("8", 6, (1, 12, 12), r"patches\.centroids='8' "),
-    (4, 0, (1, 12, 12), r"patches\.size=0 is not allowed; expected a positive integer"),
-    (4, True, (1, 12, 12), r"patches\.size=True "),
-    (4, 3.0, (1, 12, 12), r"patches\.size=3\.0 "),
-    (4, 13, (1, 12, 12), r"patches\.size=13 is larger than the 12x12 training images"),
-    (4, 9, (1, 20, 8), r"patches\.size=9 is larger than the 20x8 training images"),
-])
+@pytest.mark.parametrize(
+    "k, size, shape, message",
+    [
+        (0, 6, (1, 12, 12), r"patches\.centroids=0 is not allowed; expected a positive integer"),
+        (-3, 6, (1, 12, 12), r"patches\.centroids=-3 "),
+        (2.0, 6, (1, 12, 12), r"patches\.centroids=2\.0 "),
+        (True, 6, (1, 12, 12), r"patches\.centroids=True "),
+        ("8", 6, (1, 12, 12), r"patches\.centroids='8' "),
+        (4, 0, (1, 12, 12), r"patches\.size=0 is not allowed; expected a positive integer"),
+        (4, True, (1, 12, 12), r"patches\.size=True "),
+        (4, 3.0, (1, 12, 12), r"patches\.size=3\.0 "),
+        (4, 13, (1, 12, 12), r"patches\.size=13 is larger than the 12x12 training images"),
+        (4, 9, (1, 20, 8), r"patches\.size=9 is larger than the 20x8 training images"),
+    ],
+)
 def test_a_bad_param_is_named_in_a_one_line_error_before_any_work(fit, k, size, shape, message, capsys):
     train = noise_images(3, shape)
     kept = train.copy()
@@ -166,8 +181,11 @@ def test_a_bad_param_is_named_in_a_one_line_error_before_any_work(fit, k, size, 
 def test_more_atoms_than_distinct_training_patches_is_a_param_error(fit, capsys):
     train = np.zeros((4, 1, 8, 8), dtype=np.uint8)
     train[0, 0, 0, 0] = 255  # two distinct 8x8 patches among the four images
-    with pytest.raises(ParamError, match=r"^params\.yaml: patches\.centroids=3 needs 3 distinct 8x8 training patches "
-                                         r"but there are only 2; use fewer$"):
+    with pytest.raises(
+        ParamError,
+        match=r"^params\.yaml: patches\.centroids=3 needs 3 distinct 8x8 training patches "
+        r"but there are only 2; use fewer$",
+    ):
         FITS[fit](train, 3, size=8)
     assert capsys.readouterr() == ("", "")
     assert FITS[fit](train, 2, size=8, progress=False).width == 8

@@ -19,9 +19,13 @@ def write_folder(folder: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]])
     for split, (images, labels) in splits.items():
         np.save(folder / f"{split}_images.npy", images)
         np.save(folder / f"{split}_labels.npy", labels)
-    digests = {split: {"images": hashlib.sha256(images.tobytes()).hexdigest(),
-                       "labels": hashlib.sha256(labels.tobytes()).hexdigest()}
-               for split, (images, labels) in splits.items()}
+    digests = {
+        split: {
+            "images": hashlib.sha256(images.tobytes()).hexdigest(),
+            "labels": hashlib.sha256(labels.tobytes()).hexdigest(),
+        }
+        for split, (images, labels) in splits.items()
+    }
     (folder / "meta.json").write_text(json.dumps({"digests": digests}))
 
 
@@ -36,8 +40,10 @@ def flip_in_place(path: Path, offset: int) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
-TINY = {"train": (np.arange(24, dtype=np.uint8).reshape(6, 2, 2), np.array([0, 1, 2, 0, 1, 2], np.uint8)),
-        "test": (np.full((3, 2, 2), 7, np.uint8), np.array([2, 1, 0], np.uint8))}
+TINY = {
+    "train": (np.arange(24, dtype=np.uint8).reshape(6, 2, 2), np.array([0, 1, 2, 0, 1, 2], np.uint8)),
+    "test": (np.full((3, 2, 2), 7, np.uint8), np.array([2, 1, 0], np.uint8)),
+}
 
 
 def test_the_last_images_of_each_class_are_held_out():
@@ -58,9 +64,11 @@ def test_training_and_validation_split_the_training_images_and_the_protocol_prob
     np.testing.assert_array_equal(valid_images[:, 0, 0, 0], [12, 28, 44])  # image 3, 7 and 11: each class's last
     assert len(train_images) == 9 and not set(train_images[:, 0, 0, 0]) & set(valid_images[:, 0, 0, 0])
     np.testing.assert_array_equal(train_labels, [0, 0, 0, 1, 1, 1, 2, 2, 2])
-    for loaded, expected in ((load_training(tmp_path, 0), load_split(tmp_path, "train")),
-                             (load_evaluation(tmp_path, 0), load_split(tmp_path, "test"))):
-        for got, want in zip(loaded, expected):
+    for loaded, expected in (
+        (load_training(tmp_path, 0), load_split(tmp_path, "train")),
+        (load_evaluation(tmp_path, 0), load_split(tmp_path, "test")),
+    ):
+        for got, want in zip(loaded, expected, strict=True):
             np.testing.assert_array_equal(got, want)
 
 
@@ -75,7 +83,8 @@ def test_an_array_damaged_in_place_is_named_in_one_line_with_the_way_back(tmp_pa
     assert str(caught.value) == (
         f"{path} does not match the content digest in {tmp_path / 'meta.json'} (its sha256 is "
         f"{hashlib.sha256(damaged.tobytes()).hexdigest()}): it changed after the download stage verified it; delete "
-        "it and run `dvc repro` to recompute it")
+        "it and run `dvc repro` to recompute it"
+    )
     load_split(tmp_path, "test")  # the other split is intact
 
 
@@ -99,8 +108,10 @@ def test_meta_json_must_hold_the_digests(tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps({"digests": {"test": {}}}))
     with pytest.raises(DataError) as caught:
         load_split(tmp_path, "train")
-    assert str(caught.value) == (f"{tmp_path / 'meta.json'} lacks the content digests of the train arrays; delete "
-                                 "it and run `dvc repro` to recompute it")
+    assert str(caught.value) == (
+        f"{tmp_path / 'meta.json'} lacks the content digests of the train arrays; delete "
+        "it and run `dvc repro` to recompute it"
+    )
     (tmp_path / "meta.json").unlink()
     with pytest.raises(DataError, match=r"meta\.json does not exist; run the download stage first"):
         load_split(tmp_path, "train")

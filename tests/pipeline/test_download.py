@@ -99,7 +99,10 @@ def test_uncompressed_idx_files_are_accepted(tiny, tmp_path):
     for packed in (mirror / "mnist").glob("*.gz"):
         (folder / packed.stem).write_bytes(gzip.decompress(packed.read_bytes()))
     mirror_copy = tmp_path / "mirror"
-    assert fetch("mnist", tmp_path / "data", mirror=mirror_copy, sources=["mirror"], digests=digests, log=quiet) == "mirror"
+    assert (
+        fetch("mnist", tmp_path / "data", mirror=mirror_copy, sources=["mirror"], digests=digests, log=quiet)
+        == "mirror"
+    )
 
 
 # --- verification and failures --------------------------------------------------------------------
@@ -204,11 +207,19 @@ NOT_A_FILE = " is not a regular file (a device, folder or pipe); put the officia
         (idx_bytes(0x803, (), bytes(6)), "magic 0x803"),  # too short to hold the dimensions
         (idx_bytes(0x803, (1, 2, 2), bytes(3)), "shape (1, 2, 2) but the file holds 3 data bytes"),
         (idx_bytes(0x803, (1, 2, 2), bytes(5)), "shape (1, 2, 2) but the file holds more than 4 data bytes"),
-        (idx_bytes(0x803, (10**5, 10**3, 10**3), b""), f"idx header announces shape (100000, 1000, 1000), {LARGER}"
-         .format(size="100,000", most=64)),
+        (
+            idx_bytes(0x803, (10**5, 10**3, 10**3), b""),
+            f"idx header announces shape (100000, 1000, 1000), {LARGER}".format(size="100,000", most=64),
+        ),
     ],
-    ids=["not-uint8", "truncated-header", "truncated-dimensions", "short-data", "data-after-the-announced-shape",
-         "announces-too-much"],
+    ids=[
+        "not-uint8",
+        "truncated-header",
+        "truncated-dimensions",
+        "short-data",
+        "data-after-the-announced-shape",
+        "announces-too-much",
+    ],
 )
 def test_read_idx_rejects_bad_files(tmp_path, content, complaint):
     path = tmp_path / "bad-idx3-ubyte"
@@ -217,11 +228,15 @@ def test_read_idx_rejects_bad_files(tmp_path, content, complaint):
         read_idx(path)
 
 
-@pytest.mark.parametrize("make, complaint", [
-    (lambda path: (path.touch(), os.truncate(path, 65_000_000)), ": holds " + LARGER.format(size=65, most=64)),
-    (lambda path: path.mkdir(), NOT_A_FILE),
-    (lambda path: path.symlink_to(path.with_name("gone")), ": cannot read it (No such file or directory)"),
-], ids=["larger-than-any-official-file", "folder", "dangling-link"])
+@pytest.mark.parametrize(
+    "make, complaint",
+    [
+        (lambda path: (path.touch(), os.truncate(path, 65_000_000)), ": holds " + LARGER.format(size=65, most=64)),
+        (lambda path: path.mkdir(), NOT_A_FILE),
+        (lambda path: path.symlink_to(path.with_name("gone")), ": cannot read it (No such file or directory)"),
+    ],
+    ids=["larger-than-any-official-file", "folder", "dangling-link"],
+)
 def test_read_idx_refuses_what_cannot_be_an_official_file_before_reading_it(tmp_path, make, complaint):
     """(A link to /dev/zero is tried on the stage, under a memory limit: read in this process, it would fill memory.)"""
     path = tmp_path / "train-images-idx3-ubyte"
@@ -266,7 +281,8 @@ def test_a_tampered_cifar_batch_with_an_unknown_digest_is_never_unpickled(tmp_pa
     assert str(caught.value) == (
         f"cifar10 from source 'mirror': {archive}: data_batch_1 matches no known digest of the official file (sha256 "
         f"{hashlib.sha256(payload).hexdigest()}); refusing to unpickle it: the archive is corrupted or not the "
-        "official data, or the digests file lacks its 'files'")
+        "official data, or the digests file lacks its 'files'"
+    )
     assert not marker.exists() and not (tmp_path / "data").exists()
 
 
@@ -278,8 +294,10 @@ def test_a_tampered_cifar_batch_with_a_listed_digest_still_may_not_run_code(tmp_
     digests = {"cifar10": {"files": {"data_batch_1": [f"{listed}:{hashlib.new(listed, payload).hexdigest()}"]}}}
     with pytest.raises(DataError) as caught:
         fetch("cifar10", tmp_path / "data", mirror=tmp_path, sources=["mirror"], digests=digests, log=quiet)
-    assert str(caught.value) == (f"cifar10 from source 'mirror': {archive}: cannot read the CIFAR-10 batches "
-                                 f"(refusing to load {os.system.__module__}.system)")
+    assert str(caught.value) == (
+        f"cifar10 from source 'mirror': {archive}: cannot read the CIFAR-10 batches "
+        f"(refusing to load {os.system.__module__}.system)"
+    )
     assert not marker.exists()
     pickle.loads(payload)  # unrestricted, the payload does run
     assert marker.exists()
@@ -462,9 +480,14 @@ def download_stage(repo: Path, mirror: Path | str, dataset: str = "mnist") -> su
     (repo / "params.yaml").write_text(yaml.safe_dump(raw))
     env = {name: value for name, value in os.environ.items() if name not in (MIRROR_ENV, "DVC_ROOT")}
     return subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "download.py"), "--out", str(repo / "data")], cwd=repo, env=env,
-        capture_output=True, text=True, timeout=120,
-        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT * 1024,) * 2))
+        [sys.executable, str(ROOT / "stages" / "download.py"), "--out", str(repo / "data")],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT * 1024,) * 2),
+    )
 
 
 def one_error(result: subprocess.CompletedProcess) -> str:
@@ -474,14 +497,20 @@ def one_error(result: subprocess.CompletedProcess) -> str:
     return result.stderr.removesuffix("\n")
 
 
-@pytest.mark.parametrize("dataset, name, most", [("mnist", "train-images-idx3-ubyte.gz", 64),
-                                                 ("cifar10", download.CIFAR_ARCHIVE, 341)])
-@pytest.mark.parametrize("damage, complaint", [
-    (lambda path: os.truncate(path, 4 * 2**30), ": holds " + LARGER.replace("{size}", "4,295")),
-    (lambda path: (path.unlink(), path.symlink_to("/dev/zero")), NOT_A_FILE),
-], ids=["4 GB sparse file", "link to /dev/zero"])
+@pytest.mark.parametrize(
+    "dataset, name, most", [("mnist", "train-images-idx3-ubyte.gz", 64), ("cifar10", download.CIFAR_ARCHIVE, 341)]
+)
+@pytest.mark.parametrize(
+    "damage, complaint",
+    [
+        (lambda path: os.truncate(path, 4 * 2**30), ": holds " + LARGER.replace("{size}", "4,295")),
+        (lambda path: (path.unlink(), path.symlink_to("/dev/zero")), NOT_A_FILE),
+    ],
+    ids=["4 GB sparse file", "link to /dev/zero"],
+)
 def test_a_mirror_file_that_cannot_be_official_stops_the_stage_in_one_line_before_it_is_read(
-        tiny, tmp_path, dataset, name, most, damage, complaint):
+    tiny, tmp_path, dataset, name, most, damage, complaint
+):
     """A 20 GB file made the OOM killer end the stage; a link to /dev/zero never ended."""
     mirror, _ = tiny
     spec = DATASETS[dataset]
@@ -498,5 +527,6 @@ def test_a_mirror_path_longer_than_the_os_allows_names_the_param(tmp_path):
     result = download_stage(tmp_path, mirror)
     assert one_error(result) == (
         f"error: could not get mnist from any source (mirror: download.mirror (or {MIRROR_ENV}) {shown(mirror)} "
-        f"cannot be looked up (File name too long)); {download._how_to_supply(DATASETS['mnist'])}")
+        f"cannot be looked up (File name too long)); {download._how_to_supply(DATASETS['mnist'])}"
+    )
     assert shown(mirror) == f"'/{'m' * 36}...{'m' * 38}'"  # start and end of the path, 80 characters

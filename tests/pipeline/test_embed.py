@@ -18,6 +18,10 @@ def test_outputs_that_are_not_finite_stop_the_stage_naming_the_first_and_how_man
     broken = np.array([[1, np.inf, 2], [np.nan, 0, -np.inf]], dtype=np.float32)  # 3 of 6 values
     stop_if_outputs_not_finite({"embedding": healthy, "backbone": healthy}, "test images")
     with pytest.raises(TrainingDiverged) as caught:
-        stop_if_outputs_not_finite({"embedding": healthy, "backbone": broken, "backbone_shift+3": broken}, "test images")
-    assert str(caught.value) == ("training diverged: the encoder's backbone outputs for the test images are not finite "
-                                 "(3 of 6 values are NaN or infinite); lower train.lr or change the recipe")
+        stop_if_outputs_not_finite(
+            {"embedding": healthy, "backbone": broken, "backbone_shift+3": broken}, "test images"
+        )
+    assert str(caught.value) == (
+        "training diverged: the encoder's backbone outputs for the test images are not finite "
+        "(3 of 6 values are NaN or infinite); lower train.lr or change the recipe"
+    )

@@ -24,7 +24,7 @@ def test_same_seed_same_arrays_other_seed_other_negatives():
     a = anchors_and_negatives(LABELS, 5, seed=3)
     b = anchors_and_negatives(LABELS, 5, seed=3)
     c = anchors_and_negatives(LABELS, 5, seed=4)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[1], c[1])
 
 

@@ -2,14 +2,25 @@ import numpy as np
 import pytest
 
 from contrastlab.infra.errors import FileError
-from contrastlab.pipeline.features import (collapse_warning, shifted_name, stored_features, stored_training_features,
-                                           training_name)
+from contrastlab.pipeline.features import (
+    collapse_warning,
+    shifted_name,
+    stored_features,
+    stored_training_features,
+    training_name,
+)
 
 
 def test_each_representation_comes_with_its_own_shifted_copies_only():
     a, b, c, d, e = (np.full((2, 3), value) for value in range(5))
-    saved = {"labels": np.arange(2), "embedding": a, "backbone": b, shifted_name("embedding", 3): c,
-             shifted_name("embedding", -6): d, shifted_name("backbone", 3): e}
+    saved = {
+        "labels": np.arange(2),
+        "embedding": a,
+        "backbone": b,
+        shifted_name("embedding", 3): c,
+        shifted_name("embedding", -6): d,
+        shifted_name("backbone", 3): e,
+    }
     assert shifted_name("backbone", 3) == "backbone_shift+3" and shifted_name("embedding", -6) == "embedding_shift-6"
     features, shifted = stored_features(saved, "embedding")
     assert features is a and shifted.keys() == {"3", "-6"} and shifted["3"] is c and shifted["-6"] is d
@@ -18,15 +29,23 @@ def test_each_representation_comes_with_its_own_shifted_copies_only():
 
 
 def test_a_file_from_before_the_backbone_was_kept_is_named_with_the_advice():
-    with pytest.raises(FileError, match=r"holds no 'backbone' features \(only embedding, labels\): it predates them; "
-                                        r"delete it and run `dvc repro`"):
+    with pytest.raises(
+        FileError,
+        match=r"holds no 'backbone' features \(only embedding, labels\): it predates them; "
+        r"delete it and run `dvc repro`",
+    ):
         stored_features({"embedding": np.zeros((2, 3)), "labels": np.arange(2)}, "backbone")
 
 
 def test_the_training_images_features_come_with_their_labels_and_stay_out_of_the_evaluation_ones():
     a, b, c = (np.full((2, 3), value) for value in range(3))
-    saved = {"labels": np.arange(2), "embedding": a, training_name("embedding"): b, training_name("backbone"): c,
-             training_name("labels"): np.arange(4)}
+    saved = {
+        "labels": np.arange(2),
+        "embedding": a,
+        training_name("embedding"): b,
+        training_name("backbone"): c,
+        training_name("labels"): np.arange(4),
+    }
     assert (training_name("backbone"), training_name("labels")) == ("train_backbone", "train_labels")
     features, labels = stored_training_features(saved, "embedding")
     assert features is b and labels is saved["train_labels"]
@@ -36,22 +55,28 @@ def test_the_training_images_features_come_with_their_labels_and_stay_out_of_the
 
 
 def test_a_file_embedded_for_the_study_protocol_is_refused_by_the_standard_one_with_the_advice():
-    with pytest.raises(FileError, match=r"^the embed stage's file holds no training images' 'backbone' features, which "
-                                        r"probe.protocol=standard fits the probe on: it was embedded for the study "
-                                        r"protocol; re-run the embed stage: delete it and run `dvc repro` to recompute "
-                                        r"it$"):
+    with pytest.raises(
+        FileError,
+        match=r"^the embed stage's file holds no training images' 'backbone' features, which "
+        r"probe.protocol=standard fits the probe on: it was embedded for the study "
+        r"protocol; re-run the embed stage: delete it and run `dvc repro` to recompute "
+        r"it$",
+    ):
         stored_training_features({"backbone": np.zeros((2, 3)), "labels": np.arange(2)}, "backbone")
 
 
 def test_all_zero_features_collapsed():
     assert collapse_warning(np.zeros((5, 3), dtype=np.float32), "embedding") == (
-        "the embedding features collapsed: all 5 rows are 0; lower train.lr or change the recipe")
+        "the embedding features collapsed: all 5 rows are 0; lower train.lr or change the recipe"
+    )
 
 
 def test_identical_rows_of_1e8_collapsed_and_their_size_is_named():
     rows = np.tile(np.array([3e8, -4e8], dtype=np.float32), (6, 1))  # each row's norm: 5e8
-    assert collapse_warning(rows, "backbone") == ("the backbone features collapsed: all 6 rows are the same point "
-                                                  "(spread 0 of their norm 5e+08); lower train.lr or change the recipe")
+    assert collapse_warning(rows, "backbone") == (
+        "the backbone features collapsed: all 6 rows are the same point "
+        "(spread 0 of their norm 5e+08); lower train.lr or change the recipe"
+    )
 
 
 def test_rows_within_a_millionth_of_their_norm_are_one_point():
@@ -59,9 +84,11 @@ def test_rows_within_a_millionth_of_their_norm_are_one_point():
     def rows(d):
         return np.array([[3 + d, -4.0], [3 - d, -4.0]] * 4)
 
-    assert collapse_warning(rows(4e-6), "embedding") == ("the embedding features collapsed: all 8 rows are the same "
-                                                         "point (spread 8e-07 of their norm 5); lower train.lr or "
-                                                         "change the recipe")
+    assert collapse_warning(rows(4e-6), "embedding") == (
+        "the embedding features collapsed: all 8 rows are the same "
+        "point (spread 8e-07 of their norm 5); lower train.lr or "
+        "change the recipe"
+    )
     assert collapse_warning(rows(6e-6), "embedding") is None
 
 

@@ -5,13 +5,21 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 
 from contrastlab.infra.errors import ParamError
-from contrastlab.pipeline.probe import WIDE_FEATURES, WIDE_TOL, LBFGSLogisticRegression, at_chance, linear_probe, probe, summary
-
+from contrastlab.pipeline.probe import (
+    WIDE_FEATURES,
+    WIDE_TOL,
+    LBFGSLogisticRegression,
+    at_chance,
+    linear_probe,
+    probe,
+    summary,
+)
 
 
 def rng(seed: int = 0) -> np.random.Generator:
     """Each test's own data, the same whichever tests ran before it."""
     return np.random.default_rng(seed)
+
 
 LABELS = np.repeat(np.arange(10), 100)
 
@@ -43,15 +51,21 @@ def test_split_is_stratified_and_confusion_matches_predictions():
 def test_top1_and_top3_come_from_one_classifier():
     # top-3 >= top-1 always holds for one classifier; two different classifiers could break it.
     for seed in range(3):
-        s = probe(rng(seed).normal(size=(1000, 8)) + LABELS[:, None] * 0.1, LABELS, test_size=0.2, knn_k=5, max_iter=200, seed=seed)
+        s = probe(
+            rng(seed).normal(size=(1000, 8)) + LABELS[:, None] * 0.1,
+            LABELS,
+            test_size=0.2,
+            knn_k=5,
+            max_iter=200,
+            seed=seed,
+        )
         assert s["top3"] >= s["top1"]
 
 
 def test_shifted_embeddings_are_scored_by_the_classifier_fitted_on_the_unshifted_ones():
     clean = np.eye(10)[LABELS] * 5 + rng().normal(0, 0.01, (1000, 10))
     scrambled = np.eye(10)[(LABELS + 1) % 10] * 5  # every image now looks like the next class
-    s = probe(clean, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0,
-              shifted={"same": clean, "+1": scrambled})
+    s = probe(clean, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0, shifted={"same": clean, "+1": scrambled})
     assert s["shifted_top1"] == {"same": 1.0, "+1": 0.0}
     assert s["top1"] == score(clean)["top1"]  # the unshifted scores do not change
 
@@ -64,8 +78,10 @@ def test_standardize_ignores_the_embeddings_scale_and_leaves_knn_alone():
     plain = probe(tiny, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)
     scaled = probe(tiny, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0, standardize=True)
     assert scaled["top1"] > plain["top1"] + 0.2
-    assert scaled["top1"] == probe(embeddings, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0,
-                                   standardize=True)["top1"]
+    assert (
+        scaled["top1"]
+        == probe(embeddings, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0, standardize=True)["top1"]
+    )
     assert plain["knn"] == scaled["knn"]  # only the linear probe is standardised
 
 
@@ -80,9 +96,12 @@ def test_standardize_learns_mean_and_deviation_from_the_fitting_split_only():
     by_hand = (embeddings - embeddings[fit].mean(0)) / embeddings[fit].std(0)
     over_all = (embeddings - embeddings.mean(0)) / embeddings.std(0)
     scaled = probe(embeddings, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0, standardize=True)
-    assert np.array_equal(scaled["y_pred"], probe(by_hand, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)["y_pred"])
-    assert not np.array_equal(scaled["y_pred"],
-                              probe(over_all, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)["y_pred"])
+    assert np.array_equal(
+        scaled["y_pred"], probe(by_hand, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)["y_pred"]
+    )
+    assert not np.array_equal(
+        scaled["y_pred"], probe(over_all, LABELS, test_size=0.2, knn_k=30, max_iter=1000, seed=0)["y_pred"]
+    )
 
 
 def _scored_rows():
@@ -92,8 +111,11 @@ def _scored_rows():
 
 def test_a_split_too_small_to_hold_every_class_is_one_line_naming_the_fix():
     labels = np.repeat(np.arange(10), 2)  # 20 images: 20% scores 4, fewer than the 10 classes
-    with pytest.raises(ParamError, match=r"^params.yaml: probe.test_size=0.2 splits 20 images into 16 to fit and 4 to "
-                                         r"score, but each part needs one of each of the 10 classes; probe more images"):
+    with pytest.raises(
+        ParamError,
+        match=r"^params.yaml: probe.test_size=0.2 splits 20 images into 16 to fit and 4 to "
+        r"score, but each part needs one of each of the 10 classes; probe more images",
+    ):
         probe(np.zeros((20, 3)), labels, test_size=0.2, knn_k=1, max_iter=10, seed=0)
 
 
@@ -171,9 +193,21 @@ def one_hot(labels, scale=5.0):
 TRAIN_LABELS = np.repeat(np.arange(10), 50)  # 500 training images; the 1,000 of LABELS are the evaluation images
 
 
-def standard(evaluation, *, seed=0, test_size=0.2, knn_k=30, training=(one_hot(TRAIN_LABELS), TRAIN_LABELS), **more):
-    return probe(evaluation, LABELS, test_size=test_size, knn_k=knn_k, max_iter=1000, seed=seed, protocol="standard",
-                 training=training, **more)
+TRAINING = (one_hot(TRAIN_LABELS), TRAIN_LABELS)
+
+
+def standard(evaluation, *, seed=0, test_size=0.2, knn_k=30, training=TRAINING, **more):
+    return probe(
+        evaluation,
+        LABELS,
+        test_size=test_size,
+        knn_k=knn_k,
+        max_iter=1000,
+        seed=seed,
+        protocol="standard",
+        training=training,
+        **more,
+    )
 
 
 def test_the_standard_protocol_fits_on_the_training_features_and_scores_every_evaluation_image():
@@ -210,14 +244,25 @@ def test_the_seed_and_test_size_play_no_role_in_the_standard_protocol():
 
 def test_the_standard_protocol_has_no_split_to_be_too_small():
     labels = np.repeat(np.arange(10), 2)  # 20 images: too few for the study's 80/20 split (see above)
-    s = probe(one_hot(labels), labels, test_size=0.2, knn_k=1, max_iter=100, seed=0, protocol="standard",
-              training=(one_hot(TRAIN_LABELS), TRAIN_LABELS))
+    s = probe(
+        one_hot(labels),
+        labels,
+        test_size=0.2,
+        knn_k=1,
+        max_iter=100,
+        seed=0,
+        protocol="standard",
+        training=(one_hot(TRAIN_LABELS), TRAIN_LABELS),
+    )
     assert s["top1"] == 1.0 and len(s["y_true"]) == 20
 
 
 def test_neighbours_beyond_the_training_images_are_one_line_naming_them():
-    with pytest.raises(ParamError, match=r"^params.yaml: probe.knn_k=501 but the probe fits on only 500 training "
-                                         r"images' features; use at most 500$"):
+    with pytest.raises(
+        ParamError,
+        match=r"^params.yaml: probe.knn_k=501 but the probe fits on only 500 training "
+        r"images' features; use at most 500$",
+    ):
         standard(one_hot(LABELS), knn_k=501)
     assert standard(one_hot(LABELS), knn_k=500)["top1"] == 1.0
 
@@ -226,8 +271,15 @@ def test_training_features_come_exactly_with_the_standard_protocol():
     with pytest.raises(ValueError, match="exactly when the protocol is 'standard'"):
         standard(one_hot(LABELS), training=None)
     with pytest.raises(ValueError, match="exactly when the protocol is 'standard'"):
-        probe(one_hot(LABELS), LABELS, test_size=0.2, knn_k=3, max_iter=100, seed=0,
-              training=(one_hot(TRAIN_LABELS), TRAIN_LABELS))
+        probe(
+            one_hot(LABELS),
+            LABELS,
+            test_size=0.2,
+            knn_k=3,
+            max_iter=100,
+            seed=0,
+            training=(one_hot(TRAIN_LABELS), TRAIN_LABELS),
+        )
 
 
 def test_only_a_protocol_other_than_the_studys_is_named_in_the_results_file():

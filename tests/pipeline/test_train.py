@@ -11,13 +11,24 @@ from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import make_encoder
 from contrastlab.methods.losses import LOSSES
 from contrastlab.pipeline.examples import build
-from contrastlab.pipeline.train import (TrainConfig, checkpoint_key, collapse_warnings, draw_fixed_views,
-                                        make_optimizer, make_schedule, stop_if_weights_not_finite, train, weight_norm)
+from contrastlab.pipeline.train import (
+    TrainConfig,
+    checkpoint_key,
+    collapse_warnings,
+    draw_fixed_views,
+    make_optimizer,
+    make_schedule,
+    stop_if_weights_not_finite,
+    train,
+    weight_norm,
+)
 
 RNG = np.random.default_rng(0)
 LABELS = np.repeat(np.arange(10), 8)
 # class-dependent brightness so that training has something to learn
-IMAGES = torch.from_numpy(np.clip(LABELS[:, None, None, None] * 25 + RNG.normal(0, 20, (80, 1, 28, 28)), 0, 255).astype(np.uint8))
+IMAGES = torch.from_numpy(
+    np.clip(LABELS[:, None, None, None] * 25 + RNG.normal(0, 20, (80, 1, 28, 28)), 0, 255).astype(np.uint8)
+)
 
 
 CPU = torch.device("cpu")
@@ -58,9 +69,18 @@ def test_skipping_the_nan_fill_of_new_tensors_leaves_the_weights_unchanged(monke
     assert torch.equal(weights(without_fill), weights(with_fill))
 
 
-@pytest.mark.parametrize("loss, examples, members", [
-    ("pairwise", 160, 2), ("triplet", 80, 3), ("contrastive", 160, 2), ("ntxent", 80, 2), ("supcon", 80, 2),
-    ("vicreg", 80, 2), ("barlow_twins", 80, 2)])
+@pytest.mark.parametrize(
+    "loss, examples, members",
+    [
+        ("pairwise", 160, 2),
+        ("triplet", 80, 3),
+        ("contrastive", 160, 2),
+        ("ntxent", 80, 2),
+        ("supcon", 80, 2),
+        ("vicreg", 80, 2),
+        ("barlow_twins", 80, 2),
+    ],
+)
 def test_training_records_losses_and_throughput(loss, examples, members):
     result = run(loss=loss, epochs=3, lr=LOSSES[loss].lr, head="linear" if loss == "vicreg" else "sigmoid")
     assert len(result.epoch_losses) == 3 and all(np.isfinite(result.epoch_losses))
@@ -75,7 +95,7 @@ def test_training_logged_to_a_file_prints_one_line_per_epoch_with_its_loss(capsy
     assert "\r" not in out
     lines = out.splitlines()
     assert len(lines) == 3
-    for epoch, (line, loss) in enumerate(zip(lines, result.epoch_losses), start=1):
+    for epoch, (line, loss) in enumerate(zip(lines, result.epoch_losses, strict=True), start=1):
         assert re.fullmatch(rf"epoch {epoch}/3: loss {loss:.4f}, [\d,]+ images/s", line), line
 
 
@@ -87,7 +107,9 @@ def test_loss_goes_down_on_learnable_data():
 def test_fixed_views_are_drawn_once_per_augmented_member():
     examples = build(LABELS, "triplets", 8, seed=0)
     members, augmented = torch.from_numpy(examples["members"]), torch.from_numpy(examples["augmented"])
-    views, slot = draw_fixed_views(IMAGES, members, augmented, AUGMENTATIONS["simclr"], torch.Generator().manual_seed(0))
+    views, slot = draw_fixed_views(
+        IMAGES, members, augmented, AUGMENTATIONS["simclr"], torch.Generator().manual_seed(0)
+    )
     assert views.shape == (80, 1, 28, 28) and views.dtype == torch.uint8
     assert slot[:, 1].tolist() == list(range(80)) and (slot[:, [0, 2]] == -1).all()
     assert not torch.equal(views, IMAGES[members[:, 1]])  # augmented, not copies
@@ -157,8 +179,9 @@ def test_hard_negatives_change_training_and_still_learn():
 
 @pytest.mark.parametrize("loss, head", [("vicreg", "linear"), ("barlow_twins", "linear"), ("ntxent", "l2")])
 def test_label_free_losses_learn_on_the_tiny_images(loss, head):
-    result = run(loss=loss, head=head, aug="none", epochs=8, arch="vgg_small", embedding_dim=64, optimizer="adamw",
-                 lr=0.003)
+    result = run(
+        loss=loss, head=head, aug="none", epochs=8, arch="vgg_small", embedding_dim=64, optimizer="adamw", lr=0.003
+    )
     assert result.epoch_losses[-1] < result.epoch_losses[0]
 
 
@@ -180,8 +203,16 @@ def test_small_crops_are_more_views_each_against_both_full_views(monkeypatch):
 
 
 def test_the_airbench_encoder_trains_from_whitening_set_by_the_training_images():
-    recipe = dict(loss="vicreg", head="linear", arch="airbench", embedding_dim=64, epochs=1, small_crops=2,
-                  optimizer="adamw", lr=0.003)
+    recipe = dict(
+        loss="vicreg",
+        head="linear",
+        arch="airbench",
+        embedding_dim=64,
+        epochs=1,
+        small_crops=2,
+        optimizer="adamw",
+        lr=0.003,
+    )
     result = run(**recipe)
     whitening = result.encoder.backbone[0]
     assert np.isfinite(result.epoch_losses).all() and not whitening.weight.requires_grad
@@ -257,12 +288,15 @@ def interrupted_after_first_checkpoint(monkeypatch, **options):
     monkeypatch.setattr(contrastlab.pipeline.train, "save_checkpoint", save)
 
 
-@pytest.mark.parametrize("options", [
-    dict(views="fresh"),
-    dict(views="once", aug="pad_rotate_scale"),
-    dict(optimizer="adamw", schedule="onecycle", weight_decay=0.01),
-    dict(momentum=0.9, schedule="cosine", warmup_epochs=1, loss="ntxent"),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(views="fresh"),
+        dict(views="once", aug="pad_rotate_scale"),
+        dict(optimizer="adamw", schedule="onecycle", weight_decay=0.01),
+        dict(momentum=0.9, schedule="cosine", warmup_epochs=1, loss="ntxent"),
+    ],
+)
 def test_resuming_from_a_checkpoint_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch, capsys, options):
     uninterrupted = run(epochs=3, **options)
     checkpoint = tmp_path / "train-checkpoint.pt"
@@ -305,26 +339,34 @@ def test_an_unreadable_checkpoint_is_ignored(tmp_path, capsys):
 def test_a_loss_that_turns_nan_stops_training_with_the_step_and_advice():
     with pytest.raises(TrainingDiverged) as caught:
         run(aug="none", head="l2", lr=1e38)
-    assert str(caught.value) == ("training diverged: the triplet loss became nan at epoch 1, step 2 (lr 1e+38, sgd); "
-                                 "lower train.lr or change the recipe")
+    assert str(caught.value) == (
+        "training diverged: the triplet loss became nan at epoch 1, step 2 (lr 1e+38, sgd); "
+        "lower train.lr or change the recipe"
+    )
 
 
 def test_weights_that_turn_non_finite_after_the_last_step_stop_training_too():
     with pytest.raises(TrainingDiverged) as caught:
         run(aug="none", lr=float("inf"), epochs=1, batch_size=80)  # one step: its loss is still finite
-    assert str(caught.value) == ("training diverged: the encoder's weight backbone.0.weight became -inf in epoch 1 "
-                                 "(lr inf, sgd); lower train.lr or change the recipe")
+    assert str(caught.value) == (
+        "training diverged: the encoder's weight backbone.0.weight became -inf in epoch 1 "
+        "(lr inf, sgd); lower train.lr or change the recipe"
+    )
 
 
 def test_a_running_variance_that_overflows_stops_training_though_every_weight_is_finite():
     with pytest.raises(TrainingDiverged) as caught:
         run(lr=1e12, epochs=1)  # issue 18: the sigmoid head keeps the loss finite, BatchNorm's variance overflows
-    assert str(caught.value) == ("training diverged: the encoder's buffer backbone.3.running_var became inf in epoch 1 "
-                                 "(lr 1000000000000.0, sgd); lower train.lr or change the recipe")
+    assert str(caught.value) == (
+        "training diverged: the encoder's buffer backbone.3.running_var became inf in epoch 1 "
+        "(lr 1000000000000.0, sgd); lower train.lr or change the recipe"
+    )
 
 
-@pytest.mark.parametrize("name, value, kind", [("backbone.6.running_mean", float("nan"), "buffer"),
-                                               ("projection.0.weight", float("-inf"), "weight")])
+@pytest.mark.parametrize(
+    "name, value, kind",
+    [("backbone.6.running_mean", float("nan"), "buffer"), ("projection.0.weight", float("-inf"), "weight")],
+)
 def test_the_finite_check_covers_the_whole_state_dict_and_names_the_tensor(name, value, kind):
     encoder = make_encoder(channels=1, head="sigmoid", arch="study", embedding_dim=32)
     stop_if_weights_not_finite(encoder, 3, TrainConfig(**QUICK))  # a fresh encoder is finite
@@ -332,8 +374,10 @@ def test_the_finite_check_covers_the_whole_state_dict_and_names_the_tensor(name,
         encoder.state_dict()[name].view(-1)[5] = value
     with pytest.raises(TrainingDiverged) as caught:
         stop_if_weights_not_finite(encoder, 3, TrainConfig(**QUICK))
-    assert str(caught.value) == (f"training diverged: the encoder's {kind} {name} became {value} in epoch 3 "
-                                 "(lr 0.1, sgd); lower train.lr or change the recipe")
+    assert str(caught.value) == (
+        f"training diverged: the encoder's {kind} {name} became {value} in epoch 3 "
+        "(lr 0.1, sgd); lower train.lr or change the recipe"
+    )
 
 
 def test_weight_norm_is_the_norm_of_all_weights_together_in_float64():
@@ -352,12 +396,14 @@ def test_a_collapse_is_a_weight_norm_grown_over_100_fold_and_a_loss_that_stopped
     steps = [0.5, 0.9, 1.0, 1.0, 1.0005]
     assert collapse_warnings(2.0, 300.0, steps, TRIPLET) == [
         "the encoder likely collapsed: its weights' norm grew 150-fold while the triplet loss stayed at 1.0002 over "
-        "the last 3 steps (lr 0.1, sgd); lower train.lr or change the recipe"]
+        "the last 3 steps (lr 0.1, sgd); lower train.lr or change the recipe"
+    ]
     assert collapse_warnings(2.0, 199.0, steps, TRIPLET) == []  # grew 99.5-fold
     assert collapse_warnings(2.0, 300.0, [0.5, 0.9, 1.0, 1.0, 1.0015], TRIPLET) == []  # moved 1.5e-3
     assert collapse_warnings(2.0, 300.0, [1.0], TRIPLET) == []  # one step: no second half to judge
     assert collapse_warnings(2.0, 300.0, [0.3, 0.0, 0.0], TRIPLET)[0].startswith(
-        "the encoder likely collapsed: its weights' norm grew 150-fold while the triplet loss stayed at 0.0000 ")
+        "the encoder likely collapsed: its weights' norm grew 150-fold while the triplet loss stayed at 0.0000 "
+    )
 
 
 def test_a_healthy_training_has_no_warnings():
@@ -372,8 +418,9 @@ def test_config_from_params_takes_auto_epochs_and_lr_from_the_loss(loss):
     assert (config.epochs, config.lr) == (LOSSES[loss].epochs, LOSSES[loss].lr)
     assert (config.loss, config.seed, config.batch_size, config.head) == (loss, 3, 64, "l2")
     assert (config.optimizer, config.schedule) == ("sgd", "constant")  # keys not given keep the protocol's
-    explicit = TrainConfig.from_params({"loss": loss, "aug": "none", "seed": 3,
-                                        "train": {**train_params, "epochs": 7, "lr": 0.01}})
+    explicit = TrainConfig.from_params(
+        {"loss": loss, "aug": "none", "seed": 3, "train": {**train_params, "epochs": 7, "lr": 0.01}}
+    )
     assert (explicit.epochs, explicit.lr) == (7, 0.01)
 
 

@@ -53,20 +53,37 @@ def run_stage(tmp_path, embeddings: np.ndarray, **tsne) -> subprocess.CompletedP
     params = committed_params()
     params["tsne"].update(tsne)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    np.savez(tmp_path / "embeddings.npz", labels=np.arange(len(embeddings)) % 10, embedding=embeddings,
-             backbone=embeddings)
-    return subprocess.run([sys.executable, str(ROOT / "stages" / "tsne.py"), "--embeddings", "embeddings.npz",
-                           "--csv", "tsne.csv", "--png", "tsne.png"], cwd=tmp_path, capture_output=True, text=True)
+    np.savez(
+        tmp_path / "embeddings.npz", labels=np.arange(len(embeddings)) % 10, embedding=embeddings, backbone=embeddings
+    )
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "stages" / "tsne.py"),
+            "--embeddings",
+            "embeddings.npz",
+            "--csv",
+            "tsne.csv",
+            "--png",
+            "tsne.png",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_the_stage_refuses_a_perplexity_of_at_least_the_points_in_one_line(tmp_path):
     result = run_stage(tmp_path, CLUSTERS[:40], n_points=30, perplexity=30)
     assert result.returncode == 2
-    assert result.stderr == ("error: params.yaml: tsne.perplexity=30 but the map has only 30 points; use a perplexity "
-                             "below 30 or more tsne.n_points (at most 40)\n")
+    assert result.stderr == (
+        "error: params.yaml: tsne.perplexity=30 but the map has only 30 points; use a perplexity "
+        "below 30 or more tsne.n_points (at most 40)\n"
+    )
     result = run_stage(tmp_path, CLUSTERS[:40], n_points="all", perplexity=40.5)
-    assert result.stderr == ("error: params.yaml: tsne.perplexity=40.5 but the map has only 40 points; use a "
-                             "perplexity below 40\n")
+    assert result.stderr == (
+        "error: params.yaml: tsne.perplexity=40.5 but the map has only 40 points; use a perplexity below 40\n"
+    )
     assert not (tmp_path / "tsne.csv").exists() and not (tmp_path / "tsne.png").exists()
 
 
@@ -75,7 +92,9 @@ def test_the_stage_maps_collapsed_features_to_the_origin_and_says_so(tmp_path):
     assert result.returncode == 0 and result.stderr == ""
     warning = "the embedding features collapsed: all 30 rows are 0; lower train.lr or change the recipe"
     assert result.stdout.splitlines() == [
-        f"warning: {warning}", "no t-SNE of 30 collapsed points: all at (0, 0) in tsne.csv, tsne.png says why"]
+        f"warning: {warning}",
+        "no t-SNE of 30 collapsed points: all at (0, 0) in tsne.csv, tsne.png says why",
+    ]
     rows = (tmp_path / "tsne.csv").read_text().splitlines()
     assert rows[0] == "x,y,class" and rows[1:3] == ["0.0000,0.0000,0", "0.0000,0.0000,1"] and len(rows) == 31
     assert (tmp_path / "tsne.png").read_bytes()[:4] == b"\x89PNG"

@@ -69,7 +69,9 @@ def test_every_p_value_and_interval_of_comparisons_csv(top1_by_group):
         interval = result.confidence_interval(0.95)
         assert float(row["p"]) == pytest.approx(result.pvalue, abs=1e-6), row
         assert (float(row["ci_low"]), float(row["ci_high"])) == (
-            pytest.approx(interval.low, abs=1e-6), pytest.approx(interval.high, abs=1e-6)), row
+            pytest.approx(interval.low, abs=1e-6),
+            pytest.approx(interval.high, abs=1e-6),
+        ), row
 
 
 def test_holm_within_each_family_of_comparisons_csv():

@@ -36,22 +36,34 @@ def horizontal_lines(ax) -> list:
 
 
 def test_top1_bars_draw_reference_bars_grey_and_put_baselines_and_the_legend_outside_the_bars(drawn, tmp_path):
-    bars = [{"label": "ntxent / simclr (tuned recipe)", "mean": 0.9, "ci": 0.01, "published": None},
-            {"label": "triplet / simclr / negatives-random (tuned recipe)", "mean": 0.95, "ci": 0.0, "published": None,
-             "reference": True}]
+    bars = [
+        {"label": "ntxent / simclr (tuned recipe)", "mean": 0.9, "ci": 0.01, "published": None},
+        {
+            "label": "triplet / simclr / negatives-random (tuned recipe)",
+            "mean": 0.95,
+            "ci": 0.0,
+            "published": None,
+            "reference": True,
+        },
+    ]
     figures.top1_bars({"mnist": bars}, {"mnist": {"raw pixels": 0.91, "random init": 0.5}}, tmp_path / "top1.png")
     fig = drawn[0]
     ax = fig.axes[0]
     assert colours(ax) == [mcolors.to_hex("tab:blue"), mcolors.to_hex("tab:gray")]
     assert ax.get_legend() is None and len(fig.legends) == 1  # one legend for the figure, below the panels
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
-        "this project (mean, 95% CI over seeds)", "best study scenario, same recipe", "baseline: raw pixels",
-        "baseline: random init"]
+        "this project (mean, 95% CI over seeds)",
+        "best study scenario, same recipe",
+        "baseline: raw pixels",
+        "baseline: random init",
+    ]
     # each baseline its own colour and line style, its value written right of the axes in that colour
     lines = [(line.get_ydata()[0], line.get_color(), line.get_linestyle()) for line in horizontal_lines(ax)]
     assert lines == [(0.91, figures.BASELINE_COLORS[0], "--"), (0.5, figures.BASELINE_COLORS[1], ":")]
     assert sorted((t.get_text(), t.get_color()) for t in ax.texts) == [
-        ("0.500", figures.BASELINE_COLORS[1]), ("0.910", figures.BASELINE_COLORS[0])]
+        ("0.500", figures.BASELINE_COLORS[1]),
+        ("0.910", figures.BASELINE_COLORS[0]),
+    ]
     # labels wrapped at 30 characters and written vertically; the y axis ends at 1, the legend needs no room in it
     labels = ax.get_xticklabels()
     assert labels[0].get_text() == "ntxent / simclr (tuned recipe)"  # 30 characters: one line
@@ -73,7 +85,9 @@ def test_top1_of_groups_shows_their_published_number_and_the_datasets_baselines(
     assert colours(ax) == [mcolors.to_hex("tab:blue"), mcolors.to_hex("tab:gray")]
     published = [c for c in ax.collections if c.get_label() == "published study"]
     assert published[0].get_offsets().tolist() == [[0.0, 0.928]]  # triplet / simclr's; ntxent was never published
-    assert [(line.get_ydata()[0], line.get_color()) for line in horizontal_lines(ax)] == [(0.85, "tab:red")]  # mnist's only
+    assert [(line.get_ydata()[0], line.get_color()) for line in horizontal_lines(ax)] == [
+        (0.85, "tab:red")
+    ]  # mnist's only
     assert [text.get_text() for text in ax.texts] == ["0.850"]
     assert f"baseline: {BASELINES['raw_pixels'].label}" in [t.get_text() for t in drawn[0].legends[0].get_texts()]
 
@@ -91,7 +105,7 @@ def display_points(ax) -> np.ndarray:
         found.append(sampled(line.get_transform().transform(line.get_xydata())))
     points = np.concatenate(found)
     box = ax.get_window_extent()
-    inside = ((points[:, 0] >= box.x0) & (points[:, 0] <= box.x1) & (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1))
+    inside = (points[:, 0] >= box.x0) & (points[:, 0] <= box.x1) & (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1)
     return points[inside & np.isfinite(points).all(axis=1)]
 
 
@@ -100,7 +114,7 @@ def sampled(vertices: np.ndarray, steps: int = 50) -> np.ndarray:
     if len(vertices) < 2:
         return vertices
     t = np.linspace(0, 1, steps)[:, None]
-    return np.concatenate([vertices, *(a + t * (b - a) for a, b in zip(vertices[:-1], vertices[1:]))])
+    return np.concatenate([vertices, *(a + t * (b - a) for a, b in zip(vertices[:-1], vertices[1:], strict=True))])
 
 
 def legend_problems(fig) -> list[tuple[int, str]]:
@@ -129,23 +143,36 @@ def test_the_legend_check_catches_a_legend_over_points_lines_or_bars_or_out_of_t
     axes[1].plot([0, 1], [0.5, 0.5], label="line")  # two vertices, both far from the legend in the middle
     axes[2].bar([0, 1, 2], [1, 1, 1], label="bars")
     axes[3].plot([0, 1], [0, 1], label="clear")
-    for ax, title in zip(axes, ("scatter", "line", "bar", "clear")):
+    for ax, title in zip(axes, ("scatter", "line", "bar", "clear"), strict=True):
         ax.set_title(title)
         ax.legend(loc="center" if title != "clear" else "lower right")  # the diagonal stays clear of that corner
     fig.legend(handles=axes[0].get_legend_handles_labels()[0], loc="center left", bbox_to_anchor=(1.05, 0.5))
     problems = legend_problems(fig)
     plt.close(fig)
-    assert problems == [(0, "out of the figure"), (1, "over points of 'scatter'"), (2, "over points of 'line'"),
-                        (3, "over bars of 'bar'")]
+    assert problems == [
+        (0, "out of the figure"),
+        (1, "over points of 'scatter'"),
+        (2, "over points of 'line'"),
+        (3, "over bars of 'bar'"),
+    ]
 
 
 def draw_top1_bars(tmp_path):
     # tall bars, a published marker at the top and baselines high up: where a legend inside the axes would sit
-    bars = [{"label": f"loss {i} / simclr / a variant with a long name", "mean": 0.9 + i / 100, "ci": 0.02,
-             "published": 0.99 if i % 2 else None, "reference": i == 0} for i in range(6)]
+    bars = [
+        {
+            "label": f"loss {i} / simclr / a variant with a long name",
+            "mean": 0.9 + i / 100,
+            "ci": 0.02,
+            "published": 0.99 if i % 2 else None,
+            "reference": i == 0,
+        }
+        for i in range(6)
+    ]
     references = {"raw pixels": 0.97, "supervised": 0.99, "random init": 0.2}
-    figures.top1_bars({"mnist": bars, "cifar10": bars[:3]}, {"mnist": references, "cifar10": references},
-                      tmp_path / "top1.png")
+    figures.top1_bars(
+        {"mnist": bars, "cifar10": bars[:3]}, {"mnist": references, "cifar10": references}, tmp_path / "top1.png"
+    )
 
 
 def draw_top1(tmp_path):
@@ -159,16 +186,22 @@ def draw_top1(tmp_path):
 
 
 def draw_top1_by_epochs(tmp_path):
-    curves = {"mnist": {f"method {i}": [(10, 0.5 + i / 10, 0.01), (25, 0.9, 0.02), (100, 0.99, 0.0)] for i in range(4)},
-              "cifar10": {"ntxent": [(10, 0.1, 0.0), (100, 0.6, 0.05)]}}
+    curves = {
+        "mnist": {f"method {i}": [(10, 0.5 + i / 10, 0.01), (25, 0.9, 0.02), (100, 0.99, 0.0)] for i in range(4)},
+        "cifar10": {"ntxent": [(10, 0.1, 0.0), (100, 0.6, 0.05)]},
+    }
     figures.top1_by_epochs(curves, tmp_path / "epochs.png")
 
 
 def draw_summary(tmp_path):
     families = list(figures.FAMILY_COLORS)
-    points = {family: [(f"config {i}", 10.0 ** (i - 1) * (1 + f), 0.5 + i / 10 - f / 20, 0.02 if i % 2 else None)
-                       for i in range(5)] for f, family in enumerate(families[:3])}
-    lines = {family: (family, value) for family, value in zip(families[3:], (0.95, 0.97, 0.1))}
+    points = {
+        family: [
+            (f"config {i}", 10.0 ** (i - 1) * (1 + f), 0.5 + i / 10 - f / 20, 0.02 if i % 2 else None) for i in range(5)
+        ]
+        for f, family in enumerate(families[:3])
+    }
+    lines = {family: (family, value) for family, value in zip(families[3:], (0.95, 0.97, 0.1), strict=True)}
     figures.summary({"mnist": points, "cifar10": points}, {"mnist": lines, "cifar10": lines}, tmp_path / "summary.png")
 
 
@@ -176,8 +209,9 @@ def draw_tsne_panels(tmp_path):
     rng = np.random.default_rng(0)
     coords, labels = rng.normal(size=(500, 2)), rng.integers(0, 10, 500)
     classes = list(DATASETS["mnist"].classes)
-    figures.tsne_panels([("(A) none", coords, labels), ("(B) simclr", -coords, labels)], classes, "t-SNE",
-                        tmp_path / "tsne.png")
+    figures.tsne_panels(
+        [("(A) none", coords, labels), ("(B) simclr", -coords, labels)], classes, "t-SNE", tmp_path / "tsne.png"
+    )
 
 
 @pytest.mark.parametrize("draw", [draw_top1_bars, draw_top1, draw_top1_by_epochs, draw_summary, draw_tsne_panels])
@@ -193,17 +227,24 @@ def test_baseline_values_are_written_at_least_a_gap_apart_in_their_colours():
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     ax.set_ylim(0, 1)
     # sorted 0.50, 0.51, 0.52, 0.80: each label moves up to the last one + 0.035: 0.50, 0.535, 0.57; 0.80 stays
-    figures.label_lines(ax, {"a": (0.51, "tab:red"), "b": (0.80, "tab:blue"), "c": (0.50, "tab:green"),
-                             "d": (0.52, "tab:olive")}, gap=0.035)
+    figures.label_lines(
+        ax,
+        {"a": (0.51, "tab:red"), "b": (0.80, "tab:blue"), "c": (0.50, "tab:green"), "d": (0.52, "tab:olive")},
+        gap=0.035,
+    )
     written = sorted((text.xy[1], text.get_text(), text.get_color()) for text in ax.texts)
     fig.canvas.draw()
     boxes = [text.get_window_extent(fig.canvas.get_renderer()) for text in ax.texts]
     plt.close(fig)
-    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])  # 7-point text, 0.035 apart
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])  # 7-point text, 0.035 apart
     assert [y for y, _, _ in written] == [pytest.approx(y) for y in (0.50, 0.535, 0.57, 0.80)]
     assert [(text, colour) for _, text, colour in written] == [
-        ("0.500", "tab:green"), ("0.510", "tab:red"), ("0.520", "tab:olive"), ("0.800", "tab:blue")]
-    assert all(b - a >= 0.035 - 1e-12 for (a, _, _), (b, _, _) in zip(written, written[1:]))
+        ("0.500", "tab:green"),
+        ("0.510", "tab:red"),
+        ("0.520", "tab:olive"),
+        ("0.800", "tab:blue"),
+    ]
+    assert all(b - a >= 0.035 - 1e-12 for (a, _, _), (b, _, _) in zip(written, written[1:], strict=False))
     assert {text.xy[0] for text in ax.texts} == {1.0}  # at the right edge of the axes, outside them
 
 
@@ -217,7 +258,9 @@ def test_tsne_panels_are_the_augmentations_present_in_the_registrys_order(drawn,
     figures.tsne_maps(list(scenarios.values()), tmp_path / "tsne.png")
     titles = [ax.get_title() for ax in drawn[0].axes]
     top1 = {aug: 0.5 + 0.1 * seed for seed, aug in enumerate(reversed(augs))}
-    assert titles == [f"({letter}) {aug}  top-1 {top1[aug]:.3f}" for letter, aug in zip(string.ascii_uppercase, augs)]
+    assert titles == [
+        f"({letter}) {aug}  top-1 {top1[aug]:.3f}" for letter, aug in zip(string.ascii_uppercase, augs, strict=False)
+    ]
     assert drawn[0].get_suptitle() == "mnist, triplet loss: t-SNE of test embeddings"
 
 
@@ -229,7 +272,10 @@ def test_a_tsne_panel_keeps_its_letter_when_another_augmentation_did_not_run(dra
     scenarios, _ = load(results)
     figures.tsne_maps(list(scenarios.values()), tmp_path / "tsne.png")
     letter_of_last = string.ascii_uppercase[len(AUGMENTATIONS) - 1]
-    assert [ax.get_title() for ax in drawn[0].axes] == [f"(A) {first}  top-1 0.500", f"({letter_of_last}) {last}  top-1 0.700"]
+    assert [ax.get_title() for ax in drawn[0].axes] == [
+        f"(A) {first}  top-1 0.500",
+        f"({letter_of_last}) {last}  top-1 0.700",
+    ]
 
 
 def test_confusion_is_summed_over_seeds(tmp_path):
@@ -244,8 +290,10 @@ def test_confusion_is_summed_over_seeds(tmp_path):
 
 
 def test_the_epochs_figure_has_a_panel_per_dataset_and_a_line_per_method_at_its_epochs(drawn, tmp_path):
-    curves = {"mnist": {"ntxent": [(10, 0.9, 0.01), (50, 0.95, 0.0)], "supcon": [(10, 0.97, 0.0), (25, 0.98, 0.0)]},
-              "cifar10": {"ntxent": [(10, 0.5, 0.0), (100, 0.6, 0.0)]}}
+    curves = {
+        "mnist": {"ntxent": [(10, 0.9, 0.01), (50, 0.95, 0.0)], "supcon": [(10, 0.97, 0.0), (25, 0.98, 0.0)]},
+        "cifar10": {"ntxent": [(10, 0.5, 0.0), (100, 0.6, 0.0)]},
+    }
     figures.top1_by_epochs(curves, tmp_path / "epochs.png")
     mnist, cifar10 = drawn[0].axes
     assert (mnist.get_title(), cifar10.get_title()) == ("mnist", "cifar10")

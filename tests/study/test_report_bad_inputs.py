@@ -25,8 +25,9 @@ def study(results: Path) -> None:
 
 
 def report_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "contrastlab.study.report", *args], cwd=cwd, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "contrastlab.study.report", *args], cwd=cwd, capture_output=True, text=True
+    )
 
 
 def edit(path: Path, **fields) -> None:
@@ -49,17 +50,22 @@ def test_damaged_folders_are_skipped_one_line_each_and_the_report_says_it_is_par
         "warning: skipped results/mnist-pairwise-none-s1: probe.json: top1 is 'abc', not a finite number",
         "warning: skipped results/mnist-triplet-none-s0: no probe.json",
         "warning: skipped results/mnist-triplet-none-s1: study.json: seed is '1', not a whole number",
-        "warning: skipped results/mnist-triplet-simclr-s2: probe.json: top1 is nan, not a finite number"]
+        "warning: skipped results/mnist-triplet-simclr-s2: probe.json: top1 is nan, not a finite number",
+    ]
     text = (tmp_path / "report/README.md").read_text()
-    assert ("from the 6 runs kept in results.\n\n**Partial data:** every number here leaves out 5 folders of results "
-            "that could not be read:\n\n- results/mnist-pairwise-none-s0: probe.json is not valid JSON") in text
+    assert (
+        "from the 6 runs kept in results.\n\n**Partial data:** every number here leaves out 5 folders of results "
+        "that could not be read:\n\n- results/mnist-pairwise-none-s0: probe.json is not valid JSON"
+    ) in text
     assert "| mnist | triplet / simclr | 2 | 0.9100 ± 0.1271 |" in text and text.count("nan") == 1  # its refusal
 
 
 def test_a_missing_results_folder_is_one_line_and_writes_nothing(tmp_path):
     done = report_cli("--results", "results", "--out", "report", cwd=tmp_path)
-    assert (done.returncode, done.stderr) == (2, "error: no results folder results (run the study first, or name "
-                                                 "its folder with --results)\n")
+    assert (done.returncode, done.stderr) == (
+        2,
+        "error: no results folder results (run the study first, or name its folder with --results)\n",
+    )
     assert not (tmp_path / "report").exists()
 
 
@@ -67,8 +73,10 @@ def test_a_readme_without_the_verdicts_markers_is_refused_before_anything_is_wri
     study(tmp_path / "results")
     (tmp_path / "README.md").write_text("# no markers\n")
     done = report_cli("--results", "results", "--out", "report", "--readme", "README.md", cwd=tmp_path)
-    assert (done.returncode, done.stderr) == (1, f"error: README.md has no lines {VERDICT_START} and {VERDICT_END} "
-                                                 "to put the verdict between\n")
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"error: README.md has no lines {VERDICT_START} and {VERDICT_END} to put the verdict between\n",
+    )
     assert not (tmp_path / "report").exists() and (tmp_path / "README.md").read_text() == "# no markers\n"
 
 
@@ -78,8 +86,10 @@ def test_a_partial_report_says_so_in_the_readmes_verdict_too(tmp_path):
     (tmp_path / "README.md").write_text(f"# Title\n{VERDICT_START}\n{VERDICT_END}\n")
     done = report_cli("--results", "results", "--out", "report", "--readme", "README.md", cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "- Partial data: 1 folder of results could not be read (report/README.md names it)." in (
-        tmp_path / "README.md").read_text()
+    assert (
+        "- Partial data: 1 folder of results could not be read (report/README.md names it)."
+        in (tmp_path / "README.md").read_text()
+    )
 
 
 def test_a_scenario_folder_copied_under_another_name_is_counted_once_and_named(tmp_path):
@@ -91,8 +101,9 @@ def test_a_scenario_folder_copied_under_another_name_is_counted_once_and_named(t
         (results / "copy" / file.name).write_bytes(file.read_bytes())
     refused: list[str] = []
     write_report(results, tmp_path / "report", refused)
-    assert refused == [f"{results}/copy: seed 0 of mnist-triplet-simclr again (already read from "
-                       "mnist-triplet-simclr-s0)"]
+    assert refused == [
+        f"{results}/copy: seed 0 of mnist-triplet-simclr again (already read from mnist-triplet-simclr-s0)"
+    ]
     assert "| mnist | triplet / simclr | 2 | 0.9100 ± 0.1271 |" in (tmp_path / "report/README.md").read_text()
 
 
@@ -134,6 +145,8 @@ def test_a_folder_holding_what_the_report_does_not_make_is_never_replaced(tmp_pa
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "code.py").write_text("precious\n")
     done = report_cli("--results", "results", "--out", "src", cwd=tmp_path)
-    assert (done.returncode, done.stderr) == (2, "error: src holds what the report does not make (code.py): name a "
-                                                 "new folder or the report's own with --out\n")
+    assert (done.returncode, done.stderr) == (
+        2,
+        "error: src holds what the report does not make (code.py): name a new folder or the report's own with --out\n",
+    )
     assert os.listdir(tmp_path / "src") == ["code.py"]

@@ -10,14 +10,29 @@ import pytest
 from test_report import write_baseline, write_scenario
 
 from contrastlab.infra.errors import DataError
-
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.methods.losses import LOSSES
 from contrastlab.study.names import BaselineRun, Scenario
 from contrastlab.study.results import (
-    BACKBONE_WIDTH, FAMILIES, DamagedRun, Group, Ledger, baseline, compare_groups, factor_effect, in_registry_order, is_main_scenario,
-    is_recipe_cell, is_study_scenario, load, is_precision_twin, published_results, read_run, shift_top1, study_repeat_spread,
+    BACKBONE_WIDTH,
+    FAMILIES,
+    DamagedRun,
+    Group,
+    Ledger,
+    baseline,
+    compare_groups,
+    factor_effect,
+    in_registry_order,
+    is_main_scenario,
+    is_precision_twin,
+    is_recipe_cell,
+    is_study_scenario,
+    load,
+    published_results,
+    read_run,
+    shift_top1,
+    study_repeat_spread,
 )
 
 
@@ -29,20 +44,39 @@ def edit_study(folder: Path, **fields) -> None:
 def group(values: list[float], loss="triplet", aug="none", recipe="protocol", variant="", seeds=None) -> Group:
     """A scenario's runs with these top-1s, of seeds 0, 1, ... unless `seeds` says which."""
     seeds = range(len(values)) if seeds is None else seeds
-    return Group([{"probe": {"top1": v},
-                   "study": Scenario("mnist", loss, aug, variant=variant, recipe=recipe, seed=seed).fields()}
-                  for v, seed in zip(values, seeds, strict=True)])
+    return Group(
+        [
+            {
+                "probe": {"top1": v},
+                "study": Scenario("mnist", loss, aug, variant=variant, recipe=recipe, seed=seed).fields(),
+            }
+            for v, seed in zip(values, seeds, strict=True)
+        ]
+    )
 
 
 def baseline_group(kind: str, seeds=(0,), dataset="mnist", params: dict | None = None, **study) -> Group:
-    return Group([{"probe": {"top1": 0.5}, "study": {**BaselineRun(dataset, kind, seed).fields(), **study,
-                                                     **({"params": params} if params else {})}} for seed in seeds])
+    return Group(
+        [
+            {
+                "probe": {"top1": 0.5},
+                "study": {
+                    **BaselineRun(dataset, kind, seed).fields(),
+                    **study,
+                    **({"params": params} if params else {}),
+                },
+            }
+            for seed in seeds
+        ]
+    )
 
 
 def test_runs_are_grouped_by_the_fields_study_json_records_not_by_their_names(tmp_path):
     results = tmp_path / "results"
-    folders = [write_scenario(results, "triplet", "simclr", seed, 0.9, variant="negatives-hard", recipe="tuned")
-               for seed in (0, 1)]
+    folders = [
+        write_scenario(results, "triplet", "simclr", seed, 0.9, variant="negatives-hard", recipe="tuned")
+        for seed in (0, 1)
+    ]
     folders += [write_baseline(results, "raw_pixels", seed, 0.8) for seed in (0, 1)]
     for number, folder in enumerate(folders):  # names nothing could parse
         edit_study(folder, name=f"run-s{number}")
@@ -73,7 +107,8 @@ def test_every_baseline_is_labelled_as_its_registry_says(tmp_path):
         write_baseline(results, kind, 0, 0.5)
     _, baselines = load(results)
     assert {kind: baseline(baselines, "mnist", kind).label for kind in BASELINES} == {
-        kind: entry.label for kind, entry in BASELINES.items()}
+        kind: entry.label for kind, entry in BASELINES.items()
+    }
 
 
 def test_the_study_scenarios_are_its_published_twelve_without_other_axes():
@@ -149,24 +184,73 @@ def test_a_ledger_family_is_holm_corrected_within_itself_and_recorded_row_by_row
     rows = ledger.rows
     assert all(list(row) == Ledger.COLUMNS for row in rows)
     assert [(row["family"], row["a"], row["b"], row["a_group"], row["b_group"], row["test"]) for row in rows] == [
-        ("findings, mnist", "triplet / simclr", "pairwise / simclr", "mnist-triplet-simclr", "mnist-pairwise-simclr",
-         "paired, 2 seeds"),
-        ("findings, mnist", "ntxent / simclr", "supcon / simclr", "mnist-ntxent-simclr", "mnist-supcon-simclr",
-         "paired, 2 seeds"),
-        ("findings, mnist", "triplet / none", "pairwise / simclr", "mnist-triplet-none", "mnist-pairwise-simclr",
-         "one seed: untested"),
-        ("precision", "triplet / simclr", "pairwise / simclr", "mnist-triplet-simclr", "mnist-pairwise-simclr",
-         "paired, 2 seeds")]
+        (
+            "findings, mnist",
+            "triplet / simclr",
+            "pairwise / simclr",
+            "mnist-triplet-simclr",
+            "mnist-pairwise-simclr",
+            "paired, 2 seeds",
+        ),
+        (
+            "findings, mnist",
+            "ntxent / simclr",
+            "supcon / simclr",
+            "mnist-ntxent-simclr",
+            "mnist-supcon-simclr",
+            "paired, 2 seeds",
+        ),
+        (
+            "findings, mnist",
+            "triplet / none",
+            "pairwise / simclr",
+            "mnist-triplet-none",
+            "mnist-pairwise-simclr",
+            "one seed: untested",
+        ),
+        (
+            "precision",
+            "triplet / simclr",
+            "pairwise / simclr",
+            "mnist-triplet-simclr",
+            "mnist-pairwise-simclr",
+            "paired, 2 seeds",
+        ),
+    ]
     # CI 0.105 -+ 12.7062 x 0.005 = [0.041469, 0.168531]; the untested row leaves its numbers blank
-    assert [(row["dataset"], row["diff"], row["ci_low"], row["ci_high"], row["p"], row["p_holm"], row["finding"])
-            for row in rows] == [
-        ("mnist", 0.105, pytest.approx(0.041469, abs=2e-6), pytest.approx(0.168531, abs=2e-6),
-         pytest.approx(0.030292, abs=2e-6), pytest.approx(0.060585, abs=2e-6), "no"),
-        ("mnist", 0.225, pytest.approx(-0.092655, abs=2e-6), pytest.approx(0.542655, abs=2e-6),
-         pytest.approx(0.070447, abs=2e-6), pytest.approx(0.070447, abs=2e-6), "no"),
+    assert [
+        (row["dataset"], row["diff"], row["ci_low"], row["ci_high"], row["p"], row["p_holm"], row["finding"])
+        for row in rows
+    ] == [
+        (
+            "mnist",
+            0.105,
+            pytest.approx(0.041469, abs=2e-6),
+            pytest.approx(0.168531, abs=2e-6),
+            pytest.approx(0.030292, abs=2e-6),
+            pytest.approx(0.060585, abs=2e-6),
+            "no",
+        ),
+        (
+            "mnist",
+            0.225,
+            pytest.approx(-0.092655, abs=2e-6),
+            pytest.approx(0.542655, abs=2e-6),
+            pytest.approx(0.070447, abs=2e-6),
+            pytest.approx(0.070447, abs=2e-6),
+            "no",
+        ),
         ("mnist", -0.305, "", "", "", "", "no"),
-        ("mnist", 0.105, pytest.approx(0.041469, abs=2e-6), pytest.approx(0.168531, abs=2e-6),
-         pytest.approx(0.030292, abs=2e-6), pytest.approx(0.030292, abs=2e-6), "yes")]
+        (
+            "mnist",
+            0.105,
+            pytest.approx(0.041469, abs=2e-6),
+            pytest.approx(0.168531, abs=2e-6),
+            pytest.approx(0.030292, abs=2e-6),
+            pytest.approx(0.030292, abs=2e-6),
+            "yes",
+        ),
+    ]
 
 
 def test_a_group_belongs_to_the_family_of_what_trained_it():
@@ -179,11 +263,17 @@ def test_a_group_belongs_to_the_family_of_what_trained_it():
     assert Group(random_negatives).family == "label-free contrastive"
     assert group([0.5], "supcon", "simclr").family == "label-using contrastive"
     assert {kind: baseline_group(kind).family for kind in BASELINES} == {
-        "raw_pixels": "raw pixels", "random_init": "random init", "supervised": "supervised ceiling",
-        "supervised_tuned": "supervised ceiling", "kmeans_patches": "classical label-free",
-        "random_patches": "classical label-free"}
-    assert {baseline_group(kind).family for kind in BASELINES} | {"label-free contrastive", "label-using contrastive"} \
-        == set(FAMILIES)
+        "raw_pixels": "raw pixels",
+        "random_init": "random init",
+        "supervised": "supervised ceiling",
+        "supervised_tuned": "supervised ceiling",
+        "kmeans_patches": "classical label-free",
+        "random_patches": "classical label-free",
+    }
+    assert {baseline_group(kind).family for kind in BASELINES} | {
+        "label-free contrastive",
+        "label-using contrastive",
+    } == set(FAMILIES)
 
 
 def test_a_groups_width_is_how_many_features_its_probe_reads():
@@ -214,8 +304,9 @@ def test_cpu_minutes_are_training_time_times_the_machines_threads():
     one[0]["study"]["machine"] = "Apple M2, 1 thread, arm64, no AVX"
     assert Group(one).cpu_minutes == pytest.approx(1.5)  # 90 x 1 / 60
     # a baseline trains inside its whole run: study.json's wall time (an upper bound); raw pixels train nothing
-    assert baseline_group("supervised", wall_s=30.0, machine="Intel Xeon, 4 threads, x86_64, avx512f").cpu_minutes \
-        == pytest.approx(2.0)  # 30 x 4 / 60
+    assert baseline_group(
+        "supervised", wall_s=30.0, machine="Intel Xeon, 4 threads, x86_64, avx512f"
+    ).cpu_minutes == pytest.approx(2.0)  # 30 x 4 / 60
     assert baseline_group("kmeans_patches", seeds=(0, 1), wall_s=45.0).cpu_minutes == pytest.approx(1.5)  # 45 x 2 / 60
     assert baseline_group("raw_pixels", wall_s=30.0).cpu_minutes == 0.0
 
@@ -229,8 +320,12 @@ def test_a_precision_twin_is_a_study_scenario_changed_only_in_precision():
 
 
 def test_factor_effect_is_the_range_of_marginal_means_in_the_registrys_order():
-    groups = [group([0.5], "pairwise", "simclr"), group([0.7], "triplet", "simclr"),
-              group([0.5], "pairwise", "none"), group([0.9], "triplet", "none")]
+    groups = [
+        group([0.5], "pairwise", "simclr"),
+        group([0.7], "triplet", "simclr"),
+        group([0.5], "pairwise", "none"),
+        group([0.9], "triplet", "none"),
+    ]
     span, means = factor_effect(groups, "loss")
     assert means == {"triplet": pytest.approx(0.8), "pairwise": pytest.approx(0.5)}
     assert list(means) == [loss for loss in LOSSES if loss in means]
@@ -262,9 +357,17 @@ def test_published_results_are_the_studys_twelve_numbers():
     assert published[("cifar10", "triplet", "simclr")] == {"top1": 0.364, "top3": 0.691, "knn": 0.357}
 
 
-@pytest.mark.parametrize("loss, negatives, used", [("triplet", "label_aware", True), ("triplet", "hard", True),
-                                                    ("triplet", "random", False), ("pairwise", "random", False),
-                                                    ("ntxent", "label_aware", False), ("supcon", "label_aware", True)])
+@pytest.mark.parametrize(
+    "loss, negatives, used",
+    [
+        ("triplet", "label_aware", True),
+        ("triplet", "hard", True),
+        ("triplet", "random", False),
+        ("pairwise", "random", False),
+        ("ntxent", "label_aware", False),
+        ("supcon", "label_aware", True),
+    ],
+)
 def test_labels_are_used_by_label_aware_or_mined_negatives_and_by_supcon_not_by_two_view_ntxent(loss, negatives, used):
     runs = group([0.5], loss=loss, aug="simclr").runs
     runs[0]["study"]["overrides"] = {"pairs.negatives": negatives}
@@ -280,15 +383,20 @@ def test_a_param_comes_from_study_json_or_for_older_folders_from_the_overrides_a
 
 
 def test_a_baseline_uses_labels_as_its_registry_entry_says():
-    used = {kind: Group([{"probe": {"top1": 0.5}, "study": BaselineRun("mnist", kind).fields()}]).labels_used
-            for kind in BASELINES}
+    used = {
+        kind: Group([{"probe": {"top1": 0.5}, "study": BaselineRun("mnist", kind).fields()}]).labels_used
+        for kind in BASELINES
+    }
     assert used == {kind: baseline.uses_labels for kind, baseline in BASELINES.items()}
     assert used["supervised"] and used["supervised_tuned"] and not used["raw_pixels"] and not used["random_init"]
 
 
 def test_the_studys_repeat_spread_is_the_gap_between_its_two_sheets_for_the_same_settings():
     low, high = study_repeat_spread()
-    assert (round(low, 3), round(high, 3)) == (0.006, 0.044)  # triplet/cifar10/simclr 0.37 vs 0.364; mnist/none 0.77 vs 0.814
+    assert (round(low, 3), round(high, 3)) == (
+        0.006,
+        0.044,
+    )  # triplet/cifar10/simclr 0.37 vs 0.364; mnist/none 0.77 vs 0.814
 
 
 def test_a_param_added_after_a_run_was_made_has_the_protocols_value_for_it():
@@ -313,30 +421,46 @@ def without(path: Path, name: str) -> None:
     path.write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (lambda f: without(f / "study.json", "seed"), "study.json has no seed"),
-    (lambda f: edit_json(f / "study.json", seed="0"), "study.json: seed is '0', not a whole number"),
-    (lambda f: edit_json(f / "study.json", seed=True), "study.json: seed is True, not a whole number"),
-    (lambda f: without(f / "study.json", "loss"), "study.json has no loss"),
-    (lambda f: edit_json(f / "study.json", dataset="svhn"),
-     "study.json: dataset 'svhn' is not one of mnist, cifar10, fashion_mnist"),
-    (lambda f: (f / "probe.json").unlink(), "no probe.json"),
-    (lambda f: (f / "probe.json").write_text('{"top1": '),
-     "probe.json is not valid JSON (Expecting value: line 1 column 10 (char 9))"),
-    (lambda f: (f / "probe.json").write_bytes(b"\xff"), "probe.json is not valid JSON ('utf-8' codec can't decode "
-     "byte 0xff in position 0: invalid start byte)"),
-    (lambda f: (f / "probe.json").write_text("[0.9]"), "probe.json holds no JSON object"),
-    (lambda f: edit_json(f / "probe.json", top1="abc"), "probe.json: top1 is 'abc', not a finite number"),
-    (lambda f: edit_json(f / "probe.json", top1=float("nan")), "probe.json: top1 is nan, not a finite number"),
-    (lambda f: edit_json(f / "probe.json", knn=float("inf")), "probe.json: knn is inf, not a finite number"),
-    (lambda f: edit_json(f / "probe.json", shifted_top1={"3": "x"}),
-     "probe.json: shifted_top1 is {'3': 'x'}, not an object of finite numbers"),
-    (lambda f: (f / "train.json").unlink(), "no train.json"),
-    (lambda f: (f / "tsne.csv").write_text("x,y,class\n0,1,7\n2,3,seven\n"),
-     "tsne.csv line 3: class 'seven' is not one of mnist's classes"),
-    (lambda f: (f / "tsne.csv").write_text("x,y,class\n0,abc,7\n"), "tsne.csv line 2: y is 'abc', not a finite number"),
-    (lambda f: (f / "confusion.csv").unlink(), "no confusion.csv"),
-])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda f: without(f / "study.json", "seed"), "study.json has no seed"),
+        (lambda f: edit_json(f / "study.json", seed="0"), "study.json: seed is '0', not a whole number"),
+        (lambda f: edit_json(f / "study.json", seed=True), "study.json: seed is True, not a whole number"),
+        (lambda f: without(f / "study.json", "loss"), "study.json has no loss"),
+        (
+            lambda f: edit_json(f / "study.json", dataset="svhn"),
+            "study.json: dataset 'svhn' is not one of mnist, cifar10, fashion_mnist",
+        ),
+        (lambda f: (f / "probe.json").unlink(), "no probe.json"),
+        (
+            lambda f: (f / "probe.json").write_text('{"top1": '),
+            "probe.json is not valid JSON (Expecting value: line 1 column 10 (char 9))",
+        ),
+        (
+            lambda f: (f / "probe.json").write_bytes(b"\xff"),
+            "probe.json is not valid JSON ('utf-8' codec can't decode byte 0xff in position 0: invalid start byte)",
+        ),
+        (lambda f: (f / "probe.json").write_text("[0.9]"), "probe.json holds no JSON object"),
+        (lambda f: edit_json(f / "probe.json", top1="abc"), "probe.json: top1 is 'abc', not a finite number"),
+        (lambda f: edit_json(f / "probe.json", top1=float("nan")), "probe.json: top1 is nan, not a finite number"),
+        (lambda f: edit_json(f / "probe.json", knn=float("inf")), "probe.json: knn is inf, not a finite number"),
+        (
+            lambda f: edit_json(f / "probe.json", shifted_top1={"3": "x"}),
+            "probe.json: shifted_top1 is {'3': 'x'}, not an object of finite numbers",
+        ),
+        (lambda f: (f / "train.json").unlink(), "no train.json"),
+        (
+            lambda f: (f / "tsne.csv").write_text("x,y,class\n0,1,7\n2,3,seven\n"),
+            "tsne.csv line 3: class 'seven' is not one of mnist's classes",
+        ),
+        (
+            lambda f: (f / "tsne.csv").write_text("x,y,class\n0,abc,7\n"),
+            "tsne.csv line 2: y is 'abc', not a finite number",
+        ),
+        (lambda f: (f / "confusion.csv").unlink(), "no confusion.csv"),
+    ],
+)
 def test_a_damaged_run_folder_is_refused_saying_what_is_wrong(tmp_path, damage, problem):
     folder = write_scenario(tmp_path / "results", "triplet", "simclr", 0, 0.9)
     damage(folder)
@@ -348,7 +472,11 @@ def test_a_damaged_run_folder_is_refused_saying_what_is_wrong(tmp_path, damage, 
 def test_a_sound_folder_is_read_whole_its_csvs_as_columns(tmp_path):
     run = read_run(write_scenario(tmp_path / "results", "triplet", "simclr", 0, 0.9))
     assert run["probe"]["top1"] == 0.9 and run["train"]["train_time_s"] == 100.0
-    assert run["tables"]["tsne.csv"]["class"][:3] == [0, 1, 2] and run["tables"]["confusion.csv"]["predicted"] == [0, 1, 1]
+    assert run["tables"]["tsne.csv"]["class"][:3] == [0, 1, 2] and run["tables"]["confusion.csv"]["predicted"] == [
+        0,
+        1,
+        1,
+    ]
     assert "train_loss.csv" not in run["tables"]  # the report needs none; the importer refuses a scenario without it
     assert "tables" not in read_run(write_baseline(tmp_path / "results", "raw_pixels", 0, 0.8))
 
@@ -362,8 +490,11 @@ def test_load_leaves_out_what_it_cannot_read_only_where_it_can_say_so(tmp_path):
     copy.mkdir()
     for file in (results / "mnist-triplet-simclr-s0").iterdir():
         (copy / file.name).write_bytes(file.read_bytes())
-    with pytest.raises(DataError, match=r"mnist-triplet-simclr-s0-again: seed 0 of mnist-triplet-simclr again "
-                                        r"\(already read from mnist-triplet-simclr-s0\) \(and 2 more folders\)$"):
+    with pytest.raises(
+        DataError,
+        match=r"mnist-triplet-simclr-s0-again: seed 0 of mnist-triplet-simclr again "
+        r"\(already read from mnist-triplet-simclr-s0\) \(and 2 more folders\)$",
+    ):
         load(results)
     refused: list[str] = []
     scenarios, _ = load(results, refused)
@@ -372,6 +503,7 @@ def test_load_leaves_out_what_it_cannot_read_only_where_it_can_say_so(tmp_path):
         f"{results}/mnist-triplet-simclr-s0-again: seed 0 of mnist-triplet-simclr again (already read from "
         "mnist-triplet-simclr-s0)",
         f"{results}/mnist-triplet-simclr-s1: probe.json: top1 is None, not a finite number",
-        f"{results}/mnist-triplet-simclr-s2.partial: a run still being written (or interrupted while written)"]
+        f"{results}/mnist-triplet-simclr-s2.partial: a run still being written (or interrupted while written)",
+    ]
     with pytest.raises(DataError, match="^no results folder .*/nowhere \\(run the study first"):
         load(tmp_path / "nowhere")

@@ -15,8 +15,8 @@ import yaml
 
 from contrastlab.infra.errors import ParamError
 from contrastlab.methods.baselines import BASELINES
-from contrastlab.study.names import BaselineRun, Scenario
 from contrastlab.study import runner
+from contrastlab.study.names import BaselineRun, Scenario
 from contrastlab.study.runner import fixed_value, made_with, plan, set_flag, with_values
 from project import committed_params
 from tinydata import make_tiny_repo, sh
@@ -31,8 +31,11 @@ def test_plan_runs_seed_by_seed_each_seeds_baselines_before_its_scenarios():
     first = 2 * len(baselines)
     assert len(runs) == 2 * (12 + first)
     assert names[:first] == [f"baseline-{d}-{b}-s0" for d in ("mnist", "cifar10") for b in baselines]
-    assert names[first : first + 3] == ["mnist-pairwise-none-s0", "mnist-pairwise-pad_rotate_scale-s0",
-                                        "mnist-pairwise-simclr-s0"]
+    assert names[first : first + 3] == [
+        "mnist-pairwise-none-s0",
+        "mnist-pairwise-pad_rotate_scale-s0",
+        "mnist-pairwise-simclr-s0",
+    ]
     assert names[first + 12 :][:first] == [f"baseline-{d}-{b}-s1" for d in ("mnist", "cifar10") for b in baselines]
     second = 2 * first + 12
     assert names[second] == "mnist-pairwise-none-s1"
@@ -43,13 +46,23 @@ def test_plan_runs_seed_by_seed_each_seeds_baselines_before_its_scenarios():
 
 
 def test_baselines_run_once_per_setting_of_the_params_they_read_and_are_named_by_it():
-    raw = with_grid({"dataset": ["mnist"], "loss": ["pairwise", "triplet"], "probe.features": ["embedding", "backbone"],
-                     "model.arch": ["study", "vgg_small"]}, baselines=["random_init"])
+    raw = with_grid(
+        {
+            "dataset": ["mnist"],
+            "loss": ["pairwise", "triplet"],
+            "probe.features": ["embedding", "backbone"],
+            "model.arch": ["study", "vgg_small"],
+        },
+        baselines=["random_init"],
+    )
     runs = plan(raw, seeds=1, grid_name="test")
     baselines = [run for run in runs if run.is_baseline]  # two losses share each of the four settings
     assert [run.name for run in baselines] == [
-        "baseline-mnist-random_init-s0", "baseline-mnist-random_init-arch-vgg_small-s0",
-        "baseline-mnist-random_init-features-backbone-s0", "baseline-mnist-random_init-features-backbone-arch-vgg_small-s0"]
+        "baseline-mnist-random_init-s0",
+        "baseline-mnist-random_init-arch-vgg_small-s0",
+        "baseline-mnist-random_init-features-backbone-s0",
+        "baseline-mnist-random_init-features-backbone-arch-vgg_small-s0",
+    ]
     last = baselines[-1]
     # named with the axes in the grid's order, as its scenarios are
     assert last.identity == BaselineRun("mnist", "random_init", 0, variant="features-backbone-arch-vgg_small")
@@ -65,7 +78,10 @@ def test_a_set_param_is_one_more_axis_of_the_grid_named_like_one():
     runs = plan(RAW, seeds=1, grid_name="main", fixed={"probe.features": "backbone"})
     assert [run.name for run in runs] == [run.name for run in plan(RAW, seeds=1, grid_name="backbone")]
     assert fixed_value("probe.features=backbone") == ("probe.features", "backbone")
-    assert fixed_value("train.epochs=25") == ("train.epochs", 25) and fixed_value("embed.shifts=[3]") == ("embed.shifts", [3])
+    assert fixed_value("train.epochs=25") == ("train.epochs", 25) and fixed_value("embed.shifts=[3]") == (
+        "embed.shifts",
+        [3],
+    )
     with pytest.raises(argparse.ArgumentTypeError, match="'features' is not KEY=VALUE"):
         fixed_value("features")
     with pytest.raises(ParamError, match="probe.features='pixels' is not allowed"):
@@ -81,13 +97,21 @@ def test_an_extra_axis_is_named_only_where_it_differs_from_params_yaml():
     runs = plan(raw, seeds=1, grid_name="test")
     assert [run.name for run in runs] == ["mnist-triplet-simclr-s0", "mnist-triplet-simclr-negatives-random-s0"]
     assert runs[1].identity.variant == "negatives-random"
-    assert runs[1].overrides == {"dataset": "mnist", "loss": "triplet", "aug": "simclr",
-                                 "pairs.negatives": "random", "seed": 0}
+    assert runs[1].overrides == {
+        "dataset": "mnist",
+        "loss": "triplet",
+        "aug": "simclr",
+        "pairs.negatives": "random",
+        "seed": 0,
+    }
 
 
 def test_a_recipe_applies_to_every_point_and_names_the_runs():
-    raw = with_grid({"loss": ["pairwise", "triplet"]}, baselines=[],
-                    recipes={"protocol": {}, "fast": {"train.epochs": 1, "train.optimizer": "adamw"}})
+    raw = with_grid(
+        {"loss": ["pairwise", "triplet"]},
+        baselines=[],
+        recipes={"protocol": {}, "fast": {"train.epochs": 1, "train.optimizer": "adamw"}},
+    )
     runs = plan(raw, seeds=1, grid_name="test", recipe="fast")
     assert [run.name for run in runs] == ["mnist-pairwise-simclr-fast-s0", "mnist-triplet-simclr-fast-s0"]
     assert runs[0].identity.recipe == "fast"
@@ -100,7 +124,9 @@ def test_every_grid_of_params_yaml_plans_with_every_recipe():
     for grid in study["grids"]:
         for recipe in study["recipes"]:
             runs = plan(RAW, seeds=1, grid_name=grid, recipe=recipe)
-            assert runs and all(run.name.endswith(f"-{recipe}-s0") == (recipe != "protocol") for run in runs if not run.is_baseline)
+            assert runs and all(
+                run.name.endswith(f"-{recipe}-s0") == (recipe != "protocol") for run in runs if not run.is_baseline
+            )
 
 
 def test_unknown_grid_or_recipe_names_the_known_ones():
@@ -110,14 +136,17 @@ def test_unknown_grid_or_recipe_names_the_known_ones():
         plan(RAW, seeds=1, recipe="fast")
 
 
-@pytest.mark.parametrize("grid, message", [
-    ({"aug": ["simclar"]}, "aug='simclar' is not allowed"),
-    ({"train.momentun": [0.9]}, "study axis 'train.momentun' is not a param"),
-    ({"optim.lr": [0.1]}, "study axis 'optim.lr' is not a param (no section 'optim')"),
-    ({"train.epochs": [0]}, "train.epochs=0 is not allowed"),
-    ({"loss": ["pairwise"], "pairs.negatives": ["hard"]}, "pairs.negatives='hard' mines semi-hard negatives"),
-    ({"train.batch_size": [1024, 64], "embed.batch_size": [64, 2048]}, "gives two scenarios the name"),
-])
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({"aug": ["simclar"]}, "aug='simclar' is not allowed"),
+        ({"train.momentun": [0.9]}, "study axis 'train.momentun' is not a param"),
+        ({"optim.lr": [0.1]}, "study axis 'optim.lr' is not a param (no section 'optim')"),
+        ({"train.epochs": [0]}, "train.epochs=0 is not allowed"),
+        ({"loss": ["pairwise"], "pairs.negatives": ["hard"]}, "pairs.negatives='hard' mines semi-hard negatives"),
+        ({"train.batch_size": [1024, 64], "embed.batch_size": [64, 2048]}, "gives two scenarios the name"),
+    ],
+)
 def test_a_bad_grid_fails_before_anything_runs(grid, message):
     with pytest.raises(ParamError, match=message.replace("(", r"\(").replace(")", r"\)")):
         plan(with_grid(grid), seeds=1, grid_name="test")
@@ -136,8 +165,10 @@ def test_set_flag_writes_values_as_yaml_reads_them():
 
 def mlflow_scenarios(repo) -> list[str]:
     with sqlite3.connect(repo / "mlflow.db") as db:
-        rows = db.execute("SELECT t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
-                          "WHERE t.key = 'scenario' ORDER BY t.value").fetchall()
+        rows = db.execute(
+            "SELECT t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+            "WHERE t.key = 'scenario' ORDER BY t.value"
+        ).fetchall()
     return [value for (value,) in rows]
 
 
@@ -145,12 +176,23 @@ def mlflow_scenarios(repo) -> list[str]:
 def study(tmp_path_factory):
     repo, env = make_tiny_repo(tmp_path_factory.mktemp("study"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["study"].update(seeds=1, grids={"main": {"dataset": ["mnist"], "loss": ["triplet"], "aug": ["none", "simclr"]}})
+    params["study"].update(
+        seeds=1, grids={"main": {"dataset": ["mnist"], "loss": ["triplet"], "aug": ["none", "simclr"]}}
+    )
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     cmd = (sys.executable, "-m", "contrastlab.study", "--results", "study/results")
     first = sh(*cmd, cwd=repo, env=env)
-    report = sh(sys.executable, "-m", "contrastlab.study.report", "--results", "study/results", "--out", "report",
-                cwd=repo, env=env)
+    report = sh(
+        sys.executable,
+        "-m",
+        "contrastlab.study.report",
+        "--results",
+        "study/results",
+        "--out",
+        "report",
+        cwd=repo,
+        env=env,
+    )
     return repo, env, cmd, first, report
 
 
@@ -162,11 +204,19 @@ RUNS = 2 + len(KEPT_BASELINES)
 def test_study_keeps_every_run_and_tracks_each_once(study):
     repo, _, _, first, _ = study
     results = repo / "study/results"
-    assert sorted(p.name for p in results.iterdir()) == sorted([
-        "mnist-triplet-none-s0", "mnist-triplet-simclr-s0", *(f"baseline-mnist-{b}-s0" for b in KEPT_BASELINES)])
+    assert sorted(p.name for p in results.iterdir()) == sorted(
+        ["mnist-triplet-none-s0", "mnist-triplet-simclr-s0", *(f"baseline-mnist-{b}-s0" for b in KEPT_BASELINES)]
+    )
     kept = results / "mnist-triplet-none-s0"
     assert sorted(p.name for p in kept.iterdir()) == [
-        "confusion.csv", "examples.json", "probe.json", "study.json", "train.json", "train_loss.csv", "tsne.csv"]
+        "confusion.csv",
+        "examples.json",
+        "probe.json",
+        "study.json",
+        "train.json",
+        "train_loss.csv",
+        "tsne.csv",
+    ]
     info = json.loads((kept / "study.json").read_text())
     assert info["overrides"] == {"dataset": "mnist", "loss": "triplet", "aug": "none", "seed": 0}
     assert Scenario(**{key: info[key] for key in Scenario.__dataclass_fields__}) == Scenario("mnist", "triplet", "none")
@@ -174,8 +224,9 @@ def test_study_keeps_every_run_and_tracks_each_once(study):
     assert (baseline["dataset"], baseline["baseline"], baseline["seed"]) == ("mnist", "supervised", 0)
     assert info["wall_s"] > 0
     assert f"=== study [{RUNS}/{RUNS}] mnist-triplet-simclr-s0 (0 to go" in first.stdout  # baselines ran first
-    assert mlflow_scenarios(repo) == sorted([*(f"mnist-baseline-{b}" for b in BASELINES), "mnist-triplet-none",
-                                             "mnist-triplet-simclr"])
+    assert mlflow_scenarios(repo) == sorted(
+        [*(f"mnist-baseline-{b}" for b in BASELINES), "mnist-triplet-none", "mnist-triplet-simclr"]
+    )
     with sqlite3.connect(repo / "mlflow.db") as db:  # a study run is named by its experiment, seed included
         names = sorted(name for (name,) in db.execute("SELECT name FROM runs"))
     assert names[-2:] == ["mnist-triplet-none-s0", "mnist-triplet-simclr-s0"]
@@ -220,9 +271,16 @@ def test_an_experiment_made_with_other_params_is_not_taken_for_a_run(tmp_path):
     raw = copy.deepcopy(RAW)
     runs = plan(raw, 1)
     scenario = runs[-1]
-    baseline = next(run for run in runs if run.is_baseline and run.overrides["dataset"] == scenario.overrides["dataset"])
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@e"}
+    baseline = next(
+        run for run in runs if run.is_baseline and run.overrides["dataset"] == scenario.overrides["dataset"]
+    )
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@e",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@e",
+    }
 
     def experiment(params: dict) -> str:
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -240,20 +298,28 @@ def test_an_experiment_made_with_other_params_is_not_taken_for_a_run(tmp_path):
 
 
 def test_only_the_named_baselines_run_for_each_setting_of_the_grid_and_no_scenario():
-    raw = with_grid({"dataset": ["mnist", "cifar10"], "loss": ["triplet"], "aug": ["simclr"],
-                     "patches.centroids": [64, 1600]})
+    raw = with_grid(
+        {"dataset": ["mnist", "cifar10"], "loss": ["triplet"], "aug": ["simclr"], "patches.centroids": [64, 1600]}
+    )
     runs = plan(raw, seeds=1, grid_name="test", only_baselines=["kmeans_patches"])
     assert [run.name for run in runs] == [
-        "baseline-mnist-kmeans_patches-s0", "baseline-mnist-kmeans_patches-centroids-1600-s0",
-        "baseline-cifar10-kmeans_patches-s0", "baseline-cifar10-kmeans_patches-centroids-1600-s0"]
+        "baseline-mnist-kmeans_patches-s0",
+        "baseline-mnist-kmeans_patches-centroids-1600-s0",
+        "baseline-cifar10-kmeans_patches-s0",
+        "baseline-cifar10-kmeans_patches-centroids-1600-s0",
+    ]
     assert all(run.is_baseline for run in runs)
 
 
 def test_without_baselines_only_the_scenarios_run_seed_by_seed_up_to_probe_and_tsne():
     raw = with_grid({"dataset": ["mnist"], "loss": ["triplet", "pairwise"], "aug": ["simclr"]})
     runs = plan(raw, seeds=2, grid_name="test", with_baselines=False)
-    assert [run.name for run in runs] == ["mnist-triplet-simclr-s0", "mnist-pairwise-simclr-s0",
-                                          "mnist-triplet-simclr-s1", "mnist-pairwise-simclr-s1"]
+    assert [run.name for run in runs] == [
+        "mnist-triplet-simclr-s0",
+        "mnist-pairwise-simclr-s0",
+        "mnist-triplet-simclr-s1",
+        "mnist-pairwise-simclr-s1",
+    ]
     assert {run.stages for run in runs} == {("probe", "tsne")}
     with_them = plan(raw, seeds=1, grid_name="test")
     assert {run.stages for run in with_them if not run.is_baseline} == {()}  # the whole pipeline, track too
@@ -262,25 +328,39 @@ def test_without_baselines_only_the_scenarios_run_seed_by_seed_up_to_probe_and_t
 
 def test_dvc_exp_run_targets_the_runs_stages_and_keeps_only_what_they_wrote(monkeypatch, tmp_path):
     raw = with_grid({"dataset": ["mnist"], "loss": ["triplet"], "aug": ["simclr"]})
-    scenario, = plan(raw, seeds=1, grid_name="test", with_baselines=False)
+    (scenario,) = plan(raw, seeds=1, grid_name="test", with_baselines=False)
     commands, refs = [], iter([None, "refs/exps/x"])
     monkeypatch.setattr(runner, "experiment_ref", lambda root, name: next(refs))
     monkeypatch.setattr(runner, "run_child", lambda cmd, *args: commands.append(cmd))
     monkeypatch.setattr(runner, "git", lambda root, *args: "{}")
     files = runner.experiment_files(tmp_path, scenario)
-    assert commands == [["dvc", "exp", "run", "--temp", "-n", "mnist-triplet-simclr-s0",
-                         *[arg for path, value in scenario.overrides.items() for arg in ("-S", set_flag(path, value))],
-                         "probe", "tsne"]]
+    assert commands == [
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--temp",
+            "-n",
+            "mnist-triplet-simclr-s0",
+            *[arg for path, value in scenario.overrides.items() for arg in ("-S", set_flag(path, value))],
+            "probe",
+            "tsne",
+        ]
+    ]
     assert set(files) == {*runner.KEPT.values(), "study.json"}
 
 
 def test_the_study_command_refuses_baselines_and_no_baselines_together_in_one_line():
-    done = subprocess.run([sys.executable, "-m", "contrastlab.study", "--no-baselines", "--baselines", "raw_pixels"],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "contrastlab.study", "--no-baselines", "--baselines", "raw_pixels"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and "not allowed with argument --no-baselines" in done.stderr.splitlines()[-1]
 
 
 def test_the_study_command_refuses_an_unknown_baseline_in_one_line():
-    done = subprocess.run([sys.executable, "-m", "contrastlab.study", "--baselines", "pixelz"], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "contrastlab.study", "--baselines", "pixelz"], capture_output=True, text=True
+    )
     assert done.returncode == 2 and "no baseline 'pixelz'; known: raw_pixels" in done.stderr

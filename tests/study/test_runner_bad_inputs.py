@@ -46,22 +46,38 @@ def project(tmp_path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("args, line", [
-    (["--workers", "-1"], "error: argument --workers: '-1' is not allowed; expected an integer >= 1 (see --help)"),
-    (["--seeds", "100000000"], "error: argument --seeds: '100000000' is not allowed; expected an integer >= 1 and "
-                               "<= 1000 (see --help)"),
-    (["--seeds", "0"], "error: argument --seeds: '0' is not allowed; expected an integer >= 1 and <= 1000 "
-                       "(see --help)"),
-    (["--threads", "0"], "error: argument --threads: '0' is not allowed; expected an integer >= 1 (see --help)"),
-    (["--jobs", "two"], "error: argument --jobs: 'two' is not allowed; expected an integer >= 1 (see --help)"),
-    (["--set", "train.lr=[unclosed"], "error: argument --set: 'train.lr=[unclosed': the value is not valid YAML "
-                                      "(expected ',' or ']', but got '<stream end>') (see --help)"),
-    (["--set", "seed=5"], "error: --set seed=5: a study runs seeds 0..N-1; choose N with --seeds"),
-    (["--set", "dataset=cifar10"], "error: --set dataset=cifar10: study grid 'main' varies dataset (mnist, cifar10); "
-                                   "choose a grid that does not vary it, or add one"),
-    (["--set", "aug=pad_rotate_scale"], "error: --set aug=pad_rotate_scale: study grid 'main' varies aug (none, "
-                                        "pad_rotate_scale, simclr); choose a grid that does not vary it, or add one"),
-])
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["--workers", "-1"], "error: argument --workers: '-1' is not allowed; expected an integer >= 1 (see --help)"),
+        (
+            ["--seeds", "100000000"],
+            "error: argument --seeds: '100000000' is not allowed; expected an integer >= 1 and <= 1000 (see --help)",
+        ),
+        (
+            ["--seeds", "0"],
+            "error: argument --seeds: '0' is not allowed; expected an integer >= 1 and <= 1000 (see --help)",
+        ),
+        (["--threads", "0"], "error: argument --threads: '0' is not allowed; expected an integer >= 1 (see --help)"),
+        (["--jobs", "two"], "error: argument --jobs: 'two' is not allowed; expected an integer >= 1 (see --help)"),
+        (
+            ["--set", "train.lr=[unclosed"],
+            "error: argument --set: 'train.lr=[unclosed': the value is not valid YAML "
+            "(expected ',' or ']', but got '<stream end>') (see --help)",
+        ),
+        (["--set", "seed=5"], "error: --set seed=5: a study runs seeds 0..N-1; choose N with --seeds"),
+        (
+            ["--set", "dataset=cifar10"],
+            "error: --set dataset=cifar10: study grid 'main' varies dataset (mnist, cifar10); "
+            "choose a grid that does not vary it, or add one",
+        ),
+        (
+            ["--set", "aug=pad_rotate_scale"],
+            "error: --set aug=pad_rotate_scale: study grid 'main' varies aug (none, "
+            "pad_rotate_scale, simclr); choose a grid that does not vary it, or add one",
+        ),
+    ],
+)
 def test_a_bad_option_is_one_line_at_once_and_touches_nothing(project, args, line):
     done = subprocess.run([*STUDY, *args], cwd=project, capture_output=True, text=True, timeout=120)
     assert one_line_error(done) == line
@@ -98,8 +114,10 @@ def test_a_run_whose_files_fail_to_be_written_leaves_no_partial_folder(tmp_path)
 
 def hold_lock(results: Path) -> subprocess.Popen:
     """Another process holding `results`' lock, as a running study does; returned once it holds it."""
-    code = ("import sys, time; from pathlib import Path; from contrastlab.study.runner import results_lock\n"
-            "with results_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(300)")
+    code = (
+        "import sys, time; from pathlib import Path; from contrastlab.study.runner import results_lock\n"
+        "with results_lock(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(300)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code, str(results)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline() == "held\n"
     return holder
@@ -111,8 +129,9 @@ def test_a_second_study_on_the_same_results_is_refused_naming_the_first_and_a_de
     holder = hold_lock(results)
     try:
         done = subprocess.run(STUDY, cwd=project, capture_output=True, text=True, timeout=120)
-        assert one_line_error(done).startswith(f"error: {results.name}: another study writes there (pid {holder.pid} "
-                                               f"on {os.uname().nodename}, started ")
+        assert one_line_error(done).startswith(
+            f"error: {results.name}: another study writes there (pid {holder.pid} on {os.uname().nodename}, started "
+        )
         assert done.stderr.strip().endswith("; wait for it to finish or stop it, then run this one again")
         (results / "mnist-triplet-simclr-s0.partial").mkdir()  # as the first study writes a run
     finally:
@@ -122,26 +141,33 @@ def test_a_second_study_on_the_same_results_is_refused_naming_the_first_and_a_de
     with results_lock(results):  # the next study takes the lock and removes what the dead one half-wrote
         assert f"pid {os.getpid()} " in (results / LOCK).read_text()
         assert sorted(path.name for path in results.iterdir()) == [LOCK, "mnist-triplet-none-s0"]
-        with pytest.raises(FileError, match=f"another study writes there \\(pid {os.getpid()} "):
-            with results_lock(results):
-                pass
+        with (
+            pytest.raises(FileError, match=f"another study writes there \\(pid {os.getpid()} "),
+            results_lock(results),
+        ):
+            pass
     assert [path.name for path in results.iterdir()] == ["mnist-triplet-none-s0"]  # no lock file left behind
 
 
 # A stage of `dvc exp run` (run_stage, so it watches the driver) that trains "forever", its pid in a file
-STAGE = ("import os, sys, time; from pathlib import Path; from contrastlab.infra.stage import run_stage\n"
-         "Path(sys.argv[1]).write_text(str(os.getpid())); run_stage(lambda: time.sleep(600))")
+STAGE = (
+    "import os, sys, time; from pathlib import Path; from contrastlab.infra.stage import run_stage\n"
+    "Path(sys.argv[1]).write_text(str(os.getpid())); run_stage(lambda: time.sleep(600))"
+)
 # A study driver running it the way the study runs `dvc exp run`
-DRIVER = ("import sys; from pathlib import Path; from contrastlab.study.runner import run_child\n"
-          "try:\n    run_child([sys.executable, '-c', sys.argv[1], sys.argv[2]], Path.cwd())\n"
-          "except KeyboardInterrupt:\n    sys.exit(130)")
+DRIVER = (
+    "import sys; from pathlib import Path; from contrastlab.study.runner import run_child\n"
+    "try:\n    run_child([sys.executable, '-c', sys.argv[1], sys.argv[2]], Path.cwd())\n"
+    "except KeyboardInterrupt:\n    sys.exit(130)"
+)
 
 
 def started_child(tmp_path: Path) -> tuple[subprocess.Popen, int]:
     """A driver and the pid of the stage it started."""
     pid_file = tmp_path / "child.pid"
-    driver = subprocess.Popen([sys.executable, "-c", DRIVER, STAGE, str(pid_file)], cwd=tmp_path,
-                              preexec_fn=as_in_a_terminal)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, STAGE, str(pid_file)], cwd=tmp_path, preexec_fn=as_in_a_terminal
+    )
     deadline = time.monotonic() + 60
     while not pid_file.exists() or not pid_file.read_text():
         assert time.monotonic() < deadline and driver.poll() is None, "the child never started"
@@ -192,8 +218,16 @@ class Study:
     to it alone); its output is gathered line by line."""
 
     def __init__(self, repo: Path, env: dict):
-        self.process = subprocess.Popen(STUDY, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, start_new_session=True, preexec_fn=as_in_a_terminal)
+        self.process = subprocess.Popen(
+            STUDY,
+            cwd=repo,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            preexec_fn=as_in_a_terminal,
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
         self.reader.start()
@@ -220,8 +254,9 @@ class Study:
 def tiny(tmp_path_factory):
     repo, env = make_tiny_repo(tmp_path_factory.mktemp("study-stops"))
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["study"].update(seeds=1, baselines=["raw_pixels"],
-                           grids={"main": {"dataset": ["mnist"], "loss": ["triplet"], "aug": ["none"]}})
+    params["study"].update(
+        seeds=1, baselines=["raw_pixels"], grids={"main": {"dataset": ["mnist"], "loss": ["triplet"], "aug": ["none"]}}
+    )
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return repo, env
 

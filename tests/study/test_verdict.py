@@ -53,7 +53,10 @@ def test_each_budget_names_the_best_label_free_configuration_trained_within_it(t
     scenarios, baselines = load(results)
     rows = within_budgets([*scenarios.values(), *baselines.values()], budgets=(2, 30, 60, 120))
     assert [(r["budget"], r["configuration"].split(";")[0], r["cpu_minutes"]) for r in rows] == [
-        (30, "ntxent / simclr", 3.3), (60, "vicreg / simclr", 50.0), (120, "vicreg / simclr", 50.0)]  # none in 2
+        (30, "ntxent / simclr", 3.3),
+        (60, "vicreg / simclr", 50.0),
+        (120, "vicreg / simclr", 50.0),
+    ]  # none in 2
 
 
 def read_csv(path):
@@ -66,8 +69,12 @@ def test_every_number_in_the_sentences_is_in_results_csv_or_comparisons_csv(tmp_
     said = write_report(tmp_path / "results", tmp_path / "report")
     assert 3 <= len(said) <= 5
     results, comparisons = read_csv(tmp_path / "report/results.csv"), read_csv(tmp_path / "report/comparisons.csv")
-    known = {float(value) for row in results + comparisons for key, value in row.items()
-             if value and key not in ("seeds", "width") and re.fullmatch(r"[-+]?\d+\.?\d*(e-?\d+)?", value)}
+    known = {
+        float(value)
+        for row in results + comparisons
+        for key, value in row.items()
+        if value and key not in ("seeds", "width") and re.fullmatch(r"[-+]?\d+\.?\d*(e-?\d+)?", value)
+    }
     for sentence in said:
         for number in re.findall(r"[-+]?\d+\.\d+", sentence):  # printed rounded to its last digit
             rounding = 0.5 * 10 ** -len(number.split(".")[1]) + 1e-9
@@ -82,8 +89,10 @@ def test_the_sentences_say_whether_label_free_contrastive_beats_the_classical_ba
     study_with_every_family(tmp_path / "results")
     said = write_report(tmp_path / "results", tmp_path / "report")
     versus = next(s for s in said if s.startswith("Against the best classical"))
-    assert ("k-means on whitened patches (Coates et al. 2011) (0.7100 ± 0.0248) in 0.3 CPU-minutes, the best label-free "
-            "contrastive method (trained 3.3 CPU-minutes) beats it: +0.0567") in versus  # 100 s x 2 threads
+    assert (
+        "k-means on whitened patches (Coates et al. 2011) (0.7100 ± 0.0248) in 0.3 CPU-minutes, the best label-free "
+        "contrastive method (trained 3.3 CPU-minutes) beats it: +0.0567"
+    ) in versus  # 100 s x 2 threads
     assert "p = 0.003" in versus
     # the same comparison with a classical baseline scoring as NT-Xent does, give or take: not told apart
     other = tmp_path / "other"
@@ -131,26 +140,30 @@ def test_the_classical_comparison_and_its_sentences_use_one_protocol_the_one_wit
     study_with_every_family(results)  # study protocol: NT-Xent and k-means over 3 seeds each
     standard = {"probe.protocol": "standard"}
     for seed, (ntxent, kmeans) in enumerate([(0.85, 0.80), (0.86, 0.83)]):  # standard: 2 seeds
-        write_scenario(results, "ntxent", "simclr", seed, ntxent, recipe="tuned", variant="protocol-standard",
-                       overrides=standard)
+        write_scenario(
+            results, "ntxent", "simclr", seed, ntxent, recipe="tuned", variant="protocol-standard", overrides=standard
+        )
         write_baseline(results, "kmeans_patches", seed, kmeans, variant="protocol-standard", overrides=standard)
     write_baseline(results, "supervised", 0, 0.97, variant="protocol-standard", overrides=standard)
     said = write_report(results, tmp_path / "report")
     tested = [row for row in read_csv(tmp_path / "report/comparisons.csv") if row["family"].startswith("verdict")]
     assert [(row["b_group"], row["test"]) for row in tested] == [("mnist-baseline-kmeans_patches", "paired, 3 seeds")]
-    assert said[0].startswith("On mnist (study probe), the best label-free contrastive representation is ntxent / "
-                              "simclr")
+    assert said[0].startswith(
+        "On mnist (study probe), the best label-free contrastive representation is ntxent / simclr"
+    )
     # a third standard seed: both protocols have 3, and the tie goes to the literature's protocol; every number of
     # the first two sentences is then the standard protocol's (NT-Xent 0.85, 0.86, 0.87; k-means 0.80, 0.83, 0.81)
-    write_scenario(results, "ntxent", "simclr", 2, 0.87, recipe="tuned", variant="protocol-standard",
-                   overrides=standard)
+    write_scenario(
+        results, "ntxent", "simclr", 2, 0.87, recipe="tuned", variant="protocol-standard", overrides=standard
+    )
     write_baseline(results, "kmeans_patches", 2, 0.81, variant="protocol-standard", overrides=standard)
     said = write_report(results, tmp_path / "report")
     tested = [row for row in read_csv(tmp_path / "report/comparisons.csv") if row["family"].startswith("verdict")]
     assert [row["b_group"] for row in tested] == ["mnist-baseline-kmeans_patches-protocol-standard"]
-    assert said[0].startswith("On mnist (standard probe), the best label-free contrastive representation is ntxent / "
-                              "simclr, study encoder (0.8600 ± ")
+    assert said[0].startswith(
+        "On mnist (standard probe), the best label-free contrastive representation is ntxent / "
+        "simclr, study encoder (0.8600 ± "
+    )
     assert "with labels, contrastive training reaches nothing on this probe yet" in said[0]
-    assert "supervised ceiling is encoder trained supervised (cross-entropy), study encoder (0.9700, 1 seed)" \
-        in said[0]
+    assert "supervised ceiling is encoder trained supervised (cross-entropy), study encoder (0.9700, 1 seed)" in said[0]
     assert "(0.8133 ± " in said[1] and ": +0.0467 [" in said[1]

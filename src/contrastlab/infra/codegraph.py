@@ -11,8 +11,8 @@ output are left out; `EXEMPT` lists them with the reason.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 PACKAGE = "contrastlab"
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the package: src/
@@ -44,7 +44,7 @@ def module_file(name: str) -> Path | None:
 
 def imported_modules(path: Path) -> set[str]:
     """Every package module a file names in an import statement (`from a import b` also tries `a.b`)."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)

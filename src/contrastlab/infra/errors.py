@@ -14,7 +14,7 @@ def shown(value: object, limit: int = 80) -> str:
     """`value`'s repr for a one-line message, at most `limit` characters. reprlib stops at a few items per level, so
     even a value of billions of items (a YAML alias chain) is shown at once instead of never."""
     text = _REPR.repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ParamError(ValueError):

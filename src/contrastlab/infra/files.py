@@ -16,9 +16,9 @@ import json
 import os
 import time
 import zipfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import yaml
@@ -44,7 +44,6 @@ def project_root() -> Path:
     return Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()
 
 
-
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path to write `path`'s content to; rename it to `path` when the block succeeds.
@@ -61,9 +60,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield partial
         os.replace(partial, path)
     except OSError as err:
-        raise FileError(f"cannot write {path}: {err.strerror or err} (free disk space or fix permissions, then "
-                        "re-run; `dvc checkout` brings back the outputs `dvc repro` deleted before running the stage, "
-                        "`git checkout` its uncached metrics and plots)") from None
+        raise FileError(
+            f"cannot write {path}: {err.strerror or err} (free disk space or fix permissions, then "
+            "re-run; `dvc checkout` brings back the outputs `dvc repro` deleted before running the stage, "
+            "`git checkout` its uncached metrics and plots)"
+        ) from None
     finally:
         partial.unlink(missing_ok=True)
 
@@ -91,7 +92,7 @@ def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable[objec
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     with atomic_path(path) as partial:
-        np.savez(partial, **arrays)
+        np.savez(partial, **arrays)  # type: ignore[arg-type]  # mypy matches **arrays to allow_pickle: bool too
 
 
 def one_line(text: object, limit: int | None = None) -> str:
@@ -130,8 +131,10 @@ def recompute_advice(path: str | Path) -> str:
     with cached.open("rb") as f:
         if hashlib.file_digest(f, "md5").hexdigest() == cached.parent.name + cached.name:
             return RECOMPUTE
-    return (f"DVC's cached copy {cached.relative_to(project_root())} is damaged too: delete both and run `dvc repro` "
-            "to recompute it")
+    return (
+        f"DVC's cached copy {cached.relative_to(project_root())} is damaged too: delete both and run `dvc repro` "
+        "to recompute it"
+    )
 
 
 @contextmanager

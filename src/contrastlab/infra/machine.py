@@ -67,13 +67,16 @@ def use_cpu_kernels(kernels: str) -> None:
     if kernels == "native":
         return
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        raise ParamError(f"params.yaml: cpu_kernels='portable' pins x86-64 kernels, and this machine is "
-                         f"{platform.machine()}; use cpu_kernels=native")
+        raise ParamError(
+            f"params.yaml: cpu_kernels='portable' pins x86-64 kernels, and this machine is "
+            f"{platform.machine()}; use cpu_kernels=native"
+        )
     os.environ.update(PORTABLE_KERNELS)
     capability = torch.backends.cpu.get_cpu_capability()
     if capability == "DEFAULT":
-        raise ParamError("params.yaml: cpu_kernels='portable' runs AVX2's kernels, and this CPU has no AVX2; "
-                         "use cpu_kernels=native")
+        raise ParamError(
+            "params.yaml: cpu_kernels='portable' runs AVX2's kernels, and this CPU has no AVX2; use cpu_kernels=native"
+        )
     if capability != "AVX2":
         raise RuntimeError(f"torch computed before use_cpu_kernels: its kernels are already {capability}")
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import yaml
 
@@ -59,8 +60,16 @@ def _is_number(v: Any) -> bool:
     return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
 
 
-def _bounded(noun: str, is_kind: Callable[[Any], bool], lo: float, *, strict: bool = False, most: float | None = None,
-             below: float | None = None, word: str | None = None) -> Rule:
+def _bounded(
+    noun: str,
+    is_kind: Callable[[Any], bool],
+    lo: float,
+    *,
+    strict: bool = False,
+    most: float | None = None,
+    below: float | None = None,
+    word: str | None = None,
+) -> Rule:
     """A `noun` > `lo` if `strict`, else >= `lo`, and at most `most` or under `below` where a larger value can only be
     a typo that would fail (or run for days) in the middle of the work; or the keyword `word` (e.g. 'auto')."""
     allowed = f"{noun} {'>' if strict else '>='} {lo}"
@@ -68,9 +77,15 @@ def _bounded(noun: str, is_kind: Callable[[Any], bool], lo: float, *, strict: bo
     allowed += f" and < {below}" if below is not None else ""
     return Rule(
         (f"'{word}' or " if word else "") + allowed,
-        lambda v: (word is not None and v == word) or (
-            is_kind(v) and (v > lo if strict else v >= lo) and (most is None or v <= most)
-            and (below is None or v < below)),
+        lambda v: (
+            (word is not None and v == word)
+            or (
+                is_kind(v)
+                and (v > lo if strict else v >= lo)
+                and (most is None or v <= most)
+                and (below is None or v < below)
+            )
+        ),
     )
 
 
@@ -92,8 +107,10 @@ def boolean() -> Rule:
 
 def int_list(most: int) -> Rule:
     """Integers from -most to most, e.g. shifts in pixels that must leave part of the image."""
-    return Rule(f"a list of integers >= {-most} and <= {most} (may be empty)",
-                lambda v: isinstance(v, list) and all(_is_int(x) and abs(x) <= most for x in v))
+    return Rule(
+        f"a list of integers >= {-most} and <= {most} (may be empty)",
+        lambda v: isinstance(v, list) and all(_is_int(x) and abs(x) <= most for x in v),
+    )
 
 
 def fraction() -> Rule:
@@ -112,8 +129,11 @@ def list_of(*options: str) -> Rule:
 
 
 def _is_grid(v: Any) -> bool:
-    return isinstance(v, dict) and len(v) > 0 and all(
-        isinstance(k, str) and isinstance(x, list) and len(x) > 0 for k, x in v.items())
+    return (
+        isinstance(v, dict)
+        and len(v) > 0
+        and all(isinstance(k, str) and isinstance(x, list) and len(x) > 0 for k, x in v.items())
+    )
 
 
 def named_grids() -> Rule:
@@ -126,8 +146,13 @@ def named_grids() -> Rule:
 def named_overrides() -> Rule:
     return Rule(
         "a mapping of recipe names to mappings of param names (as `-S` takes them) to values",
-        lambda v: isinstance(v, dict) and len(v) > 0 and all(
-            isinstance(k, str) and isinstance(o, dict) and all(isinstance(x, str) for x in o) for k, o in v.items()),
+        lambda v: (
+            isinstance(v, dict)
+            and len(v) > 0
+            and all(
+                isinstance(k, str) and isinstance(o, dict) and all(isinstance(x, str) for x in o) for k, o in v.items()
+            )
+        ),
     )
 
 
@@ -145,8 +170,10 @@ class Registered:
     def __call__(self) -> Rule:
         names = sorted(registry(self.kind))
         if self.many:
-            return Rule("a non-empty list drawn from " + ", ".join(names),
-                        lambda v: isinstance(v, list) and len(v) > 0 and all(x in names for x in v))
+            return Rule(
+                "a non-empty list drawn from " + ", ".join(names),
+                lambda v: isinstance(v, list) and len(v) > 0 and all(x in names for x in v),
+            )
         return one_of(*names)
 
 
@@ -167,7 +194,9 @@ MANY = 1_000_000  # sizes of batches and anchor sets, optimiser iterations
 MAX_EPOCHS = 10_000
 MAX_SMALL_CROPS = 64  # multi-crop's small crops per image (EMP-SSL uses 20 views)
 MIN_CROP = 8  # pixels: a smaller crop leaves the encoders' pooled maps empty
-NARROWEST_IMAGE = 28  # pixels: MNIST's width; a shift of the test images must leave some of every image; a patch must fit
+NARROWEST_IMAGE = (
+    28  # pixels: MNIST's width; a shift of the test images must leave some of every image; a patch must fit
+)
 
 # section -> key -> rule (or a factory for rules that depend on the registries).
 SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
@@ -251,8 +280,10 @@ def _negatives_fit_the_loss(p: dict) -> str | None:
         return "pairs.negatives='hard' mines semi-hard negatives for triplets; use it with loss=triplet"
     if negatives == "random" and layouts[p["loss"]] == "views":
         two_view = ", ".join(name for name, layout in layouts.items() if layout == "views")
-        return (f"pairs.negatives='random' has no effect on two-view losses ({two_view}), whose negatives are the "
-                "rest of the batch; leave it at label_aware")
+        return (
+            f"pairs.negatives='random' has no effect on two-view losses ({two_view}), whose negatives are the "
+            "rest of the batch; leave it at label_aware"
+        )
     return None
 
 
@@ -262,16 +293,22 @@ def _views_fit_the_loss(p: dict) -> str | None:
     layouts = {name: loss.examples for name, loss in registry("loss").items()}
     if p["train"]["small_crops"] and layouts[p["loss"]] != "views":
         two_view = ", ".join(name for name, layout in layouts.items() if layout == "views")
-        return (f"train.small_crops={p['train']['small_crops']} adds views for two-view losses ({two_view}); "
-                f"loss={p['loss']} trains on {layouts[p['loss']]}: set train.small_crops: 0 or a two-view loss")
+        return (
+            f"train.small_crops={p['train']['small_crops']} adds views for two-view losses ({two_view}); "
+            f"loss={p['loss']} trains on {layouts[p['loss']]}: set train.small_crops: 0 or a two-view loss"
+        )
     if p["train"]["small_crops"] and not registry("arch")[p["model"]["arch"]].any_size:
         pooled = ", ".join(name for name, arch in registry("arch").items() if arch.any_size)
-        return (f"train.small_crops needs an encoder that embeds images of any size; model.arch={p['model']['arch']} "
-                f"reads a map of one size: use {pooled}")
+        return (
+            f"train.small_crops needs an encoder that embeds images of any size; model.arch={p['model']['arch']} "
+            f"reads a map of one size: use {pooled}"
+        )
     heads = registry("loss")[p["loss"]].heads
     if heads is not None and p["train"]["head"] not in heads:
-        return (f"loss={p['loss']} cannot learn through train.head={p['train']['head']} (vicreg asks each embedding "
-                f"coordinate's std to reach 1, which sigmoid and l2 embeddings cannot); set train.head: {heads[0]}")
+        return (
+            f"loss={p['loss']} cannot learn through train.head={p['train']['head']} (vicreg asks each embedding "
+            f"coordinate's std to reach 1, which sigmoid and l2 embeddings cannot); set train.head: {heads[0]}"
+        )
     return None
 
 
@@ -280,7 +317,9 @@ def _arch_embeds_to_the_size(p: dict) -> str | None:
     arch, size = p["model"]["arch"], p["model"]["embedding_dim"]
     fixed = registry("arch")[arch].embedding_dim
     if fixed is not None and size != fixed:
-        return f"model.arch='{arch}' always embeds to {fixed} dimensions; set model.embedding_dim: {fixed} or another arch"
+        return (
+            f"model.arch='{arch}' always embeds to {fixed} dimensions; set model.embedding_dim: {fixed} or another arch"
+        )
     return None
 
 
@@ -288,8 +327,10 @@ def _warmup_ends_before_training(p: dict) -> str | None:
     """A warm-up as long as training never reaches train.lr (onecycle has its own and ignores it)."""
     t = p["train"]
     if t["schedule"] != "onecycle" and t["epochs"] != AUTO and t["warmup_epochs"] >= t["epochs"]:
-        return (f"train.warmup_epochs={t['warmup_epochs']} but training lasts only train.epochs={t['epochs']}, "
-                f"so the learning rate would never reach train.lr; use at most {t['epochs'] - 1}")
+        return (
+            f"train.warmup_epochs={t['warmup_epochs']} but training lasts only train.epochs={t['epochs']}, "
+            f"so the learning rate would never reach train.lr; use at most {t['epochs'] - 1}"
+        )
     return None
 
 
@@ -336,15 +377,19 @@ def _check(name: str, value: Any, rule: Rule | Registered) -> None:
 
 def _lookup(raw: dict, key: str) -> Any:
     section, _, name = key.rpartition(".")
-    node = raw
+    node: Any = raw
     if section:
         node = raw.get(section)
         if node is None:
             raise ParamError(f"params.yaml: missing section '{section}'")
         if not isinstance(node, dict):
-            raise ParamError(f"params.yaml: {section}={shown(node)} is not allowed; expected a section of keys and values")
+            raise ParamError(
+                f"params.yaml: {section}={shown(node)} is not allowed; expected a section of keys and values"
+            )
     if name not in node:
-        raise ParamError(f"params.yaml: missing key '{key}'" if section else f"params.yaml: missing top-level key '{key}'")
+        raise ParamError(
+            f"params.yaml: missing key '{key}'" if section else f"params.yaml: missing top-level key '{key}'"
+        )
     return node[name]
 
 
@@ -382,8 +427,10 @@ def validate(raw: Any, reads: Iterable[str]) -> dict:
     if not isinstance(raw, dict):
         raise ParamError("params.yaml: the file must be a mapping of keys to values")
     if _expands_beyond(raw, MOST_VALUES):
-        raise ParamError(f"params.yaml: the document expands to more than {MOST_VALUES} values (a YAML alias "
-                         "chain?); write the values out instead")
+        raise ParamError(
+            f"params.yaml: the document expands to more than {MOST_VALUES} values (a YAML alias "
+            "chain?); write the values out instead"
+        )
     _refuse_unknown(raw, [*SCHEMA[None], *(section for section in SCHEMA if section)], suggest=True)
     reads = list(reads)
     for section in reads:
@@ -415,8 +462,18 @@ SCENARIO = (*(key for key in SCHEMA[None]), *(s for s in SCHEMA if s is not None
 # What any baseline reads (`contrastlab.methods.baselines`): the probe's protocol, split, settings and features, the
 # encoder's design, the images held out for validation, the anchors and the batch size, and the patch baselines'
 # settings. No recipe: a baseline is the same reference point for every scenario of a dataset, arch and probe.
-BASELINE = ("dataset", "seed", "cpu_kernels", "model", "split", "pairs.anchors_per_class", "train.batch_size", "embed.batch_size",
-            "probe", "patches")
+BASELINE = (
+    "dataset",
+    "seed",
+    "cpu_kernels",
+    "model",
+    "split",
+    "pairs.anchors_per_class",
+    "train.batch_size",
+    "embed.batch_size",
+    "probe",
+    "patches",
+)
 
 
 def validate_all(raw: Any) -> dict:
@@ -438,5 +495,6 @@ def read(path: str | Path) -> Any:
         where = getattr(err, "problem_mark", None)
         at = f"line {where.line + 1}, column {where.column + 1}: " if where else ""
         problem = getattr(err, "problem", None) or str(err)
-        raise ParamError(f"{path} is not valid YAML ({at}{problem}); fix it or `git checkout {path}`"
-                         .replace("\n", " ")) from None
+        raise ParamError(
+            f"{path} is not valid YAML ({at}{problem}); fix it or `git checkout {path}`".replace("\n", " ")
+        ) from None

@@ -71,7 +71,14 @@ def confusion_heatmap(matrix: np.ndarray, class_names: list[str], title: str, pa
     ax.set_yticklabels(class_names)
     for i in range(len(class_names)):
         for j in range(len(class_names)):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
     fig.colorbar(image, ax=ax, label="fraction of actual class")
     save(fig, path, dpi=120)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Iterator, Sequence, TextIO
+from collections.abc import Iterator, Sequence
+from typing import TextIO
 
 from tqdm import tqdm
 
@@ -52,6 +53,7 @@ class EpochProgress:
         if self.live:
             self.bar.set_postfix(loss=f"{epoch_loss:.4f}", img_s=f"{self.images_per_s:,.0f}")
         elif self.enabled:
-            print(f"{self.label}: loss {epoch_loss:.4f}, {self.images_per_s:,.0f} images/s", file=self.stream,
-                  flush=True)
+            print(
+                f"{self.label}: loss {epoch_loss:.4f}, {self.images_per_s:,.0f} images/s", file=self.stream, flush=True
+            )
         self.bar.close()

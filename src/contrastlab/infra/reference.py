@@ -117,14 +117,24 @@ def render(params_text: str, dvc_text: str, schema: dict = SCHEMA, combinations=
         for key, (written, meaning) in keys[section].items():
             full = f"{section}.{key}" if section else key
             stages = STUDY_RUNNER if section in STUDY_ONLY else ", ".join(f"`{s}`" for s in read_by.get(full, []))
-            row = [f"`{full}`", allowed(schema[section][key]), _default(written, values[key]), stages or "no stage",
-                   meaning]
+            row = [
+                f"`{full}`",
+                allowed(schema[section][key]),
+                _default(written, values[key]),
+                stages or "no stage",
+                meaning,
+            ]
             lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     rules = [(involved, check.__doc__.strip().splitlines()[0]) for involved, check in combinations if check.__doc__]
     if rules:
-        lines += ["", "## Rules across keys", "",
-                  "A stage that reads every key of a rule refuses a combination that breaks it; the study checks them "
-                  "all before it starts.", ""]
+        lines += [
+            "",
+            "## Rules across keys",
+            "",
+            "A stage that reads every key of a rule refuses a combination that breaks it; the study checks them "
+            "all before it starts.",
+            "",
+        ]
         lines += [f"- {', '.join(f'`{k}`' for k in involved)}: {doc}" for involved, doc in rules]
     return "\n".join(lines) + "\n"
 

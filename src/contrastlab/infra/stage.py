@@ -8,12 +8,11 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import psutil
 
 from contrastlab.infra.errors import DataError, FileError, ParamError, TrackingError
-
 
 # A Dask worker runs `dvc exp run`, which runs the stages; a worker killed with SIGKILL cannot stop them, and
 # they would train on (and log to MLflow) beside the run's retry on another worker. So the worker names its
@@ -35,11 +34,14 @@ def stop_when_gone(pid: int, every: float = 1.0, grace: float = 30.0) -> None:
     """Stop this process once process `pid` is gone (checked every `every` seconds): KeyboardInterrupt in its main
     thread first, so what it was doing cleans up on the way out (MLflow deletes a half-logged run), and after
     `grace` seconds at once."""
+
     def watch() -> None:
         while alive(pid):
             time.sleep(every)
         print(f"error: the process that started this stage ({pid}) is gone; stopping", file=sys.stderr, flush=True)
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # a real signal: it ends a blocking wait
+        main = threading.main_thread().ident
+        assert main is not None  # None only for a thread not started yet
+        signal.pthread_kill(main, signal.SIGINT)  # a real signal: it ends a blocking wait
         time.sleep(grace)
         os._exit(1)
 
@@ -48,8 +50,9 @@ def stop_when_gone(pid: int, every: float = 1.0, grace: float = 30.0) -> None:
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()
 
 
-def run_stage(main: Callable[[], None],
-              stopped: str = "stopped: every earlier output is intact; `dvc repro` resumes") -> None:
+def run_stage(
+    main: Callable[[], None], stopped: str = "stopped: every earlier output is intact; `dvc repro` resumes"
+) -> None:
     """Run a stage; a bad param, missing data or an unreadable/unwritable file stops it with one clear
     line (no traceback) and leaves every earlier output as it was; Ctrl-C prints `stopped` (exit 130)."""
     if os.environ.get(WATCHED_PID):

@@ -32,9 +32,9 @@ import os
 import socket
 import sqlite3
 import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import psutil
@@ -51,8 +51,12 @@ EXPERIMENT_KIND = "custom_model_development"
 TIMING_METRICS = ("train_time_s", "images_per_s")  # differ between two runs of one result: not in its key
 WAIT_ENV, WAIT_S = "CONTRASTLAB_MLFLOW_WAIT", 300.0  # how long to wait for a store another process holds
 # Where the local store keeps absolute artifact addresses (MLflow has no API to change them).
-ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                    ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+ARTIFACT_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
 # The loggers of MLflow's store and of the libraries under it, silenced while the store is open (`quiet_store`).
 STORE_LOGGERS = ("mlflow.store", "alembic", "sqlalchemy")
 
@@ -85,7 +89,11 @@ def run_identity(scenario: Scenario, experiment: str | None) -> tuple[str, str]:
     """
     named = Scenario.parse(experiment) if experiment else None
     if named is not None and (named.dataset, named.loss, named.aug, named.seed) == (
-            scenario.dataset, scenario.loss, scenario.aug, scenario.seed):
+        scenario.dataset,
+        scenario.loss,
+        scenario.aug,
+        scenario.seed,
+    ):
         return named.name, named.group
     if not experiment or experiment == scenario.group:
         return scenario.group, scenario.group
@@ -144,8 +152,10 @@ def describe(params: dict, resolved: dict | None = None) -> str:
         on = f"{held_out} held-out training images per class" if held_out else "the test set"
         parts.append(f"linear probe of the {probe.get('features', 'embedding')} on {on}")
     if resolved and "optimizer" in train:
-        parts.append(f"trained {resolved['epochs']} epochs at lr {resolved['lr']} ({train['optimizer']}, "
-                     f"{train['schedule']}, batch {train['batch_size']}, {train['head']} head, {train['precision']})")
+        parts.append(
+            f"trained {resolved['epochs']} epochs at lr {resolved['lr']} ({train['optimizer']}, "
+            f"{train['schedule']}, batch {train['batch_size']}, {train['head']} head, {train['precision']})"
+        )
     return "; ".join(parts) + "."
 
 
@@ -168,8 +178,13 @@ class DatasetRef:
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         profile = {"content_sha256": self.content_digests, "dvc_md5": self.dvc_md5}
-        dataset = Dataset(name=self.name, digest=dataset_digest(self.content_digests), source_type="local",
-                          source=json.dumps({"uri": f"data/datasets/{self.name}"}), profile=json.dumps(profile))
+        dataset = Dataset(
+            name=self.name,
+            digest=dataset_digest(self.content_digests),
+            source_type="local",
+            source=json.dumps({"uri": f"data/datasets/{self.name}"}),
+            profile=json.dumps(profile),
+        )
         tags = [InputTag("mlflow.data.context", "training")]
         if self.dvc_md5:
             tags.append(InputTag("dvc_md5", self.dvc_md5))
@@ -223,14 +238,19 @@ class Store:
         delete them. With `exclusive` (the local store's lock is held, so no other writer is active) every such run
         is one; on a shared server only a run whose `writer` is a process of this host that no longer exists."""
         runs = self.client.search_runs([self.experiment_id], filter_string="attributes.status = 'RUNNING'")
-        left = [run for run in runs if "result_key" not in run.data.tags
-                and (exclusive or writer_gone(run.data.tags.get("writer", "")))]
+        left = [
+            run
+            for run in runs
+            if "result_key" not in run.data.tags and (exclusive or writer_gone(run.data.tags.get("writer", "")))
+        ]
         for run in left:
             self.client.delete_run(run.info.run_id)
         if left:
             names = ", ".join(f"{run.info.run_name} {run.info.run_id}" for run in left)
-            print(f"MLflow: removed {len(left)} incomplete run{'s' * (len(left) > 1)} left by an interrupted track "
-                  f"stage or import ({names})")
+            print(
+                f"MLflow: removed {len(left)} incomplete run{'s' * (len(left) > 1)} left by an interrupted track "
+                f"stage or import ({names})"
+            )
 
     def _add(self, record: RunRecord) -> str:
         """A run is marked complete (its `result_key` tag) only after everything is logged; a run that
@@ -239,19 +259,27 @@ class Store:
 
         start_ms = int((record.finished - record.duration_s) * 1000)
         end_ms = int(record.finished * 1000)
-        tags = {**record.tags, "mlflow.user": getpass.getuser(), "mlflow.source.type": "LOCAL",
-                "mlflow.source.name": record.source, "mlflow.source.git.commit": record.commit,
-                "mlflow.note.content": record.description}
+        tags = {
+            **record.tags,
+            "mlflow.user": getpass.getuser(),
+            "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": record.source,
+            "mlflow.source.git.commit": record.commit,
+            "mlflow.note.content": record.description,
+        }
         if record.parent_id:
             tags["mlflow.parentRunId"] = record.parent_id
         tags["writer"] = f"{socket.gethostname()}:{os.getpid()}"  # tells a server's orphans: remove_incomplete
-        run_id = self.client.create_run(self.experiment_id, start_time=start_ms, tags=tags,
-                                        run_name=record.name).info.run_id
+        run_id = self.client.create_run(
+            self.experiment_id, start_time=start_ms, tags=tags, run_name=record.name
+        ).info.run_id
         try:
             n = len(record.epoch_losses)
             metrics = [Metric(name, value, end_ms, 0) for name, value in record.metrics.items()]
-            metrics += [Metric("train_loss", value, start_ms + (end_ms - start_ms) * epoch // n, epoch)
-                        for epoch, value in enumerate(record.epoch_losses, start=1)]
+            metrics += [
+                Metric("train_loss", value, start_ms + (end_ms - start_ms) * epoch // n, epoch)
+                for epoch, value in enumerate(record.epoch_losses, start=1)
+            ]
             params = [Param(name, str(value)) for name, value in flatten(record.params).items()]
             self.client.log_batch(run_id, metrics=metrics, params=params)
             if record.dataset:
@@ -276,11 +304,17 @@ class Store:
 
         from contrastlab.methods.encoders import load_encoder
 
+        assert record.encoder is not None  # `log` calls this only for a record with an encoder
         encoder = load_encoder(record.encoder, torch.device("cpu")).eval()
         mlflow.set_experiment(experiment_id=self.experiment_id)  # where MLflow puts the logged model
-        mlflow.pytorch.log_model(encoder, name="encoder", input_example=record.input_example, run_id=run_id,
-                                 serialization_format="pt2",
-                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        mlflow.pytorch.log_model(
+            encoder,
+            name="encoder",
+            input_example=record.input_example,
+            run_id=run_id,
+            serialization_format="pt2",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
 
 
 def writer_gone(writer: str) -> bool:
@@ -330,7 +364,7 @@ def quiet_store() -> Iterator[None]:
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
 
@@ -428,19 +462,28 @@ def wait_for(db: Path, held: Path, take: Callable[[float], bool]) -> None:
     seconds = float(os.environ.get(WAIT_ENV, WAIT_S))
     print(f"MLflow: {db.name} is in use by {lock_holders(held)}; waiting up to {seconds:g} s", flush=True)
     if not take(seconds):
-        raise TrackingError(f"{db} is still in use by {lock_holders(held)} after {seconds:g} s: let it finish or end "
-                            f"it ({WAIT_ENV}=<seconds> waits longer)")
+        raise TrackingError(
+            f"{db} is still in use by {lock_holders(held)} after {seconds:g} s: let it finish or end "
+            f"it ({WAIT_ENV}=<seconds> waits longer)"
+        )
 
 
 def lock_holders(path: Path) -> str:
     """The other processes that have `path` open, for a message: a lock's holder among them, as sqlite and filelock
     keep the locked file open while they hold it (no portable call names the holder of a lock itself)."""
     target = os.path.realpath(path)
-    holders = [process.info for process in psutil.process_iter(["pid", "cmdline", "open_files"])  # in pid order
-               if process.info["pid"] != os.getpid()  # the process that waits has it open too
-               and target in {file.path for file in process.info["open_files"] or ()}]  # None: another user's
-    return ", ".join(f"pid {info['pid']} ({one_line(' '.join(info['cmdline'] or ['command hidden']), 100)})"
-                     for info in holders) or "another process"
+    holders = [
+        process.info
+        for process in psutil.process_iter(["pid", "cmdline", "open_files"])  # in pid order
+        if process.info["pid"] != os.getpid()  # the process that waits has it open too
+        and target in {file.path for file in process.info["open_files"] or ()}
+    ]  # None: another user's
+    return (
+        ", ".join(
+            f"pid {info['pid']} ({one_line(' '.join(info['cmdline'] or ['command hidden']), 100)})" for info in holders
+        )
+        or "another process"
+    )
 
 
 def relocate(db: Path, artifact_root: str) -> None:
@@ -452,7 +495,7 @@ def relocate(db: Path, artifact_root: str) -> None:
         location = found[0] if found else ""
         if "/mlruns/" not in location or location.startswith(f"{artifact_root}/"):
             return
-        old = location[:location.rindex("/mlruns/") + len("/mlruns")]
+        old = location[: location.rindex("/mlruns/") + len("/mlruns")]
         prefix = f"{old}/"
         for table, column in ARTIFACT_COLUMNS:
             rewrite = f"UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?"
@@ -471,9 +514,11 @@ def project_experiment(client, root: Path, uri: str) -> str:
             client.set_experiment_tag(experiment.experiment_id, "mlflow.experimentKind", EXPERIMENT_KIND)
         return experiment.experiment_id
     artifact_root = (root / "mlruns" / EXPERIMENT).as_uri() if uri.startswith("sqlite:") else None
-    tags = {"mlflow.experimentKind": EXPERIMENT_KIND,
-            "mlflow.note.content": "Contrastive representation learning: one run per scenario result and baseline "
-                                   "(contrastlab). Compare runs by the `scenario`, `dataset`, `loss` and `aug` tags."}
+    tags = {
+        "mlflow.experimentKind": EXPERIMENT_KIND,
+        "mlflow.note.content": "Contrastive representation learning: one run per scenario result and baseline "
+        "(contrastlab). Compare runs by the `scenario`, `dataset`, `loss` and `aug` tags.",
+    }
     try:
         return client.create_experiment(EXPERIMENT, artifact_location=artifact_root, tags=tags)
     except MlflowException:

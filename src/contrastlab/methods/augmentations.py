@@ -13,7 +13,8 @@ normalised (see `normalize`).
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from contrastlab.pipeline.preprocess import to_unit
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+A = TypeVar("A", bound=Augmentation)  # `register` keeps a function's own signature (simclr's `scale`, `size`)
 
 AUGMENTATIONS: dict[str, Augmentation] = {}
 
@@ -42,10 +44,10 @@ GRAYSCALE_P = 0.2
 BLUR_SIGMA = (0.1, 2.0)
 
 
-def register(name: str) -> Callable[[Augmentation], Augmentation]:
+def register(name: str) -> Callable[[A], A]:
     """Add an augmentation to `AUGMENTATIONS`, which is what params.yaml's `aug` is checked against."""
 
-    def add(augmentation: Augmentation) -> Augmentation:
+    def add(augmentation: A) -> A:
         AUGMENTATIONS[name] = augmentation
         return augmentation
 
@@ -149,7 +151,9 @@ def rotate_zoomed_out(x01: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x01, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def resized_crop_flip(x01: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int | None = None) -> torch.Tensor:
+def resized_crop_flip(
+    x01: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int | None = None
+) -> torch.Tensor:
     """Crop each image to its (top, left, height, width) box, resize it to `size` x `size` (None: back to full
     size), and mirror it left-right where `flip` is true: torchvision's resized_crop (bilinear) + hflip.
 
@@ -342,8 +346,9 @@ def pad_rotate_scale(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
 
 
 @register("simclr")
-def simclr(x: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = CROP_SCALE,
-           size: int | None = None) -> torch.Tensor:
+def simclr(
+    x: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = CROP_SCALE, size: int | None = None
+) -> torch.Tensor:
     """SimCLR's view: RandomResizedCrop -> HorizontalFlip -> RandomApply(ColorJitter, 0.8) ->
     RandomGrayscale(0.2) -> GaussianBlur(3, sigma in [0.1, 2]). The crop covers `scale` of the image's area and is
     resized to `size` x `size` pixels (None: the image's own size)."""

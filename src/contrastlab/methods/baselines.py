@@ -22,8 +22,8 @@ The classical label-free ones (`contrastlab.methods.patches`, settings `patches`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -43,8 +43,9 @@ from contrastlab.pipeline.train import TrainConfig, descend, fit_whitening, make
 Representation = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, C, H, W) -> features (N, width)
 
 
-def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, *, device: torch.device,
-                     progress: bool = True) -> tuple[nn.Module, list[float]]:
+def train_supervised(
+    images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, *, device: torch.device, progress: bool = True
+) -> tuple[Encoder, list[float]]:
     """The encoder trained with cross-entropy through a linear head, with `config`'s seed, epochs, batch
     size, recipe (optimizer, learning rate and its schedule) and augmentation (a fresh view of every image
     each epoch; `none` trains on the images themselves): the encoder without the head, and the mean loss
@@ -52,7 +53,8 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainCo
     torch.manual_seed(config.seed)
     shuffle_rng = torch.Generator().manual_seed(config.seed)
     augment, augment_rng = AUGMENTATIONS[config.aug], torch.Generator(device).manual_seed(config.seed + 1)
-    encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)
+    # Module.to takes a device and a memory_format at once; torch's overloads do not say so
+    encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     fit_whitening(encoder, images.to(device), config.seed)
     model = nn.Sequential(encoder, nn.Linear(config.embedding_dim, int(labels.max()) + 1)).to(device)
     optimizer = make_optimizer(model.parameters(), config)
@@ -63,14 +65,22 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainCo
     for epoch in range(1, config.epochs + 1):
         total = 0.0
         order = torch.randperm(len(images), generator=shuffle_rng).to(device)
-        bar = EpochProgress(range(0, len(images), config.batch_size), f"supervised epoch {epoch}/{config.epochs}",
-                            enabled=progress)
+        bar = EpochProgress(
+            range(0, len(images), config.batch_size), f"supervised epoch {epoch}/{config.epochs}", enabled=progress
+        )
         for start in bar:
             rows = order[start : start + config.batch_size]
             x = normalize(augment(images[rows], augment_rng)).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(model(x), labels[rows])
-            value = descend(loss, "the supervised baseline's cross-entropy", epoch, start // config.batch_size + 1,
-                            optimizer, schedule, config)
+            value = descend(
+                loss,
+                "the supervised baseline's cross-entropy",
+                epoch,
+                start // config.batch_size + 1,
+                optimizer,
+                schedule,
+                config,
+            )
             total += value * len(rows)
             bar.step(value, len(rows))
         epoch_losses.append(total / len(images))
@@ -78,7 +88,7 @@ def train_supervised(images: torch.Tensor, labels: torch.Tensor, config: TrainCo
     return encoder, epoch_losses
 
 
-def encoder_features(encoder: nn.Module, p: dict) -> Representation:
+def encoder_features(encoder: Encoder, p: dict) -> Representation:
     """The encoder's `probe.features` of images, embedded in eval mode in batches of `embed.batch_size`."""
     return lambda images: embed_images(encoder, images, p["embed"]["batch_size"])[p["probe"]["features"]]
 
@@ -117,29 +127,40 @@ def calibrate_batchnorm(encoder: nn.Module, images: np.ndarray, batch_size: int)
     normalised: its sigmoid embeddings then differ so little that the linear probe scores chance
     (0.11 on MNIST) although a kNN still reads 0.81 from them."""
     device = next(encoder.parameters()).device
-    batches = (normalize(to_unit(torch.from_numpy(images[start : start + batch_size]).to(device)))
-               .contiguous(memory_format=torch.channels_last) for start in range(0, len(images), batch_size))
+    batches = (
+        normalize(to_unit(torch.from_numpy(images[start : start + batch_size]).to(device))).contiguous(
+            memory_format=torch.channels_last
+        )
+        for start in range(0, len(images), batch_size)
+    )
     torch.optim.swa_utils.update_bn(batches, encoder, device=None)
     encoder.eval()
 
 
 def random_init(data: dict, p: dict, device: torch.device, progress: bool = True) -> Representation:
-    encoder = untrained(data, p).to(device, memory_format=torch.channels_last)
+    # Module.to takes a device and a memory_format at once; torch's overloads do not say so
+    encoder = untrained(data, p).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     calibrate_batchnorm(encoder, data["train_images"], p["train"]["batch_size"])  # clean training images, in order
     return encoder_features(encoder, p)
 
 
-def supervised_representation(data: dict, p: dict, device: torch.device, progress: bool, aug: str,
-                              recipe: dict) -> Representation:
+def supervised_representation(
+    data: dict, p: dict, device: torch.device, progress: bool, aug: str, recipe: dict
+) -> Representation:
     """The encoder trained with labels on the scenarios' anchors, with `aug` and `recipe` (keys of the `train`
     section; the rest, and `auto`, as the protocol trains the triplet loss), as a representation."""
     anchors, _ = anchors_and_negatives(data["train_labels"], p["pairs"]["anchors_per_class"], p["seed"])
     train = {"epochs": AUTO, "lr": AUTO, "batch_size": p["train"]["batch_size"], **recipe}
-    config = TrainConfig.from_params({"loss": "triplet", "aug": aug, "seed": p["seed"], "train": train,
-                                      "model": p["model"]})
-    encoder, _ = train_supervised(torch.from_numpy(data["train_images"][anchors]),
-                                  torch.from_numpy(data["train_labels"][anchors]), config, device=device,
-                                  progress=progress)
+    config = TrainConfig.from_params(
+        {"loss": "triplet", "aug": aug, "seed": p["seed"], "train": train, "model": p["model"]}
+    )
+    encoder, _ = train_supervised(
+        torch.from_numpy(data["train_images"][anchors]),
+        torch.from_numpy(data["train_labels"][anchors]),
+        config,
+        device=device,
+        progress=progress,
+    )
     return encoder_features(encoder, p)
 
 
@@ -161,33 +182,50 @@ def supervised_tuned(data: dict, p: dict, device: torch.device, progress: bool =
 
 
 def kmeans_patches(data: dict, p: dict, device: torch.device, progress: bool = True) -> Representation:
-    return patches.kmeans_patches(data["train_images"], centroids=p["patches"]["centroids"], size=p["patches"]["size"],
-                                  seed=p["seed"], progress=progress)
+    return patches.kmeans_patches(
+        data["train_images"],
+        centroids=p["patches"]["centroids"],
+        size=p["patches"]["size"],
+        seed=p["seed"],
+        progress=progress,
+    )
 
 
 def random_patches(data: dict, p: dict, device: torch.device, progress: bool = True) -> Representation:
-    return patches.random_patches(data["train_images"], filters=p["patches"]["centroids"], size=p["patches"]["size"],
-                                  seed=p["seed"], progress=progress)
+    return patches.random_patches(
+        data["train_images"],
+        filters=p["patches"]["centroids"],
+        size=p["patches"]["size"],
+        seed=p["seed"],
+        progress=progress,
+    )
 
 
 @dataclass(frozen=True)
 class Baseline:
     # (data: {"train_images", "train_labels"}, params.BASELINE's values, device, progress) -> the representation
     fit: Callable[..., Representation]
-    label: str                 # how the report names it
-    family: str                # the report's leaderboard family (contrastlab.study.results.FAMILIES)
+    label: str  # how the report names it
+    family: str  # the report's leaderboard family (contrastlab.study.results.FAMILIES)
     uses_labels: bool = False  # trained with the labels (the report's `labels_used`)
 
 
 BASELINES: dict[str, Baseline] = {
     "raw_pixels": Baseline(raw_pixels, "raw pixels (logistic regression)", "raw pixels"),
     "random_init": Baseline(random_init, "encoder at random init", "random init"),
-    "supervised": Baseline(supervised, "encoder trained supervised (cross-entropy)", "supervised ceiling",
-                           uses_labels=True),
-    "supervised_tuned": Baseline(supervised_tuned, "encoder trained supervised, AdamW one-cycle + augmentation",
-                                 "supervised ceiling", uses_labels=True),
-    "kmeans_patches": Baseline(kmeans_patches, "k-means on whitened patches (Coates et al. 2011)",
-                               "classical label-free"),
-    "random_patches": Baseline(random_patches, "random whitened patches as filters (Thiry et al. 2021)",
-                               "classical label-free"),
+    "supervised": Baseline(
+        supervised, "encoder trained supervised (cross-entropy)", "supervised ceiling", uses_labels=True
+    ),
+    "supervised_tuned": Baseline(
+        supervised_tuned,
+        "encoder trained supervised, AdamW one-cycle + augmentation",
+        "supervised ceiling",
+        uses_labels=True,
+    ),
+    "kmeans_patches": Baseline(
+        kmeans_patches, "k-means on whitened patches (Coates et al. 2011)", "classical label-free"
+    ),
+    "random_patches": Baseline(
+        random_patches, "random whitened patches as filters (Thiry et al. 2021)", "classical label-free"
+    ),
 }

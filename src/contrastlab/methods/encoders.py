@@ -19,9 +19,9 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +45,11 @@ class L2Normalize(nn.Module):
 # similarity of any two is >= 0 and a cosine loss with margin 0 can never push negatives apart.
 # `l2` keeps the projection and scales it to unit length instead; `linear` keeps it as it is (VICReg's and Barlow
 # Twins' losses standardise or spread the coordinates themselves).
-HEADS = {"sigmoid": lambda: [nn.Sigmoid(), nn.Flatten()], "l2": lambda: [nn.Flatten(), L2Normalize()],
-         "linear": lambda: [nn.Flatten()]}
+HEADS: dict[str, Callable[[], list[nn.Module]]] = {
+    "sigmoid": lambda: [nn.Sigmoid(), nn.Flatten()],
+    "l2": lambda: [nn.Flatten(), L2Normalize()],
+    "linear": lambda: [nn.Flatten()],
+}
 
 
 class Encoder(nn.Module):
@@ -102,8 +105,9 @@ class _MatmulBackwardConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:  # not for the first layer, whose input is the images
             kernel = weight.permute(0, 2, 3, 1).reshape(outputs, 4 * c)  # in the patches' order
             # drop the padding; with an odd size the last padding row and column lie past the last whole patch
-            grad_x = F.pad(_unpatch(grad_rows @ kernel, n, rows, cols),
-                           (-1, width + 1 - 2 * cols, -1, height + 1 - 2 * rows))
+            grad_x = F.pad(
+                _unpatch(grad_rows @ kernel, n, rows, cols), (-1, width + 1 - 2 * cols, -1, height + 1 - 2 * rows)
+            )
         if ctx.needs_input_grad[1]:
             patches = _patches(F.pad(x, (1, 1, 1, 1)), rows, cols)
             grad_weight = (grad_rows.t() @ patches).reshape(outputs, 2, 2, c).permute(0, 3, 1, 2)
@@ -121,8 +125,12 @@ class StridedConv2x2(nn.Conv2d):
         self.matmul_backward = inputs >= 64
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.matmul_backward or x.device.type != "cpu" or not torch.is_autocast_enabled("cpu") or \
-                torch.get_autocast_dtype("cpu") != torch.bfloat16:
+        if (
+            not self.matmul_backward
+            or x.device.type != "cpu"
+            or not torch.is_autocast_enabled("cpu")
+            or torch.get_autocast_dtype("cpu") != torch.bfloat16
+        ):
             return super().forward(x)
         with torch.autocast("cpu", enabled=False):
             return _MatmulBackwardConv.apply(x.to(torch.bfloat16), self.weight.to(torch.bfloat16))
@@ -138,14 +146,22 @@ def study(channels: int, embedding_dim: int) -> tuple[list[nn.Module], list[nn.M
 
 
 def conv_bn_relu(inputs: int, outputs: int) -> list[nn.Module]:
-    return [nn.Conv2d(inputs, outputs, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(inputs, outputs, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(outputs),
+        nn.ReLU(inplace=True),
+    ]
 
 
 def mlp_projection(features: int, embedding_dim: int) -> list[nn.Module]:
     """SimCLR's projection, its hidden layer as wide as the embedding where that is wider (VICReg's expander)."""
     hidden = max(features, embedding_dim)
-    return [nn.Linear(features, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, embedding_dim)]
+    return [
+        nn.Linear(features, hidden, bias=False),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, embedding_dim),
+    ]
 
 
 def vgg_small(channels: int, embedding_dim: int) -> tuple[list[nn.Module], list[nn.Module]]:
@@ -159,7 +175,9 @@ def vgg_small(channels: int, embedding_dim: int) -> tuple[list[nn.Module], list[
     return backbone, mlp_projection(256, embedding_dim)
 
 
-WHITENING_EPS = 5e-4  # added to the patch covariance's eigenvalues (airbench's), so near-constant directions stay finite
+WHITENING_EPS = (
+    5e-4  # added to the patch covariance's eigenvalues (airbench's), so near-constant directions stay finite
+)
 WHITENING_IMAGES = 5000  # training images whose patches set the whitening: the statistics settle well before
 
 
@@ -170,6 +188,7 @@ class PatchWhitening(nn.Conv2d):
 
     def __init__(self, channels: int, size: int = 2):
         super().__init__(channels, 2 * channels * size * size, kernel_size=size, bias=True)
+        assert self.bias is not None  # bias=True
         self.weight.requires_grad_(False)
         self.bias.requires_grad_(False)
 
@@ -181,18 +200,27 @@ class PatchWhitening(nn.Conv2d):
         patches = patches - patches.mean(dim=0)
         eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
         filters = (eigenvectors.T / (eigenvalues + WHITENING_EPS).sqrt()[:, None]).reshape(-1, c, size, size)
+        assert self.bias is not None  # bias=True
         self.weight.copy_(torch.cat([filters, -filters]).float())
         self.bias.zero_()
 
 
 def conv_group(inputs: int, outputs: int) -> list[nn.Module]:
     """airbench's group: conv 3x3 -> max-pool 2 -> BatchNorm -> GELU -> conv 3x3 -> BatchNorm -> GELU."""
-    return [nn.Conv2d(inputs, outputs, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(outputs), nn.GELU(),
-            nn.Conv2d(outputs, outputs, 3, padding=1, bias=False), nn.BatchNorm2d(outputs), nn.GELU()]
+    return [
+        nn.Conv2d(inputs, outputs, 3, padding=1, bias=False),
+        nn.MaxPool2d(2),
+        nn.BatchNorm2d(outputs),
+        nn.GELU(),
+        nn.Conv2d(outputs, outputs, 3, padding=1, bias=False),
+        nn.BatchNorm2d(outputs),
+        nn.GELU(),
+    ]
 
 
-def airbench(channels: int, embedding_dim: int, widths: tuple[int, int, int] = (64, 128, 256)
-             ) -> tuple[list[nn.Module], list[nn.Module]]:
+def airbench(
+    channels: int, embedding_dim: int, widths: tuple[int, int, int] = (64, 128, 256)
+) -> tuple[list[nn.Module], list[nn.Module]]:
     """Patch whitening (2x2: 8 or 24 filters), then three conv groups of `widths`; max-pooled to 256 features."""
     whitening = PatchWhitening(channels)
     backbone = [whitening, nn.GELU()]
@@ -223,7 +251,9 @@ ARCHS: dict[str, Arch] = {
 }
 
 
-def make_encoder(channels: int, head: str = "sigmoid", arch: str = "study", embedding_dim: int = EMBEDDING_DIM) -> Encoder:
+def make_encoder(
+    channels: int, head: str = "sigmoid", arch: str = "study", embedding_dim: int = EMBEDDING_DIM
+) -> Encoder:
     """A freshly initialised encoder (initialised from torch's global generator, in layer order)."""
     backbone, projection = ARCHS[arch].layers(channels, embedding_dim)
     return Encoder(nn.Sequential(*backbone), nn.Sequential(*projection, *HEADS[head]()))
@@ -232,7 +262,6 @@ def make_encoder(channels: int, head: str = "sigmoid", arch: str = "study", embe
 def whitening_layers(encoder: nn.Module) -> list[PatchWhitening]:
     """The layers set from training-image statistics before training (`PatchWhitening.fit`)."""
     return [layer for layer in encoder.modules() if isinstance(layer, PatchWhitening)]
-
 
 
 def save_torch(obj: object, path: Path) -> None:
@@ -252,7 +281,8 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     for name in sorted(state_dict):
         tensor = state_dict[name].detach().cpu().contiguous()
         digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        # ignored: an ndarray is a buffer, but numpy's stubs give it `__buffer__` only for Python >= 3.12
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
     return digest.hexdigest()
 
 
@@ -267,8 +297,9 @@ def _check_weights(path: Path, saved: dict) -> None:
     """An encoder saved before the digest existed has none and is taken as it is: refusing it would make
     every earlier result in DVC's cache and in the study unusable."""
     if "weights_sha256" in saved and saved["weights_sha256"] != weights_digest(saved["state_dict"]):
-        raise FileError(f"{path} is damaged: its weights do not match the digest saved with them; "
-                        f"{recompute_advice(path)}")
+        raise FileError(
+            f"{path} is damaged: its weights do not match the digest saved with them; {recompute_advice(path)}"
+        )
 
 
 def _refused(path: Path) -> FileError:
@@ -279,8 +310,10 @@ def _refused(path: Path) -> FileError:
     except Exception:  # noqa: BLE001 - a pickle too damaged to read has nothing to name
         found = []
     what = f"it refers to {', '.join(found)}" if found else "a pickle torch's safe loader does not accept"
-    return FileError(f"{path} holds something other than plain weights ({what}): it was refused and nothing in it "
-                     f"was run; {recompute_advice(path)}")
+    return FileError(
+        f"{path} holds something other than plain weights ({what}): it was refused and nothing in it "
+        f"was run; {recompute_advice(path)}"
+    )
 
 
 def load_encoder(path: Path, device: torch.device) -> Encoder:

@@ -8,8 +8,8 @@ A new loss is one function plus one registry line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,40 +17,52 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class LossOptions:
-    margin: float = 1.0        # triplet and contrastive margin (Euclidean distance)
-    temperature: float = 0.5   # NT-Xent and SupCon
-    invariance: float = 25.0   # VICReg's weights (Bardes et al. 2022's defaults): the views' mean squared distance,
-    variance: float = 25.0     # the hinge keeping each coordinate's std at 1 (no collapse),
-    covariance: float = 1.0    # and the squared off-diagonal covariances (no redundant coordinates)
+    margin: float = 1.0  # triplet and contrastive margin (Euclidean distance)
+    temperature: float = 0.5  # NT-Xent and SupCon
+    invariance: float = 25.0  # VICReg's weights (Bardes et al. 2022's defaults): the views' mean squared distance,
+    variance: float = 25.0  # the hinge keeping each coordinate's std at 1 (no collapse),
+    covariance: float = 1.0  # and the squared off-diagonal covariances (no redundant coordinates)
     redundancy: float = 0.005  # Barlow Twins' weight of the off-diagonal cross-correlations (Zbontar et al. 2021)
 
 
 @dataclass(frozen=True)
 class Loss:
     fn: Callable[..., torch.Tensor]
-    examples: str      # layout the pair builder makes for it: "pairs", "triplets" or "views"
-    lr: float          # default learning rate (the study's value for its two losses)
-    epochs: int        # default epochs (as in the published results)
+    examples: str  # layout the pair builder makes for it: "pairs", "triplets" or "views"
+    lr: float  # default learning rate (the study's value for its two losses)
+    epochs: int  # default epochs (as in the published results)
     uses_labels: bool = False  # same-class samples are positives, so no negative is a false one
     heads: tuple[str, ...] | None = None  # the `train.head`s it can learn through (None: every head)
 
 
-def pairwise(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
-             options: LossOptions = LossOptions()) -> torch.Tensor:
+def pairwise(
+    members: list[torch.Tensor],
+    target: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    options: LossOptions = LossOptions(),
+) -> torch.Tensor:
     """torch.nn.CosineEmbeddingLoss() with margin 0: 1-cos for +1 pairs, max(0, cos) for -1 pairs."""
     first, second = members
     return F.cosine_embedding_loss(first, second, target, margin=0.0)
 
 
-def triplet(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
-            options: LossOptions = LossOptions()) -> torch.Tensor:
+def triplet(
+    members: list[torch.Tensor],
+    target: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    options: LossOptions = LossOptions(),
+) -> torch.Tensor:
     """torch.nn.TripletMarginLoss(margin): max(0, d(a,p) - d(a,n) + margin) with Euclidean distance."""
     anchor, positive, negative = members
     return F.triplet_margin_loss(anchor, positive, negative, margin=options.margin, p=2)
 
 
-def contrastive(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
-                options: LossOptions = LossOptions()) -> torch.Tensor:
+def contrastive(
+    members: list[torch.Tensor],
+    target: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    options: LossOptions = LossOptions(),
+) -> torch.Tensor:
     """Hadsell et al. 2006 on Euclidean distance d: y*d^2 + (1-y)*max(0, m-d)^2, y = 1 for +1 pairs."""
     first, second = members
     squared = (first - second).pow(2).sum(dim=1)
@@ -59,8 +71,12 @@ def contrastive(members: list[torch.Tensor], target: torch.Tensor, labels: torch
     return (similar * squared + (1 - similar) * F.relu(options.margin - distance).pow(2)).mean()
 
 
-def ntxent(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
-           options: LossOptions = LossOptions()) -> torch.Tensor:
+def ntxent(
+    members: list[torch.Tensor],
+    target: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    options: LossOptions = LossOptions(),
+) -> torch.Tensor:
     """SimCLR's NT-Xent: the two views of an image are the positives, all other views in the batch
     the negatives (no labels); cosine similarity over the temperature. Written out as cross-entropy
     over the (2B, 2B) similarity matrix: pytorch-metric-learning's NTXentLoss builds a
@@ -72,12 +88,17 @@ def ntxent(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tens
     return F.cross_entropy(similarity, partner)
 
 
-def supcon(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
-           options: LossOptions = LossOptions()) -> torch.Tensor:
+def supcon(
+    members: list[torch.Tensor],
+    target: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    options: LossOptions = LossOptions(),
+) -> torch.Tensor:
     """Supervised contrastive loss (Khosla et al. 2020): every view of the same class is a positive."""
     from pytorch_metric_learning import losses as pml  # here, not at the top: its import costs every stage ~0.7 s
 
     first, second = members
+    assert labels is not None, "supcon uses the labels (Loss.uses_labels)"
     return pml.SupConLoss(temperature=options.temperature)(torch.cat([first, second]), torch.cat([labels, labels]))
 
 
@@ -94,20 +115,32 @@ def _variance_and_covariance(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return F.relu(1 - std).mean(), off_diagonal / z.shape[1]
 
 
-def vicreg(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
-           options: LossOptions = LossOptions()) -> torch.Tensor:
+def vicreg(
+    members: list[torch.Tensor],
+    target: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    options: LossOptions = LossOptions(),
+) -> torch.Tensor:
     """VICReg (Bardes et al. 2022): the views' embeddings close (invariance), each coordinate spread over the batch
     (variance) and the coordinates decorrelated (covariance). No negatives and no labels: at small budgets it
-    learns faster than SimCLR (the EMP-SSL paper's table). Its embeddings must be free to spread: `train.head: linear`."""
+    learns faster than SimCLR (the EMP-SSL paper's table). Its embeddings must be free to spread:
+    `train.head: linear`."""
     first, second = members
     variance_1, covariance_1 = _variance_and_covariance(first)
     variance_2, covariance_2 = _variance_and_covariance(second)
-    return (options.invariance * F.mse_loss(first, second) + options.variance * (variance_1 + variance_2) / 2
-            + options.covariance * (covariance_1 + covariance_2))
+    return (
+        options.invariance * F.mse_loss(first, second)
+        + options.variance * (variance_1 + variance_2) / 2
+        + options.covariance * (covariance_1 + covariance_2)
+    )
 
 
-def barlow_twins(members: list[torch.Tensor], target: torch.Tensor, labels: torch.Tensor | None = None,
-                 options: LossOptions = LossOptions()) -> torch.Tensor:
+def barlow_twins(
+    members: list[torch.Tensor],
+    target: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    options: LossOptions = LossOptions(),
+) -> torch.Tensor:
     """Barlow Twins (Zbontar et al. 2021): the cross-correlation of the two views' standardised embeddings pushed to
     the identity: diagonal terms to 1 (invariance), off-diagonal ones to 0, weighted by `redundancy`."""
     first, second = (F.batch_norm(z, None, None, training=True) for z in members)  # per coordinate over the batch
@@ -129,16 +162,28 @@ LOSSES: dict[str, Loss] = {
 }
 
 
-def multi_crop(loss_fn: Callable[..., torch.Tensor], full: list[torch.Tensor], small: list[torch.Tensor],
-               target: torch.Tensor, labels: torch.Tensor | None, options: LossOptions) -> torch.Tensor:
+def multi_crop(
+    loss_fn: Callable[..., torch.Tensor],
+    full: list[torch.Tensor],
+    small: list[torch.Tensor],
+    target: torch.Tensor,
+    labels: torch.Tensor | None,
+    options: LossOptions,
+) -> torch.Tensor:
     """A two-view loss over multi-crop's views (SwAV): the two full views against each other, and every small crop
     against each full view; the mean of those 1 + 2 x len(small) pairs' losses."""
     pairs = [full] + [[view, crop] for crop in small for view in full]
     return torch.stack([loss_fn(pair, target, labels, options) for pair in pairs]).mean()
 
 
-def semi_hard_negatives(anchor: torch.Tensor, positive: torch.Tensor, pool: torch.Tensor,
-                        anchor_labels: torch.Tensor, pool_labels: torch.Tensor, margin: float) -> torch.Tensor:
+def semi_hard_negatives(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    pool: torch.Tensor,
+    anchor_labels: torch.Tensor,
+    pool_labels: torch.Tensor,
+    margin: float,
+) -> torch.Tensor:
     """For each anchor, the pool embedding of another class that is semi-hard (FaceNet): farther than
     the positive but within the margin, the closest such. Where none is, the farthest of another class
     (as TensorFlow Addons does): the hardest one instead can collapse training early on."""

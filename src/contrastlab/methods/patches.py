@@ -40,10 +40,10 @@ shared cores (other jobs running): fitting plus 60,000 CIFAR-10 images at K = 1,
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -135,8 +135,10 @@ class PatchEncoder:
             return len(batch)
 
         live = progress and sys.stdout.isatty()
-        with (_threads_over_images() as threads,
-              tqdm(total=len(images), desc="patch features", unit="image", file=sys.stdout, disable=not live) as bar):
+        with (
+            _threads_over_images() as threads,
+            tqdm(total=len(images), desc="patch features", unit="image", file=sys.stdout, disable=not live) as bar,
+        ):
             for done in threads.map(encode_step, range(0, len(images), step)):
                 bar.update(done)
         features -= self.mean
@@ -161,8 +163,9 @@ def _threads_over_images() -> Iterator[ThreadPoolExecutor]:
         torch.set_num_threads(threads)
 
 
-def _fitting_sample(train_images: np.ndarray, atoms: int, size: int,
-                    seed: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+def _fitting_sample(
+    train_images: np.ndarray, atoms: int, size: int, seed: int
+) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
     """After checking the params: the seeded generator, the patches drawn for fitting and the indices of distinct
     ones among them in drawing order (the first `atoms` start k-means or make the dictionary)."""
     _check(train_images, atoms, size)
@@ -171,8 +174,9 @@ def _fitting_sample(train_images: np.ndarray, atoms: int, size: int,
     return rng, sample, _distinct_in_order(sample, train_images, atoms, size)
 
 
-def kmeans_patches(train_images: np.ndarray, *, centroids: int, size: int = 6, seed: int = 0,
-                   progress: bool = True) -> PatchEncoder:
+def kmeans_patches(
+    train_images: np.ndarray, *, centroids: int, size: int = 6, seed: int = 0, progress: bool = True
+) -> PatchEncoder:
     """Coates et al.'s k-means features with `centroids` (K) centroids of `size` x `size` patches."""
     rng, sample, distinct = _fitting_sample(train_images, centroids, size, seed)
     points = normalise_contrast(torch.from_numpy(sample).double())
@@ -183,8 +187,9 @@ def kmeans_patches(train_images: np.ndarray, *, centroids: int, size: int = 6, s
     return _standardised(code, size, train_images, rng, progress)
 
 
-def random_patches(train_images: np.ndarray, *, filters: int, size: int = 6, seed: int = 0,
-                   progress: bool = True) -> PatchEncoder:
+def random_patches(
+    train_images: np.ndarray, *, filters: int, size: int = 6, seed: int = 0, progress: bool = True
+) -> PatchEncoder:
     """Thiry et al.'s features with a dictionary of `filters` (K) whitened random `size` x `size` patches."""
     rng, sample, distinct = _fitting_sample(train_images, filters, size, seed)
     patches = torch.from_numpy(sample).double() / 255
@@ -197,8 +202,11 @@ def nearest_atoms_code(atoms: torch.Tensor, whitening: torch.Tensor, neighbours:
     """The code of the `neighbours` atoms d nearest in ||(x - d) @ whitening||, atoms and whitening (float64) for
     pixels in [0, 1]."""
     whitened = atoms @ whitening
-    return NearestAtomsCode(filters=(whitened @ whitening.T / 255).T.float().contiguous(),
-                            bias=(-0.5 * (whitened**2).sum(dim=1)).float(), neighbours=neighbours)
+    return NearestAtomsCode(
+        filters=(whitened @ whitening.T / 255).T.float().contiguous(),
+        bias=(-0.5 * (whitened**2).sum(dim=1)).float(),
+        neighbours=neighbours,
+    )
 
 
 def _check(images: np.ndarray, atoms: object, size: object) -> None:
@@ -228,8 +236,10 @@ def _distinct_in_order(sample: np.ndarray, images: np.ndarray, atoms: int, size:
     if len(first) < atoms:
         every = len(images) * (images.shape[2] - size + 1) * (images.shape[3] - size + 1)
         among = "" if len(sample) == every else f" among the {len(sample):,} drawn at random"
-        raise ParamError(f"params.yaml: patches.centroids={atoms} needs {atoms} distinct {size}x{size} training "
-                         f"patches but there are only {len(first)}{among}; use fewer")
+        raise ParamError(
+            f"params.yaml: patches.centroids={atoms} needs {atoms} distinct {size}x{size} training "
+            f"patches but there are only {len(first)}{among}; use fewer"
+        )
     return np.sort(first)
 
 
@@ -295,12 +305,14 @@ def quadrant_sums(responses: torch.Tensor) -> torch.Tensor:
     return (masks.to(responses.dtype) @ responses.reshape(batch, rows * cols, atoms)).view(batch, -1)
 
 
-def _standardised(code: TriangleCode | NearestAtomsCode, size: int, train_images: np.ndarray,
-                  rng: np.random.Generator, progress: bool) -> PatchEncoder:
+def _standardised(
+    code: TriangleCode | NearestAtomsCode, size: int, train_images: np.ndarray, rng: np.random.Generator, progress: bool
+) -> PatchEncoder:
     """The encoder whose features have mean 0 and std 1 on a seeded sample of the training images."""
     width = 4 * code.atoms
     plain = PatchEncoder(code, size, mean=np.zeros(width, np.float32), scale=np.ones(width, np.float32))
     sample = np.sort(rng.choice(len(train_images), size=min(STANDARDISING_IMAGES, len(train_images)), replace=False))
-    std, mean = torch.std_mean(torch.from_numpy(plain.encode(train_images[sample], progress=progress)), dim=0,
-                               correction=0)
+    std, mean = torch.std_mean(
+        torch.from_numpy(plain.encode(train_images[sample], progress=progress)), dim=0, correction=0
+    )
     return PatchEncoder(code, size, mean=mean.numpy(), scale=torch.where(std > 0, std, 1.0).numpy())

@@ -24,8 +24,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -41,6 +41,7 @@ def mirror_folder(param: str | None, root: Path) -> Path | None:
     under `root`, the repository's root."""
     mirror = os.environ.get(MIRROR_ENV) or param
     return root / mirror if mirror else None
+
 
 # Per-operation socket timeout while torchvision downloads: a firewalled network that drops
 # packets would otherwise hang each connection attempt for minutes. Generous for real downloads.
@@ -69,8 +70,10 @@ CIFAR_MAX_BYTES = 2 * 170_498_071
 
 def _refuse_larger(path: Path, what: str, size: int, most: int) -> None:
     if size > most:
-        raise DataError(f"{path}: {what} {size / 1e6:,.0f} MB, more than any official file of its kind "
-                        f"({most / 1e6:,.0f} MB at most); put the official file there")
+        raise DataError(
+            f"{path}: {what} {size / 1e6:,.0f} MB, more than any official file of its kind "
+            f"({most / 1e6:,.0f} MB at most); put the official file there"
+        )
 
 
 def _check_file(path: Path, most: int) -> None:
@@ -99,7 +102,7 @@ def read_idx(path: Path) -> np.ndarray:
             header = file.read(4 * ndim) if ndim else b""
             if ndim is None or len(header) < 4 * ndim:
                 raise DataError(f"{path}: not an idx file of uint8 data (magic 0x{magic:x}, expected 0x801 or 0x803)")
-            dims = tuple(int.from_bytes(header[i:i + 4], "big") for i in range(0, len(header), 4))
+            dims = tuple(int.from_bytes(header[i : i + 4], "big") for i in range(0, len(header), 4))
             size = math.prod(dims)
             _refuse_larger(path, f"idx header announces shape {dims},", size, IDX_MAX_BYTES)
             data = file.read(size)
@@ -189,7 +192,9 @@ def _read_cifar_folder(folder: Path, expected: dict) -> Splits:
             for member in tar:
                 name = Path(member.name).name
                 if member.isfile() and name in wanted:
-                    payload = tar.extractfile(member).read()
+                    file = tar.extractfile(member)
+                    assert file is not None  # None only for a member that is not a regular file
+                    payload = file.read()
                     _check_file_digest(archive, name, payload, expected)
                     batches[name] = _NumpyOnlyUnpickler(io.BytesIO(payload), encoding="latin1").load()
     except (tarfile.TarError, OSError, EOFError, pickle.UnpicklingError) as err:
@@ -239,18 +244,30 @@ OFFICIAL_DIGESTS: dict[str, dict] = {
             "labels": "cec8a24a1e92aa2ecaa0bbd3dbfa86bf6cd8759fbd209a832824c8cf0afca9d5",
         },
         "files": {
-            "data_batch_1": ["md5:c99cafc152244af753f735de768cd75f",
-                             "sha256:e3bab671515fd37dbaf837a57ac2afc36bbe355a5b99170ef9908a3de8fde0aa"],
-            "data_batch_2": ["md5:d4bba439e000b95fd0a9bffe97cbabec",
-                             "sha256:7a8a1fa96b6eca30b918a4102fcb807861d48e3afe578da2260b4669b3befd97"],
-            "data_batch_3": ["md5:54ebc095f3ab1f0389bbae665268c751",
-                             "sha256:0338aea9374e6d61dfca83c9467882b4202f683f4090ec2ce4f3273e8bc03075"],
-            "data_batch_4": ["md5:634d18415352ddfa80567beed471001a",
-                             "sha256:a81d517527557052f25930f0aaf344572a8367fbd0934de74a55cc574d6302dd"],
-            "data_batch_5": ["md5:482c414d41f54cd18b22e5b47cb7c3cb",
-                             "sha256:66d1694111d5e00b819c7fe95969c53150114b08dc01cd52a7b2475f2c601c8e"],
-            "test_batch": ["md5:40351d587109b95175f43aff81a1287e",
-                           "sha256:1678fc9b4d91822c9da1723f4c9f9dc389f154856df1e9ff2906198a7bb406c5"],
+            "data_batch_1": [
+                "md5:c99cafc152244af753f735de768cd75f",
+                "sha256:e3bab671515fd37dbaf837a57ac2afc36bbe355a5b99170ef9908a3de8fde0aa",
+            ],
+            "data_batch_2": [
+                "md5:d4bba439e000b95fd0a9bffe97cbabec",
+                "sha256:7a8a1fa96b6eca30b918a4102fcb807861d48e3afe578da2260b4669b3befd97",
+            ],
+            "data_batch_3": [
+                "md5:54ebc095f3ab1f0389bbae665268c751",
+                "sha256:0338aea9374e6d61dfca83c9467882b4202f683f4090ec2ce4f3273e8bc03075",
+            ],
+            "data_batch_4": [
+                "md5:634d18415352ddfa80567beed471001a",
+                "sha256:a81d517527557052f25930f0aaf344572a8367fbd0934de74a55cc574d6302dd",
+            ],
+            "data_batch_5": [
+                "md5:482c414d41f54cd18b22e5b47cb7c3cb",
+                "sha256:66d1694111d5e00b819c7fe95969c53150114b08dc01cd52a7b2475f2c601c8e",
+            ],
+            "test_batch": [
+                "md5:40351d587109b95175f43aff81a1287e",
+                "sha256:1678fc9b4d91822c9da1723f4c9f9dc389f154856df1e9ff2906198a7bb406c5",
+            ],
         },
     },
     "fashion_mnist": {
@@ -276,8 +293,9 @@ def _from_mirror(spec: DatasetSpec, mirror: Path | None, expected: dict) -> Spli
     try:
         found = folder.is_dir()
     except OSError as err:  # not a missing folder (that is False) but a path the OS refuses: too long, say
-        raise _SourceFailed(f"download.mirror (or {MIRROR_ENV}) {shown(str(mirror))} cannot be looked up "
-                            f"({err.strerror})") from None
+        raise _SourceFailed(
+            f"download.mirror (or {MIRROR_ENV}) {shown(str(mirror))} cannot be looked up ({err.strerror})"
+        ) from None
     if not found:
         raise _SourceFailed(f"{folder} does not exist")
     read_mirror, _ = FORMATS[spec.file_format]
@@ -302,8 +320,9 @@ def _from_torchvision(spec: DatasetSpec, mirror: Path | None, expected: dict) ->
     except ImportError as err:
         raise _SourceFailed(f"torchvision is not importable ({one_line(err)})") from None
     dataset_class = getattr(torchvision.datasets, spec.torchvision_class)
-    with tempfile.TemporaryDirectory(prefix="contrastlab-torchvision-") as root, _socket_timeout(
-        TORCHVISION_SOCKET_TIMEOUT_S
+    with (
+        tempfile.TemporaryDirectory(prefix="contrastlab-torchvision-") as root,
+        _socket_timeout(TORCHVISION_SOCKET_TIMEOUT_S),
     ):
         splits = {}
         for split in SPLITS:
@@ -371,7 +390,7 @@ def _verify(spec: DatasetSpec, source: str, splits: Splits, expected: dict) -> d
     """Compare every decoded array with its expected digest; return the digests for meta.json."""
     found: dict[str, dict[str, str]] = {}
     for split, pair in splits.items():
-        for kind, array in zip(ARRAYS, pair):
+        for kind, array in zip(ARRAYS, pair, strict=True):
             digest = content_digest(array)
             want = expected.get(split, {}).get(kind)
             if digest != want:
@@ -388,10 +407,10 @@ def _store(spec: DatasetSpec, dest: Path, source: str, splits: Splits, digests: 
     dest.mkdir(parents=True, exist_ok=True)
     shapes = {}
     for split, pair in splits.items():
-        for kind, array in zip(ARRAYS, pair):
+        for kind, array in zip(ARRAYS, pair, strict=True):
             with atomic_path(dest / f"{split}_{kind}.npy") as partial:
                 np.save(partial, array)
-        shapes[split] = {kind: list(array.shape) for kind, array in zip(ARRAYS, pair)}
+        shapes[split] = {kind: list(array.shape) for kind, array in zip(ARRAYS, pair, strict=True)}
     meta = {"name": spec.name, "classes": list(spec.classes), "source": source, "digests": digests, "shapes": shapes}
     write_json(dest / "meta.json", meta)
 

@@ -31,9 +31,11 @@ def stop_if_outputs_not_finite(arrays: dict[str, np.ndarray], images: str) -> No
     for name, array in arrays.items():
         bad = np.count_nonzero(~np.isfinite(array))
         if bad:
-            raise TrainingDiverged(f"training diverged: the encoder's {name} outputs for the {images} are not finite "
-                                   f"({bad} of {array.size} values are NaN or infinite); lower train.lr or change "
-                                   "the recipe")
+            raise TrainingDiverged(
+                f"training diverged: the encoder's {name} outputs for the {images} are not finite "
+                f"({bad} of {array.size} values are NaN or infinite); lower train.lr or change "
+                "the recipe"
+            )
 
 
 def shift_horizontally(images: np.ndarray, pixels: int) -> np.ndarray:
@@ -46,4 +48,3 @@ def shift_horizontally(images: np.ndarray, pixels: int) -> np.ndarray:
     else:
         shifted[..., :pixels] = images[..., -pixels:]
     return shifted
-

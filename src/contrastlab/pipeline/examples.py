@@ -23,8 +23,9 @@ import numpy as np
 from contrastlab.infra.errors import DataError
 
 
-def anchors_and_negatives(labels: np.ndarray, anchors_per_class: int, seed: int,
-                          negatives: str = "label_aware") -> tuple[np.ndarray, np.ndarray]:
+def anchors_and_negatives(
+    labels: np.ndarray, anchors_per_class: int, seed: int, negatives: str = "label_aware"
+) -> tuple[np.ndarray, np.ndarray]:
     """Anchor indices and one negative per anchor, class by class."""
     rng = np.random.default_rng(seed)
     anchors, chosen = [], []
@@ -82,8 +83,14 @@ def build_views(anchor: np.ndarray, negative: np.ndarray) -> dict[str, np.ndarra
 BUILDERS = {"pairs": build_pairs, "triplets": build_triplets, "views": build_views}
 
 
-def build(labels: np.ndarray, layout: str, anchors_per_class: int, seed: int, negatives: str = "label_aware",
-          augment_anchor: bool = False) -> dict[str, np.ndarray]:
+def build(
+    labels: np.ndarray,
+    layout: str,
+    anchors_per_class: int,
+    seed: int,
+    negatives: str = "label_aware",
+    augment_anchor: bool = False,
+) -> dict[str, np.ndarray]:
     """The training examples in `layout` ("pairs", "triplets" or "views", as the loss asks)."""
     anchor, negative = anchors_and_negatives(labels, anchors_per_class, seed, negatives)
     examples = BUILDERS[layout](anchor, negative)

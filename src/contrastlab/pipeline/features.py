@@ -5,7 +5,7 @@ and whether a representation collapsed (every image at one point), which the pro
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -26,8 +26,10 @@ def stored_features(saved: Mapping[str, np.ndarray], features: str) -> tuple[np.
         if kind == features and pixels:
             shifted[str(int(pixels))] = array
     if features not in saved:
-        raise FileError(f"the embed stage's file holds no '{features}' features (only {', '.join(sorted(saved))}): "
-                        f"it predates them; {RECOMPUTE}")
+        raise FileError(
+            f"the embed stage's file holds no '{features}' features (only {', '.join(sorted(saved))}): "
+            f"it predates them; {RECOMPUTE}"
+        )
     return saved[features], shifted
 
 
@@ -39,9 +41,11 @@ def training_name(name: str) -> str:
 def stored_training_features(saved: Mapping[str, np.ndarray], features: str) -> tuple[np.ndarray, np.ndarray]:
     """`features` of the training images and their labels, which the standard protocol fits the probe on."""
     if training_name(features) not in saved:
-        raise FileError(f"the embed stage's file holds no training images' '{features}' features, which "
-                        "probe.protocol=standard fits the probe on: it was embedded for the study protocol; re-run the "
-                        f"embed stage: {RECOMPUTE}")
+        raise FileError(
+            f"the embed stage's file holds no training images' '{features}' features, which "
+            "probe.protocol=standard fits the probe on: it was embedded for the study protocol; re-run the "
+            f"embed stage: {RECOMPUTE}"
+        )
     return saved[training_name(features)], saved[training_name("labels")]
 
 

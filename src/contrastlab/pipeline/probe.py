@@ -49,14 +49,20 @@ class LBFGSLogisticRegression(ClassifierMixin, BaseEstimator):
         self.C, self.tol, self.max_iter = C, tol, max_iter
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> LBFGSLogisticRegression:
-        self.classes_, target = np.unique(y, return_inverse=True)
+        self.classes_, indices = np.unique(y, return_inverse=True)
         features = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64))
-        target = torch.from_numpy(target)
+        target = torch.from_numpy(indices)
         weight = torch.zeros(features.shape[1], len(self.classes_), dtype=torch.float64, requires_grad=True)
         bias = torch.zeros(len(self.classes_), dtype=torch.float64, requires_grad=True)
         penalty = 0.5 / (self.C * len(target))
-        lbfgs = torch.optim.LBFGS([weight, bias], max_iter=self.max_iter, max_eval=2 * self.max_iter,
-                                  tolerance_grad=self.tol, tolerance_change=0, line_search_fn="strong_wolfe")
+        lbfgs = torch.optim.LBFGS(
+            [weight, bias],
+            max_iter=self.max_iter,
+            max_eval=2 * self.max_iter,
+            tolerance_grad=self.tol,
+            tolerance_change=0,
+            line_search_fn="strong_wolfe",
+        )
 
         def objective() -> torch.Tensor:
             lbfgs.zero_grad()
@@ -67,8 +73,10 @@ class LBFGSLogisticRegression(ClassifierMixin, BaseEstimator):
         lbfgs.step(objective)
         objective()  # the gradient where it stopped
         self.n_iter_ = lbfgs.state[weight]["n_iter"]
-        if max(weight.grad.abs().max(), bias.grad.abs().max()) > self.tol:
-            warnings.warn(f"L-BFGS stopped short of gradient {self.tol} after {self.n_iter_} steps", ConvergenceWarning)
+        largest = max(float(part.grad.abs().max()) for part in (weight, bias) if part.grad is not None)
+        if largest > self.tol:
+            message = f"L-BFGS stopped short of gradient {self.tol} after {self.n_iter_} steps"
+            warnings.warn(message, ConvergenceWarning, stacklevel=2)
         self.coef_, self.intercept_ = weight.detach().T.numpy(), bias.detach().numpy()
         return self
 
@@ -100,9 +108,11 @@ def study_split(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.nda
     """The study protocol's rows to fit on and to score: one stratified, seeded split of the evaluation images."""
     classes, scored = np.unique(labels), math.ceil(test_size * len(labels))  # as train_test_split rounds
     if min(scored, len(labels) - scored) < len(classes):
-        raise ParamError(f"params.yaml: probe.test_size={test_size} splits {len(labels)} images into {len(labels) - scored} "
-                         f"to fit and {scored} to score, but each part needs one of each of the {len(classes)} classes; "
-                         "probe more images (e.g. a larger split.validation_per_class) or change probe.test_size")
+        raise ParamError(
+            f"params.yaml: probe.test_size={test_size} splits {len(labels)} images into {len(labels) - scored} "
+            f"to fit and {scored} to score, but each part needs one of each of the {len(classes)} classes; "
+            "probe more images (e.g. a larger split.validation_per_class) or change probe.test_size"
+        )
     return train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
 
 
@@ -136,8 +146,9 @@ def probe(
     `max_iter` steps, and `warnings` names what makes the numbers suspect (no convergence, chance level).
     """
     if (protocol == "standard") != (training is not None):
-        raise ValueError(f"probe(protocol={protocol!r}) takes the training images' features exactly when the "
-                         "protocol is 'standard'")
+        raise ValueError(
+            f"probe(protocol={protocol!r}) takes the training images' features exactly when the protocol is 'standard'"
+        )
     classes = np.unique(labels)
     embeddings = embeddings.astype(np.float64)
     if training is None:
@@ -148,8 +159,10 @@ def probe(
         x_fit, y_fit, fitted = training[0].astype(np.float64), training[1], "training images' features"
     x_score, y_score = embeddings[score], labels[score]
     if knn_k > len(x_fit):
-        raise ParamError(f"params.yaml: probe.knn_k={knn_k} but the probe fits on only {len(x_fit)} {fitted}; "
-                         f"use at most {len(x_fit)}")
+        raise ParamError(
+            f"params.yaml: probe.knn_k={knn_k} but the probe fits on only {len(x_fit)} {fitted}; "
+            f"use at most {len(x_fit)}"
+        )
     linear = linear_probe(max_iter, x_fit.shape[1])
     classifier = make_pipeline(StandardScaler(), linear) if standardize else linear
     with warnings.catch_warnings(record=True) as caught:
@@ -158,12 +171,19 @@ def probe(
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     predicted = classifier.predict(x_score)
     top1 = float(np.mean(predicted == y_score))
-    problems = [] if converged else [f"the linear probe did not converge in probe.max_iter={max_iter} steps; "
-                                     "raise probe.max_iter"]
+    problems = (
+        []
+        if converged
+        else [f"the linear probe did not converge in probe.max_iter={max_iter} steps; raise probe.max_iter"]
+    )
     if at_chance(top1, len(y_score), len(classes)):
-        problems.append(f"the linear probe is at chance level (top-1 {top1:.4f} with {len(classes)} classes): "
-                        "the representation carries no class information")
-    top3 = top_k_accuracy_score(y_score, classifier.predict_proba(x_score), k=min(3, len(classes)), labels=classifier.classes_)
+        problems.append(
+            f"the linear probe is at chance level (top-1 {top1:.4f} with {len(classes)} classes): "
+            "the representation carries no class information"
+        )
+    top3 = top_k_accuracy_score(
+        y_score, classifier.predict_proba(x_score), k=min(3, len(classes)), labels=classifier.classes_
+    )
     knn = KNeighborsClassifier(n_neighbors=knn_k).fit(x_fit, y_fit)
     matrix = confusion_matrix(y_score, predicted, labels=classes)
     return {
@@ -171,7 +191,9 @@ def probe(
         "top3": float(top3),
         "knn": float(knn.score(x_score, y_score)),
         "per_class": (matrix.diagonal() / matrix.sum(axis=1)).tolist(),
-        "shifted_top1": {name: float(classifier.score(x[score].astype(np.float64), y_score)) for name, x in (shifted or {}).items()},
+        "shifted_top1": {
+            name: float(classifier.score(x[score].astype(np.float64), y_score)) for name, x in (shifted or {}).items()
+        },
         "converged": converged,
         "warnings": problems,
         "confusion": matrix,
@@ -197,7 +219,7 @@ def summary(scores: dict, classes: tuple[str, ...]) -> dict:
     unless it is the study's."""
     return {
         **headline(scores),
-        "per_class": {name: round(acc, 4) for name, acc in zip(classes, scores["per_class"])},
+        "per_class": {name: round(acc, 4) for name, acc in zip(classes, scores["per_class"], strict=True)},
         "shifted_top1": {name: round(acc, 4) for name, acc in scores["shifted_top1"].items()},
         "converged": scores["converged"],
         "warnings": scores["warnings"],

@@ -6,8 +6,8 @@ with the shared encoder in its own forward pass (as the study did: BatchNorm the
 anchors, augmented positives and negatives each with their own batch statistics), optionally
 swaps each negative for a semi-hard one from the batch, and applies the loss. With `small_crops`, each image's
 small crops (multi-crop) are embedded in one more pass and every one is paired with both full views. An encoder
-with a patch-whitening layer has it set from the training images before the first step (`fit_whitening`). Augmented views are
-fresh every epoch (`views="fresh"`) or drawn once before training and reused (`views="once"`,
+with a patch-whitening layer has it set from the training images before the first step (`fit_whitening`).
+Augmented views are fresh every epoch (`views="fresh"`) or drawn once before training and reused (`views="once"`,
 the study's way). The optimizer and learning-rate schedule default to the protocol's plain SGD
 at a fixed rate; AdamW, momentum, weight decay, warm-up, cosine and one-cycle schedules are options.
 A loss that turns NaN or infinite stops training at once with the step and the advice, and so do
@@ -129,7 +129,7 @@ def compiled_forward(encoder: torch.nn.Module, device: torch.device) -> torch.nn
     the full batches and the last, smaller one), into a cache that later processes on the machine reuse."""
     if device.type == "cpu" and cpp_compiler() is None:
         return None
-    return torch.compile(encoder, dynamic=False)
+    return torch.compile(encoder, dynamic=False)  # type: ignore[return-value]  # an OptimizedModule: a Module
 
 
 def fit_whitening(encoder: torch.nn.Module, images: torch.Tensor, seed: int) -> None:
@@ -149,8 +149,9 @@ def make_optimizer(parameters, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
-                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+def make_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """Per-step learning rate: linear warm-up, then constant or cosine to 0; one-cycle has its own warm-up
     (30% of the steps) and ignores `warmup_epochs`."""
     total, warmup = steps_per_epoch * config.epochs, steps_per_epoch * config.warmup_epochs
@@ -165,13 +166,23 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig,
     return ramp if after is None else sched.SequentialLR(optimizer, [ramp, after], milestones=[warmup])
 
 
-def checkpoint_key(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainConfig,
-                   device: torch.device) -> str:
+def checkpoint_key(
+    images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainConfig, device: torch.device
+) -> str:
     """Digest of everything that determines the weights (data, examples, config, the code training runs,
     torch version, device and CPU kernels), so a checkpoint resumes only the very same training."""
     kernels = {name: os.environ.get(name) for name in PORTABLE_KERNELS}  # `cpu_kernels` as use_cpu_kernels set it
-    digest = hashlib.sha256(json.dumps({**asdict(config), "device": device.type, "kernels": kernels,
-                                        "capability": torch.backends.cpu.get_cpu_capability()}, sort_keys=True).encode())
+    digest = hashlib.sha256(
+        json.dumps(
+            {
+                **asdict(config),
+                "device": device.type,
+                "kernels": kernels,
+                "capability": torch.backends.cpu.get_cpu_capability(),
+            },
+            sort_keys=True,
+        ).encode()
+    )
     digest.update(torch.__version__.encode())
     for path in closure(modules=[__name__]):
         digest.update(path.read_bytes())
@@ -183,8 +194,10 @@ def checkpoint_key(images: torch.Tensor, examples: dict[str, np.ndarray], config
 def stop_if_diverged(what: str, value: float, epoch: int, step: int, config: TrainConfig) -> None:
     """A loss that is NaN or infinite stops training at once, saying where and what to change."""
     if not math.isfinite(value):
-        raise TrainingDiverged(f"training diverged: {what} became {value} at epoch {epoch}, step {step} "
-                               f"(lr {config.lr}, {config.optimizer}); lower train.lr or change the recipe")
+        raise TrainingDiverged(
+            f"training diverged: {what} became {value} at epoch {epoch}, step {step} "
+            f"(lr {config.lr}, {config.optimizer}); lower train.lr or change the recipe"
+        )
 
 
 def stop_if_weights_not_finite(encoder: torch.nn.Module, epoch: int, config: TrainConfig) -> None:
@@ -194,8 +207,10 @@ def stop_if_weights_not_finite(encoder: torch.nn.Module, epoch: int, config: Tra
     for name, tensor in encoder.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             kind, value = "buffer" if name in buffers else "weight", tensor[~torch.isfinite(tensor)][0].item()
-            raise TrainingDiverged(f"training diverged: the encoder's {kind} {name} became {value} in epoch {epoch} "
-                                   f"(lr {config.lr}, {config.optimizer}); lower train.lr or change the recipe")
+            raise TrainingDiverged(
+                f"training diverged: the encoder's {kind} {name} became {value} in epoch {epoch} "
+                f"(lr {config.lr}, {config.optimizer}); lower train.lr or change the recipe"
+            )
 
 
 # A collapsed encoder maps every image to (nearly) one point; with the sigmoid head saturated its loss stays
@@ -213,8 +228,9 @@ def weight_norm(encoder: torch.nn.Module) -> float:
     return math.sqrt(sum(p.detach().double().square().sum().item() for p in encoder.parameters()))
 
 
-def collapse_warnings(initial_norm: float, final_norm: float, step_losses: list[float],
-                      config: TrainConfig) -> list[str]:
+def collapse_warnings(
+    initial_norm: float, final_norm: float, step_losses: list[float], config: TrainConfig
+) -> list[str]:
     """[the warning] when the weights' norm exploded while the loss stopped moving (see WEIGHT_GROWTH), else []."""
     tail = step_losses[len(step_losses) // 2 :]
     if len(tail) < 2 or not final_norm > WEIGHT_GROWTH * initial_norm:
@@ -222,13 +238,22 @@ def collapse_warnings(initial_norm: float, final_norm: float, step_losses: list[
     mean = sum(tail) / len(tail)
     if max(tail) - min(tail) > FLAT_LOSS * abs(mean):
         return []
-    return [f"the encoder likely collapsed: its weights' norm grew {final_norm / initial_norm:.3g}-fold while the "
-            f"{config.loss} loss stayed at {mean:.4f} over the last {len(tail)} steps (lr {config.lr}, "
-            f"{config.optimizer}); lower train.lr or change the recipe"]
+    return [
+        f"the encoder likely collapsed: its weights' norm grew {final_norm / initial_norm:.3g}-fold while the "
+        f"{config.loss} loss stayed at {mean:.4f} over the last {len(tail)} steps (lr {config.lr}, "
+        f"{config.optimizer}); lower train.lr or change the recipe"
+    ]
 
 
-def descend(loss: torch.Tensor, what: str, epoch: int, step: int, optimizer: torch.optim.Optimizer,
-            schedule: torch.optim.lr_scheduler.LRScheduler | None, config: TrainConfig) -> float:
+def descend(
+    loss: torch.Tensor,
+    what: str,
+    epoch: int,
+    step: int,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler | None,
+    config: TrainConfig,
+) -> float:
     """One optimizer step on `loss` (stopping first if it is not finite); returns its value."""
     value = loss.item()
     stop_if_diverged(what, value, epoch, step, config)
@@ -259,8 +284,15 @@ def load_checkpoint(path: Path, key: str) -> dict | None:
     return state
 
 
-def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainConfig, *, device: torch.device,
-          progress: bool = True, checkpoint: Path | None = None) -> TrainResult:
+def train(
+    images: torch.Tensor,
+    examples: dict[str, np.ndarray],
+    config: TrainConfig,
+    *,
+    device: torch.device,
+    progress: bool = True,
+    checkpoint: Path | None = None,
+) -> TrainResult:
     """Train a fresh encoder on uint8 `images` (N, C, H, W) with the examples from `contrastlab.pipeline.examples`.
 
     `config.precision="bf16"` runs the encoder's forward passes under bfloat16 autocast; augmentation, loss,
@@ -278,7 +310,8 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
         torch.use_deterministic_algorithms(True)
         # Deterministic mode also fills each new tensor with NaN, to expose reads of uninitialised
         # memory; nothing here reads any, and the fill (with its page faults) costs ~10% of a step.
-        torch.utils.deterministic.fill_uninitialized_memory = False
+        # ignored: a property of the module's class, which torch's stubs do not show
+        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
         keep_freed_memory()
     shuffle_rng = torch.Generator().manual_seed(config.seed)
     augment_rng = torch.Generator(device).manual_seed(config.seed + 1)
@@ -293,19 +326,24 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
     mine = str(examples.get("negatives", "label_aware")) == "hard"
     n_examples, k = members.shape
 
-    encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)
+    # Module.to takes a device and a memory_format at once; torch's overloads do not say so
+    encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     fit_whitening(encoder, images, config.seed)
     initial_norm = weight_norm(encoder)
     optimizer = make_optimizer(encoder.parameters(), config)
     schedule = make_schedule(optimizer, config, -(-n_examples // config.batch_size))
     forward = compiled_forward(encoder, device) if config.compile else encoder
     if forward is None:
-        print("train.compile: no C++ compiler found for torch.compile's CPU backend (install g++, or name one in CXX); "
-              "training uncompiled")
+        print(
+            "train.compile: no C++ compiler found for torch.compile's CPU backend (install g++, or name one in CXX); "
+            "training uncompiled"
+        )
         forward = encoder
     elif forward is not encoder and progress:
-        print("train.compile: the first step of each batch size compiles the encoder (about 30 s; seconds when "
-              "torch's cache holds it from an earlier run)")
+        print(
+            "train.compile: the first step of each batch size compiles the encoder (about 30 s; seconds when "
+            "torch's cache holds it from an earlier run)"
+        )
     fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if config.views == "once" else None
 
     def inputs_for(rows: torch.Tensor) -> torch.Tensor:
@@ -335,7 +373,11 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
             augment_rng.set_state(saved["augment_rng"])
             torch.set_rng_state(saved["torch_rng"])
             result.epoch_losses, result.step_losses, result.train_time_s, result.images_seen = (
-                saved["epoch_losses"], saved.get("step_losses", []), saved["train_time_s"], saved["images_seen"])
+                saved["epoch_losses"],
+                saved.get("step_losses", []),
+                saved["train_time_s"],
+                saved["images_seen"],
+            )
             print(f"resuming from {checkpoint} after epoch {len(result.epoch_losses)} of {config.epochs}")
 
     encoder.train()
@@ -350,19 +392,30 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 embeddings = [forward(member).float() for member in x.chunk(k)]
                 if config.small_crops:  # multi-crop: all small crops of the batch in one pass of their own
-                    crops = small_crops(images[members[rows, 0]], augment_rng, config.small_crops, config.small_crop_size)
+                    crops = small_crops(
+                        images[members[rows, 0]], augment_rng, config.small_crops, config.small_crop_size
+                    )
                     small = forward(normalize(crops).contiguous(memory_format=torch.channels_last)).float()
             if mine:  # members are (anchor, positive, negative): the pool is every anchor and negative
                 pool, pool_labels = torch.cat([embeddings[0], embeddings[2]]), labels[rows][:, [0, 2]].T.reshape(-1)
-                embeddings[2] = semi_hard_negatives(embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels,
-                                                    config.margin)
+                embeddings[2] = semi_hard_negatives(
+                    embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels, config.margin
+                )
             if config.small_crops:
-                batch_loss = multi_crop(loss_fn, embeddings, list(small.chunk(config.small_crops)), target[rows],
-                                        labels[rows, 0], options)
+                batch_loss = multi_crop(
+                    loss_fn, embeddings, list(small.chunk(config.small_crops)), target[rows], labels[rows, 0], options
+                )
             else:
                 batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
-            loss_value = descend(batch_loss, f"the {config.loss} loss", epoch, start // config.batch_size + 1,
-                                 optimizer, schedule, config)
+            loss_value = descend(
+                batch_loss,
+                f"the {config.loss} loss",
+                epoch,
+                start // config.batch_size + 1,
+                optimizer,
+                schedule,
+                config,
+            )
 
             epoch_loss += loss_value * len(rows)
             step_losses.append(loss_value)
@@ -380,7 +433,8 @@ def train(images: torch.Tensor, examples: dict[str, np.ndarray], config: TrainCo
                 "schedule": schedule.state_dict() if schedule is not None else None,
                 "shuffle_rng": shuffle_rng.get_state(), "augment_rng": augment_rng.get_state(),
                 "torch_rng": torch.get_rng_state(), "epoch_losses": result.epoch_losses,
-                "step_losses": result.step_losses, "train_time_s": result.train_time_s, "images_seen": result.images_seen,
+                "step_losses": result.step_losses, "train_time_s": result.train_time_s,
+                "images_seen": result.images_seen,
             })  # fmt: skip
     result.warnings = collapse_warnings(initial_norm, weight_norm(encoder), result.step_losses, config)
     return result

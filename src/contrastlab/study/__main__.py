@@ -8,8 +8,9 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import cast
 
 import numpy as np
 
@@ -31,6 +32,7 @@ class Parser(argparse.ArgumentParser):
 def counted(rule: params_module.Rule) -> Callable[[str], int]:
     """An argparse type: an integer option checked by `rule` as params.yaml's integers are, so that `--workers -1`
     or `--seeds 100000000` stops at once rather than wait or plan forever."""
+
     def parse(text: str) -> int:
         try:
             value: object = int(text)
@@ -38,7 +40,8 @@ def counted(rule: params_module.Rule) -> Callable[[str], int]:
             value = text  # which no rule of integers takes
         if not rule.check(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not allowed; expected {rule.allowed}")
-        return value
+        return cast(int, value)  # a rule of integers takes nothing else
+
     return parse
 
 
@@ -48,20 +51,37 @@ AT_LEAST_ONE = counted(params_module.int_at_least(1))
 def main() -> None:
     parser = Parser(description=runner.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=Path("study/results"), help="one folder per finished run")
-    parser.add_argument("--seeds", type=counted(params_module.SCHEMA["study"]["seeds"]),
-                        help="seeds per scenario (default: study.seeds in params.yaml)")
+    parser.add_argument(
+        "--seeds",
+        type=counted(cast(params_module.Rule, params_module.SCHEMA["study"]["seeds"])),  # a Rule, not Registered
+        help="seeds per scenario (default: study.seeds in params.yaml)",
+    )
     parser.add_argument("--grid", default="main", help="which of study.grids to run (default: main)")
     parser.add_argument("--recipe", default="protocol", help="which of study.recipes to train with")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--baselines", nargs="+", metavar="NAME", type=baseline_name,
-                       help="run only these baselines (names of the baseline registry) for the grid's datasets and "
-                            "settings, no scenario: e.g. the classical ones")
-    which.add_argument("--no-baselines", action="store_true",
-                       help="run only the grid's scenarios, up to their probe and t-SNE: none of the baselines they "
-                            "are compared with, no MLflow run (the track stage logs the baselines too)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=fixed_value,
-                        help="also set this param (as `dvc exp run -S` takes it) for every run of the grid, e.g. "
-                             "--set probe.features=backbone; named in the runs' names; repeatable")
+    which.add_argument(
+        "--baselines",
+        nargs="+",
+        metavar="NAME",
+        type=baseline_name,
+        help="run only these baselines (names of the baseline registry) for the grid's datasets and "
+        "settings, no scenario: e.g. the classical ones",
+    )
+    which.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="run only the grid's scenarios, up to their probe and t-SNE: none of the baselines they "
+        "are compared with, no MLflow run (the track stage logs the baselines too)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        type=fixed_value,
+        help="also set this param (as `dvc exp run -S` takes it) for every run of the grid, e.g. "
+        "--set probe.features=backbone; named in the runs' names; repeatable",
+    )
     dask = parser.add_argument_group("on Dask (contrastlab.study.distributed): one task per run")
     dask.add_argument("--workers", type=AT_LEAST_ONE, default=0, help="an embedded Dask cluster of this many workers")
     dask.add_argument("--threads", type=AT_LEAST_ONE, default=1, help="threads per worker (embedded or jobqueue)")
@@ -96,8 +116,11 @@ def baseline_name(text: str) -> str:
 def run_here(root: Path, runs: list[Run], results: Path) -> None:
     """The runs whose folders are missing, one after another in this repository."""
     todo = [run for run in runs if not (results / run.name).is_dir()]
-    print(f"study: {len(runs)} runs (scenarios and baselines x seeds); "
-          f"{len(runs) - len(todo)} already in {results}, {len(todo)} to run", flush=True)
+    print(
+        f"study: {len(runs)} runs (scenarios and baselines x seeds); "
+        f"{len(runs) - len(todo)} already in {results}, {len(todo)} to run",
+        flush=True,
+    )
     durations: list[float] = []
     for done, run in enumerate(todo):
         left = len(todo) - done - 1
@@ -121,8 +144,11 @@ def cli() -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     except subprocess.CalledProcessError as err:
-        print(f"error: `{' '.join(map(str, err.cmd))}` failed (exit {err.returncode}); its output is above. "
-              "Fix the cause and run the study again: finished runs are kept.", file=sys.stderr)
+        print(
+            f"error: `{' '.join(map(str, err.cmd))}` failed (exit {err.returncode}); its output is above. "
+            "Fix the cause and run the study again: finished runs are kept.",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

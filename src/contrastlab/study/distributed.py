@@ -24,9 +24,9 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
@@ -137,8 +137,14 @@ def run_on_worker(source: Source, run: Run, *after) -> dict:
         # kept, not trained again, as the local study does
         ref = f"refs/exps/{source.commit[:2]}/{source.commit[2:]}/{run.name}"
         subprocess.run(["git", "fetch", "--quiet", "origin", f"+{ref}:{ref}"], cwd=clone, capture_output=True)
-        env = {**os.environ, **source.env, "PYTHONPATH": str(clone / "src"), "OMP_NUM_THREADS": threads,
-               "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}  # its stages stop if this worker dies (run_child)
+        env = {
+            **os.environ,
+            **source.env,
+            "PYTHONPATH": str(clone / "src"),
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "PYTHONUNBUFFERED": "1",
+        }  # its stages stop if this worker dies (run_child)
         log = clone.with_name(f"{clone.name}.log")
         try:
             with log.open("w") as output:
@@ -150,8 +156,17 @@ def run_on_worker(source: Source, run: Run, *after) -> dict:
             tail = "\n".join(text.splitlines()[-15:])
             raise RuntimeError(f"{run.name} failed on worker {worker.name}; the end of its output:\n{tail}") from None
         # --force: origin may hold an experiment of this name made with params since changed (it was run again)
-        sh("dvc", "exp", "push", "--force", *(["--no-cache"] if source.cache else []), "origin", run.name, cwd=clone,
-           env=env)
+        sh(
+            "dvc",
+            "exp",
+            "push",
+            "--force",
+            *(["--no-cache"] if source.cache else []),
+            "origin",
+            run.name,
+            cwd=clone,
+            env=env,
+        )
     return {"files": files, "worker": str(worker.name), "stages_run": stages_run(log.read_text())}
 
 
@@ -164,7 +179,10 @@ def kept_baseline_line(name: str, outcome: dict, folder: Path) -> str:
     """What became of a kept baseline's task: restored from this DVC cache, or trained again (DVC found
     its code or data changed since the folder was made, so the cache did not hold it)."""
     if outcome["stages_run"]:
-        how = f"trained again into this DVC cache (ran {', '.join(outcome['stages_run'])}: changed since the folder was made)"
+        how = (
+            f"trained again into this DVC cache (ran {', '.join(outcome['stages_run'])}: "
+            "changed since the folder was made)"
+        )
     else:
         how = "restored from this DVC cache"
     return f"{name} on worker {outcome['worker']}: {how}; {folder} kept as it was"
@@ -175,8 +193,12 @@ def needs(run: Run, runs: list[Run]) -> list[Run]:
     of the params baselines read (how `plan` made them), so its task restores them rather than train them."""
     if run.is_baseline:
         return []
-    return [other for other in runs if other.is_baseline
-            and all(path in run.overrides and run.overrides[path] == value for path, value in other.overrides.items())]
+    return [
+        other
+        for other in runs
+        if other.is_baseline
+        and all(path in run.overrides and run.overrides[path] == value for path, value in other.overrides.items())
+    ]
 
 
 def kept_baselines_needed(runs: list[Run], todo: list[Run]) -> list[Run]:
@@ -193,28 +215,43 @@ def source_for(root: Path, cluster: Cluster, workdir: str) -> Source:
     DVC cache and MLflow store; others clone `origin` and log to `MLFLOW_TRACKING_URI`."""
     changed = sh("git", "status", "--porcelain", "--untracked-files=no", "--", *CODE, cwd=root)
     if changed:
-        raise ParamError(f"uncommitted changes to the pipeline's code ({one_line(changed, 120)}): workers run the "
-                         "study's commit, so commit them first")
+        raise ParamError(
+            f"uncommitted changes to the pipeline's code ({one_line(changed, 120)}): workers run the "
+            "study's commit, so commit them first"
+        )
     params, commit = (root / "params.yaml").read_text(), sh("git", "rev-parse", "HEAD", cwd=root)
     tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not cluster.embedded:
         if not tracking:
-            raise ParamError("workers on other machines log to the MLflow tracking server in MLFLOW_TRACKING_URI; "
-                             "set it (README: The study on a cluster)")
+            raise ParamError(
+                "workers on other machines log to the MLflow tracking server in MLFLOW_TRACKING_URI; "
+                "set it (README: The study on a cluster)"
+            )
         sh("git", "fetch", "--quiet", "origin", cwd=root)
         if not sh("git", "branch", "--remotes", "--contains", commit, cwd=root):
             raise ParamError(f"commit {commit[:8]} is not on origin: workers clone it from there, so push it first")
         default = subprocess.run(["dvc", "remote", "default", "--project"], cwd=root, capture_output=True, text=True)
         if default.returncode != 0 or not default.stdout.strip():
-            raise ParamError("workers push their experiments' data to the DVC remote of the commit; add one and commit "
-                             "it (dvc remote add -d ..., git commit .dvc/config)")
-    user = tuple(subprocess.run(["git", "config", key], cwd=root, capture_output=True, text=True).stdout.strip()
-                 for key in ("user.name", "user.email"))
+            raise ParamError(
+                "workers push their experiments' data to the DVC remote of the commit; add one and commit "
+                "it (dvc remote add -d ..., git commit .dvc/config)"
+            )
+    name, email = (
+        subprocess.run(["git", "config", key], cwd=root, capture_output=True, text=True).stdout.strip()
+        for key in ("user.name", "user.email")
+    )
+    user = (name, email)
     if not all(user):
         raise ParamError("workers commit each experiment as you: set git config user.name and user.email")
     if not cluster.embedded:
-        return Source(sh("git", "remote", "get-url", "origin", cwd=root), commit, params, user,
-                      {"MLFLOW_TRACKING_URI": tracking}, workdir)
+        return Source(
+            sh("git", "remote", "get-url", "origin", cwd=root),
+            commit,
+            params,
+            user,
+            {"MLFLOW_TRACKING_URI": tracking},
+            workdir,
+        )
     from contrastlab.infra.tracking import open_store, tracking_uri
     from contrastlab.pipeline.download import MIRROR_ENV, mirror_folder
 
@@ -224,8 +261,15 @@ def source_for(root: Path, cluster: Cluster, workdir: str) -> Source:
     mirror = mirror_folder(yaml.safe_load(params).get("download", {}).get("mirror"), root)
     if mirror:  # the workers' clones lie deeper in this tree: a mirror relative to this root would miss there
         env[MIRROR_ENV] = str(mirror.resolve())
-    return Source(str(root), commit, params, user, env,
-                  workdir or str(root / ".dvc" / "tmp" / "dask-workers"), str(root / ".dvc" / "cache"))
+    return Source(
+        str(root),
+        commit,
+        params,
+        user,
+        env,
+        workdir or str(root / ".dvc" / "tmp" / "dask-workers"),
+        str(root / ".dvc" / "cache"),
+    )
 
 
 def start_cluster(cluster: Cluster):
@@ -234,16 +278,27 @@ def start_cluster(cluster: Cluster):
     from distributed import LocalCluster
 
     if not cluster.cluster:
-        return LocalCluster(n_workers=cluster.workers, threads_per_worker=cluster.threads, processes=True,
-                            host="127.0.0.1", dashboard_address=None, resources={SLOT: 1})
+        return LocalCluster(
+            n_workers=cluster.workers,
+            threads_per_worker=cluster.threads,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            resources={SLOT: 1},
+        )
     import dask_jobqueue
 
     kind = getattr(dask_jobqueue, f"{cluster.cluster.upper()}Cluster", None)
     if kind is None:
         raise ParamError(f"--cluster {cluster.cluster}: dask-jobqueue has no such cluster (slurm, pbs, sge, lsf, ...)")
     try:
-        return kind(cores=cluster.threads, processes=1, worker_extra_args=["--resources", f"{SLOT}=1"], security=True,
-                    scheduler_options={"dashboard_address": "127.0.0.1:0"})
+        return kind(
+            cores=cluster.threads,
+            processes=1,
+            worker_extra_args=["--resources", f"{SLOT}=1"],
+            security=True,
+            scheduler_options={"dashboard_address": "127.0.0.1:0"},
+        )
     except ValueError as err:  # e.g. no memory per job in Dask's jobqueue config
         raise ParamError(f"--cluster {cluster.cluster}: {one_line(err, 200)} (Dask's jobqueue config)") from None
 
@@ -271,8 +326,9 @@ def connect(cluster: Cluster):
         try:
             client = Client(cluster.scheduler, timeout=30)  # TLS and other security: Dask's own config (README)
         except (OSError, TimeoutError) as err:
-            raise ParamError(f"--scheduler {cluster.scheduler}: no Dask scheduler answers there "
-                             f"({one_line(err, 150)})") from None
+            raise ParamError(
+                f"--scheduler {cluster.scheduler}: no Dask scheduler answers there ({one_line(err, 150)})"
+            ) from None
         with client:
             yield client
         return
@@ -288,30 +344,37 @@ def run_study(root: Path, runs: list[Run], results: Path, cluster: Cluster, work
     from distributed import as_completed
 
     todo = [run for run in runs if not (results / run.name).is_dir()]
-    print(f"study: {len(runs)} runs; {len(runs) - len(todo)} already in {results}, {len(todo)} to run on Dask",
-          flush=True)
+    print(
+        f"study: {len(runs)} runs; {len(runs) - len(todo)} already in {results}, {len(todo)} to run on Dask", flush=True
+    )
     if not todo:
         return 0
     source = source_for(root, cluster, workdir)
     again = kept_baselines_needed(runs, todo) if source.cache else []
     restored = {run.name for run in again}
     if again:
-        print(f"study: first {len(again)} baselines kept in {results} into this DVC cache, for the scenarios that "
-              f"compare with them (their folders stay as they are; one whose code changed since trains again)",
-              flush=True)
+        print(
+            f"study: first {len(again)} baselines kept in {results} into this DVC cache, for the scenarios that "
+            f"compare with them (their folders stay as they are; one whose code changed since trains again)",
+            flush=True,
+        )
     failed = 0
     with connect(cluster) as client:
         workers = client.scheduler_info()["workers"].values()
         slots = sum(1 for worker in workers if worker.get("resources", {}).get(SLOT))
         print(f"Dask: {client.scheduler.address}, {len(workers)} workers ({slots} with a study slot)", flush=True)
         if cluster.scheduler and not slots:
-            print(f"warning: no worker of {cluster.scheduler} has the resource {SLOT}=1 yet: the study waits for one "
-                  f"(start workers with `dask worker {cluster.scheduler} --resources {SLOT}=1`)", flush=True)
+            print(
+                f"warning: no worker of {cluster.scheduler} has the resource {SLOT}=1 yet: the study waits for one "
+                f"(start workers with `dask worker {cluster.scheduler} --resources {SLOT}=1`)",
+                flush=True,
+            )
         tasks: dict = {}
         for run in again + todo:  # with a shared DVC cache a scenario restores its baselines: then it waits for them
             after = [tasks[b.name] for b in needs(run, again + todo)] if source.cache else []
-            tasks[run.name] = client.submit(run_on_worker, source, run, *after, key=f"study-{run.name}", pure=False,
-                                            retries=1, resources={SLOT: 1})
+            tasks[run.name] = client.submit(
+                run_on_worker, source, run, *after, key=f"study-{run.name}", pure=False, retries=1, resources={SLOT: 1}
+            )
         names = {future.key: name for name, future in tasks.items()}
         start = time.perf_counter()
         for done, future in enumerate(as_completed(tasks.values()), start=1):

@@ -10,8 +10,9 @@ import csv
 import string
 import textwrap
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import matplotlib.ticker
 import numpy as np
@@ -24,28 +25,45 @@ from contrastlab.study.results import Group, in_registry_order
 
 
 def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, float]], path: Path) -> None:
-    """One panel per dataset: mean probe top-1 per scenario with its 95% confidence interval (over seeds) as error bars, the published
-    value as a black marker and the baselines as horizontal lines.
+    """One panel per dataset: mean probe top-1 per scenario with its 95% confidence interval (over seeds) as error
+    bars, the published value as a black marker and the baselines as horizontal lines.
 
-    groups: dataset -> [{"label", "mean", "ci" (half-width; 0 for one run), "published" (or None), optional "reference": drawn grey}];
+    groups: dataset -> [{"label", "mean", "ci" (half-width; 0 for one run), "published" (or None), optional
+    "reference": drawn grey}];
     references: dataset -> {name: top-1}.
     """
     width = max(7.5, 0.75 * max(len(bars) for bars in groups.values()))  # room for every bar's label
     fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 5.8), layout="constrained", squeeze=False)
     names = list(dict.fromkeys(name for lines in references.values() for name in lines))
-    styles = {name: (BASELINE_COLORS[i % len(BASELINE_COLORS)], ["--", ":", "-."][i % 3]) for i, name in enumerate(names)}
-    for ax, (dataset, bars) in zip(axes[0], groups.items()):
+    styles: dict[str, tuple[str, Any]] = {  # name -> (colour, line style)
+        name: (BASELINE_COLORS[i % len(BASELINE_COLORS)], ["--", ":", "-."][i % 3]) for i, name in enumerate(names)
+    }
+    for ax, (dataset, bars) in zip(axes[0], groups.items(), strict=True):
         x = np.arange(len(bars))
-        for kind, color, label in ((False, "tab:blue", "this project (mean, 95% CI over seeds)"),
-                                   (True, "tab:gray", "best study scenario, same recipe")):
+        for kind, color, label in (
+            (False, "tab:blue", "this project (mean, 95% CI over seeds)"),
+            (True, "tab:gray", "best study scenario, same recipe"),
+        ):
             shown = [i for i, b in enumerate(bars) if b.get("reference", False) == kind]
             if shown:
-                ax.bar(x[shown], [bars[i]["mean"] for i in shown], yerr=[bars[i]["ci"] for i in shown], capsize=3,
-                       color=color, alpha=0.75, label=label if ax is axes[0][0] else None)
+                ax.bar(
+                    x[shown],
+                    [bars[i]["mean"] for i in shown],
+                    yerr=[bars[i]["ci"] for i in shown],
+                    capsize=3,
+                    color=color,
+                    alpha=0.75,
+                    label=label if ax is axes[0][0] else None,
+                )
         published = [(i, b["published"]) for i, b in enumerate(bars) if b["published"] is not None]
         if published:
-            ax.scatter(*zip(*published), marker="D", color="black", zorder=3,
-                       label="published study" if ax is axes[0][0] else None)
+            ax.scatter(
+                *zip(*published, strict=True),
+                marker="D",
+                color="black",
+                zorder=3,
+                label="published study" if ax is axes[0][0] else None,
+            )
         for name, value in references.get(dataset, {}).items():
             color, style = styles[name]
             ax.axhline(value, color=color, linestyle=style, linewidth=1.4)
@@ -60,9 +78,14 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
 
 
 BASELINE_COLORS = ["tab:red", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink", "tab:green"]
-FAMILY_COLORS = {"label-free contrastive": "tab:blue", "label-using contrastive": "tab:orange",
-                 "supervised ceiling": "tab:green", "classical label-free": "tab:purple", "raw pixels": "tab:red",
-                 "random init": "tab:gray"}
+FAMILY_COLORS = {
+    "label-free contrastive": "tab:blue",
+    "label-using contrastive": "tab:orange",
+    "supervised ceiling": "tab:green",
+    "classical label-free": "tab:purple",
+    "raw pixels": "tab:red",
+    "random init": "tab:gray",
+}
 
 
 def label_lines(ax, lines: dict[str, tuple[float, str]], gap: float = 0.035) -> None:
@@ -72,12 +95,24 @@ def label_lines(ax, lines: dict[str, tuple[float, str]], gap: float = 0.035) -> 
     for value, color in sorted(lines.values()):
         y = max(value, placed[-1] + gap) if placed else value
         placed.append(y)
-        ax.annotate(f"{value:.3f}", (1.0, y), xycoords=("axes fraction", "data"), fontsize=7, color=color,
-                    xytext=(2, 0), textcoords="offset points", va="center", annotation_clip=False)
+        ax.annotate(
+            f"{value:.3f}",
+            (1.0, y),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color=color,
+            xytext=(2, 0),
+            textcoords="offset points",
+            va="center",
+            annotation_clip=False,
+        )
 
 
-def summary(panels: dict[str, dict[str, list[tuple[str, float, float, float | None]]]],
-            lines: dict[str, dict[str, tuple[str, float]]], path: Path) -> None:
+def summary(
+    panels: dict[str, dict[str, list[tuple[str, float, float, float | None]]]],
+    lines: dict[str, dict[str, tuple[str, float]]],
+    path: Path,
+) -> None:
     """The report's summary: one panel per dataset, probe top-1 against training CPU-minutes (log scale), one
     marker per configuration (95% CI as error bar) coloured by family, and the reference points as horizontal lines.
 
@@ -86,13 +121,21 @@ def summary(panels: dict[str, dict[str, list[tuple[str, float, float, float | No
     """
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.2), layout="constrained", squeeze=False)
     shown: dict[str, object] = {}
-    for ax, (dataset, families) in zip(axes[0], panels.items()):
+    for ax, (dataset, families) in zip(axes[0], panels.items(), strict=True):
         for name, points in families.items():
             minutes = [max(m, 0.1) for _, m, _, _ in points]
             errors = [0 if ci is None else ci for *_, ci in points]
-            shown[name] = ax.errorbar(minutes, [t for _, _, t, _ in points], yerr=errors, fmt="o", capsize=3,
-                                      color=FAMILY_COLORS[name], alpha=0.8, markersize=5)
-        for name, (label, value) in lines.get(dataset, {}).items():
+            shown[name] = ax.errorbar(
+                minutes,
+                [t for _, _, t, _ in points],
+                yerr=errors,
+                fmt="o",
+                capsize=3,
+                color=FAMILY_COLORS[name],
+                alpha=0.8,
+                markersize=5,
+            )
+        for name, (_, value) in lines.get(dataset, {}).items():
             shown[name] = ax.axhline(value, color=FAMILY_COLORS[name], linestyle="--", linewidth=1.3)
         label_lines(ax, {name: (value, FAMILY_COLORS[name]) for name, (_, value) in lines.get(dataset, {}).items()})
         ax.set_xscale("log")
@@ -102,29 +145,49 @@ def summary(panels: dict[str, dict[str, list[tuple[str, float, float, float | No
         ax.set(xlabel="training CPU-minutes (log scale)", ylabel="linear-probe top-1", title=dataset, ylim=(0, 1.02))
         ax.grid(alpha=0.3)
     order = [name for name in FAMILY_COLORS if name in shown]
-    fig.legend([shown[n] for n in order], [n + (" (line)" if isinstance(shown[n], plt.Line2D) else "") for n in order],
-               loc="outside lower center", ncol=3, fontsize=9)
+    fig.legend(  # type: ignore[call-overload]  # errorbar's ErrorbarContainer is a handle too; the stub says Artist
+        [shown[n] for n in order],
+        [n + (" (line)" if isinstance(shown[n], plt.Line2D) else "") for n in order],
+        loc="outside lower center",
+        ncol=3,
+        fontsize=9,
+    )
     plots.save(fig, path, dpi=120)
 
 
-def top1(groups: dict[str, list[Group]], baselines: dict[str, Group], path: Path, *, published: bool = True,
-         is_reference: Callable[[Group], bool] = lambda group: False) -> None:
+def top1(
+    groups: dict[str, list[Group]],
+    baselines: dict[str, Group],
+    path: Path,
+    *,
+    published: bool = True,
+    is_reference: Callable[[Group], bool] = lambda group: False,
+) -> None:
     """`top1_bars` of the groups of each dataset with that dataset's baselines as lines; `published` adds
     the published study's number of each group, `is_reference` tells the groups drawn grey."""
     bars = {
-        dataset: [{"label": g.label, "mean": g.mean("top1"), "ci": g.ci("top1") or 0.0, "reference": is_reference(g),
-                   "published": (g.published() or {}).get("top1") if published else None} for g in here]
+        dataset: [
+            {
+                "label": g.label,
+                "mean": g.mean("top1"),
+                "ci": g.ci("top1") or 0.0,
+                "reference": is_reference(g),
+                "published": (g.published() or {}).get("top1") if published else None,
+            }
+            for g in here
+        ]
         for dataset, here in groups.items()
     }
     references = {d: {g.label: g.mean("top1") for g in baselines.values() if g.dataset == d} for d in groups}
     top1_bars(bars, references, path)
 
 
-def tsne_panels(panels: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str], title: str,
-                path: Path) -> None:
+def tsne_panels(
+    panels: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str], title: str, path: Path
+) -> None:
     """Side-by-side t-SNE maps, one per (panel title, coords, labels), sharing one class legend."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1.5, 5), layout="constrained", squeeze=False)
-    for ax, (panel_title, coords, labels) in zip(axes[0], panels):
+    for ax, (panel_title, coords, labels) in zip(axes[0], panels, strict=True):
         plots.scatter_classes(ax, coords, labels, class_names, size=5)
         ax.set_title(panel_title)
     handles, names = axes[0][0].get_legend_handles_labels()
@@ -148,7 +211,7 @@ def tsne_maps(groups: list[Group], path: Path) -> None:
     classes = DATASETS[dataset].classes
     by_aug = {g.setting("aug"): g for g in groups}
     panels = []
-    letters = dict(zip(in_registry_order("aug", [*AUGMENTATIONS, *by_aug]), string.ascii_uppercase))
+    letters = dict(zip(in_registry_order("aug", [*AUGMENTATIONS, *by_aug]), string.ascii_uppercase, strict=False))
     for aug in in_registry_order("aug", by_aug):  # a panel keeps its letter when another augmentation did not run
         coords, labels = read_points(by_aug[aug].runs[0]["folder"] / "tsne.csv", classes)
         panels.append((f"({letters[aug]}) {aug}  top-1 {by_aug[aug].mean('top1'):.3f}", coords, labels))
@@ -167,17 +230,21 @@ def summed_confusion(group: Group, classes: tuple[str, ...]) -> np.ndarray:
 def confusion(group: Group, path: Path) -> None:
     """The group's confusion heatmap, summed over its seeds."""
     classes = DATASETS[group.dataset].classes
-    plots.confusion_heatmap(summed_confusion(group, classes), list(classes),
-                            f"{group.dataset}: {group.label}, probe top-1 {group.mean('top1'):.3f}", path)
+    plots.confusion_heatmap(
+        summed_confusion(group, classes),
+        list(classes),
+        f"{group.dataset}: {group.label}, probe top-1 {group.mean('top1'):.3f}",
+        path,
+    )
 
 
 def top1_by_epochs(curves: dict[str, dict[str, list[tuple[int, float, float]]]], path: Path) -> None:
     """One panel per dataset: mean probe top-1 (and its 95% CI over seeds) against training epochs, one
     line per method. curves: dataset -> method label -> [(epochs, mean, CI half-width)] in increasing epochs."""
     fig, axes = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 4.5), layout="constrained", squeeze=False)
-    for ax, (dataset, lines) in zip(axes[0], curves.items()):
+    for ax, (dataset, lines) in zip(axes[0], curves.items(), strict=True):
         for label, points in lines.items():
-            epochs, means, halves = zip(*points)
+            epochs, means, halves = zip(*points, strict=True)
             ax.errorbar(epochs, means, yerr=halves, marker="o", capsize=3, label=label)
         ax.set_xscale("log")
         ticks = sorted({e for points in lines.values() for e, _, _ in points})

@@ -25,8 +25,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 from mlflow.exceptions import MlflowException
-from mlflow.utils.validation import (MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH, path_not_unique,
-                                     validate_param_and_metric_name)
+from mlflow.utils.validation import (
+    MAX_ENTITY_KEY_LENGTH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_TAG_VAL_LENGTH,
+    path_not_unique,
+    validate_param_and_metric_name,
+)
 from tqdm import tqdm
 
 from contrastlab.infra import params as params_module
@@ -34,8 +39,18 @@ from contrastlab.infra import plots
 from contrastlab.infra.errors import ParamError, TrackingError
 from contrastlab.infra.files import one_line, stamp_seconds, write_csv
 from contrastlab.infra.stage import run_stage
-from contrastlab.infra.tracking import (DatasetRef, RunRecord, Store, describe, flatten, open_store, probe_metrics,
-                                        runs_url, tracking_uri, warnings_tag)
+from contrastlab.infra.tracking import (
+    DatasetRef,
+    RunRecord,
+    Store,
+    describe,
+    flatten,
+    open_store,
+    probe_metrics,
+    runs_url,
+    tracking_uri,
+    warnings_tag,
+)
 from contrastlab.pipeline.datasets import DATASETS
 from contrastlab.pipeline.download import OFFICIAL_DIGESTS
 from contrastlab.study.names import PROTOCOL
@@ -49,8 +64,11 @@ def recorded_params(study: dict, root: Path) -> dict:
     if "params" in study:
         return study["params"]
     commit = study.get("baseline_commit")
-    shown = subprocess.run(["git", "show", f"{commit}:params.yaml"], cwd=root, capture_output=True, text=True) \
-        if commit else None
+    shown = (
+        subprocess.run(["git", "show", f"{commit}:params.yaml"], cwd=root, capture_output=True, text=True)
+        if commit
+        else None
+    )
     if not shown or shown.returncode != 0:
         return {path: value for path, value in study.get("overrides", {}).items()}
     raw = with_values(yaml.safe_load(shown.stdout), study.get("overrides", {}))
@@ -72,10 +90,13 @@ def figures(run: dict, out: Path) -> list[Path]:
     if coords.any():
         plots.tsne_scatter(coords, np.array(tables["tsne.csv"]["class"]), classes, f"t-SNE: {name}", out / "tsne.png")
     else:  # the tsne stage put collapsed features all at (0, 0), and drew this instead of a map
-        plots.placeholder("No t-SNE map: the features collapsed (every point at the origin; the run's warnings "
-                          "tag says more).", f"t-SNE: {name}", out / "tsne.png")
+        plots.placeholder(
+            "No t-SNE map: the features collapsed (every point at the origin; the run's warnings tag says more).",
+            f"t-SNE: {name}",
+            out / "tsne.png",
+        )
     matrix = np.zeros((len(classes), len(classes)), dtype=int)
-    for actual, predicted in zip(tables["confusion.csv"]["actual"], tables["confusion.csv"]["predicted"]):
+    for actual, predicted in zip(tables["confusion.csv"]["actual"], tables["confusion.csv"]["predicted"], strict=True):
         matrix[actual, predicted] += 1
     plots.confusion_heatmap(matrix, classes, f"linear probe: {name}", out / "confusion.png")
     return [out / "tsne.png", out / "confusion.png", out / "train_loss.png"]
@@ -97,38 +118,75 @@ def record(run: dict, root: Path) -> RunRecord:
     folder, study, probe = run["folder"], run["study"], run["probe"]
     p = recorded_params(study, root)
     dataset, seed = study["dataset"], study["seed"]
-    design = {"arch": p.get("model", {}).get("arch", "study"),
-              "features": p.get("probe", {}).get("features", "embedding"),
-              "probed_on": "validation" if p.get("split", {}).get("validation_per_class") else "test"}
-    common = dict(finished=stamp_seconds(study["finished"]), commit=study.get("baseline_commit", "unknown"),
-                  dataset=DatasetRef(dataset, OFFICIAL_DIGESTS[dataset]))
-    imported = {"imported": str(folder.relative_to(root) if folder.is_relative_to(root) else folder),
-                "dvc_experiment": study["name"], "study": study_of(study)}
+    design = {
+        "arch": p.get("model", {}).get("arch", "study"),
+        "features": p.get("probe", {}).get("features", "embedding"),
+        "probed_on": "validation" if p.get("split", {}).get("validation_per_class") else "test",
+    }
+    common = dict(
+        finished=stamp_seconds(study["finished"]),
+        commit=study.get("baseline_commit", "unknown"),
+        dataset=DatasetRef(dataset, OFFICIAL_DIGESTS[dataset]),
+    )
+    imported = {
+        "imported": str(folder.relative_to(root) if folder.is_relative_to(root) else folder),
+        "dvc_experiment": study["name"],
+        "study": study_of(study),
+    }
     if "baseline" in study:
         run_params = {"baseline": study["baseline"], **p}
-        return RunRecord(name=study["name"], params=run_params, metrics=probe_metrics(probe),
-                         tags={"scenario": group_name(study), "dataset": dataset, "baseline": study["baseline"],
-                               "seed": str(seed), **design, **imported},
-                         description=describe({**run_params, "dataset": dataset, "seed": seed}),
-                         source="stages/baseline.py", **common)
+        return RunRecord(
+            name=study["name"],
+            params=run_params,
+            metrics=probe_metrics(probe),
+            tags={
+                "scenario": group_name(study),
+                "dataset": dataset,
+                "baseline": study["baseline"],
+                "seed": str(seed),
+                **design,
+                **imported,
+            },
+            description=describe({**run_params, "dataset": dataset, "seed": seed}),
+            source="stages/baseline.py",
+            **common,
+        )
     trained = run["train"]
     if "train_loss.csv" not in run["tables"]:
         raise DamagedRun("no train_loss.csv")
     resolved = {"epochs": trained["epochs"], "lr": trained["lr"]}
-    metrics = {**probe_metrics(probe), "final_loss": trained["final_loss"], "train_time_s": trained["train_time_s"],
-               "images_per_s": trained["images_per_s"]}
+    metrics = {
+        **probe_metrics(probe),
+        "final_loss": trained["final_loss"],
+        "train_time_s": trained["train_time_s"],
+        "images_per_s": trained["images_per_s"],
+    }
     if "examples" in run:  # the earliest runs kept no examples.json
         metrics["false_negative_rate"] = run["examples"]["false_negative_rate"]
     if "finished" in trained:
         common["finished"] = stamp_seconds(trained["finished"])
-    return RunRecord(name=study["name"], params={**p, "resolved": resolved}, metrics=metrics,
-                     epoch_losses=run["tables"]["train_loss.csv"]["loss"],
-                     tags={"scenario": group_name(study), "dataset": dataset, "loss": study["loss"], "aug": study["aug"],
-                           "seed": str(seed), **design, **imported, **warnings_tag(trained, probe)},
-                     duration_s=trained["train_time_s"],
-                     description=describe({**p, "dataset": dataset, "loss": study["loss"], "aug": study["aug"],
-                                           "seed": seed}, resolved),
-                     source="stages/train.py", **common)
+    return RunRecord(
+        name=study["name"],
+        params={**p, "resolved": resolved},
+        metrics=metrics,
+        epoch_losses=run["tables"]["train_loss.csv"]["loss"],
+        tags={
+            "scenario": group_name(study),
+            "dataset": dataset,
+            "loss": study["loss"],
+            "aug": study["aug"],
+            "seed": str(seed),
+            **design,
+            **imported,
+            **warnings_tag(trained, probe),
+        },
+        duration_s=trained["train_time_s"],
+        description=describe(
+            {**p, "dataset": dataset, "loss": study["loss"], "aug": study["aug"], "seed": seed}, resolved
+        ),
+        source="stages/train.py",
+        **common,
+    )
 
 
 def loggable(run: RunRecord) -> RunRecord:
@@ -141,11 +199,14 @@ def loggable(run: RunRecord) -> RunRecord:
         for name in names:
             shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
             if len(name) > MAX_ENTITY_KEY_LENGTH:
-                raise DamagedRun(f"{what} name {shown} ({len(name)} characters) is longer than MLflow's "
-                                 f"{MAX_ENTITY_KEY_LENGTH}")
+                raise DamagedRun(
+                    f"{what} name {shown} ({len(name)} characters) is longer than MLflow's {MAX_ENTITY_KEY_LENGTH}"
+                )
             if not validate_param_and_metric_name(name) or path_not_unique(name):
-                raise DamagedRun(f"{what} name {shown} is not one MLflow takes (letters, digits and _ - . : / and "
-                                 "spaces, never resolving to another path)")
+                raise DamagedRun(
+                    f"{what} name {shown} is not one MLflow takes (letters, digits and _ - . : / and "
+                    "spaces, never resolving to another path)"
+                )
     for what, values, limit in (("param", params, MAX_PARAM_VAL_LENGTH), ("tag", tags, MAX_TAG_VAL_LENGTH)):
         for name, value in values.items():
             if len(str(value)) > limit:
@@ -160,16 +221,27 @@ def parent(store: Store, name: str, children: list[RunRecord], scratch: Path) ->
         rows[(child.tags["dataset"], child.tags["scenario"])].append(child.metrics["probe_top1"])
     summary = scratch / f"summary-{len(list(scratch.glob('summary-*')))}" / "summary.csv"
     summary.parent.mkdir()
-    write_csv(summary, ["dataset", "scenario", "seeds", "top1_mean", "top1_std"],
-              ([dataset, scenario, len(v), f"{np.mean(v):.4f}", f"{np.std(v, ddof=1) if len(v) > 1 else 0:.4f}"]
-               for (dataset, scenario), v in sorted(rows.items())))
+    write_csv(
+        summary,
+        ["dataset", "scenario", "seeds", "top1_mean", "top1_std"],
+        (
+            [dataset, scenario, len(v), f"{np.mean(v):.4f}", f"{np.std(v, ddof=1) if len(v) > 1 else 0:.4f}"]
+            for (dataset, scenario), v in sorted(rows.items())
+        ),
+    )
     finished = max(child.finished for child in children)
     started = min(child.finished - child.duration_s for child in children)
     datasets = sorted({child.tags["dataset"] for child in children})
-    run = RunRecord(name=name, params={"study": name}, metrics={}, tags={"study": name, "imported": "study/results"},
-                    finished=finished, duration_s=finished - started,
-                    description=f"**{name}**: {len(rows)} scenarios on {', '.join(datasets)}, nested below "
-                                "(summary.csv: their mean probe top-1 over seeds).")
+    run = RunRecord(
+        name=name,
+        params={"study": name},
+        metrics={},
+        tags={"study": name, "imported": "study/results"},
+        finished=finished,
+        duration_s=finished - started,
+        description=f"**{name}**: {len(rows)} scenarios on {', '.join(datasets)}, nested below "
+        "(summary.csv: their mean probe top-1 over seeds).",
+    )
     run_id, _ = store.log(run)
     store.client.log_artifact(run_id, str(summary))
     return run_id
@@ -191,16 +263,26 @@ def import_results(results: Path, root: Path) -> tuple[int, int, list[str]]:
             refused.append(f"{run['folder']}: damaged ({type(err).__name__}: {one_line(err, 120)})")
     with tempfile.TemporaryDirectory() as tmp, open_store(root) as store:
         scratch = Path(tmp)
-        drawn = [run for run in runs if run["folder"] in records and "loss" in records[run["folder"]].tags
-                 and not store.find(records[run["folder"]].key)]
+        drawn = [
+            run
+            for run in runs
+            if run["folder"] in records
+            and "loss" in records[run["folder"]].tags
+            and not store.find(records[run["folder"]].key)
+        ]
         with ProcessPoolExecutor() as pool:
             figures_of = pool.map(figures, drawn, [scratch / run["folder"].name for run in drawn])
-            for run, paths in tqdm(zip(drawn, figures_of), total=len(drawn), desc="drawing figures",
-                                   unit="run", file=sys.stdout):
+            for run, paths in tqdm(
+                zip(drawn, figures_of, strict=True),
+                total=len(drawn),
+                desc="drawing figures",
+                unit="run",
+                file=sys.stdout,
+            ):
                 records[run["folder"]].artifacts = paths
-        by_study = defaultdict(list)
-        for run in records.values():
-            by_study[run.tags["study"]].append(run)
+        by_study: defaultdict[str, list[RunRecord]] = defaultdict(list)
+        for run_record in records.values():
+            by_study[run_record.tags["study"]].append(run_record)
         added = known = 0
         for name, children in tqdm(sorted(by_study.items()), desc="logging", unit="study", file=sys.stdout):
             parent_id = parent(store, name, children, scratch)
@@ -227,8 +309,10 @@ def main() -> None:
         raise TrackingError(f"MLflow import failed (store {tracking_uri(root)}): {one_line(err, 300)}") from None
     for line in refused:
         print(f"refused: {line}", file=sys.stderr)
-    print(f"MLflow: {added} runs imported, {known} already there, {len(refused)} folders refused, in "
-          f"{time.perf_counter() - start:.0f} s -> {tracking_uri(root)}")
+    print(
+        f"MLflow: {added} runs imported, {known} already there, {len(refused)} folders refused, in "
+        f"{time.perf_counter() - start:.0f} s -> {tracking_uri(root)}"
+    )
     if refused:
         sys.exit(1)
 

@@ -11,8 +11,8 @@ MLflow run logged from inside a DVC experiment learns who it is from the experim
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Iterable
 
 PROTOCOL = "protocol"  # the study's own training recipe, left out of names
 MAIN_AXES = ("dataset", "loss", "aug")  # named in every scenario's name; the other axes make its variant
@@ -70,7 +70,8 @@ class Scenario:
         recipe = last if last in set(recipes) else PROTOCOL
         if recipe == PROTOCOL:
             variant = tail
-        return cls(*parts[:3], variant=variant, recipe=recipe, seed=int(match["seed"]))
+        dataset, loss, aug = parts[:3]
+        return cls(dataset, loss, aug, variant=variant, recipe=recipe, seed=int(match["seed"]))
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,10 @@ class BaselineRun:
 
     @property
     def name(self) -> str:
-        return "-".join(part for part in ("baseline", self.dataset, self.baseline, self.variant) if part) + f"-s{self.seed}"
+        return (
+            "-".join(part for part in ("baseline", self.dataset, self.baseline, self.variant) if part)
+            + f"-s{self.seed}"
+        )
 
     def fields(self) -> dict:
         return asdict(self)

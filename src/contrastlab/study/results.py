@@ -15,10 +15,10 @@ import math
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 from contrastlab.infra.errors import DataError
 from contrastlab.infra.files import one_line
@@ -32,16 +32,31 @@ from contrastlab.study.stats import MOST_SEEDS, Comparison, compare, holm, mean_
 METRICS = ("top1", "top3", "knn")
 # What a run folder made before study.json recorded its params was trained and probed with, unless its
 # -S overrides say otherwise: the protocol's values.
-PROTOCOL_PARAMS = {"model.arch": "study", "probe.features": "embedding", "pairs.negatives": "label_aware",
-                   "split.validation_per_class": 0, "probe.protocol": "study", "model.embedding_dim": 32,
-                   "patches.centroids": 64}
+PROTOCOL_PARAMS = {
+    "model.arch": "study",
+    "probe.features": "embedding",
+    "pairs.negatives": "label_aware",
+    "split.validation_per_class": 0,
+    "probe.protocol": "study",
+    "model.embedding_dim": 32,
+    "patches.centroids": 64,
+}
 BACKBONE_WIDTH = 256  # every arch's backbone features (contrastlab.methods.encoders)
 # The leaderboard's families, in its order: what kind of representation a group is (`Group.family`; a baseline's
 # is its registry entry's).
-FAMILIES = ("label-free contrastive", "label-using contrastive", "supervised ceiling", "classical label-free",
-            "raw pixels", "random init")
+FAMILIES = (
+    "label-free contrastive",
+    "label-using contrastive",
+    "supervised ceiling",
+    "classical label-free",
+    "raw pixels",
+    "random init",
+)
 CLASSICAL = tuple(name for name, b in BASELINES.items() if b.family == FAMILIES[3])  # label-free, no network
-FACTORS = {"loss": LOSSES, "aug": AUGMENTATIONS}  # the study's factors -> the registries that list their levels
+FACTORS: dict[str, dict] = {
+    "loss": LOSSES,
+    "aug": AUGMENTATIONS,
+}  # the study's factors -> the registries that list their levels
 
 
 @dataclass
@@ -75,7 +90,7 @@ class Group:
 
     @property
     def label(self) -> str:
-        """"<loss> / <aug>[ / <variant>][ (<recipe> recipe)]", or the baseline's label in its registry."""
+        """ "<loss> / <aug>[ / <variant>][ (<recipe> recipe)]", or the baseline's label in its registry."""
         if self.is_baseline:
             return BASELINES[self.setting("baseline")].label
         return self.described_by(self.variant)
@@ -138,9 +153,11 @@ class Group:
         if self.is_baseline and self.setting("baseline") == "raw_pixels":
             return 0.0
         seconds = [run["train"]["train_time_s"] if "train" in run else run["study"]["wall_s"] for run in self.runs]
-        threads = [int(m[1]) if (m := re.search(r"(\d+) threads?", run["study"].get("machine", ""))) else 2
-                   for run in self.runs]
-        return statistics.fmean(s * t for s, t in zip(seconds, threads)) / 60
+        threads = [
+            int(m[1]) if (m := re.search(r"(\d+) threads?", run["study"].get("machine", ""))) else 2
+            for run in self.runs
+        ]
+        return statistics.fmean(s * t for s, t in zip(seconds, threads, strict=True)) / 60
 
     def values(self, metric: str) -> list[float]:
         return [run["probe"][metric] for run in self.runs]
@@ -168,7 +185,9 @@ def published_results() -> dict[tuple[str, str, str], dict[str, float]]:
     text = resources.files(__package__).joinpath("published_results.csv").read_text()
     return {
         (row["dataset"], row["loss"], row["aug"]): {
-            "top1": float(row["probe_top1"]), "top3": float(row["probe_top3"]), "knn": float(row["knn_top1"])
+            "top1": float(row["probe_top1"]),
+            "top3": float(row["probe_top3"]),
+            "knn": float(row["knn_top1"]),
         }
         for row in csv.DictReader(text.splitlines())
     }
@@ -179,8 +198,11 @@ def study_repeat_spread() -> tuple[float, float]:
     """How far the study's own two runs of identical settings differ in top-1 (smallest, largest):
     its earlier and final results sheets (`study_repeats.csv`, rows with the same settings)."""
     text = resources.files(__package__).joinpath("study_repeats.csv").read_text()
-    gaps = [abs(float(row["earlier_top1"]) - float(row["final_top1"]))
-            for row in csv.DictReader(text.splitlines()) if row["same_settings"] == "yes"]
+    gaps = [
+        abs(float(row["earlier_top1"]) - float(row["final_top1"]))
+        for row in csv.DictReader(text.splitlines())
+        if row["same_settings"] == "yes"
+    ]
     return min(gaps), max(gaps)
 
 
@@ -191,11 +213,25 @@ class DamagedRun(ValueError):
 WHAT = {float: "a finite number", int: "a whole number", str: "text", dict: "an object"}
 # What the report and the importer read from a run's JSON files, as `WHAT`'s types ("?": may be missing, as older
 # folders lack what later runs record; {str: float}: an object of finite numbers).
-FIELDS = {
-    "study.json": {"dataset": str, "seed": int, "finished": str, "variant?": str, "recipe?": str, "wall_s?": float,
-                   "machine?": str, "params?": dict, "overrides?": dict},
-    "probe.json": {"top1": float, "top3": float, "knn": float, "per_class?": {str: float},
-                   "shifted_top1?": {str: float}},
+FIELDS: dict[str, dict] = {
+    "study.json": {
+        "dataset": str,
+        "seed": int,
+        "finished": str,
+        "variant?": str,
+        "recipe?": str,
+        "wall_s?": float,
+        "machine?": str,
+        "params?": dict,
+        "overrides?": dict,
+    },
+    "probe.json": {
+        "top1": float,
+        "top3": float,
+        "knn": float,
+        "per_class?": {str: float},
+        "shifted_top1?": {str: float},
+    },
     "train.json": {"train_time_s": float, "epochs?": int, "final_loss?": float, "images_per_s?": float},
     "examples.json": {"false_negative_rate": float},
 }
@@ -203,8 +239,11 @@ KINDS = {"scenario": {"loss": str, "aug": str}, "baseline": {"baseline": str}}  
 CLASS = "class"  # a CSV column holding one of the dataset's class labels
 # The CSVs a scenario's folder keeps, their columns as `WHAT`'s types or CLASS; train_loss.csv only the importer
 # needs (the report's hand-made folders lack it).
-TABLES = {"train_loss.csv": {"loss": float}, "tsne.csv": {"x": float, "y": float, "class": CLASS},
-          "confusion.csv": {"actual": CLASS, "predicted": CLASS}}
+TABLES: dict[str, dict] = {
+    "train_loss.csv": {"loss": float},
+    "tsne.csv": {"x": float, "y": float, "class": CLASS},
+    "confusion.csv": {"actual": CLASS, "predicted": CLASS},
+}
 
 
 def finite(value: object) -> bool:
@@ -294,15 +333,19 @@ def read_run(folder: Path) -> dict:
     kind = "baseline" if "baseline" in study else "scenario"
     checked(study, KINDS[kind], "study.json")
     if study["dataset"] not in DATASETS:
-        raise DamagedRun(f"study.json: dataset {one_line(repr(study['dataset']), 40)} is not one of "
-                         f"{', '.join(DATASETS)}")
+        raise DamagedRun(
+            f"study.json: dataset {one_line(repr(study['dataset']), 40)} is not one of {', '.join(DATASETS)}"
+        )
     run = {"folder": folder, "study": study, "probe": read_json(folder, "probe.json")}
     if kind == "scenario":
         run["train"] = read_json(folder, "train.json")
         if (folder / "examples.json").exists():  # the earliest runs kept none
             run["examples"] = read_json(folder, "examples.json")
-        run["tables"] = {name: read_table(folder / name, study["dataset"]) for name in TABLES
-                         if name != "train_loss.csv" or (folder / name).exists()}
+        run["tables"] = {
+            name: read_table(folder / name, study["dataset"])
+            for name in TABLES
+            if name != "train_loss.csv" or (folder / name).exists()
+        }
     return run
 
 
@@ -324,8 +367,9 @@ def read_runs(results: Path) -> tuple[list[dict], list[str]]:
     for run in sorted(runs, key=lambda run: (run["folder"].name != run["study"].get("name"), run["folder"].name)):
         group, seed = group_name(run["study"]), run["study"]["seed"]
         if (group, seed) in kept:
-            refused.append(f"{run['folder']}: seed {seed} of {group} again (already read from "
-                           f"{kept[group, seed]['folder'].name})")
+            refused.append(
+                f"{run['folder']}: seed {seed} of {group} again (already read from {kept[group, seed]['folder'].name})"
+            )
         kept.setdefault((group, seed), run)
     chosen = {id(run) for run in kept.values()}
     return [run for run in runs if id(run) in chosen], sorted(refused)
@@ -342,9 +386,9 @@ def load(results: Path, refused: list[str] | None = None) -> tuple[dict[str, Gro
     then by when each run finished. A folder `read_runs` refuses is left out and named in a line added to
     `refused`; without that list to say so in, it is an error: partial data never passes for the whole."""
     runs, lines = read_runs(results)
-    if lines and refused is None:
-        raise DataError(lines[0] + (f" (and {len(lines) - 1} more folders)" if len(lines) > 1 else ""))
     if lines:
+        if refused is None:
+            raise DataError(lines[0] + (f" (and {len(lines) - 1} more folders)" if len(lines) > 1 else ""))
         refused.extend(lines)
     scenarios: dict[str, Group] = {}
     baselines: dict[str, Group] = {}
@@ -392,8 +436,11 @@ def is_precision_twin(group: Group) -> bool:
     """One of the study's 12 scenarios with the study's own recipe, trained at another precision and nothing
     else changed (`--set train.precision=bf16`): the same method, so the report compares it with the fp32
     scenario, never lists it as a new one."""
-    return (group.recipe == PROTOCOL and group.published() is not None
-            and re.fullmatch(r"precision-[^-]+", group.variant) is not None)
+    return (
+        group.recipe == PROTOCOL
+        and group.published() is not None
+        and re.fullmatch(r"precision-[^-]+", group.variant) is not None
+    )
 
 
 def by_seed(group: Group, metric: str = "top1") -> dict[int, float]:
@@ -415,8 +462,22 @@ class Ledger:
     """Every comparison the report states, family by family (a table's column, a list of findings), each family
     Holm-corrected together; `rows` are comparisons.csv's."""
 
-    COLUMNS = ["family", "dataset", "a", "b", "a_group", "b_group", "test", "diff", "ci_low", "ci_high", "p", "p_holm",
-               "finding", "seeds_needed"]
+    COLUMNS = [
+        "family",
+        "dataset",
+        "a",
+        "b",
+        "a_group",
+        "b_group",
+        "test",
+        "diff",
+        "ci_low",
+        "ci_high",
+        "p",
+        "p_holm",
+        "finding",
+        "seeds_needed",
+    ]
 
     def __init__(self) -> None:
         self.rows: list[dict] = []
@@ -427,14 +488,23 @@ class Ledger:
             raise ValueError(f"a family of comparisons named {name!r} was tested already: name each family once")
         pairs = list(pairs)
         tested = holm([compare_groups(a, b, **how) for a, b in pairs])
-        for (a, b), c in zip(pairs, tested):
+        for (a, b), c in zip(pairs, tested, strict=True):
             bounds = {"ci_low": c.low, "ci_high": c.high, "p": c.p, "p_holm": c.p_holm}
-            self.rows.append({"family": name, "dataset": a.dataset, "a": a.label, "b": b.label,
-                              "a_group": group_name(a.runs[0]["study"]), "b_group": group_name(b.runs[0]["study"]),
-                              "test": c.test, "diff": round(c.diff, 6),
-                              **{key: "" if value is None else round(value, 6) for key, value in bounds.items()},
-                              "finding": "yes" if c.finding else "no",
-                              "seeds_needed": "" if c.finding else needed_text(seeds_needed(c))})
+            self.rows.append(
+                {
+                    "family": name,
+                    "dataset": a.dataset,
+                    "a": a.label,
+                    "b": b.label,
+                    "a_group": group_name(a.runs[0]["study"]),
+                    "b_group": group_name(b.runs[0]["study"]),
+                    "test": c.test,
+                    "diff": round(c.diff, 6),
+                    **{key: "" if value is None else round(value, 6) for key, value in bounds.items()},
+                    "finding": "yes" if c.finding else "no",
+                    "seeds_needed": "" if c.finding else needed_text(seeds_needed(c)),
+                }
+            )
         return tested
 
 
@@ -464,6 +534,10 @@ def factor_effect(groups: list[Group], factor: str) -> tuple[float, dict[str, fl
 
 def shift_top1(group: Group, pixels: int) -> float | None:
     """Mean probe top-1 over seeds on test images shifted by +-pixels (None where not measured)."""
-    found = [run["probe"]["shifted_top1"][key] for run in group.runs
-             for key in (str(pixels), str(-pixels)) if key in run["probe"].get("shifted_top1", {})]
+    found = [
+        run["probe"]["shifted_top1"][key]
+        for run in group.runs
+        for key in (str(pixels), str(-pixels))
+        if key in run["probe"].get("shifted_top1", {})
+    ]
     return statistics.fmean(found) if found else None

@@ -33,9 +33,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 import yaml
 
@@ -114,12 +115,22 @@ def get_param(raw: dict, path: str):
 def variant(point: dict, defaults: dict) -> str:
     """The params of `point` beyond dataset/loss/aug/seed where it differs from params.yaml, as `<axis>-<value>`
     words, so that the same scenario has one name in every grid (a recipe's own values are named by it)."""
-    return "-".join(safe(f"{path.split('.')[-1]}-{value}") for path, value in point.items()
-                    if path not in (*MAIN_AXES, "seed") and value != get_param(defaults, path))
+    return "-".join(
+        safe(f"{path.split('.')[-1]}-{value}")
+        for path, value in point.items()
+        if path not in (*MAIN_AXES, "seed") and value != get_param(defaults, path)
+    )
 
 
-def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol", fixed: dict | None = None,
-         only_baselines: list[str] | None = None, with_baselines: bool = True) -> list[Run]:
+def plan(
+    raw: dict,
+    seeds: int,
+    grid_name: str = "main",
+    recipe: str = "protocol",
+    fixed: dict | None = None,
+    only_baselines: list[str] | None = None,
+    with_baselines: bool = True,
+) -> list[Run]:
     """For seeds 0..seeds-1, seed by seed: the baselines the grid's scenarios compare with (first: they train
     little and every comparison needs them), then every point of the grid; all validated up front.
     `only_baselines`: just these baselines (names of BASELINES) for the grid's settings, and no scenario.
@@ -134,25 +145,37 @@ def plan(raw: dict, seeds: int, grid_name: str = "main", recipe: str = "protocol
         if path == "seed":
             raise ParamError(f"--set {set_flag(path, value)}: a study runs seeds 0..N-1; choose N with --seeds")
         if path in grid:
-            raise ParamError(f"--set {set_flag(path, value)}: study grid '{grid_name}' varies {path} "
-                             f"({', '.join(map(str, grid[path]))}); choose a grid that does not vary it, or add one")
+            raise ParamError(
+                f"--set {set_flag(path, value)}: study grid '{grid_name}' varies {path} "
+                f"({', '.join(map(str, grid[path]))}); choose a grid that does not vary it, or add one"
+            )
     runs: list[Run] = []
     for seed in range(seeds):
         scenarios: list[Run] = []
         for values in itertools.product(*grid.values()):
-            axes = dict(zip(grid, values))
+            axes = dict(zip(grid, values, strict=True))
             axes = {**(fixed or {}), **axes}  # `--set` values: one more axis of one value, named like the others
             point = {**recipe_values, **axes, "seed": seed}
             scenario = params_module.validate_all(with_values(raw, point))
-            identity = Scenario(*(scenario[axis] for axis in MAIN_AXES), variant=variant(axes, raw), recipe=recipe,
-                                seed=seed)
-            scenarios.append(Run(identity, {**{axis: scenario[axis] for axis in MAIN_AXES}, **point}, scenario,
-                                 () if with_baselines else SCENARIO_STAGES))
+            dataset, loss, aug = (scenario[axis] for axis in MAIN_AXES)
+            identity: Scenario | BaselineRun = Scenario(
+                dataset, loss, aug, variant=variant(axes, raw), recipe=recipe, seed=seed
+            )
+            scenarios.append(
+                Run(
+                    identity,
+                    {**{axis: scenario[axis] for axis in MAIN_AXES}, **point},
+                    scenario,
+                    () if with_baselines else SCENARIO_STAGES,
+                )
+            )
         names = [run.name for run in scenarios]
         if len(set(names)) < len(names):
             twice = sorted({name for name in names if names.count(name) > 1})
-            raise ParamError(f"params.yaml: study grid '{grid_name}' gives two scenarios the name {twice[0]}; "
-                             "axes whose last name part is the same need different values")
+            raise ParamError(
+                f"params.yaml: study grid '{grid_name}' gives two scenarios the name {twice[0]}; "
+                "axes whose last name part is the same need different values"
+            )
         read_by_baselines = set(params_module.expand(params_module.BASELINE))
         settings: dict[str, dict] = {}  # each distinct setting once, its axes in the grid's order (as in names)
         for run in scenarios:
@@ -233,8 +256,10 @@ def _locked(path: Path) -> IO[str]:
             lock.seek(0)
             holder = lock.read().strip() or "another study"
             lock.close()
-            raise FileError(f"{path.parent}: another study writes there ({holder}); wait for it to finish or stop "
-                            "it, then run this one again") from None
+            raise FileError(
+                f"{path.parent}: another study writes there ({holder}); wait for it to finish or stop "
+                "it, then run this one again"
+            ) from None
         with contextlib.suppress(FileNotFoundError):
             if os.path.samestat(os.fstat(lock.fileno()), os.stat(path)):
                 return lock
@@ -270,8 +295,9 @@ def run_child(cmd: list[str], cwd: Path, env: dict | None = None, output=None) -
     resumed run). It runs in a session of its own, so that a Ctrl-C here reaches it once, from here: it is
     then waited for while DVC and the stage clean up (MLflow ends a half-logged run), not killed at once."""
     env = {**(os.environ if env is None else env), WATCHED_PID: str(os.getpid())}
-    child = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT if output else None,
-                             start_new_session=True)
+    child = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True
+    )
     try:
         code = child.wait()
     except KeyboardInterrupt:
@@ -288,8 +314,7 @@ def run_child(cmd: list[str], cwd: Path, env: dict | None = None, output=None) -
 
 def finished(info: dict, start: float) -> str:
     """study.json: how, when and on what machine a run was made, and its wall time."""
-    stamp = {"wall_s": round(time.perf_counter() - start, 1), "finished": now_stamp(),
-             "machine": cpu_description()}
+    stamp = {"wall_s": round(time.perf_counter() - start, 1), "finished": now_stamp(), "machine": cpu_description()}
     return json.dumps({**info, **stamp}, indent=2) + "\n"
 
 
@@ -299,7 +324,7 @@ def experiment_files(root: Path, run: Run, env: dict | None = None, output=None)
     `output` (a file for DVC's output) are for runs on a Dask worker; by default DVC prints here."""
     ref = experiment_ref(root, run.name)
     start = time.perf_counter()
-    kind = run.identity.baseline if run.is_baseline else None
+    kind = run.identity.baseline if isinstance(run.identity, BaselineRun) else None  # run.is_baseline
     if ref is not None and not made_with(root, ref, run):  # a param changed since: it is run again
         run_child(["dvc", "exp", "remove", run.name], root, env, output)
         ref = None
@@ -311,8 +336,15 @@ def experiment_files(root: Path, run: Run, env: dict | None = None, output=None)
             raise RuntimeError(f"dvc exp run finished but experiment {run.name} is missing")
     kept = {f"metrics/baselines/{kind}.json": "probe.json"} if kind else KEPT
     files = {name: git(root, "show", f"{ref}:{path}") + "\n" for path, name in kept.items()}
-    files["study.json"] = finished({"name": run.name, **run.identity.fields(), "overrides": run.overrides,
-                                    "params": run.params,
-                                    "experiment_commit": git(root, "rev-parse", ref),
-                                    "baseline_commit": git(root, "rev-parse", "HEAD")}, start)
+    files["study.json"] = finished(
+        {
+            "name": run.name,
+            **run.identity.fields(),
+            "overrides": run.overrides,
+            "params": run.params,
+            "experiment_commit": git(root, "rev-parse", ref),
+            "baseline_commit": git(root, "rev-parse", "HEAD"),
+        },
+        start,
+    )
     return files

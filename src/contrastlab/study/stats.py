@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping
 
 from scipy import stats
 
@@ -61,12 +61,13 @@ class Comparison:
         return p is not None and p < ALPHA
 
     def __str__(self) -> str:
-        if not self.tested:
+        if self.p is None or self.low is None or self.high is None:  # untested (all three are None together)
             return f"{fmt_diff(self.diff)} ({self.test})"
         adjusted = "" if self.p_holm is None else f", Holm p {fmt_p(self.p_holm)}"
-        return (f"{fmt_diff(self.diff)} [{fmt_diff(self.low)}, {fmt_diff(self.high)}], p {fmt_p(self.p)}{adjusted} "
-                f"({self.test})"
-                + (" **finding**" if self.finding else ""))
+        return (
+            f"{fmt_diff(self.diff)} [{fmt_diff(self.low)}, {fmt_diff(self.high)}], p {fmt_p(self.p)}{adjusted} "
+            f"({self.test})" + (" **finding**" if self.finding else "")
+        )
 
 
 def fmt_p(p: float) -> str:
@@ -88,7 +89,7 @@ def compare(a: Mapping[int, float], b: Mapping[int, float], *, one_seed_varies_a
     shared = sorted(set(a) & set(b))
     if len(shared) >= 2:
         x, y = [a[seed] for seed in shared], [b[seed] for seed in shared]
-        spread = statistics.stdev(u - v for u, v in zip(x, y))
+        spread = statistics.stdev(u - v for u, v in zip(x, y, strict=True))
         test = f"paired, {len(shared)} seeds"
         if spread < ROUNDING:
             return _identical(diff, statistics.fmean(x) - statistics.fmean(y), test, spread, len(shared))
@@ -119,20 +120,23 @@ def _from_scipy(diff: float, result, test: str, spread: float, per_group: int | 
 
 
 def _identical(diff: float, estimate: float, test: str, spread: float, per_group: int | None) -> Comparison:
-    """Runs without any spread (a t statistic of 0/0 or x/0): p = 1 for no difference and 0 for any, the test's limit."""
+    """Runs without any spread (a t statistic of 0/0 or x/0): p = 1 for no difference and 0 for any, the test's
+    limit."""
     return Comparison(diff, estimate, estimate, 1.0 if estimate == 0 else 0.0, test, spread, per_group)
 
 
 def holm(comparisons: list[Comparison]) -> list[Comparison]:
     """The comparisons with `p_holm` set: Holm's step-down adjustment over the tested ones of one family (the
     claims of one table or one list of findings), which keeps the chance of any false finding in it below ALPHA."""
-    tested = sorted((c.p, i) for i, c in enumerate(comparisons) if c.tested)
+    tested = sorted((c.p, i) for i, c in enumerate(comparisons) if c.p is not None)  # c.tested
     adjusted, running = {}, 0.0
     for rank, (p, i) in enumerate(tested):
         running = max(running, min(1.0, (len(tested) - rank) * p))
         adjusted[i] = running
-    return [replace(c, p_holm=adjusted[i], family_tests=len(tested)) if i in adjusted else c
-            for i, c in enumerate(comparisons)]
+    return [
+        replace(c, p_holm=adjusted[i], family_tests=len(tested)) if i in adjusted else c
+        for i, c in enumerate(comparisons)
+    ]
 
 
 def seeds_needed(comparison: Comparison) -> int | None:

@@ -11,7 +11,9 @@ from contrastlab.study.results import FAMILIES, Group, group_name, without_axes
 from contrastlab.study.stats import ALPHA, POWER, fmt_diff, fmt_p
 
 PROTOCOLS = ("study", "standard")
-VERSUS_CLASSICAL = "verdict: label-free contrastive vs classical"  # + ", <dataset>": that test's family in comparisons.csv
+VERSUS_CLASSICAL = (
+    "verdict: label-free contrastive vs classical"  # + ", <dataset>": that test's family in comparisons.csv
+)
 
 
 def leaders(groups: list[Group]) -> list[Group]:
@@ -23,11 +25,20 @@ def leaders(groups: list[Group]) -> list[Group]:
         key = (g.dataset, g.family, g.param("probe.protocol"), len(g.runs) < 2)
         if key not in best or g.mean("top1") > best[key].mean("top1"):
             best[key] = g
-    shown = [key for key in best if not key[3] or (key[:3] + (False,) not in best)
-             or best[key].mean("top1") > best[key[:3] + (False,)].mean("top1")]
+    shown = [
+        key
+        for key in best
+        if not key[3]
+        or (key[:3] + (False,) not in best)
+        or best[key].mean("top1") > best[key[:3] + (False,)].mean("top1")
+    ]
     datasets = list(dict.fromkeys(g.dataset for g in groups))
-    return [best[key] for key in sorted(shown, key=lambda k: (datasets.index(k[0]), FAMILIES.index(k[1]),
-                                                               PROTOCOLS.index(k[2]), k[3]))]
+    return [
+        best[key]
+        for key in sorted(
+            shown, key=lambda k: (datasets.index(k[0]), FAMILIES.index(k[1]), PROTOCOLS.index(k[2]), k[3])
+        )
+    ]
 
 
 BUDGETS = (30, 60, 120)  # training CPU-minutes: the budgets the label-free methods are compared within
@@ -54,12 +65,17 @@ def fmt_top1(row: dict) -> str:
 
 def budget_table(rows: list[dict]) -> list[str]:
     """`within_budgets`' rows as Markdown."""
-    lines = ["| dataset | protocol | training budget (CPU-min) | best label-free configuration | seeds | "
-             "training CPU-min | top-1 (95% CI) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | protocol | training budget (CPU-min) | best label-free configuration | seeds | "
+        "training CPU-min | top-1 (95% CI) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         top1 = fmt_top1(r)
-        lines.append(f"| {r['dataset']} | {r['protocol']} | {r['budget']} | {r['configuration']} | {r['seeds']} | "
-                     f"{r['cpu_minutes']:.1f} | {top1} |")
+        lines.append(
+            f"| {r['dataset']} | {r['protocol']} | {r['budget']} | {r['configuration']} | {r['seeds']} | "
+            f"{r['cpu_minutes']:.1f} | {top1} |"
+        )
     return lines
 
 
@@ -70,39 +86,60 @@ def configuration(group: Group) -> str:
         if group.family in (FAMILIES[3], FAMILIES[4]):
             return group.label
         others = without_axes(group.variant, "arch", "features", "protocol").replace("-", " ")
-        return "; ".join(part for part in (group.label, f"{group.param('model.arch')} encoder",
-                                           group.param("probe.features"), others) if part)
+        return "; ".join(
+            part
+            for part in (group.label, f"{group.param('model.arch')} encoder", group.param("probe.features"), others)
+            if part
+        )
     others = without_axes(group.variant, "arch", "features", "epochs", "protocol")
     epochs = group.runs[0].get("train", {}).get("epochs")
-    parts = [f"{group.setting('loss')} / {group.setting('aug')}", f"{group.param('model.arch')} encoder",
-             group.param("probe.features"), f"{epochs} epochs" if epochs else "", f"{group.recipe} recipe",
-             others.replace("-", " ")]
+    parts = [
+        f"{group.setting('loss')} / {group.setting('aug')}",
+        f"{group.param('model.arch')} encoder",
+        group.param("probe.features"),
+        f"{epochs} epochs" if epochs else "",
+        f"{group.recipe} recipe",
+        others.replace("-", " "),
+    ]
     return "; ".join(part for part in parts if part)
 
 
 def leaderboard_row(group: Group) -> dict:
     """One row of the leaderboard as results.csv stores it."""
     half = group.ci("top1")
-    return {"dataset": group.dataset, "family": group.family, "configuration": configuration(group),
-            "group": group_name(group.runs[0]["study"]),
-            "seeds": len(group.runs), "labels_used": "yes" if group.labels_used else "no", "width": group.width,
-            "protocol": group.param("probe.protocol"), "cpu_minutes": round(group.cpu_minutes, 1),
-            "top1_mean": round(group.mean("top1"), 4), "top1_ci95": "" if half is None else round(half, 4)}
+    return {
+        "dataset": group.dataset,
+        "family": group.family,
+        "configuration": configuration(group),
+        "group": group_name(group.runs[0]["study"]),
+        "seeds": len(group.runs),
+        "labels_used": "yes" if group.labels_used else "no",
+        "width": group.width,
+        "protocol": group.param("probe.protocol"),
+        "cpu_minutes": round(group.cpu_minutes, 1),
+        "top1_mean": round(group.mean("top1"), 4),
+        "top1_ci95": "" if half is None else round(half, 4),
+    }
 
 
 def leaderboard_table(rows: list[dict]) -> list[str]:
     """The leaderboard as Markdown."""
-    lines = ["| dataset | family | best configuration | seeds | labels used | width | protocol | training CPU-min "
-             "| top-1 (95% CI) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | family | best configuration | seeds | labels used | width | protocol | training CPU-min "
+        "| top-1 (95% CI) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         top1 = fmt_top1(r)
-        lines.append(f"| {r['dataset']} | {r['family']} | {r['configuration']} | {r['seeds']} | {r['labels_used']} | "
-                     f"{r['width']} | {r['protocol']} | {r['cpu_minutes']:.1f} | {top1} |")
+        lines.append(
+            f"| {r['dataset']} | {r['family']} | {r['configuration']} | {r['seeds']} | {r['labels_used']} | "
+            f"{r['width']} | {r['protocol']} | {r['cpu_minutes']:.1f} | {top1} |"
+        )
     return lines
 
 
 def fmt_row(row: dict) -> str:
-    """"<method>, <encoder> (<top-1> ± <ci>)" of a leaderboard row: the first two parts of its configuration,
+    """ "<method>, <encoder> (<top-1> ± <ci>)" of a leaderboard row: the first two parts of its configuration,
     enough to find the row in the leaderboard above the sentences."""
     ci = f" ± {row['top1_ci95']:.4f}" if row["top1_ci95"] != "" else ", 1 seed"
     return f"{', '.join(row['configuration'].split('; ')[:2])} ({row['top1_mean']:.4f}{ci})"
@@ -113,8 +150,10 @@ def fmt_comparison(row: dict) -> str:
     if row["p"] == "":
         return f"{fmt_diff(row['diff'])} ({row['test']})"
     holm = "" if row["p_holm"] == "" else f", Holm p {fmt_p(row['p_holm'])}"
-    return (f"{fmt_diff(row['diff'])} [{fmt_diff(row['ci_low'])}, {fmt_diff(row['ci_high'])}], p {fmt_p(row['p'])}{holm} "
-            f"({row['test']})")
+    return (
+        f"{fmt_diff(row['diff'])} [{fmt_diff(row['ci_low'])}, {fmt_diff(row['ci_high'])}], p {fmt_p(row['p'])}{holm} "
+        f"({row['test']})"
+    )
 
 
 def sentences(rows: list[dict], comparisons: list[dict]) -> list[str]:
@@ -136,28 +175,45 @@ def sentences(rows: list[dict], comparisons: list[dict]) -> list[str]:
         if test:
             free, classical = tested[test["a_group"]], tested[test["b_group"]]
         if free and ceiling:
-            said.append(f"On {dataset} ({protocol} probe), the best label-free contrastive representation is "
-                        f"{fmt_row(free)}; with labels, contrastive training reaches "
-                        f"{fmt_row(using) if using else 'nothing on this probe yet'} and the supervised ceiling is "
-                        f"{fmt_row(ceiling)}.")
+            said.append(
+                f"On {dataset} ({protocol} probe), the best label-free contrastive representation is "
+                f"{fmt_row(free)}; with labels, contrastive training reaches "
+                f"{fmt_row(using) if using else 'nothing on this probe yet'} and the supervised ceiling is "
+                f"{fmt_row(ceiling)}."
+            )
         if test:
-            outcome = (("beats it" if test["diff"] > 0 else "falls short of it") if test["finding"] == "yes"
-                       else "is not told apart from it")
-            said.append(f"Against the best classical label-free baseline on {dataset}, {fmt_row(classical)} in "
-                        f"{classical['cpu_minutes']:.1f} CPU-minutes, the best label-free contrastive method (trained "
-                        f"{free['cpu_minutes']:.1f} CPU-minutes) {outcome}: {fmt_comparison(test)}.")
+            assert free is not None and classical is not None  # both rows of `tested` (above)
+            outcome = (
+                ("beats it" if test["diff"] > 0 else "falls short of it")
+                if test["finding"] == "yes"
+                else "is not told apart from it"
+            )
+            said.append(
+                f"Against the best classical label-free baseline on {dataset}, {fmt_row(classical)} in "
+                f"{classical['cpu_minutes']:.1f} CPU-minutes, the best label-free contrastive method (trained "
+                f"{free['cpu_minutes']:.1f} CPU-minutes) {outcome}: {fmt_comparison(test)}."
+            )
         elif free and not classical:
             said.append(f"No classical label-free baseline has run on {dataset} yet.")
-    counts = []
+    counts: list[str] = []
     for dataset in dict.fromkeys(row["dataset"] for row in rows):
-        losses = [c for c in comparisons if c["family"] == f"findings, {dataset}"  # the same augmentation only
-                  and c["a"].startswith("triplet / ") and c["b"] == "pairwise / " + c["a"].removeprefix("triplet / ")]
+        losses = [
+            c
+            for c in comparisons
+            if c["family"] == f"findings, {dataset}"  # the same augmentation only
+            and c["a"].startswith("triplet / ")
+            and c["b"] == "pairwise / " + c["a"].removeprefix("triplet / ")
+        ]
         if losses:
-            counts.append(f"{sum(c['diff'] > 0 for c in losses)} of {len(losses)}{'' if counts else ' augmentations'} "
-                          f"on {dataset}, significantly under {sum(c['finding'] == 'yes' and c['diff'] > 0 for c in losses)}")
+            counts.append(
+                f"{sum(c['diff'] > 0 for c in losses)} of {len(losses)}{'' if counts else ' augmentations'} "
+                f"on {dataset}, significantly under {sum(c['finding'] == 'yes' and c['diff'] > 0 for c in losses)}"
+            )
     if counts:
-        said.append(f"In the study's scenarios, the triplet loss scores above the pairwise loss under "
-                    f"{' and '.join(counts)} (Holm, {ALPHA:.0%}).")
+        said.append(
+            f"In the study's scenarios, the triplet loss scores above the pairwise loss under "
+            f"{' and '.join(counts)} (Holm, {ALPHA:.0%})."
+        )
     return said
 
 
