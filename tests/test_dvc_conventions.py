@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 from dvc.repo import Repo
 
@@ -27,7 +29,7 @@ def test_dvc_plots_show_colours_the_tsne_map_by_class(tmp_path):
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots/tsne.csv").write_text("x,y,class\n1.5,2.5,7\n-3.0,0.5,2\n")
     shown = subprocess.run(
-        [shutil.which("dvc") or "dvc", "plots", "show", "--json", "plots/tsne.csv"],
+        [str(Path(sys.executable).parent / "dvc"), "plots", "show", "--json", "plots/tsne.csv"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
