@@ -80,7 +80,10 @@ def main() -> None:
     name, group = run_identity(scenario, experiment)
     commit = git_commit(Path.cwd())
     dataset = DatasetRef(
-        p["dataset"], read_json(args.data / "meta.json")["digests"], dvc_hash(Path("dvc.lock"), args.data)
+        p["dataset"],
+        read_json(args.data / "meta.json")["digests"],
+        dvc_hash(Path("dvc.lock"), args.data),
+        p["split"]["validation_per_class"],
     )
     test_images = load_split(args.data, "test")[0][:4]
     # what the MLflow UI compares across (a run probed on held-out training images is not a test-set result)

@@ -95,16 +95,27 @@ def test_a_run_carries_its_lineage_in_mlflow_own_fields(store):
         "LOCAL",
     )
     assert tags["mlflow.note.content"] == "**mnist / triplet / none**"
-    (dataset_input,) = run.inputs.dataset_inputs
-    assert (dataset_input.dataset.name, dataset_input.dataset.digest) == ("mnist", dataset_digest(DIGESTS))
-    assert {t.key: t.value for t in dataset_input.tags} == {
+    trained_on, scored_on = run.inputs.dataset_inputs
+    assert (trained_on.dataset.name, trained_on.dataset.digest) == ("mnist", dataset_digest(DIGESTS))
+    assert {t.key: t.value for t in trained_on.tags} == {
         "mlflow.data.context": "training",
         "dvc_md5": "411a1f8dadee2bd62f801e9dbce39447.dir",
     }
+    assert (scored_on.dataset.name, scored_on.dataset.digest) == (
+        "mnist-test",
+        dataset_digest({"test": DIGESTS["test"]}),
+    )
+    assert {t.key: t.value for t in scored_on.tags} == {"mlflow.data.context": "evaluation"}
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     found = client.search_runs([run.info.experiment_id], filter_string=f"dataset.digest = '{dataset_digest(DIGESTS)}'")
     assert [r.info.run_id for r in found] == [run_id]
+
+
+def test_a_probe_scored_on_held_out_training_images_names_them_not_the_test_split():
+    held_out = DatasetRef("mnist", DIGESTS, validation_per_class=1000).evaluation
+    assert held_out == ("mnist-validation", dataset_digest({"train": DIGESTS["train"], "validation_per_class": 1000}))
+    assert held_out[1] != DatasetRef("mnist", DIGESTS, validation_per_class=500).evaluation[1]
 
 
 def test_dataset_digest_fits_mlflow_and_follows_the_content():
@@ -128,6 +139,9 @@ def test_the_encoder_is_a_pytorch_model_that_loads_and_embeds_as_the_stage_file(
     images = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (7, 1, 28, 28)).astype(np.float32))
     with torch.no_grad():
         assert torch.equal(loaded(images), encoder.eval()(images))  # another batch size than the example's
+    (model,) = mlflow.search_logged_models(output_format="list")  # what the Models view lists, with these metrics
+    scored = {m.key: (m.value, m.dataset_name, m.run_id) for m in model.metrics}
+    assert scored == {"probe_top1": (0.9, "mnist-test", run_id)}  # the probe's; train_loss stays the run's alone
     version = mlflow.register_model(f"runs:/{run_id}/encoder", "contrastlab-encoder")
     assert (version.name, int(version.version), version.status) == ("contrastlab-encoder", 1, "READY")
 

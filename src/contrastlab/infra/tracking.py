@@ -112,6 +112,9 @@ def flatten(params: dict, prefix: str = "") -> dict[str, object]:
     return flat
 
 
+PROBE_METRIC_PREFIXES = ("probe_", "knn_", "class_acc.", "shift_top1.")  # probe_metrics' names: scored on test images
+
+
 def probe_metrics(summary: dict) -> dict[str, float]:
     """A probe's results file as MLflow metrics: the same names for a scenario and for a baseline."""
     return {
@@ -167,14 +170,38 @@ def dataset_digest(content_digests: dict) -> str:
 
 @dataclass
 class DatasetRef:
-    """The data a run trained on, as MLflow's dataset input: name, content digest, and DVC's hash of the
-    folder when known (it also depends on where the files came from, which `meta.json` records)."""
+    """The data of a run as MLflow's dataset inputs: what it trained on (name, content digest, and DVC's hash of
+    the folder when known: it also depends on where the files came from, which `meta.json` records) and what its
+    probe scored, the `evaluation` input its probe metrics name: the test split, or the training images held out
+    (`validation_per_class` of each class)."""
 
     name: str
     content_digests: dict
     dvc_md5: str | None = None
+    validation_per_class: int = 0
 
-    def as_input(self):
+    @property
+    def evaluation(self) -> tuple[str, str]:
+        """(name, digest) of the images the probe scored."""
+        if self.validation_per_class:
+            held_out = {"train": self.content_digests["train"], "validation_per_class": self.validation_per_class}
+            return f"{self.name}-validation", dataset_digest(held_out)
+        return f"{self.name}-test", dataset_digest({"test": self.content_digests["test"]})
+
+    def as_inputs(self) -> list:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        name, digest = self.evaluation
+        scored = Dataset(
+            name=name,
+            digest=digest,
+            source_type="local",
+            source=json.dumps({"uri": f"data/datasets/{self.name}"}),
+            profile=json.dumps({}),
+        )
+        return [self._training_input(), DatasetInput(scored, [InputTag("mlflow.data.context", "evaluation")])]
+
+    def _training_input(self):
         from mlflow.entities import Dataset, DatasetInput, InputTag
 
         profile = {"content_sha256": self.content_digests, "dvc_md5": self.dvc_md5}
@@ -274,20 +301,27 @@ class Store:
             self.experiment_id, start_time=start_ms, tags=tags, run_name=record.name
         ).info.run_id
         try:
+            params = [Param(name, str(value)) for name, value in flatten(record.params).items()]
+            self.client.log_batch(run_id, params=params)
+            if record.dataset:
+                self.client.log_inputs(run_id, datasets=record.dataset.as_inputs())
+            for path in record.artifacts:
+                self.client.log_artifact(run_id, str(path))
+            # the probe's metrics name the encoder they score and the images they were scored on, so MLflow's
+            # Models view ranks the logged encoders by them
+            model_id = self._log_encoder(run_id, record) if record.encoder else None
+            name, digest = record.dataset.evaluation if record.dataset else (None, None)
+            probe = {"model_id": model_id, "dataset_name": name, "dataset_digest": digest}
             n = len(record.epoch_losses)
-            metrics = [Metric(name, value, end_ms, 0) for name, value in record.metrics.items()]
+            metrics = [
+                Metric(key, value, end_ms, 0, **(probe if key.startswith(PROBE_METRIC_PREFIXES) else {}))
+                for key, value in record.metrics.items()
+            ]
             metrics += [
                 Metric("train_loss", value, start_ms + (end_ms - start_ms) * epoch // n, epoch)
                 for epoch, value in enumerate(record.epoch_losses, start=1)
             ]
-            params = [Param(name, str(value)) for name, value in flatten(record.params).items()]
-            self.client.log_batch(run_id, metrics=metrics, params=params)
-            if record.dataset:
-                self.client.log_inputs(run_id, datasets=[record.dataset.as_input()])
-            for path in record.artifacts:
-                self.client.log_artifact(run_id, str(path))
-            if record.encoder:
-                self._log_encoder(run_id, record)
+            self.client.log_batch(run_id, metrics=metrics)
             self.client.set_tag(run_id, "result_key", record.key)
             self.client.set_terminated(run_id, "FINISHED", end_time=end_ms)
         except BaseException:
@@ -296,9 +330,10 @@ class Store:
             raise
         return run_id
 
-    def _log_encoder(self, run_id: str, record: RunRecord) -> None:
+    def _log_encoder(self, run_id: str, record: RunRecord) -> str:
         """The encoder as an MLflow PyTorch model (torch.export's format: loading it needs no class of ours),
-        its signature from `record.input_example` with a free batch size; `mlflow.pytorch.load_model` reads it."""
+        its signature from `record.input_example` with a free batch size; `mlflow.pytorch.load_model` reads it.
+        Returns the logged model's id."""
         import mlflow
         import torch
 
@@ -307,14 +342,14 @@ class Store:
         assert record.encoder is not None  # `log` calls this only for a record with an encoder
         encoder = load_encoder(record.encoder, torch.device("cpu")).eval()
         mlflow.set_experiment(experiment_id=self.experiment_id)  # where MLflow puts the logged model
-        mlflow.pytorch.log_model(
+        return mlflow.pytorch.log_model(
             encoder,
             name="encoder",
             input_example=record.input_example,
             run_id=run_id,
             serialization_format="pt2",
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-        )
+        ).model_id
 
 
 def writer_gone(writer: str) -> bool:

@@ -126,7 +126,9 @@ def record(run: dict, root: Path) -> RunRecord:
     common = dict(
         finished=stamp_seconds(study["finished"]),
         commit=study.get("baseline_commit", "unknown"),
-        dataset=DatasetRef(dataset, OFFICIAL_DIGESTS[dataset]),
+        dataset=DatasetRef(
+            dataset, OFFICIAL_DIGESTS[dataset], validation_per_class=p.get("split", {}).get("validation_per_class", 0)
+        ),
     )
     imported = {
         "imported": str(folder.relative_to(root) if folder.is_relative_to(root) else folder),
