@@ -40,9 +40,18 @@ def test_the_lock_satisfies_every_bound_and_the_internals_we_use_are_bounded_bot
         if "==" in line and not line.startswith("#")
     )
     pinned = {canonicalize_name(name): version.split(";")[0].strip() for name, version in pinned.items()}
-    requirements = {canonicalize_name(r.name): r for r in map(Requirement, PROJECT["dependencies"])}
+    declared = PROJECT["dependencies"] + [r for extra in PROJECT["optional-dependencies"].values() for r in extra]
+    requirements = {canonicalize_name(r.name): r for r in map(Requirement, declared)}
     for name, requirement in requirements.items():
         assert requirement.specifier.contains(pinned[name]), f"{name}=={pinned[name]} breaks {requirement}"
     for name in ("torch", "scikit-learn", "dvc", "mlflow", "distributed"):
         operators = {spec.operator for spec in requirements[name].specifier}
         assert operators == {">=", "<"}, f"{name} needs a lower and an upper bound"
+
+
+def test_the_library_alone_needs_none_of_the_pipelines_tools():
+    library = {canonicalize_name(Requirement(r).name) for r in PROJECT["dependencies"]}
+    assert not library & {"dvc", "mlflow", "dask", "distributed", "dask-jobqueue"}
+    assert {"dvc", "mlflow", "distributed"} <= {
+        Requirement(r).name for r in PROJECT["optional-dependencies"]["pipeline"]
+    }
