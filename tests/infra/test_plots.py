@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -45,8 +48,12 @@ def test_a_placeholder_only_says_why_there_is_nothing_to_draw(drawn, tmp_path):
     assert ax.get_title() == "t-SNE" and not ax.collections and not ax.get_xticks().size
 
 
-def test_save_writes_the_png_and_frees_the_figure(tmp_path):
-    fig, _ = plots.plt.subplots()
-    plots.save(fig, tmp_path / "figure.png", dpi=50)
+def test_save_writes_the_png_and_the_process_keeps_no_figure_or_backend(tmp_path):
+    drawing = (
+        "import sys; from pathlib import Path; from contrastlab.infra import plots; "
+        f"plots.loss_curve([2.0, 1.0], 'loss', Path({str(tmp_path / 'figure.png')!r})); "
+        "print('matplotlib.pyplot' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", drawing], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"  # pyplot never imported: no backend chosen, no figure kept for the process
     assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
-    assert not plots.plt.fignum_exists(fig.number)

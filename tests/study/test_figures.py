@@ -5,12 +5,12 @@ from __future__ import annotations
 import string
 
 import matplotlib.colors as mcolors
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from test_report import write_baseline, write_scenario
 
 from contrastlab.infra import plots
-from contrastlab.infra.plots import plt
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.pipeline.datasets import DATASETS

@@ -16,9 +16,9 @@ from typing import Any
 
 import matplotlib.ticker
 import numpy as np
+from matplotlib.lines import Line2D
 
 from contrastlab.infra import plots
-from contrastlab.infra.plots import plt  # pyplot on the backend plots selects (Agg: no display needed)
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.pipeline.datasets import DATASETS
 from contrastlab.study.results import Group, in_registry_order
@@ -33,7 +33,8 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
     references: dataset -> {name: top-1}.
     """
     width = max(7.5, 0.75 * max(len(bars) for bars in groups.values()))  # room for every bar's label
-    fig, axes = plt.subplots(1, len(groups), figsize=(width * len(groups), 5.8), layout="constrained", squeeze=False)
+    fig = plots.agg_figure(width * len(groups), 5.8)
+    axes = fig.subplots(1, len(groups), squeeze=False)
     names = list(dict.fromkeys(name for lines in references.values() for name in lines))
     styles: dict[str, tuple[str, Any]] = {  # name -> (colour, line style)
         name: (BASELINE_COLORS[i % len(BASELINE_COLORS)], ["--", ":", "-."][i % 3]) for i, name in enumerate(names)
@@ -72,7 +73,7 @@ def top1_bars(groups: dict[str, list[dict]], references: dict[str, dict[str, flo
         ax.set(ylabel="linear-probe top-1", title=dataset, ylim=(0, 1.02), yticks=np.linspace(0, 1, 6))
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    handles += [plt.Line2D([], [], color=styles[n][0], linestyle=styles[n][1]) for n in names]
+    handles += [Line2D([], [], color=styles[n][0], linestyle=styles[n][1]) for n in names]
     fig.legend(handles, labels + [f"baseline: {n}" for n in names], loc="outside lower center", ncol=3, fontsize=8)
     plots.save(fig, path, dpi=120)
 
@@ -119,7 +120,8 @@ def summary(
     panels: dataset -> family -> [(label, cpu_minutes, top-1, ci half-width or None)];
     lines: dataset -> family -> (label, top-1), drawn across the panel.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.2), layout="constrained", squeeze=False)
+    fig = plots.agg_figure(6.5 * len(panels), 5.2)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     shown: dict[str, object] = {}
     for ax, (dataset, families) in zip(axes[0], panels.items(), strict=True):
         for name, points in families.items():
@@ -147,7 +149,7 @@ def summary(
     order = [name for name in FAMILY_COLORS if name in shown]
     fig.legend(  # type: ignore[call-overload]  # errorbar's ErrorbarContainer is a handle too; the stub says Artist
         [shown[n] for n in order],
-        [n + (" (line)" if isinstance(shown[n], plt.Line2D) else "") for n in order],
+        [n + (" (line)" if isinstance(shown[n], Line2D) else "") for n in order],
         loc="outside lower center",
         ncol=3,
         fontsize=9,
@@ -186,7 +188,8 @@ def tsne_panels(
     panels: list[tuple[str, np.ndarray, np.ndarray]], class_names: list[str], title: str, path: Path
 ) -> None:
     """Side-by-side t-SNE maps, one per (panel title, coords, labels), sharing one class legend."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1.5, 5), layout="constrained", squeeze=False)
+    fig = plots.agg_figure(5 * len(panels) + 1.5, 5)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (panel_title, coords, labels) in zip(axes[0], panels, strict=True):
         plots.scatter_classes(ax, coords, labels, class_names, size=5)
         ax.set_title(panel_title)
@@ -241,7 +244,8 @@ def confusion(group: Group, path: Path) -> None:
 def top1_by_epochs(curves: dict[str, dict[str, list[tuple[int, float, float]]]], path: Path) -> None:
     """One panel per dataset: mean probe top-1 (and its 95% CI over seeds) against training epochs, one
     line per method. curves: dataset -> method label -> [(epochs, mean, CI half-width)] in increasing epochs."""
-    fig, axes = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 4.5), layout="constrained", squeeze=False)
+    fig = plots.agg_figure(6.5 * len(curves), 4.5)
+    axes = fig.subplots(1, len(curves), squeeze=False)
     for ax, (dataset, lines) in zip(axes[0], curves.items(), strict=True):
         for label, points in lines.items():
             epochs, means, halves = zip(*points, strict=True)
