@@ -29,6 +29,7 @@ from bench_training import BATCH, matmul_gflops, subset, training_flop_per_image
 
 from contrastlab.infra.machine import cpp_compiler, cpu_description, has_native_bf16  # noqa: E402
 from contrastlab.infra.params import PRECISIONS  # noqa: E402
+from contrastlab.infra.stage import keep_freed_memory  # noqa: E402
 from contrastlab.methods.encoders import ARCHS, EMBEDDING_DIM, make_encoder  # noqa: E402
 from contrastlab.methods.losses import LOSSES  # noqa: E402
 from contrastlab.pipeline.datasets import load_split  # noqa: E402
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timings per arch (median shown)")
     sections.add_option(parser)
     args = parser.parse_args()
+    keep_freed_memory()  # as every stage process keeps it (`contrastlab.infra.stage.run_stage`)
     if args.into:
         sections.check(args.into, OWNER)
 

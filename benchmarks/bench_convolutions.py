@@ -28,7 +28,8 @@ import time
 
 import torch
 
-from contrastlab.infra.machine import cpu_description, has_native_bf16, keep_freed_memory
+from contrastlab.infra.machine import cpu_description, has_native_bf16
+from contrastlab.infra.stage import keep_freed_memory
 from contrastlab.methods.encoders import StridedConv2x2, make_encoder
 
 BATCH = 1024
@@ -87,7 +88,7 @@ def time_layer(
 def time_step(bf16: bool, compiled: bool, repeats: int, per_member: bool = True, dataset: str = "mnist") -> dict:
     """One training step of the study encoder on 3 x BATCH images of `dataset`'s size, a forward per member of
     BATCH (as training runs) or one for all: seconds of the first call (compilation, when compiled) and the
-    median milliseconds of the later ones. Memory is kept as the train stage keeps it (`keep_freed_memory`)."""
+    median milliseconds of the later ones. Memory is kept as every stage process keeps it (`keep_freed_memory`)."""
     keep_freed_memory()
     torch.manual_seed(0)
     channels, side = SHAPES[dataset]

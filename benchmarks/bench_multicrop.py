@@ -25,6 +25,7 @@ import sections  # noqa: E402
 from bench_training import subset, training_flop_per_image  # noqa: E402
 
 from contrastlab.infra.machine import cpu_description  # noqa: E402
+from contrastlab.infra.stage import keep_freed_memory  # noqa: E402
 from contrastlab.pipeline.datasets import load_split  # noqa: E402
 from contrastlab.pipeline.examples import build  # noqa: E402
 from contrastlab.pipeline.train import TrainConfig, train  # noqa: E402
@@ -61,6 +62,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timings per setting (median shown)")
     sections.add_option(parser)
     args = parser.parse_args()
+    keep_freed_memory()  # as every stage process keeps it (`contrastlab.infra.stage.run_stage`)
     if args.into:
         sections.check(args.into, OWNER)
     lines = [

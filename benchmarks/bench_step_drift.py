@@ -23,7 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_convolutions import BATCH, SHAPES, in_fresh_process  # noqa: E402
 
-from contrastlab.infra.machine import has_native_bf16, keep_freed_memory  # noqa: E402
+from contrastlab.infra.machine import has_native_bf16  # noqa: E402
+from contrastlab.infra.stage import keep_freed_memory  # noqa: E402
 from contrastlab.methods.encoders import make_encoder  # noqa: E402
 
 BLOCK = 10  # steps per reported mean

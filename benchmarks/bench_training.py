@@ -45,6 +45,7 @@ import sections  # noqa: E402
 
 from contrastlab.infra.machine import cpp_compiler, cpu_description, has_native_bf16  # noqa: E402
 from contrastlab.infra.params import PRECISIONS  # noqa: E402
+from contrastlab.infra.stage import keep_freed_memory  # noqa: E402
 from contrastlab.methods.encoders import make_encoder  # noqa: E402
 from contrastlab.methods.losses import LOSSES  # noqa: E402
 from contrastlab.pipeline.datasets import load_split  # noqa: E402
@@ -91,9 +92,9 @@ def training_flop_per_image(channels: int, size: int, **design) -> float:
 
 
 class NotebookProcess:
-    """The notebook way in a process of its own, with the C allocator's defaults: the project's
-    `train` tunes the allocator of the process it runs in (`contrastlab.infra.machine.keep_freed_memory`),
-    which would otherwise speed up the notebook way too."""
+    """The notebook way in a process of its own, with the C allocator's defaults: this benchmark tunes the allocator
+    of its own process as the stages do (`contrastlab.infra.stage.keep_freed_memory`), which would otherwise speed
+    up the notebook way too."""
 
     def __init__(self) -> None:
         self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="--full: fp32 seeds 0..N-1 (their spread)")
     sections.add_option(parser)
     args = parser.parse_args()
+    keep_freed_memory()  # as every stage process keeps it (`contrastlab.infra.stage.run_stage`)
     if args.into:
         sections.check(args.into, OWNER)  # before an hour of timings, not after
 

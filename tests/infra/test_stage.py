@@ -1,12 +1,15 @@
 import os
+import platform
 import signal
+import statistics
 import subprocess
 import sys
 import time
 
 import pytest
 
-from contrastlab.infra.stage import WATCHED_PID, alive
+from contrastlab.infra import stage
+from contrastlab.infra.stage import WATCHED_PID, alive, run_stage
 
 WATCHER = """
 import sys, time
@@ -71,3 +74,44 @@ def test_ctrl_c_in_a_stage_is_one_line_and_exit_status_130():
     done = subprocess.run([sys.executable, "-c", stage], capture_output=True, text=True, timeout=60)
     assert done.returncode == 130
     assert done.stderr == "stopped: every earlier output is intact; `dvc repro` resumes\n"
+
+
+# Page faults of each forward and backward pass of the encoder, in a fresh process.
+PAGE_FAULTS = """
+import resource, sys, torch
+from contrastlab.infra.stage import keep_freed_memory
+from contrastlab.methods.encoders import make_encoder
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+torch.manual_seed(0)
+encoder = make_encoder(1).to(memory_format=torch.channels_last)
+x = torch.randn(1024, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    encoder(x).sum().backward()
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_kept_memory_spares_the_steps_after_the_first_their_page_faults():
+    faults = {
+        mode: [
+            int(n)
+            for n in subprocess.run(
+                [sys.executable, "-c", PAGE_FAULTS, mode], capture_output=True, text=True, check=True
+            ).stdout.split()
+        ]
+        for mode in ("default", "keep")
+    }
+    # Measured: 33,000-51,000 faults (150-200 MB of fresh pages) in every step by default; 0 to 5,000 kept
+    # (8-50x fewer, varying with what else the machine does). Without the tuning the two are about equal. The
+    # median step: on a loaded machine one kept step can still fault as much as a default one (26,081, 0, 0).
+    assert statistics.median(faults["keep"][1:]) * 4 < statistics.median(faults["default"][1:])
+
+
+def test_a_stage_process_keeps_freed_memory_before_its_main_runs(monkeypatch):
+    calls = []
+    monkeypatch.setattr(stage, "keep_freed_memory", lambda: calls.append("keep freed memory"))
+    run_stage(lambda: calls.append("main"))
+    assert calls == ["keep freed memory", "main"]

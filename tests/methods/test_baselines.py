@@ -145,7 +145,7 @@ def test_supervised_training_logged_to_a_file_prints_one_line_per_epoch_with_its
     lines = out.splitlines()
     assert len(lines) == 2
     for epoch, (line, loss) in enumerate(zip(lines, losses, strict=True), start=1):
-        assert re.fullmatch(rf"supervised epoch {epoch}/2: loss {loss:.4f}, [\d,]+ images/s", line), line
+        assert re.fullmatch(rf"epoch {epoch}/2: loss {loss:.4f}, [\d,]+ images/s", line), line
 
 
 def test_supervised_training_that_diverges_stops_with_the_step_and_advice():

@@ -12,6 +12,7 @@ from contrastlab.methods.encoders import make_encoder
 from contrastlab.methods.losses import LOSSES
 from contrastlab.pipeline.examples import build
 from contrastlab.pipeline.train import (
+    Objective,
     TrainConfig,
     checkpoint_key,
     collapse_warnings,
@@ -56,6 +57,24 @@ class IgnoresSettings:
     """Stands in for torch.utils.deterministic: what train() sets on it changes nothing."""
 
     fill_uninitialized_memory = True
+
+
+def test_training_leaves_torchs_deterministic_settings_as_it_found_them():
+    before = (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory)
+    seen = {}
+
+    def recording_loss(members, target, labels, options):
+        seen["during"] = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.utils.deterministic.fill_uninitialized_memory,
+        )
+        return LOSSES["triplet"].fn(members, target, labels, options)
+
+    recorded = Objective(what="the recorded triplet loss", loss=recording_loss, head=lambda width: torch.nn.Identity())
+    examples = build(LABELS, "triplets", 8, seed=0)
+    train(IMAGES, examples, TrainConfig(**{**QUICK, "epochs": 1}), device=CPU, progress=False, objective=recorded)
+    assert seen["during"] == (True, False)  # deterministic, without the NaN fill
+    assert (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory) == before
 
 
 @pytest.mark.parametrize("loss", ["triplet", "ntxent"])
@@ -394,14 +413,16 @@ TRIPLET = TrainConfig(**QUICK)
 def test_a_collapse_is_a_weight_norm_grown_over_100_fold_and_a_loss_that_stopped_moving():
     # the last half of the steps: 1.0, 1.0, 1.0005: they move 5e-4, within 1e-3 of their mean 1.00017
     steps = [0.5, 0.9, 1.0, 1.0, 1.0005]
-    assert collapse_warnings(2.0, 300.0, steps, TRIPLET) == [
+    assert collapse_warnings(2.0, 300.0, steps, "the triplet loss", TRIPLET) == [
         "the encoder likely collapsed: its weights' norm grew 150-fold while the triplet loss stayed at 1.0002 over "
         "the last 3 steps (lr 0.1, sgd); lower train.lr or change the recipe"
     ]
-    assert collapse_warnings(2.0, 199.0, steps, TRIPLET) == []  # grew 99.5-fold
-    assert collapse_warnings(2.0, 300.0, [0.5, 0.9, 1.0, 1.0, 1.0015], TRIPLET) == []  # moved 1.5e-3
-    assert collapse_warnings(2.0, 300.0, [1.0], TRIPLET) == []  # one step: no second half to judge
-    assert collapse_warnings(2.0, 300.0, [0.3, 0.0, 0.0], TRIPLET)[0].startswith(
+    assert collapse_warnings(2.0, 199.0, steps, "the triplet loss", TRIPLET) == []  # grew 99.5-fold
+    assert (
+        collapse_warnings(2.0, 300.0, [0.5, 0.9, 1.0, 1.0, 1.0015], "the triplet loss", TRIPLET) == []
+    )  # moved 1.5e-3
+    assert collapse_warnings(2.0, 300.0, [1.0], "the triplet loss", TRIPLET) == []  # one step: no second half to judge
+    assert collapse_warnings(2.0, 300.0, [0.3, 0.0, 0.0], "the triplet loss", TRIPLET)[0].startswith(
         "the encoder likely collapsed: its weights' norm grew 150-fold while the triplet loss stayed at 0.0000 "
     )
 

@@ -1,9 +1,8 @@
 """The machine: what a measurement was made on (timings from different CPUs are not comparable),
-which CPU kernels torch computes with, and how this process's memory allocator is set for training."""
+and which CPU kernels torch computes with."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 from pathlib import Path
@@ -79,26 +78,3 @@ def use_cpu_kernels(kernels: str) -> None:
         )
     if capability != "AVX2":
         raise RuntimeError(f"torch computed before use_cpu_kernels: its kernels are already {capability}")
-
-
-# mallopt parameters of glibc's malloc.h
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc keep freed blocks of up to 32 MB (its limit) in the heap instead of handing them back
-    to the OS, for the rest of this process.
-
-    Every training step allocates the same activations again (MNIST's first layer: 30 MB per member
-    and batch); memory fresh from the OS costs a page fault per 4 kB, about 8% of a step. Blocks over
-    32 MB (CIFAR-10's first layer: 38 MB) still come from the OS. False where the C library is not
-    glibc: nothing changes there."""
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    kept = mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
-    trimmed = mallopt(M_TRIM_THRESHOLD, 2**30)
-    return bool(kept and trimmed)

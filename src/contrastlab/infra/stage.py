@@ -1,9 +1,11 @@
 """What every stage script shares: a user's mistake or a damaged file is one line and exit code 2; a stage
-started for a Dask worker stops when that worker dies."""
+started for a Dask worker stops when that worker dies; the process's allocator keeps freed memory for reuse."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import signal
 import sys
 import threading
@@ -50,11 +52,37 @@ def stop_when_gone(pid: int, every: float = 1.0, grace: float = 30.0) -> None:
     threading.Thread(target=watch, daemon=True, name="watch-parent").start()
 
 
+# mallopt parameters of glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed blocks of up to 32 MB (its limit) in the heap instead of handing them back
+    to the OS, for the rest of this process.
+
+    Every training step allocates the same activations again (MNIST's first layer: 30 MB per member
+    and batch); memory fresh from the OS costs a page fault per 4 kB, about 8% of a step. Blocks over
+    32 MB (CIFAR-10's first layer: 38 MB) still come from the OS. False where the C library is not
+    glibc: nothing changes there."""
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    kept = mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
+    trimmed = mallopt(M_TRIM_THRESHOLD, 2**30)
+    return bool(kept and trimmed)
+
+
 def run_stage(
     main: Callable[[], None], stopped: str = "stopped: every earlier output is intact; `dvc repro` resumes"
 ) -> None:
     """Run a stage; a bad param, missing data or an unreadable/unwritable file stops it with one clear
-    line (no traceback) and leaves every earlier output as it was; Ctrl-C prints `stopped` (exit 130)."""
+    line (no traceback) and leaves every earlier output as it was; Ctrl-C prints `stopped` (exit 130).
+    The process is the stage's own, so its allocator keeps freed memory for the next same-sized tensors
+    (`keep_freed_memory`), which the library's functions leave to their caller."""
+    keep_freed_memory()
     if os.environ.get(WATCHED_PID):
         stop_when_gone(int(os.environ[WATCHED_PID]))
     try:

@@ -31,14 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from contrastlab.infra.params import AUTO
-from contrastlab.infra.progress import EpochProgress
 from contrastlab.methods import patches
-from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import Encoder, make_encoder
 from contrastlab.pipeline.embed import embed_images
 from contrastlab.pipeline.examples import anchors_and_negatives
 from contrastlab.pipeline.preprocess import normalize, to_unit
-from contrastlab.pipeline.train import TrainConfig, descend, fit_whitening, make_optimizer, make_schedule
+from contrastlab.pipeline.train import Objective, TrainConfig, fit_whitening, train
 
 Representation = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, C, H, W) -> features (N, width)
 
@@ -46,46 +44,25 @@ Representation = Callable[[np.ndarray], np.ndarray]  # uint8 images (N, C, H, W)
 def train_supervised(
     images: torch.Tensor, labels: torch.Tensor, config: TrainConfig, *, device: torch.device, progress: bool = True
 ) -> tuple[Encoder, list[float]]:
-    """The encoder trained with cross-entropy through a linear head, with `config`'s seed, epochs, batch
-    size, recipe (optimizer, learning rate and its schedule) and augmentation (a fresh view of every image
-    each epoch; `none` trains on the images themselves): the encoder without the head, and the mean loss
-    of each epoch."""
-    torch.manual_seed(config.seed)
-    shuffle_rng = torch.Generator().manual_seed(config.seed)
-    augment, augment_rng = AUGMENTATIONS[config.aug], torch.Generator(device).manual_seed(config.seed + 1)
-    # Module.to takes a device and a memory_format at once; torch's overloads do not say so
-    encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    fit_whitening(encoder, images.to(device), config.seed)
-    model = nn.Sequential(encoder, nn.Linear(config.embedding_dim, int(labels.max()) + 1)).to(device)
-    optimizer = make_optimizer(model.parameters(), config)
-    schedule = make_schedule(optimizer, config, -(-len(images) // config.batch_size))
-    images, labels = images.to(device), labels.long().to(device)
-    model.train()
-    epoch_losses = []
-    for epoch in range(1, config.epochs + 1):
-        total = 0.0
-        order = torch.randperm(len(images), generator=shuffle_rng).to(device)
-        bar = EpochProgress(
-            range(0, len(images), config.batch_size), f"supervised epoch {epoch}/{config.epochs}", enabled=progress
-        )
-        for start in bar:
-            rows = order[start : start + config.batch_size]
-            x = normalize(augment(images[rows], augment_rng)).contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(x), labels[rows])
-            value = descend(
-                loss,
-                "the supervised baseline's cross-entropy",
-                epoch,
-                start // config.batch_size + 1,
-                optimizer,
-                schedule,
-                config,
-            )
-            total += value * len(rows)
-            bar.step(value, len(rows))
-        epoch_losses.append(total / len(images))
-        bar.close(epoch_losses[-1])
-    return encoder, epoch_losses
+    """The encoder trained with cross-entropy through a linear head, in the contrastive methods' training loop
+    (`contrastlab.pipeline.train.train`), with `config`'s seed, epochs, batch size, recipe (optimizer, learning rate
+    and its schedule) and augmentation (a fresh view of every image each epoch; `none` trains on the images
+    themselves): the encoder without the head, and the mean loss of each epoch."""
+    n = len(images)
+    one_view_each = {
+        "members": np.arange(n)[:, None],
+        "augmented": np.ones((n, 1), dtype=bool),
+        "target": np.zeros(n, dtype=np.float32),
+        "labels": labels.numpy()[:, None],
+    }
+    classes = int(labels.max()) + 1
+    cross_entropy = Objective(
+        what="the supervised baseline's cross-entropy",
+        loss=lambda embeddings, target, labels, options: F.cross_entropy(embeddings[0], labels),
+        head=lambda width: nn.Linear(width, classes),
+    )
+    result = train(images, one_view_each, config, device=device, progress=progress, objective=cross_entropy)
+    return result.encoder, result.epoch_losses
 
 
 def encoder_features(encoder: Encoder, p: dict) -> Representation:

@@ -13,8 +13,10 @@ at a fixed rate; AdamW, momentum, weight decay, warm-up, cosine and one-cycle sc
 A loss that turns NaN or infinite stops training at once with the step and the advice, and so do
 weights or BatchNorm running statistics that are not finite after an epoch. An encoder that collapses
 while its loss stays finite (a saturated sigmoid head) trains on: a collapse is a result, and the run's
-`warnings` say so (`collapse_warnings`). With a checkpoint path, the full training state is saved after
-every epoch and a killed run resumes from it, ending with exactly the weights of an uninterrupted run.
+`warnings` say so (`collapse_warnings`). The supervised baselines train in this
+same loop, passing their own `Objective` (cross-entropy through a linear head) in place of the registered loss.
+With a checkpoint path, the full training state is saved after every epoch and a killed run resumes from it,
+ending with exactly the weights of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -24,19 +26,30 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from contrastlab.infra.codegraph import closure
 from contrastlab.infra.errors import TrainingDiverged
-from contrastlab.infra.machine import PORTABLE_KERNELS, cpp_compiler, keep_freed_memory
+from contrastlab.infra.machine import PORTABLE_KERNELS, cpp_compiler
 from contrastlab.infra.params import AUTO, PRECISIONS
 from contrastlab.infra.progress import EpochProgress
 from contrastlab.methods.augmentations import AUGMENTATIONS, small_crops
-from contrastlab.methods.encoders import EMBEDDING_DIM, WHITENING_IMAGES, make_encoder, save_torch, whitening_layers
+from contrastlab.methods.encoders import (
+    EMBEDDING_DIM,
+    WHITENING_IMAGES,
+    Encoder,
+    make_encoder,
+    save_torch,
+    whitening_layers,
+)
 from contrastlab.methods.losses import LOSSES, LossOptions, multi_crop, semi_hard_negatives
 from contrastlab.pipeline.preprocess import normalize, to_unit
 
@@ -92,9 +105,20 @@ class TrainConfig:
         return {"channels": channels, "head": self.head, "arch": self.arch, "embedding_dim": self.embedding_dim}
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What training minimises in place of the config's registered loss: `loss(embeddings, target, labels, options)`
+    (a registered loss's signature) of the members' embeddings passed through a trainable head, which `head` makes
+    from the embedding width right after the encoder (so the seed initialises both); `what` names it in messages."""
+
+    what: str
+    loss: Callable[..., torch.Tensor]
+    head: Callable[[int], nn.Module]
+
+
 @dataclass
 class TrainResult:
-    encoder: torch.nn.Module
+    encoder: Encoder
     epoch_losses: list[float] = field(default_factory=list)
     step_losses: list[float] = field(default_factory=list)  # of the last epoch
     train_time_s: float = 0.0
@@ -229,7 +253,7 @@ def weight_norm(encoder: torch.nn.Module) -> float:
 
 
 def collapse_warnings(
-    initial_norm: float, final_norm: float, step_losses: list[float], config: TrainConfig
+    initial_norm: float, final_norm: float, step_losses: list[float], what: str, config: TrainConfig
 ) -> list[str]:
     """[the warning] when the weights' norm exploded while the loss stopped moving (see WEIGHT_GROWTH), else []."""
     tail = step_losses[len(step_losses) // 2 :]
@@ -239,8 +263,8 @@ def collapse_warnings(
     if max(tail) - min(tail) > FLAT_LOSS * abs(mean):
         return []
     return [
-        f"the encoder likely collapsed: its weights' norm grew {final_norm / initial_norm:.3g}-fold while the "
-        f"{config.loss} loss stayed at {mean:.4f} over the last {len(tail)} steps (lr {config.lr}, "
+        f"the encoder likely collapsed: its weights' norm grew {final_norm / initial_norm:.3g}-fold while "
+        f"{what} stayed at {mean:.4f} over the last {len(tail)} steps (lr {config.lr}, "
         f"{config.optimizer}); lower train.lr or change the recipe"
     ]
 
@@ -263,6 +287,30 @@ def descend(
     if schedule is not None:
         schedule.step()
     return value
+
+
+@contextmanager
+def deterministic_algorithms(device: torch.device) -> Iterator[None]:
+    """On the CPU, torch's deterministic algorithms while training runs, and torch's settings as they were after.
+
+    Deterministic mode also fills each new tensor with NaN, to expose reads of uninitialised memory; nothing here
+    reads any, and the fill (with its page faults) costs ~10% of a step, so it is off meanwhile."""
+    if device.type != "cpu":
+        yield
+        return
+    settings: Any = torch.utils.deterministic  # its setting is a property of the module's class: not in torch's stubs
+    enabled, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    fill = settings.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True)
+    settings.fill_uninitialized_memory = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        settings.fill_uninitialized_memory = fill
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -292,149 +340,155 @@ def train(
     device: torch.device,
     progress: bool = True,
     checkpoint: Path | None = None,
+    objective: Objective | None = None,
 ) -> TrainResult:
     """Train a fresh encoder on uint8 `images` (N, C, H, W) with the examples from `contrastlab.pipeline.examples`.
 
     `config.precision="bf16"` runs the encoder's forward passes under bfloat16 autocast; augmentation, loss,
-    weights and optimizer stay fp32. On the CPU this also sets the whole process to deterministic
-    algorithms without the NaN fill of new tensors, and lets glibc keep freed memory for reuse.
+    weights and optimizer stay fp32. On the CPU it runs with deterministic algorithms (`deterministic_algorithms`).
     `config.compile`: the forward passes run under `torch.compile` (`compiled_forward`; where it cannot, training
     runs uncompiled and says so); the result's encoder is the module itself, whose state_dict saves as always.
     `checkpoint`: where to save the state after each epoch and to resume from if it holds an earlier
-    state of the same training.
+    state of the same training. `objective`: what to minimise instead of `config.loss` (the supervised baselines).
     """
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision={config.precision!r}; expected one of {', '.join(PRECISIONS)}")
-    torch.manual_seed(config.seed)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True)
-        # Deterministic mode also fills each new tensor with NaN, to expose reads of uninitialised
-        # memory; nothing here reads any, and the fill (with its page faults) costs ~10% of a step.
-        # ignored: a property of the module's class, which torch's stubs do not show
-        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
-        keep_freed_memory()
-    shuffle_rng = torch.Generator().manual_seed(config.seed)
-    augment_rng = torch.Generator(device).manual_seed(config.seed + 1)
-    loss_fn, options = LOSSES[config.loss].fn, config.loss_options
-    augment = AUGMENTATIONS[config.aug]
-
-    images = images.to(device)
-    members = torch.from_numpy(examples["members"]).long().to(device)
-    augmented = torch.from_numpy(examples["augmented"]).to(device)
-    target = torch.from_numpy(examples["target"]).float().to(device)
-    labels = torch.from_numpy(examples["labels"]).long().to(device)
-    mine = str(examples.get("negatives", "label_aware")) == "hard"
-    n_examples, k = members.shape
-
-    # Module.to takes a device and a memory_format at once; torch's overloads do not say so
-    encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    fit_whitening(encoder, images, config.seed)
-    initial_norm = weight_norm(encoder)
-    optimizer = make_optimizer(encoder.parameters(), config)
-    schedule = make_schedule(optimizer, config, -(-n_examples // config.batch_size))
-    forward = compiled_forward(encoder, device) if config.compile else encoder
-    if forward is None:
-        print(
-            "train.compile: no C++ compiler found for torch.compile's CPU backend (install g++, or name one in CXX); "
-            "training uncompiled"
+    with deterministic_algorithms(device):
+        torch.manual_seed(config.seed)
+        shuffle_rng = torch.Generator().manual_seed(config.seed)
+        augment_rng = torch.Generator(device).manual_seed(config.seed + 1)
+        what, loss_fn = (
+            (objective.what, objective.loss) if objective else (f"the {config.loss} loss", LOSSES[config.loss].fn)
         )
-        forward = encoder
-    elif forward is not encoder and progress:
-        print(
-            "train.compile: the first step of each batch size compiles the encoder (about 30 s; seconds when "
-            "torch's cache holds it from an earlier run)"
+        options = config.loss_options
+        augment = AUGMENTATIONS[config.aug]
+
+        images = images.to(device)
+        members = torch.from_numpy(examples["members"]).long().to(device)
+        augmented = torch.from_numpy(examples["augmented"]).to(device)
+        target = torch.from_numpy(examples["target"]).float().to(device)
+        labels = torch.from_numpy(examples["labels"]).long().to(device)
+        mine = str(examples.get("negatives", "label_aware")) == "hard"
+        n_examples, k = members.shape
+
+        # Module.to takes a device and a memory_format at once; torch's overloads do not say so
+        encoder = make_encoder(**config.encoder_design(images.shape[1])).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+        fit_whitening(encoder, images, config.seed)
+        head = objective.head(config.embedding_dim).to(device) if objective else nn.Identity()
+        initial_norm = weight_norm(encoder)
+        optimizer = make_optimizer([*encoder.parameters(), *head.parameters()], config)
+        schedule = make_schedule(optimizer, config, -(-n_examples // config.batch_size))
+        forward = compiled_forward(encoder, device) if config.compile else encoder
+        if forward is None:
+            print(
+                "train.compile: no C++ compiler found for torch.compile's CPU backend (install g++, or name one in "
+                "CXX); training uncompiled"
+            )
+            forward = encoder
+        elif forward is not encoder and progress:
+            print(
+                "train.compile: the first step of each batch size compiles the encoder (about 30 s; seconds when "
+                "torch's cache holds it from an earlier run)"
+            )
+        fixed_views = (
+            draw_fixed_views(images, members, augmented, augment, augment_rng) if config.views == "once" else None
         )
-    fixed_views = draw_fixed_views(images, members, augmented, augment, augment_rng) if config.views == "once" else None
 
-    def inputs_for(rows: torch.Tensor) -> torch.Tensor:
-        """All members of the chosen examples as one normalised batch, member after member."""
-        index = members[rows].T.reshape(-1)
-        is_view = augmented[rows].T.reshape(-1)
-        x = torch.empty((len(index), *images.shape[1:]), dtype=torch.float32, device=device)
-        x[~is_view] = to_unit(images[index[~is_view]])
-        if is_view.any():
-            if fixed_views is None:
-                x[is_view] = augment(images[index[is_view]], augment_rng)
-            else:
-                views_u8, slot = fixed_views
-                x[is_view] = to_unit(views_u8[slot[rows].T.reshape(-1)[is_view]])
-        return normalize(x).contiguous(memory_format=torch.channels_last)
+        def inputs_for(rows: torch.Tensor) -> torch.Tensor:
+            """All members of the chosen examples as one normalised batch, member after member."""
+            index = members[rows].T.reshape(-1)
+            is_view = augmented[rows].T.reshape(-1)
+            x = torch.empty((len(index), *images.shape[1:]), dtype=torch.float32, device=device)
+            x[~is_view] = to_unit(images[index[~is_view]])
+            if is_view.any():
+                if fixed_views is None:
+                    x[is_view] = augment(images[index[is_view]], augment_rng)
+                else:
+                    views_u8, slot = fixed_views
+                    x[is_view] = to_unit(views_u8[slot[rows].T.reshape(-1)[is_view]])
+            return normalize(x).contiguous(memory_format=torch.channels_last)
 
-    result = TrainResult(encoder, compiled=forward is not encoder)
-    if checkpoint is not None:
-        key = checkpoint_key(images, examples, config, device)
-        saved = load_checkpoint(checkpoint, key)
-        if saved is not None:
-            encoder.load_state_dict(saved["encoder"])
-            optimizer.load_state_dict(saved["optimizer"])
-            if schedule is not None:
-                schedule.load_state_dict(saved["schedule"])
-            shuffle_rng.set_state(saved["shuffle_rng"])
-            augment_rng.set_state(saved["augment_rng"])
-            torch.set_rng_state(saved["torch_rng"])
-            result.epoch_losses, result.step_losses, result.train_time_s, result.images_seen = (
-                saved["epoch_losses"],
-                saved.get("step_losses", []),
-                saved["train_time_s"],
-                saved["images_seen"],
-            )
-            print(f"resuming from {checkpoint} after epoch {len(result.epoch_losses)} of {config.epochs}")
-
-    encoder.train()
-    for epoch in range(len(result.epoch_losses) + 1, config.epochs + 1):
-        order = torch.randperm(n_examples, generator=shuffle_rng).to(device)
-        batches = range(0, n_examples, config.batch_size)
-        bar = EpochProgress(batches, f"epoch {epoch}/{config.epochs}", enabled=progress)
-        epoch_loss, epoch_start, epoch_images, step_losses = 0.0, time.perf_counter(), 0, []
-        for start in bar:
-            rows = order[start : start + config.batch_size]
-            x = inputs_for(rows)  # augmentation stays fp32: autocast would also turn the blur into bf16
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                embeddings = [forward(member).float() for member in x.chunk(k)]
-                if config.small_crops:  # multi-crop: all small crops of the batch in one pass of their own
-                    crops = small_crops(
-                        images[members[rows, 0]], augment_rng, config.small_crops, config.small_crop_size
-                    )
-                    small = forward(normalize(crops).contiguous(memory_format=torch.channels_last)).float()
-            if mine:  # members are (anchor, positive, negative): the pool is every anchor and negative
-                pool, pool_labels = torch.cat([embeddings[0], embeddings[2]]), labels[rows][:, [0, 2]].T.reshape(-1)
-                embeddings[2] = semi_hard_negatives(
-                    embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels, config.margin
-                )
-            if config.small_crops:
-                batch_loss = multi_crop(
-                    loss_fn, embeddings, list(small.chunk(config.small_crops)), target[rows], labels[rows, 0], options
-                )
-            else:
-                batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
-            loss_value = descend(
-                batch_loss,
-                f"the {config.loss} loss",
-                epoch,
-                start // config.batch_size + 1,
-                optimizer,
-                schedule,
-                config,
-            )
-
-            epoch_loss += loss_value * len(rows)
-            step_losses.append(loss_value)
-            epoch_images += len(rows) * (k + config.small_crops)  # a small crop counts as an image
-            bar.step(loss_value, len(rows) * (k + config.small_crops))
-        stop_if_weights_not_finite(encoder, epoch, config)
-        result.train_time_s += time.perf_counter() - epoch_start
-        result.images_seen += epoch_images
-        result.epoch_losses.append(epoch_loss / n_examples)
-        result.step_losses = step_losses
-        bar.close(result.epoch_losses[-1])
+        result = TrainResult(encoder, compiled=forward is not encoder)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "key": key, "encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict() if schedule is not None else None,
-                "shuffle_rng": shuffle_rng.get_state(), "augment_rng": augment_rng.get_state(),
-                "torch_rng": torch.get_rng_state(), "epoch_losses": result.epoch_losses,
-                "step_losses": result.step_losses, "train_time_s": result.train_time_s,
-                "images_seen": result.images_seen,
-            })  # fmt: skip
-    result.warnings = collapse_warnings(initial_norm, weight_norm(encoder), result.step_losses, config)
-    return result
+            key = checkpoint_key(images, examples, config, device)
+            saved = load_checkpoint(checkpoint, key)
+            if saved is not None:
+                encoder.load_state_dict(saved["encoder"])
+                optimizer.load_state_dict(saved["optimizer"])
+                if schedule is not None:
+                    schedule.load_state_dict(saved["schedule"])
+                shuffle_rng.set_state(saved["shuffle_rng"])
+                augment_rng.set_state(saved["augment_rng"])
+                torch.set_rng_state(saved["torch_rng"])
+                result.epoch_losses, result.step_losses, result.train_time_s, result.images_seen = (
+                    saved["epoch_losses"],
+                    saved.get("step_losses", []),
+                    saved["train_time_s"],
+                    saved["images_seen"],
+                )
+                print(f"resuming from {checkpoint} after epoch {len(result.epoch_losses)} of {config.epochs}")
+
+        encoder.train()
+        head.train()
+        for epoch in range(len(result.epoch_losses) + 1, config.epochs + 1):
+            order = torch.randperm(n_examples, generator=shuffle_rng).to(device)
+            batches = range(0, n_examples, config.batch_size)
+            bar = EpochProgress(batches, f"epoch {epoch}/{config.epochs}", enabled=progress)
+            epoch_loss, epoch_start, epoch_images, step_losses = 0.0, time.perf_counter(), 0, []
+            for start in bar:
+                rows = order[start : start + config.batch_size]
+                x = inputs_for(rows)  # augmentation stays fp32: autocast would also turn the blur into bf16
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                    embeddings = [head(forward(member)).float() for member in x.chunk(k)]
+                    if config.small_crops:  # multi-crop: all small crops of the batch in one pass of their own
+                        crops = small_crops(
+                            images[members[rows, 0]], augment_rng, config.small_crops, config.small_crop_size
+                        )
+                        small = head(forward(normalize(crops).contiguous(memory_format=torch.channels_last))).float()
+                if mine:  # members are (anchor, positive, negative): the pool is every anchor and negative
+                    pool, pool_labels = torch.cat([embeddings[0], embeddings[2]]), labels[rows][:, [0, 2]].T.reshape(-1)
+                    embeddings[2] = semi_hard_negatives(
+                        embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels, config.margin
+                    )
+                if config.small_crops:
+                    batch_loss = multi_crop(
+                        loss_fn,
+                        embeddings,
+                        list(small.chunk(config.small_crops)),
+                        target[rows],
+                        labels[rows, 0],
+                        options,
+                    )
+                else:
+                    batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
+                loss_value = descend(
+                    batch_loss,
+                    what,
+                    epoch,
+                    start // config.batch_size + 1,
+                    optimizer,
+                    schedule,
+                    config,
+                )
+
+                epoch_loss += loss_value * len(rows)
+                step_losses.append(loss_value)
+                epoch_images += len(rows) * (k + config.small_crops)  # a small crop counts as an image
+                bar.step(loss_value, len(rows) * (k + config.small_crops))
+            stop_if_weights_not_finite(encoder, epoch, config)
+            result.train_time_s += time.perf_counter() - epoch_start
+            result.images_seen += epoch_images
+            result.epoch_losses.append(epoch_loss / n_examples)
+            result.step_losses = step_losses
+            bar.close(result.epoch_losses[-1])
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, {
+                    "key": key, "encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict() if schedule is not None else None,
+                    "shuffle_rng": shuffle_rng.get_state(), "augment_rng": augment_rng.get_state(),
+                    "torch_rng": torch.get_rng_state(), "epoch_losses": result.epoch_losses,
+                    "step_losses": result.step_losses, "train_time_s": result.train_time_s,
+                    "images_seen": result.images_seen,
+                })  # fmt: skip
+        result.warnings = collapse_warnings(initial_norm, weight_norm(encoder), result.step_losses, what, config)
+        return result
