@@ -1,10 +1,17 @@
-"""The README's two MLflow screenshots, taken in headless Chromium from the committed study imported into a store:
+"""The README's MLflow screenshots, taken in headless Chromium from the committed study imported into a store:
 
 - docs/mlflow_runs.png     the runs table of the protocol study (seed 0), with `probe_top1`, best first;
-- docs/mlflow_compare.png  MLflow's Compare view of the same 12 scenarios.
+- docs/mlflow_compare.png  MLflow's Compare view of the same 12 scenarios;
+- docs/mlflow_models.png   with `--encoders REPO`: the experiment's Models view, listing the trained encoders that the
+                           track stage logged, each with its probe metrics (linked to the model and the test images).
 
     python docs/screenshots.py                                    # imports study/results into a temporary store first
     python docs/screenshots.py --store sqlite:////tmp/x/mlflow.db  # a store that already holds the import
+    python docs/screenshots.py --encoders ../studyrun             # also log the encoders of REPO's DVC experiments
+
+The committed results folders keep no weights, so the Models view needs a repository whose DVC experiments and cache
+hold the encoders: each experiment that trained one is logged by the track stage itself (`stages/track.py`, run on
+the experiment's own files from git and DVC's cache), without its baselines, which a `--no-baselines` study skips.
 
 A script, not a test: the full import takes minutes and a person looks at the pictures before committing them.
 tests/test_mlflow_ui.py runs the same server, browser and view on a few imported runs.
@@ -36,6 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import websocket
+import yaml
 
 from contrastlab.infra.tracking import EXPERIMENT, runs_url
 
@@ -278,9 +286,11 @@ class Chromium:
         )[0]
 
     def click(self, element: str, what: str) -> None:
-        """A mouse click in the middle of `element` (a JavaScript expression) once it is on the page."""
+        """A mouse click in the middle of `element` (a JavaScript expression) once it is on the page, scrolled into
+        view."""
         x, y = self.wait_for(
-            f"(e => e && (r => [r.x + r.width / 2, r.y + r.height / 2])(e.getBoundingClientRect()))({element})",
+            f"(e => e && (e.scrollIntoView({{block: 'nearest'}}), "
+            f"(r => [r.x + r.width / 2, r.y + r.height / 2])(e.getBoundingClientRect())))({element})",
             bool,
             what,
         )
@@ -314,6 +324,132 @@ class Chromium:
         self.call("Input.dispatchMouseEvent", type="mouseMoved", x=self.width // 2, y=self.height - 1)
         time.sleep(1)  # the last transitions and the plot's layout
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+
+TRACK_FILES = (
+    "params.yaml",
+    "dvc.lock",
+    "metrics/train.json",
+    "metrics/probe.json",
+    "metrics/examples.json",
+    "plots/train_loss.csv",
+    "plots/train_loss.png",
+    "plots/tsne.png",
+    "plots/confusion.png",
+)
+
+
+def git_bytes(repo: Path, *args: str) -> bytes:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, check=True).stdout
+
+
+def trained_experiments(repo: Path) -> dict[str, str]:
+    """{experiment name: its commit} for each DVC experiment of `repo` that trained an encoder of its own (its
+    dvc.lock's encoder differs from the one of the commit it started from)."""
+    refs = git_bytes(repo, "for-each-ref", "refs/exps", "--format=%(refname) %(objectname)").decode().split("\n")
+    found = {}
+    for name, commit in (line.rsplit("/", 1)[-1].split() for line in refs if line.strip()):
+        trained = [encoder_md5(git_bytes(repo, "show", f"{rev}:dvc.lock")) for rev in (commit, f"{commit}^")]
+        if trained[0] is not None and trained[0] != trained[1]:
+            found[name] = commit
+    return found
+
+
+def encoder_md5(lock: bytes) -> str | None:
+    """The md5 of the encoder that a dvc.lock's train stage wrote, if it has one."""
+    train = yaml.safe_load(lock)["stages"].get("train", {})
+    return next((out["md5"] for out in train.get("outs", []) if out["path"] == "models/encoder.pt"), None)
+
+
+def track_experiment(repo: Path, name: str, commit: str, store: str, folder: Path) -> None:
+    """Run the track stage on experiment `name`'s own files (git for the small ones, DVC's cache for the encoder;
+    the dataset from this checkout) in `folder`, logging it to `store` without baselines."""
+    for path in TRACK_FILES:
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes(git_bytes(repo, "show", f"{commit}:{path}"))
+    md5 = encoder_md5((folder / "dvc.lock").read_bytes())
+    assert md5, f"{name} trained no encoder"
+    dvc = str(Path(sys.executable).parent / "dvc")
+    cache = Path(
+        subprocess.run([dvc, "cache", "dir"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    )
+    (folder / "models").mkdir()
+    shutil.copy(cache / "files" / "md5" / md5[:2] / md5[2:], folder / "models/encoder.pt")
+    dataset = yaml.safe_load((folder / "params.yaml").read_text())["dataset"]
+    (folder / "data/datasets").mkdir(parents=True)
+    data = ROOT / "data/datasets" / dataset
+    assert (data / "meta.json").exists(), f"{data} is missing: `dvc repro download -S dataset={dataset}` writes it"
+    (folder / "data/datasets" / dataset).symlink_to(data)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "stages/track.py"), "--data", f"data/datasets/{dataset}",
+         "--train-metrics", "metrics/train.json", "--probe-metrics", "metrics/probe.json",
+         "--examples-metrics", "metrics/examples.json", "--loss-csv", "plots/train_loss.csv",
+         "--encoder", "models/encoder.pt", "--artifacts", "plots/tsne.png", "plots/confusion.png",
+         "plots/train_loss.png"],
+        cwd=folder, env={**os.environ, "MLFLOW_TRACKING_URI": store, "DVC_EXP_NAME": name},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, f"tracking {name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+
+
+def tree_node(title: str, part: str, after: str = "") -> str:
+    """A JavaScript expression: `part` (a class of MLflow's tree) of the open menu's first node whose title starts
+    with `title`, among the nodes below the first one titled `after` (if given)."""
+    nodes = "[...document.querySelectorAll('[role=menu] .du-bois-light-tree-treenode')]"
+    titled = "t => n => n.querySelector('.du-bois-light-tree-title')?.textContent.trim().startsWith(t)"
+    return (
+        f"((nodes, titled) => nodes.slice(nodes.findIndex(titled({json.dumps(after)})))"
+        f".find(titled({json.dumps(title)}))?.querySelector('.du-bois-light-tree-{part}'))({nodes}, {titled})"
+    )
+
+
+def take_models(store: str, out: Path, workdir: Path) -> None:
+    """The experiment's Models view (MLflow's logged models) once it lists every logged encoder, showing of each
+    its probe's and kNN's top-1 on its dataset's test images (MLflow groups metrics by the dataset they were
+    measured on); the other columns are hidden through the view's Columns menu, as a user would."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=store)
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    models = client.search_logged_models([experiment_id])
+    assert models, f"no logged model in {store}: pass --encoders with a repository whose experiments trained some"
+    datasets = sorted(
+        {metric.dataset_name for model in models for metric in model.metrics or [] if metric.dataset_name}
+    )
+    with mlflow_ui(store, workdir / "mlflow-ui-models.log") as server, Chromium() as browser:
+        browser.resize(1600, 1000)  # room for the Columns menu
+        browser.open(f"{server}/#/experiments/{experiment_id}/models?workflowType=machine_learning")
+        browser.wait_for(
+            "document.querySelectorAll('.ag-row[row-id]').length",
+            lambda rows: rows >= len(models),
+            f"the Models view listing {len(models)} encoders",
+        )
+        browser.click("[...document.querySelectorAll('button')].find(e => e.innerText.trim() == 'Columns')", "Columns")
+
+        def toggle(node: str, what: str) -> None:  # a click event on the element itself: the tree animates
+            browser.wait_for(f"!!({node})", bool, what)
+            browser.evaluate(f"({node}).click()")
+            time.sleep(0.3)
+
+        for dataset in datasets:
+            node = f"Dataset: {dataset} "
+            toggle(tree_node(node, "checkbox"), f"the metrics of {dataset}")  # all off, then the two on
+            toggle(tree_node(node, "switcher"), f"the metrics of {dataset}, opened")
+            for metric in ("probe_top1", "knn_top1"):
+                toggle(tree_node(metric, "checkbox", after=node), f"{metric} of {dataset}")
+            toggle(tree_node(node, "switcher"), f"the metrics of {dataset}, closed")
+        for hidden in ("Status", "Logged from", "Registered models", "Parameters"):
+            toggle(tree_node(hidden, "checkbox"), f"the column {hidden}")
+        for event in ("keyDown", "keyUp"):
+            browser.call("Input.dispatchKeyEvent", type=event, key="Escape", code="Escape", windowsVirtualKeyCode=27)
+        headers = "[...document.querySelectorAll('.ag-header-cell-text')].map(e => e.textContent.trim())"
+        browser.wait_for(
+            headers,
+            lambda shown: shown.count("probe_top1") == len(datasets) and "Status" not in shown,
+            f"the probe's top-1 on each of {datasets}, and no other metric",
+        )
+        browser.resize(1900, 330 + 45 * len(models))  # the rows, no empty space below
+        browser.screenshot(out / "mlflow_models.png")
 
 
 def take(store: str, out: Path, workdir: Path) -> None:
@@ -365,6 +501,7 @@ def main() -> None:
     parser.add_argument("--store", help="a tracking URI holding the import (default: import into a temporary store)")
     parser.add_argument("--results", type=Path, default=ROOT / "study" / "results")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--encoders", type=Path, help="also log the encoders of this repository's DVC experiments")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="contrastlab-screenshots-") as tmp:
         store = args.store
@@ -373,7 +510,12 @@ def main() -> None:
             print(f"importing {args.results} into {store} ...", flush=True)
             print(import_results(args.results.resolve(), store, timeout=3600).strip().splitlines()[-1])
         take(store, args.out, Path(tmp))
-    print(f"wrote {args.out / 'mlflow_runs.png'} and {args.out / 'mlflow_compare.png'}")
+        if args.encoders:
+            for name, commit in trained_experiments(args.encoders).items():
+                print(f"logging the encoder of {name} ...", flush=True)
+                track_experiment(args.encoders, name, commit, store, Path(tmp) / name)
+            take_models(store, args.out, Path(tmp))
+    print(f"wrote the screenshots in {args.out}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from contrastlab.infra import params
 from contrastlab.infra.errors import ParamError
-from contrastlab.infra.files import write_json
+from contrastlab.infra.files import write_metrics
 from contrastlab.infra.machine import use_cpu_kernels
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.baselines import BASELINES
@@ -22,7 +22,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--name", required=True, help=f"which baseline: {', '.join(BASELINES)}")
     parser.add_argument("--data", type=Path, required=True, help="dataset folder written by the download stage")
-    parser.add_argument("--metrics", type=Path, required=True, help="its probe metrics (JSON)")
+    parser.add_argument(
+        "--metrics", type=Path, required=True, help="its probe metrics (JSON; the rest beside it: files.details_path)"
+    )
     args = parser.parse_args()
     if args.name not in BASELINES:
         raise ParamError(f"no baseline '{args.name}'; known: {', '.join(BASELINES)}")
@@ -35,7 +37,7 @@ def main() -> None:
     features = represent(test_images)
     training = (represent(train_images), train_labels) if p["probe"]["protocol"] == "standard" else None
     scores = probe(features, test_labels, **fit_settings(p["probe"]), seed=p["seed"], training=training)
-    write_json(args.metrics, summary(scores, DATASETS[p["dataset"]].classes))
+    write_metrics(args.metrics, summary(scores, DATASETS[p["dataset"]].classes))
     print(
         f"baseline {args.name} ({features.shape[1]} features, {p['probe']['protocol']} protocol): probe top-1 "
         f"{scores['top1']:.4f}  top-3 {scores['top3']:.4f}  kNN {scores['knn']:.4f} -> {args.metrics}"

@@ -2,13 +2,14 @@
 representation (`probe.features`: the embedding or the backbone's features), fitted as `probe.protocol` says (on
 part of the test images, scored on the rest; or on the training images, scored on every test image), and the same
 probe's top-1 on the scored images shifted horizontally (robustness). What makes the numbers suspect (a probe that
-did not converge, collapsed features) is kept in the metrics' `warnings` and printed as "warning: ..." lines."""
+did not converge, collapsed features) is kept in the metrics' details (`warnings`) and printed as "warning: ..."
+lines."""
 
 import argparse
 from pathlib import Path
 
 from contrastlab.infra import params, plots
-from contrastlab.infra.files import load_npz, write_csv, write_json
+from contrastlab.infra.files import load_npz, write_csv, write_metrics
 from contrastlab.infra.stage import run_stage
 from contrastlab.pipeline.datasets import DATASETS
 from contrastlab.pipeline.features import collapse_warning, stored_features, stored_training_features
@@ -20,7 +21,9 @@ READS = ("dataset", "seed", "probe")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--embeddings", type=Path, required=True, help=".npz written by the embed stage")
-    parser.add_argument("--metrics", type=Path, required=True, help="probe metrics (JSON)")
+    parser.add_argument(
+        "--metrics", type=Path, required=True, help="probe metrics (JSON; the rest beside it: files.details_path)"
+    )
     parser.add_argument("--confusion-csv", type=Path, required=True, help="actual/predicted rows for `dvc plots`")
     parser.add_argument("--confusion-png", type=Path, required=True)
     args = parser.parse_args()
@@ -35,7 +38,7 @@ def main() -> None:
     collapsed = collapse_warning(features, p["probe"]["features"])
     scores["warnings"] = [collapsed, *scores["warnings"]] if collapsed else scores["warnings"]  # the cause first
     classes = DATASETS[p["dataset"]].classes
-    write_json(args.metrics, summary(scores, classes))
+    write_metrics(args.metrics, summary(scores, classes))
     write_csv(
         args.confusion_csv,
         ["actual", "predicted"],

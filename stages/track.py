@@ -17,7 +17,7 @@ import yaml
 
 from contrastlab.infra import params
 from contrastlab.infra.errors import TrackingError
-from contrastlab.infra.files import one_line, project_root, read_json, stamp_seconds
+from contrastlab.infra.files import one_line, project_root, read_json, read_metrics, stamp_seconds
 from contrastlab.infra.stage import run_stage
 from contrastlab.infra.tracking import (
     DatasetRef,
@@ -59,15 +59,15 @@ def main() -> None:
         type=Path,
         nargs="*",
         default=[],
-        help="probe metrics of the baselines, each named <baseline>.json",
+        help="probe metrics of the baselines, each named <baseline>.json (their details beside them)",
     )
     args = parser.parse_args()
     p = params.load(READS)
 
-    trained = read_json(args.train_metrics)
+    trained = read_metrics(args.train_metrics)
     with args.loss_csv.open() as f:
         epoch_losses = [float(row["loss"]) for row in csv.DictReader(f)]
-    probed = read_json(args.probe_metrics)
+    probed = read_metrics(args.probe_metrics)
     metrics = {
         **probe_metrics(probed),
         "false_negative_rate": read_json(args.examples_metrics)["false_negative_rate"],
@@ -125,17 +125,19 @@ def main() -> None:
     for path in args.baselines:
         baseline = BaselineRun(p["dataset"], path.stem, p["seed"])
         run_params = {"baseline": path.stem, **baseline_params}
+        scored = read_metrics(path)
         records.append(
             RunRecord(
                 name=baseline.name,
                 params=run_params,
-                metrics=probe_metrics(read_json(path)),
+                metrics=probe_metrics(scored),
                 tags={
                     "scenario": baseline.group,
                     "dataset": p["dataset"],
                     "baseline": path.stem,
                     "seed": str(p["seed"]),
                     **design,
+                    **warnings_tag(scored),
                 },
                 finished=path.stat().st_mtime,
                 description=describe(run_params),
@@ -162,7 +164,8 @@ def main() -> None:
 
 
 def finished_at(trained: dict, path: Path) -> float:
-    """When training ended: train.json's `finished`, or the file's time for one written before it had it."""
+    """When training ended: the train metrics' `finished` (in its details), or the file's time for one written before
+    it had it."""
     return stamp_seconds(trained["finished"]) if "finished" in trained else path.stat().st_mtime
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from contrastlab.infra import params, plots
-from contrastlab.infra.files import load_npz, now_stamp, write_csv, write_json
+from contrastlab.infra.files import load_npz, now_stamp, write_csv, write_metrics
 from contrastlab.infra.machine import use_cpu_kernels
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.encoders import pick_device, save_encoder
@@ -21,7 +21,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder written by the download stage")
     parser.add_argument("--examples", type=Path, required=True, help=".npz written by the examples stage")
     parser.add_argument("--model", type=Path, required=True, help="where to save the encoder weights")
-    parser.add_argument("--metrics", type=Path, required=True, help="train metrics (JSON)")
+    parser.add_argument(
+        "--metrics", type=Path, required=True, help="train metrics (JSON; the rest beside it: files.details_path)"
+    )
     parser.add_argument("--loss-csv", type=Path, required=True, help="per-epoch loss for `dvc plots`")
     parser.add_argument("--loss-png", type=Path, required=True)
     parser.add_argument(
@@ -53,7 +55,7 @@ def main() -> None:
 
     save_encoder(result.encoder, config.encoder_design(images.shape[1]), args.model)
     args.checkpoint.unlink(missing_ok=True)
-    write_json(
+    write_metrics(
         args.metrics,
         {
             "epochs": config.epochs,

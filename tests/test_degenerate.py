@@ -10,7 +10,6 @@ overflows, and training stops there in one line. Here lr 1000 for 1 epoch collap
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from contrastlab.infra.files import read_metrics
 from tinydata import make_tiny_repo, sh
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +57,7 @@ def test_the_pipeline_runs_through_a_collapsed_encoder(collapsed):
 @pytest.mark.cpu_sensitive
 def test_the_metrics_name_the_collapse_with_what_to_do(collapsed):
     repo, _, _ = collapsed
-    trained = json.loads((repo / "metrics/train.json").read_text())
+    trained = read_metrics(repo / "metrics/train.json")
     # the growth read 163.63 on one CPU and 163.61 on AVX2's kernels, a hair from the 163.5 that prints 163
     [warning] = trained["warnings"]
     growth = re.fullmatch(
@@ -66,7 +66,7 @@ def test_the_metrics_name_the_collapse_with_what_to_do(collapsed):
         warning,
     )
     assert growth and 160 <= int(growth[1]) <= 167, warning
-    probed = json.loads((repo / "metrics/probe.json").read_text())
+    probed = read_metrics(repo / "metrics/probe.json")
     assert probed["warnings"][0].startswith(EMBEDDING_COLLAPSED) and probed["warnings"][0].endswith(ADVICE)
     assert any("at chance level" in warning for warning in probed["warnings"][1:])
 
@@ -74,7 +74,7 @@ def test_the_metrics_name_the_collapse_with_what_to_do(collapsed):
 def test_the_stages_print_each_warning_on_stdout(collapsed):
     repo, _, run = collapsed
     lines = run.stdout.splitlines()
-    trained, probed = (json.loads((repo / f"metrics/{name}.json").read_text()) for name in ("train", "probe"))
+    trained, probed = (read_metrics(repo / f"metrics/{name}.json") for name in ("train", "probe"))
     for warning in trained["warnings"] + probed["warnings"]:
         assert f"warning: {warning}" in lines
     tsne = [line for line in lines if line.startswith("warning: the embedding features collapsed: all 80 rows ")]
@@ -92,7 +92,7 @@ def test_the_tsne_map_is_a_figure_saying_why_and_its_points_are_at_the_origin(co
 
 def test_the_mlflow_run_carries_the_warnings_as_one_tag(collapsed):
     repo, _, _ = collapsed
-    trained, probed = (json.loads((repo / f"metrics/{name}.json").read_text()) for name in ("train", "probe"))
+    trained, probed = (read_metrics(repo / f"metrics/{name}.json") for name in ("train", "probe"))
     with sqlite3.connect(repo / "mlflow.db") as db:
         tags = db.execute(
             "SELECT r.name, t.value FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE t.key = 'warnings'"

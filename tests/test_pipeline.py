@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
+from contrastlab.infra.files import is_metric, read_metrics
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.baselines import BASELINES
 from tinydata import GIT, make_tiny_repo, sh
@@ -75,8 +76,12 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo, first_repro)
         assert 0 <= baseline["top1"] <= baseline["top3"] <= 1 and list(baseline["per_class"]) == list(
             probe["per_class"]
         )
-    train = json.loads((path / "metrics/train.json").read_text())
+    train = read_metrics(path / "metrics/train.json")
     assert (train["epochs"], train["lr"], train["device"]) == (2, 0.15, "cpu")
+    for written in path.glob("metrics/**/*.json"):  # DVC's metrics commands compare numbers only
+        numbers = json.loads(written.read_text())
+        assert written.name.endswith(".details.json") or all(map(is_metric, numbers.values())), written
+    assert json.loads((path / "metrics/train.details.json").read_text())["device"] == "cpu"
     assert train["images_per_s"] > 0
 
     assert (path / "plots/train_loss.csv").read_text().splitlines()[0] == "epoch,loss"
@@ -219,4 +224,4 @@ def test_every_option_runs_through_dvc_exp_run_and_lands_in_mlflow(repo, first_r
     if "probe.protocol=standard" in settings:  # fitted on the training images, scored on every held-out one
         assert len((path / "plots/confusion.csv").read_text().splitlines()) == 1 + 50
         for metrics in ("probe.json", *(f"baselines/{name}.json" for name in BASELINES)):
-            assert json.loads((path / "metrics" / metrics).read_text())["protocol"] == "standard", metrics
+            assert read_metrics(path / "metrics" / metrics)["protocol"] == "standard", metrics

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from contrastlab.infra.files import read_metrics
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.methods.encoders import load_encoder, make_encoder, save_encoder
@@ -210,7 +211,7 @@ def test_baseline_stage_with_the_standard_protocol_fits_on_the_training_images(t
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = stage("baseline", "--name", "raw_pixels", "--data", "data", "--metrics", "raw.json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    written = json.loads((tmp_path / "raw.json").read_text())
+    written = read_metrics(tmp_path / "raw.json")
     assert (written["top1"], written["knn"], written["protocol"]) == (0.0, 0.0, "standard")
     assert (
         probe(*pixels_of(data, "test"), **fit_settings({**params["probe"], "protocol": "study"}), seed=0)["top1"] == 1.0
@@ -274,6 +275,6 @@ def test_probe_stage_with_the_standard_protocol_fits_on_the_stored_training_feat
     assert not (tmp_path / "probe.json").exists()
     result = stage("probe", "--embeddings", "standard.npz", *outputs, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    written = json.loads((tmp_path / "probe.json").read_text())
+    written = read_metrics(tmp_path / "probe.json")
     assert (written["top1"], written["protocol"]) == (0.0, "standard")  # every test image called its class + 1
     assert len((tmp_path / "confusion.csv").read_text().splitlines()) == 1 + 200  # every test image scored

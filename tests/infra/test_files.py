@@ -11,14 +11,17 @@ from contrastlab.infra.errors import FileError
 from contrastlab.infra.files import (
     RECOMPUTE,
     atomic_path,
+    details_path,
     dvc_cached_copy,
     load_npy,
     load_npz,
     read_json,
+    read_metrics,
     recompute_advice,
     save_npz,
     write_csv,
     write_json,
+    write_metrics,
 )
 
 
@@ -140,3 +143,36 @@ def test_a_damaged_cached_copy_has_to_go_too(project):
 def test_outside_a_dvc_project_the_advice_is_to_recompute(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     assert recompute_advice(tmp_path / "models/encoder.pt") == RECOMPUTE
+
+
+def test_metrics_keep_the_numbers_and_their_details_file_the_rest(tmp_path):
+    record = {
+        "top1": 0.5,
+        "epochs": 3,
+        "per_class": {"cat": 0.25, "dog": 0.75},
+        "shifted_top1": {},
+        "converged": True,  # a bool is not a number to DVC's metrics
+        "finished": "2026-12-07T10:00:00+0000",
+        "warnings": ["the probe did not converge"],
+        "mixed": {"cat": 0.25, "note": "text"},
+    }
+    write_metrics(tmp_path / "probe.json", record)
+    assert json.loads((tmp_path / "probe.json").read_text()) == {
+        "top1": 0.5,
+        "epochs": 3,
+        "per_class": {"cat": 0.25, "dog": 0.75},
+        "shifted_top1": {},
+    }
+    assert details_path(tmp_path / "probe.json") == tmp_path / "probe.details.json"
+    assert json.loads((tmp_path / "probe.details.json").read_text()) == {
+        "converged": True,
+        "finished": "2026-12-07T10:00:00+0000",
+        "warnings": ["the probe did not converge"],
+        "mixed": {"cat": 0.25, "note": "text"},
+    }
+    assert read_metrics(tmp_path / "probe.json") == record
+
+
+def test_a_metrics_file_from_before_the_details_is_read_whole(tmp_path):
+    (tmp_path / "train.json").write_text('{"train_time_s": 12.5, "finished": "2026-12-07T10:00:00+0000"}')
+    assert read_metrics(tmp_path / "train.json") == {"train_time_s": 12.5, "finished": "2026-12-07T10:00:00+0000"}

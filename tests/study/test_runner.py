@@ -211,8 +211,10 @@ def test_study_keeps_every_run_and_tracks_each_once(study):
     assert sorted(p.name for p in kept.iterdir()) == [
         "confusion.csv",
         "examples.json",
+        "probe.details.json",
         "probe.json",
         "study.json",
+        "train.details.json",
         "train.json",
         "train_loss.csv",
         "tsne.csv",
@@ -220,6 +222,11 @@ def test_study_keeps_every_run_and_tracks_each_once(study):
     info = json.loads((kept / "study.json").read_text())
     assert info["overrides"] == {"dataset": "mnist", "loss": "triplet", "aug": "none", "seed": 0}
     assert Scenario(**{key: info[key] for key in Scenario.__dataclass_fields__}) == Scenario("mnist", "triplet", "none")
+    assert sorted(p.name for p in (results / "baseline-mnist-supervised-s0").iterdir()) == [
+        "probe.details.json",
+        "probe.json",
+        "study.json",
+    ]
     baseline = json.loads((results / "baseline-mnist-supervised-s0/study.json").read_text())
     assert (baseline["dataset"], baseline["baseline"], baseline["seed"]) == ("mnist", "supervised", 0)
     assert info["wall_s"] > 0

@@ -83,6 +83,33 @@ def write_json(path: str | Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
+def details_path(metrics: str | Path) -> Path:
+    """The sibling of a metrics file, `<name>.details.json`, for what DVC's metrics cannot hold: DVC compares numbers
+    only, so text, flags and lists (when training finished, on which device, the warnings) go here."""
+    metrics = Path(metrics)
+    return metrics.with_name(f"{metrics.stem}.details.json")
+
+
+def is_metric(value: object) -> bool:
+    """A number (not a bool), or an object of numbers (accuracy per class): what DVC's metrics commands compare."""
+    if isinstance(value, dict):
+        return all(map(is_metric, value.values()))
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def write_metrics(path: str | Path, record: dict) -> None:
+    """`record`'s metrics (`is_metric`) to `path`, the rest to its `details_path` (both always written)."""
+    write_json(path, {key: value for key, value in record.items() if is_metric(value)})
+    write_json(details_path(path), {key: value for key, value in record.items() if not is_metric(value)})
+
+
+def read_metrics(path: str | Path) -> dict:
+    """A metrics file and its details as one record (as `write_metrics` was given it); a file from before the split
+    holds both itself and has no details."""
+    details = details_path(path)
+    return {**read_json(path), **(read_json(details) if details.exists() else {})}
+
+
 def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable[object]]) -> None:
     with atomic_path(path) as partial, partial.open("w", newline="") as f:
         writer = csv.writer(f)

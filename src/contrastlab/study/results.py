@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from contrastlab.infra.errors import DataError
-from contrastlab.infra.files import one_line
+from contrastlab.infra.files import details_path, one_line
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.baselines import BASELINES
 from contrastlab.methods.losses import LOSSES
@@ -275,16 +275,23 @@ def checked(data: object, fields: dict, file: str) -> dict:
 
 
 def read_json(folder: Path, file: str) -> dict:
-    """A run's JSON file, checked against `FIELDS`."""
+    """A run's JSON file, with its details (`details_path`) where the run kept them, checked against `FIELDS`."""
+    data = parsed(folder, file)
+    details = details_path(folder / file)
+    if details.exists():
+        data |= parsed(folder, details.name)
+    return checked(data, FIELDS[file], file)
+
+
+def parsed(folder: Path, file: str) -> dict:
     try:
-        data = json.loads((folder / file).read_text())
+        return json.loads((folder / file).read_text())
     except FileNotFoundError:
         raise DamagedRun(f"no {file}") from None
     except OSError as err:
         raise DamagedRun(f"{file} is unreadable ({one_line(err, 120)})") from None
     except ValueError as err:  # truncated, or not UTF-8
         raise DamagedRun(f"{file} is not valid JSON ({one_line(err, 120)})") from None
-    return checked(data, FIELDS[file], file)
 
 
 def cell(text: str | None, kind, classes: dict[str, int], dataset: str) -> float | int:

@@ -50,7 +50,9 @@ from contrastlab.study.names import MAIN_AXES, BaselineRun, Scenario, safe
 # What each finished scenario keeps: path in the experiment -> file name in its results folder.
 KEPT = {
     "metrics/train.json": "train.json",
+    "metrics/train.details.json": "train.details.json",
     "metrics/probe.json": "probe.json",
+    "metrics/probe.details.json": "probe.details.json",
     "plots/train_loss.csv": "train_loss.csv",
     "plots/tsne.csv": "tsne.csv",
     "plots/confusion.csv": "confusion.csv",
@@ -334,7 +336,8 @@ def experiment_files(root: Path, run: Run, env: dict | None = None, output=None)
         ref = experiment_ref(root, run.name)
         if ref is None:
             raise RuntimeError(f"dvc exp run finished but experiment {run.name} is missing")
-    kept = {f"metrics/baselines/{kind}.json": "probe.json"} if kind else KEPT
+    baseline = f"metrics/baselines/{kind}"
+    kept = {f"{baseline}.json": "probe.json", f"{baseline}.details.json": "probe.details.json"} if kind else KEPT
     files = {name: git(root, "show", f"{ref}:{path}") + "\n" for path, name in kept.items()}
     files["study.json"] = finished(
         {
