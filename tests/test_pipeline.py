@@ -107,7 +107,7 @@ def reproducible_numbers(path: Path) -> dict:
     return {
         "encoder_md5": next(out["md5"] for out in lock if out["path"] == "models/encoder.pt"),
         "final_loss": train["final_loss"],
-        "probe": json.loads((path / "metrics/probe.json").read_text()),
+        "probe": read_metrics(path / "metrics/probe.json"),  # with whether it converged and its warnings
         "baselines": {
             name: json.loads((path / f"metrics/baselines/{name}.json").read_text())["top1"] for name in BASELINES
         },
