@@ -4,6 +4,7 @@ comparisons.csv, and the copy of the verdict in another file (README.md)."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 import pytest
@@ -133,6 +134,24 @@ def test_the_classical_baselines_stand_beside_their_published_numbers(tmp_path):
     # 0.70, 0.72, 0.71: mean 0.71, std 0.01, CI half-width 4.302653 x 0.01 / sqrt(3) = 0.0248; wall 10 s x 2 threads
     assert "| mnist | kmeans_patches | 64 | 256 | study | 3 | 0.7100 ± 0.0248 | – | 0.3 |" in text
     assert "They score below the published numbers for known reasons" in text
+
+
+def test_a_group_whose_probe_stopped_before_converging_in_one_seed_is_marked_wherever_its_top1_is_shown(tmp_path):
+    results = tmp_path / "results"
+    study_with_every_family(results)
+    probe = results / "baseline-mnist-kmeans_patches-s1/probe.json"
+    probe.write_text(json.dumps({**json.loads(probe.read_text()), "converged": False}))
+    write_report(results, tmp_path / "report")
+    text = (tmp_path / "report/README.md").read_text()
+    assert "| mnist | kmeans_patches | 64 | 256 | study | 3 | 0.7100 ± 0.0248 ‡ | – | 0.3 |" in text
+    assert "| 0.7100 ± 0.0248 ‡ |" in text.split("**Glossary**")[0]  # the leaderboard
+    assert "- **‡**: in at least one seed the linear probe stopped" in text
+    rows = {row["group"]: row for row in read_csv(tmp_path / "report/results.csv")}
+    assert rows["mnist-baseline-kmeans_patches"]["unconverged_seeds"] == "1"
+    assert {row["unconverged_seeds"] for name, row in rows.items() if "kmeans" not in name} == {"0"}
+    # marked in the leaderboard, the sentences, the results table and the classical table; kNN fits no probe
+    assert text.count("0.7100 ± 0.0248 ‡") == 4
+    assert "| 0.9800 ± 0.0000 ‡ | – | 0.7100 ± 0.0248 | – | – |" in text  # top-3 marked, kNN not
 
 
 def test_the_classical_comparison_and_its_sentences_use_one_protocol_the_one_with_the_most_seeds(tmp_path):

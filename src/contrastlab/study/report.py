@@ -58,9 +58,11 @@ from contrastlab.study.stats import Comparison, seeds_needed
 
 
 def fmt(group: Group, metric: str) -> str:
-    """Mean ± the half-width of its 95% confidence interval over seeds; one seed has no interval and says so."""
+    """Mean ± the half-width of its 95% confidence interval over seeds; one seed has no interval and says so. A linear
+    probe's metric is marked `verdict.UNCONVERGED` where a seed's probe stopped before converging (kNN fits nothing)."""
     half = group.ci(metric)
-    return f"{group.mean(metric):.4f} (1 seed)" if half is None else f"{group.mean(metric):.4f} ± {half:.4f}"
+    mark = f" {verdict.UNCONVERGED}" if group.unconverged and metric != "knn" else ""
+    return (f"{group.mean(metric):.4f} (1 seed)" if half is None else f"{group.mean(metric):.4f} ± {half:.4f}") + mark
 
 
 def table(scenarios: dict[str, Group], baselines: dict[str, Group]) -> list[str]:
@@ -935,6 +937,7 @@ RESULT_COLUMNS = [
     "seeds",
     "cpu_minutes",
     *(f"{m}_{x}" for m in METRICS for x in ("mean", "ci95", "std")),
+    "unconverged_seeds",
     "study_top1",
     "reproduces",
     "leader",
@@ -1004,6 +1007,15 @@ def classical_section(baselines: dict[str, Group]) -> list[str]:
         "by cross-validation; Thiry et al. also pool 5 x 5 regions (a 9 x 9 grid, not 4 quadrants), add the "
         "opposite atoms and train a convolutional classifier on augmented images for 80 epochs; and both use "
         "wider dictionaries.",
+        *(
+            [
+                "",
+                f"{verdict.UNCONVERGED}: the probe of the widest features stopped at `probe.max_iter` steps before "
+                "converging in some seed, so these numbers are most likely a little low (see the glossary).",
+            ]
+            if any(g.unconverged for g in groups)
+            else []
+        ),
         "",
     ]
 

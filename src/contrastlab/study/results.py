@@ -159,6 +159,12 @@ class Group:
         ]
         return statistics.fmean(s * t for s, t in zip(seconds, threads, strict=True)) / 60
 
+    @property
+    def unconverged(self) -> int:
+        """How many seeds' linear probe stopped at `probe.max_iter` before the solver converged (their top-1 is what
+        it reached by then: likely a little low). Probes made before the flag existed count as converged."""
+        return sum(run["probe"].get("converged") is False for run in self.runs)
+
     def values(self, metric: str) -> list[float]:
         return [run["probe"][metric] for run in self.runs]
 
