@@ -8,10 +8,9 @@ from pathlib import Path
 from contrastlab.infra import params
 from contrastlab.infra.errors import ParamError
 from contrastlab.infra.files import write_metrics
-from contrastlab.infra.machine import use_cpu_kernels
+from contrastlab.infra.machine import pick_device, use_cpu_kernels
 from contrastlab.infra.stage import run_stage
 from contrastlab.methods.baselines import BASELINES
-from contrastlab.methods.encoders import pick_device
 from contrastlab.pipeline.datasets import DATASETS, load_evaluation, load_training
 from contrastlab.pipeline.probe import fit_settings, probe, summary
 

@@ -11,9 +11,9 @@ import numpy as np
 
 from contrastlab.infra import params
 from contrastlab.infra.files import save_npz
-from contrastlab.infra.machine import use_cpu_kernels
+from contrastlab.infra.machine import pick_device, use_cpu_kernels
 from contrastlab.infra.stage import run_stage
-from contrastlab.methods.encoders import load_encoder, pick_device
+from contrastlab.methods.encoders import load_encoder
 from contrastlab.pipeline.datasets import load_evaluation, load_training
 from contrastlab.pipeline.embed import embed_images, shift_horizontally, stop_if_outputs_not_finite
 from contrastlab.pipeline.features import shifted_name, training_name

@@ -7,9 +7,9 @@ import torch
 
 from contrastlab.infra import params, plots
 from contrastlab.infra.files import load_npz, now_stamp, write_csv, write_metrics
-from contrastlab.infra.machine import use_cpu_kernels
+from contrastlab.infra.machine import device_record, pick_device, use_cpu_kernels
 from contrastlab.infra.stage import run_stage
-from contrastlab.methods.encoders import pick_device, save_encoder
+from contrastlab.methods.encoders import save_encoder
 from contrastlab.pipeline.datasets import load_training
 from contrastlab.pipeline.train import TrainConfig, train
 
@@ -38,8 +38,8 @@ def main() -> None:
     config = TrainConfig.from_params(p)
     scenario = f"{p['dataset']} / {p['loss']} / {p['aug']}"
 
+    device = pick_device(p["train"]["device"])
     images, _ = load_training(args.data, p["split"]["validation_per_class"])
-    device = pick_device()
     print(
         f"training {scenario} ({config.arch} encoder) on {device}: {config.epochs} epochs, lr {config.lr}, "
         f"batch {config.batch_size}, {config.views} views, {config.precision}, {config.head} head, "
@@ -64,8 +64,9 @@ def main() -> None:
             "train_time_s": round(result.train_time_s, 2),
             "images_per_s": round(result.images_per_s, 1),
             "finished": now_stamp(),  # with train_time_s, the MLflow run's start and end
-            "device": device.type,
+            **device_record(device),
             "precision": config.precision,
+            **({"deterministic": config.deterministic} if device.type == "cuda" else {}),  # the CPU always is
             "compiled": result.compiled,
             "warnings": result.warnings,  # e.g. a collapsed encoder: the run stands, but its numbers are suspect
         },

@@ -422,6 +422,24 @@ CASES = [
         params={"train.lr": 1e38},
     ),
     Case(
+        "unknown device",
+        "error: params.yaml: train.device='tpu' is not allowed; expected one of auto, cpu, cuda, cuda:N or mps",
+        params={"train.device": "tpu"},
+    ),
+    Case(
+        "a GPU this machine does not have",
+        "error: params.yaml: train.device=cuda:99: ...",
+        params={"train.device": "cuda:99"},
+        at_run_time=True,
+    ),
+    Case(
+        "fp16 on the CPU",
+        "error: params.yaml: train.precision=fp16 runs on CUDA GPUs only, and this training runs on cpu; use fp32 "
+        "(or bf16 where the CPU has native bf16)",
+        params={"train.precision": "fp16"},
+        at_run_time=True,
+    ),
+    Case(
         "t-SNE of more points than exist",
         "error: params.yaml: tsne.n_points=5000 but there are only 100 test embeddings; use at most 100 or 'all'",
         params={"tsne.n_points": 5000},

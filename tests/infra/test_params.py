@@ -52,6 +52,7 @@ def test_repository_defaults_are_the_protocol():
     assert p["pairs"]["anchors_per_class"] == 5000
     assert p["train"]["batch_size"] == 1024 and p["train"]["views"] == "fresh"
     assert p["train"]["precision"] == "fp32" and p["train"]["head"] == "sigmoid"
+    assert (p["train"]["device"], p["train"]["deterministic"]) == ("auto", True)  # CONTRASTLAB_DEVICE, else a GPU
     assert (p["train"]["optimizer"], p["train"]["momentum"], p["train"]["weight_decay"]) == ("sgd", 0.0, 0.0)
     assert (p["train"]["schedule"], p["train"]["warmup_epochs"], p["train"]["margin"]) == ("constant", 0, 1.0)
     assert (p["pairs"]["negatives"], p["pairs"]["augment_anchor"]) == ("label_aware", False)
@@ -106,7 +107,7 @@ def test_repository_defaults_are_the_protocol():
         ("train.batch_size", "big", "train", "train.batch_size='big' is not allowed"),
         ("train.lr", True, "train", "train.lr=True is not allowed; expected 'auto' or a finite number > 0"),
         ("train.views", "twice", "train", "expected one of fresh, once"),
-        ("train.precision", "fp16", "train", "train.precision='fp16' is not allowed; expected one of fp32, bf16"),
+        ("train.precision", "fp8", "train", "train.precision='fp8' is not allowed; expected one of fp32, bf16, fp16"),
         ("train.compile", "yes", "train", "train.compile='yes' is not allowed; expected true or false"),
         (
             "probe.test_size",

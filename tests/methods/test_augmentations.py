@@ -3,6 +3,7 @@ distributions, hand-computed helper values, and agreement with the torchvision P
 that the batched augmentations replace."""
 
 import contextlib
+import functools
 import math
 
 import numpy as np
@@ -18,6 +19,11 @@ from contrastlab.pipeline.preprocess import to_unit
 
 SHAPES = [(16, 1, 28, 28), (16, 3, 32, 32)]
 RANDOM_AUGMENTATIONS = [name for name in AUGMENTATIONS if name != "none"]  # every view but the identity
+# Every way training makes views: the registry, and multi-crop's small crops.
+VIEW_MAKERS = {**AUGMENTATIONS, "small_crops": functools.partial(augment.small_crops, count=2, size=16)}
+TENSOR_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__")  # a value into Python
+VALUE_SHAPED = ("nonzero", "argwhere", "masked_select", "unique")  # a shape computed from the values
+HOST_BUILT = ("tensor", "as_tensor")  # from Python values: on a GPU, copied to it at every call
 
 
 @contextlib.contextmanager
@@ -153,6 +159,50 @@ def test_same_seed_same_output_other_seed_other_output(name, shape):
     first = AUGMENTATIONS[name](x, seeded(7))
     assert torch.equal(first, AUGMENTATIONS[name](x, seeded(7)))
     assert not torch.allclose(first, AUGMENTATIONS[name](x, seeded(8)))
+
+
+def refuse_host_synchronisation(patch: pytest.MonkeyPatch) -> None:
+    """Make everything that makes the host wait for a GPU raise: reading a tensor's value into Python, a shape computed
+    from the values (by a function, or by a boolean mask in indexing, whose count C++ reads back), and building a
+    tensor from Python values (a copy to the device)."""
+
+    def refused(name):
+        def call(*args, **kwargs):
+            raise AssertionError(f"{name} makes the host wait for the device")
+
+        return call
+
+    for name in TENSOR_READS:
+        patch.setattr(torch.Tensor, name, refused(f"Tensor.{name}"))
+    for name in VALUE_SHAPED:
+        patch.setattr(torch.Tensor, name, refused(f"Tensor.{name}"))
+        patch.setattr(torch, name, refused(f"torch.{name}"))
+    for name in HOST_BUILT:
+        patch.setattr(torch, name, refused(f"torch.{name}"))
+
+    def without_boolean_masks(name, original):
+        def call(tensor, index, *value):
+            parts = index if isinstance(index, tuple) else (index,)
+            if any(isinstance(part, torch.Tensor) and part.dtype == torch.bool for part in parts):
+                raise AssertionError(f"a boolean mask in Tensor.{name} makes the host wait for the device")
+            return original(tensor, index, *value)
+
+        return call
+
+    for name in ("__getitem__", "__setitem__"):
+        patch.setattr(torch.Tensor, name, without_boolean_masks(name, getattr(torch.Tensor, name)))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("name", sorted(VIEW_MAKERS))
+def test_making_views_never_makes_the_host_wait_for_the_device(monkeypatch, name, shape):
+    """On a GPU each training step's views must be queued without waiting for the device; on the CPU the same code
+    runs with every such wait refused."""
+    x = random_images(shape)
+    with monkeypatch.context() as patch:
+        refuse_host_synchronisation(patch)
+        views = VIEW_MAKERS[name](x, seeded(0))
+    assert torch.equal(views, VIEW_MAKERS[name](x, seeded(0)))
 
 
 # --- random parameters -------------------------------------------------------------------------
@@ -397,11 +447,27 @@ def test_color_jitter_applies_each_samples_ops_in_its_order(channels):
     assert not params.applied.all() and params.applied.any()
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_color_jitter_gives_bit_for_bit_what_the_single_ops_give_one_image_at_a_time(channels):
+    """The whole-batch steps with per-image factors change nothing in the arithmetic; and an image that does not
+    jitter keeps its values exactly, even outside [0, 1] (no clamp)."""
+    n = 64
+    x = torch.rand(n, channels, 6, 6, generator=seeded(0)) * 1.2 - 0.1
+    params = augment.sample_jitter_params(n, seeded(1), p=0.5)
+    ops = [augment.adjust_brightness, augment.adjust_contrast, augment.adjust_saturation, augment.adjust_hue]
+    ours = augment.color_jitter_(x.clone(), params)
+    for i, (applied, order) in enumerate(zip(params.applied, params.order, strict=True)):
+        expected = x[i : i + 1]
+        for op_index in order.tolist() if applied else []:
+            expected = ops[op_index](expected, params.factors[i : i + 1, op_index])
+        assert torch.equal(ours[i : i + 1], expected), f"image {i}"
+
+
 def test_grayscale_only_the_chosen_rgb_images():
     x = torch.rand(4, 3, 5, 5, generator=seeded(0))
     chosen = torch.tensor([True, False, True, False])
     out = augment.grayscale_(x.clone(), chosen)
-    assert torch.allclose(out[chosen], augment.to_grayscale(x[chosen]).expand(-1, 3, -1, -1))
+    assert torch.equal(out[chosen], augment.to_grayscale(x[chosen]).expand(-1, 3, -1, -1))
     assert torch.equal(out[~chosen], x[~chosen])
 
 
@@ -499,3 +565,17 @@ def test_runs_on_cuda_with_a_cuda_generator(name):
     assert out.device == x.device and out.dtype == torch.float32 and out.shape == x.shape
     assert out.min() >= 0 and out.max() <= 1
     assert torch.equal(out, AUGMENTATIONS[name](x, torch.Generator(device="cuda").manual_seed(0)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", sorted(VIEW_MAKERS))
+def test_making_views_on_cuda_never_waits_for_the_device(name):
+    x = random_images((16, 3, 32, 32)).cuda()
+    first, second = (torch.Generator(device="cuda").manual_seed(0) for _ in range(2))
+    views = VIEW_MAKERS[name](x, first)  # loads the kernels and library handles
+    torch.cuda.set_sync_debug_mode("error")  # from here, a synchronising CUDA call raises
+    try:
+        again = VIEW_MAKERS[name](x, second)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.equal(views, again)

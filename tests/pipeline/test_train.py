@@ -1,12 +1,17 @@
+import math
+import os
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import contrastlab.pipeline.train
-from contrastlab.infra.errors import TrainingDiverged
+from contrastlab.infra.errors import ParamError, TrainingDiverged
 from contrastlab.infra.machine import PORTABLE_KERNELS
+from contrastlab.infra.progress import EpochProgress
 from contrastlab.methods.augmentations import AUGMENTATIONS
 from contrastlab.methods.encoders import make_encoder
 from contrastlab.methods.losses import LOSSES
@@ -20,8 +25,10 @@ from contrastlab.pipeline.train import (
     make_optimizer,
     make_schedule,
     stop_if_weights_not_finite,
+    torch_settings,
     train,
     weight_norm,
+    why_not_compiled,
 )
 
 RNG = np.random.default_rng(0)
@@ -75,6 +82,117 @@ def test_training_leaves_torchs_deterministic_settings_as_it_found_them():
     train(IMAGES, examples, TrainConfig(**{**QUICK, "epochs": 1}), device=CPU, progress=False, objective=recorded)
     assert seen["during"] == (True, False)  # deterministic, without the NaN fill
     assert (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory) == before
+
+
+def test_on_cuda_training_sets_deterministic_kernels_and_no_tf32_and_restores_every_setting(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    settings = lambda: (  # noqa: E731
+        torch.are_deterministic_algorithms_enabled(),
+        cudnn.deterministic,
+        cudnn.benchmark,
+        cudnn.fp32_precision,
+        matmul.fp32_precision,
+        os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    )
+    before = settings()
+    with torch_settings(torch.device("cuda"), deterministic=True):  # sets flags only: no GPU needed
+        assert settings() == (True, True, False, "ieee", "ieee", ":4096:8")
+    assert settings() == before
+    with torch_settings(torch.device("cuda"), deterministic=False):
+        assert settings() == (False, False, True, "ieee", "ieee", None)  # cuDNN autotunes
+    with torch_settings(CPU, deterministic=False):
+        assert settings()[0] is True  # the CPU is deterministic whatever the setting
+    assert settings() == before
+
+
+SYNCHRONISING = ("item", "tolist", "nonzero", "__bool__", "__int__", "__float__")  # each makes the host wait
+
+
+@pytest.fixture
+def no_synchronisation_in_warm_steps(monkeypatch):
+    """From a training epoch's second step until its last: the project's code calling any of SYNCHRONISING, or indexing
+    with a boolean mask (its count is computed on the device: the same wait), fails the test. The losses are read only
+    at the end of the epoch."""
+    warm: list[bool] = []
+    ours = str(Path(contrastlab.pipeline.train.__file__).parents[1])
+
+    def guarded(name, original, refuses=lambda *args: True):
+        def call(*args, **kwargs):
+            caller = sys._getframe(1).f_code.co_filename
+            if warm and caller.startswith(ours) and refuses(*args):
+                raise AssertionError(f"{caller}:{sys._getframe(1).f_lineno} synchronises a step ({name})")
+            return original(*args, **kwargs)
+
+        return call
+
+    def boolean_index(tensor, index, *value):
+        return any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool
+            for i in (index if isinstance(index, tuple) else (index,))
+        )
+
+    for name in SYNCHRONISING:
+        monkeypatch.setattr(torch.Tensor, name, guarded(name, getattr(torch.Tensor, name)))
+    monkeypatch.setattr(torch, "nonzero", guarded("torch.nonzero", torch.nonzero))
+    for name in ("__getitem__", "__setitem__"):
+        monkeypatch.setattr(
+            torch.Tensor, name, guarded(f"a boolean mask in {name}", getattr(torch.Tensor, name), boolean_index)
+        )
+    iterate = EpochProgress.__iter__
+
+    def steps(self):
+        for step, batch in enumerate(iterate(self)):
+            warm[:] = [step > 0]
+            yield batch
+        warm.clear()
+
+    monkeypatch.setattr(EpochProgress, "__iter__", steps)
+    monkeypatch.setattr(contrastlab.pipeline.train, "READ_LOSSES_EVERY_S", math.inf)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(loss="triplet", aug="pad_rotate_scale"),
+        dict(loss="pairwise", aug="shift_flip", views="once"),
+        dict(loss="contrastive", aug="none"),
+        dict(loss="ntxent", aug="simclr", arch="vgg_small", small_crops=2),
+        dict(loss="vicreg", aug="simclr", head="linear", arch="airbench_small", lr=0.001),
+        dict(loss="barlow_twins", aug="simclr", precision="bf16"),
+    ],
+)
+def test_a_warm_training_step_never_makes_the_host_wait_for_the_device(no_synchronisation_in_warm_steps, settings):
+    result = run(**{**settings, "epochs": 1, "batch_size": 8})  # 10 steps or more per epoch
+    assert len(result.step_losses) >= 10
+
+
+def test_hard_negative_mining_never_makes_the_host_wait_for_the_device(no_synchronisation_in_warm_steps):
+    assert len(run(negatives="hard", epochs=1, batch_size=8).step_losses) == 10
+
+
+def test_losses_are_read_back_in_groups_and_stop_training_at_the_first_one_not_finite(monkeypatch):
+    monkeypatch.setattr(contrastlab.pipeline.train, "READ_LOSSES_EVERY_S", math.inf)  # once, at the end of the epoch
+    steps = []
+
+    def nan_at_step_3(members, target, labels, options):
+        steps.append(len(steps) + 1)
+        value = LOSSES["triplet"].fn(members, target, labels, options)
+        return value * math.nan if len(steps) == 3 else value
+
+    poisoned = Objective(what="the poisoned loss", loss=nan_at_step_3, head=lambda width: torch.nn.Identity())
+    config = TrainConfig(**{**QUICK, "epochs": 1, "batch_size": 8})
+    with pytest.raises(TrainingDiverged, match=r"the poisoned loss became nan at epoch 1, step 3 "):
+        train(IMAGES, build(LABELS, "triplets", 8, seed=0), config, device=CPU, progress=False, objective=poisoned)
+    assert steps == list(range(1, 11))  # the epoch ran on; its losses were read together at its end
+
+
+def test_fp16_is_refused_off_cuda_before_training(monkeypatch):
+    monkeypatch.setattr(contrastlab.pipeline.train, "make_encoder", None)  # training would call it first
+    with pytest.raises(
+        ParamError, match=r"^params.yaml: train.precision=fp16 runs on CUDA GPUs only, and this training runs on cpu"
+    ):
+        run(precision="fp16")
 
 
 @pytest.mark.parametrize("loss", ["triplet", "ntxent"])
@@ -166,8 +284,8 @@ def test_bf16_training_learns_and_differs_from_fp32():
 
 
 def test_unknown_precision_is_refused():
-    with pytest.raises(ValueError, match="expected one of fp32, bf16"):
-        run(precision="fp16")
+    with pytest.raises(ValueError, match="expected one of fp32, bf16, fp16"):
+        run(precision="fp8")
 
 
 def test_compiled_training_computes_what_uncompiled_training_does(capsys):
@@ -190,6 +308,15 @@ def test_compile_without_a_cpp_compiler_trains_uncompiled_and_says_so(monkeypatc
     assert "no C++ compiler found" in capsys.readouterr().out
     assert not fallback.compiled
     assert torch.equal(weights(fallback), weights(eager))
+
+
+def test_compile_on_a_gpu_without_triton_is_said_in_one_line_before_training(monkeypatch):
+    monkeypatch.setattr(contrastlab.pipeline.train, "has_triton", lambda: False)
+    assert why_not_compiled(torch.device("cuda")) == (
+        "Triton, which torch.compile needs for a GPU, is not installed (pip install triton)"
+    )
+    monkeypatch.setattr(contrastlab.pipeline.train, "has_triton", lambda: True)
+    assert why_not_compiled(torch.device("cuda")) is None
 
 
 def test_hard_negatives_change_training_and_still_learn():

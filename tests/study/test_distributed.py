@@ -33,6 +33,7 @@ from contrastlab.study.distributed import (
     use_worker_threads,
     user_error,
     worker_clone,
+    worker_gpu,
 )
 from contrastlab.study.runner import plan
 from project import committed_params
@@ -369,3 +370,14 @@ def test_a_slurm_cluster_asks_for_one_study_slot_per_job_and_talks_tls(tmp_path)
         assert "--resources study=1" in script and "--nthreads 2" in script and "--tls-cert" in script
     with pytest.raises(ParamError, match=r"^--cluster lsfx: dask-jobqueue has no such cluster"):
         start_cluster(Cluster(cluster="lsfx"))
+
+
+def test_the_embedded_clusters_workers_spread_over_several_gpus_unless_one_is_assigned_already():
+    assert [worker_gpu(str(n), 2, {}) for n in range(3)] == [
+        {"CUDA_VISIBLE_DEVICES": "0"},
+        {"CUDA_VISIBLE_DEVICES": "1"},
+        {"CUDA_VISIBLE_DEVICES": "0"},
+    ]
+    assert worker_gpu("1", 1, {}) == worker_gpu("1", 0, {}) == {}  # one GPU (shared) or none
+    assert worker_gpu("1", 4, {"CUDA_VISIBLE_DEVICES": "3"}) == {}  # the cluster's scheduler chose
+    assert worker_gpu("tcp://10.0.0.2:4000", 4, {}) == {}  # not the embedded cluster's numbering

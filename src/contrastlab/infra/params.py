@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +180,9 @@ class Registered:
 
 SOURCES = ("mirror", "torchvision", "pypi")
 CPU_KERNELS = ("native", "portable")  # portable: AVX2's on every x86-64 CPU (contrastlab.infra.machine)
-PRECISIONS = ("fp32", "bf16")  # bf16: bfloat16 autocast of the encoder's forward passes
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"  # train.device (contrastlab.infra.machine.pick_device)
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+PRECISIONS = ("fp32", "bf16", "fp16")  # autocast of the encoder's forward passes (fp16: CUDA only, gradients scaled)
 NEGATIVES = ("label_aware", "random", "hard")
 OPTIMIZERS = ("sgd", "adamw")
 FEATURES = ("embedding", "backbone")  # what the probe reads: the loss's embedding, or the layer before the projection
@@ -229,6 +232,10 @@ SCHEMA: dict[str | None, dict[str, Rule | Registered]] = {
         "views": one_of("fresh", "once"),
         "precision": one_of(*PRECISIONS),
         "compile": boolean(),
+        "device": Rule(
+            "one of " + DEVICE_CHOICES, lambda v: isinstance(v, str) and DEVICE_PATTERN.fullmatch(v) is not None
+        ),
+        "deterministic": boolean(),
         "head": Registered("head"),
         "optimizer": one_of(*OPTIMIZERS),
         "momentum": number_at_least(0, below=1),

@@ -164,6 +164,25 @@ def mlp_projection(features: int, embedding_dim: int) -> list[nn.Module]:
     ]
 
 
+class SpatialMean(nn.Module):
+    """Global average pooling as a mean over height and width: the same numbers as AdaptiveAvgPool2d(1) on the CPU,
+    and a backward that CUDA computes deterministically (adaptive pooling's backward has no deterministic kernel)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True)
+
+
+class SpatialMax(nn.Module):
+    """Global max pooling over height and width: the same numbers and gradients (to the first maximum) as
+    AdaptiveMaxPool2d(1) on the CPU, and a backward that CUDA computes deterministically (a scatter, where
+    adaptive max pooling's backward has no deterministic kernel)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # over the positions of a channels-last (N, H, W, C) view: the gradient comes back channels-last, as
+        # adaptive pooling's does, so the layers before it compute their backward in the same order
+        return x.permute(0, 2, 3, 1).flatten(1, 2).max(dim=1).values[..., None, None]
+
+
 def vgg_small(channels: int, embedding_dim: int) -> tuple[list[nn.Module], list[nn.Module]]:
     """3x3 convolutions at full resolution and after each of three 2x2 max-pools (about 0.46M parameters
     with a 32-d embedding); the MLP projection as in SimCLR, so the backbone's 256 features are the
@@ -171,7 +190,7 @@ def vgg_small(channels: int, embedding_dim: int) -> tuple[list[nn.Module], list[
     backbone = conv_bn_relu(channels, 32)
     for width in (64, 128, 256):
         backbone += [nn.MaxPool2d(2), *conv_bn_relu(width // 2, width)]
-    backbone += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    backbone += [SpatialMean(), nn.Flatten()]
     return backbone, mlp_projection(256, embedding_dim)
 
 
@@ -228,7 +247,7 @@ def airbench(
     for width in widths:
         backbone += conv_group(inputs, width)
         inputs = width
-    backbone += [nn.AdaptiveMaxPool2d(1), nn.Flatten()]
+    backbone += [SpatialMax(), nn.Flatten()]
     return backbone, mlp_projection(widths[-1], embedding_dim)
 
 
@@ -334,8 +353,3 @@ def load_encoder(path: Path, device: torch.device) -> Encoder:
         advice = recompute_advice(path)
         raise FileError(f"{path} is not a readable encoder ({one_line(err, 200)}); {advice}") from None
     return encoder.to(device)
-
-
-def pick_device() -> torch.device:
-    """CUDA when present, CPU otherwise."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

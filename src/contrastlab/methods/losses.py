@@ -84,7 +84,7 @@ def ntxent(
     views = F.normalize(torch.cat(members), dim=1)
     similarity = (views @ views.T / options.temperature).fill_diagonal_(float("-inf"))  # a view is not its own negative
     n = len(members[0])
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(views.device)
+    partner = (torch.arange(2 * n, device=views.device) + n) % (2 * n)  # n..2n-1, then 0..n-1: made on the device
     return F.cross_entropy(similarity, partner)
 
 
@@ -191,7 +191,6 @@ def semi_hard_negatives(
     positive_distance = (anchor - positive).detach().norm(dim=1, keepdim=True)
     other_class = anchor_labels[:, None] != pool_labels[None, :]
     semi_hard = other_class & (distance > positive_distance) & (distance < positive_distance + margin)
-    inf = torch.tensor(float("inf"), device=distance.device)
-    closest_semi_hard = torch.where(semi_hard, distance, inf).argmin(dim=1)
-    farthest_other = torch.where(other_class, distance, -inf).argmax(dim=1)
+    closest_semi_hard = torch.where(semi_hard, distance, float("inf")).argmin(dim=1)
+    farthest_other = torch.where(other_class, distance, float("-inf")).argmax(dim=1)
     return pool[torch.where(semi_hard.any(dim=1), closest_semi_hard, farthest_other)]

@@ -35,10 +35,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._triton import has_triton
 
 from contrastlab.infra.codegraph import closure
 from contrastlab.infra.errors import TrainingDiverged
-from contrastlab.infra.machine import PORTABLE_KERNELS, cpp_compiler
+from contrastlab.infra.machine import PORTABLE_KERNELS, check_precision, cpp_compiler
 from contrastlab.infra.params import AUTO, PRECISIONS
 from contrastlab.infra.progress import EpochProgress
 from contrastlab.methods.augmentations import AUGMENTATIONS, small_crops
@@ -52,6 +53,8 @@ from contrastlab.methods.encoders import (
 )
 from contrastlab.methods.losses import LOSSES, LossOptions, multi_crop, semi_hard_negatives
 from contrastlab.pipeline.preprocess import normalize, to_unit
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision -> the forward passes' autocast type
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class TrainConfig:
     views: str = "fresh"
     precision: str = "fp32"
     compile: bool = False
+    deterministic: bool = True
     head: str = "sigmoid"
     optimizer: str = "sgd"
     momentum: float = 0.0
@@ -146,14 +150,61 @@ def draw_fixed_views(images, members, augmented, augment, generator, chunk=4096)
     return views, slot
 
 
-def compiled_forward(encoder: torch.nn.Module, device: torch.device) -> torch.nn.Module | None:
-    """The encoder under torch.compile, or None where it cannot compile for `device` (the CPU needs a C++
-    compiler). Inductor fuses the BatchNorm and activation passes between the convolutions (whether that pays
-    on a given machine: BENCHMARKS.md). Each batch shape compiles once (`dynamic=False`:
-    the full batches and the last, smaller one), into a cache that later processes on the machine reuse."""
+@dataclass(frozen=True)
+class BatchPlan:
+    """One step's examples on the device: `rows` (indices into the examples), and for its members, member after
+    member (`size` of them), the positions of the plain images (`plain_at`) and their image indices (`plain`), and
+    the positions of the augmented views (`views_at`) and their sources (`views`: image indices, or fixed views'
+    slots). `has_views` is known on the host."""
+
+    rows: torch.Tensor
+    plain_at: torch.Tensor
+    plain: torch.Tensor
+    views_at: torch.Tensor
+    views: torch.Tensor
+    size: int
+    has_views: bool
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def batch_plans(
+    order: torch.Tensor,
+    members: np.ndarray,
+    augmented: np.ndarray,
+    source: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+) -> list[BatchPlan]:
+    """The epoch's steps in `order` (a permutation of the examples), worked out on the host and sent to the device in
+    one copy. `source` maps each member to what an augmented view is made from (the members' images, or fixed views'
+    slots)."""
+    parts: list[np.ndarray] = []
+    shapes = []
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size].numpy()
+        is_view = augmented[rows].T.reshape(-1).astype(bool)
+        plain_at, views_at = np.flatnonzero(~is_view), np.flatnonzero(is_view)
+        parts += [rows, plain_at, members[rows].T.reshape(-1)[plain_at], views_at, source[rows].T.reshape(-1)[views_at]]
+        shapes.append((len(is_view), len(views_at) > 0))
+    flat = torch.from_numpy(np.concatenate(parts).astype(np.int64)).to(device)
+    pieces = flat.split([len(part) for part in parts])
+    plans = []
+    for step, (size, has_views) in enumerate(shapes):
+        rows, plain_at, plain, views_at, views = pieces[5 * step : 5 * step + 5]
+        plans.append(BatchPlan(rows, plain_at, plain, views_at, views, size, has_views))
+    return plans
+
+
+def why_not_compiled(device: torch.device) -> str | None:
+    """Why torch.compile cannot compile for `device` here (None: it can): Inductor needs a C++ compiler for the CPU
+    and Triton for a GPU, and without them fails only at the first forward pass."""
     if device.type == "cpu" and cpp_compiler() is None:
-        return None
-    return torch.compile(encoder, dynamic=False)  # type: ignore[return-value]  # an OptimizedModule: a Module
+        return "no C++ compiler found for torch.compile's CPU backend (install g++, or name one in CXX)"
+    if device.type == "cuda" and not has_triton():
+        return "Triton, which torch.compile needs for a GPU, is not installed (pip install triton)"
+    return None
 
 
 def fit_whitening(encoder: torch.nn.Module, images: torch.Tensor, seed: int) -> None:
@@ -249,7 +300,7 @@ FLAT_LOSS = 1e-3
 
 def weight_norm(encoder: torch.nn.Module) -> float:
     """The Euclidean norm of all the encoder's weights together, in float64 (huge weights do not overflow)."""
-    return math.sqrt(sum(p.detach().double().square().sum().item() for p in encoder.parameters()))
+    return math.sqrt(sum(p.detach().to("cpu", torch.float64).square().sum().item() for p in encoder.parameters()))
 
 
 def collapse_warnings(
@@ -271,46 +322,102 @@ def collapse_warnings(
 
 def descend(
     loss: torch.Tensor,
-    what: str,
-    epoch: int,
-    step: int,
     optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
     schedule: torch.optim.lr_scheduler.LRScheduler | None,
     config: TrainConfig,
-) -> float:
-    """One optimizer step on `loss` (stopping first if it is not finite); returns its value."""
-    value = loss.item()
-    stop_if_diverged(what, value, epoch, step, config)
+) -> None:
+    """One optimizer step on `loss`, through the fp16 gradient scaler (which passes everything through unless fp16
+    enabled it). The loss is not read here: reading it would make the host wait for the device (`LossReader`)."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
     if schedule is not None:
         schedule.step()
-    return value
+
+
+READ_LOSSES_EVERY_S = 0.5  # how often the step losses are read back (one host-device synchronisation each time)
+
+
+class LossReader:
+    """Collects each step's loss on the device and reads them back together, at most every READ_LOSSES_EVERY_S
+    seconds and at the end of the epoch: a GPU then never waits for the host between steps. Each value read goes
+    to the progress bar and the epoch's sum; a loss that is NaN or infinite stops training, naming its step
+    (`stop_if_diverged`), at the read after it."""
+
+    def __init__(self, bar: EpochProgress, what: str, epoch: int, config: TrainConfig):
+        self.bar, self.what, self.epoch, self.config = bar, what, epoch, config
+        self.pending: list[tuple[torch.Tensor, int, int]] = []  # (loss, examples, images) of each step not yet read
+        self.values: list[float] = []
+        self.total = 0.0  # sum over the steps read of loss x examples
+        self.last_read = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, examples: int, images: int) -> None:
+        self.pending.append((loss.detach(), examples, images))
+        if time.perf_counter() - self.last_read >= READ_LOSSES_EVERY_S:
+            self.read()
+
+    def read(self) -> None:
+        if self.pending:
+            for (_, examples, images), value in zip(
+                self.pending, torch.stack([loss for loss, _, _ in self.pending]).tolist(), strict=True
+            ):
+                stop_if_diverged(self.what, value, self.epoch, len(self.values) + 1, self.config)
+                self.total += value * examples
+                self.values.append(value)
+                self.bar.step(value, images)
+            self.pending = []
+        self.last_read = time.perf_counter()
+
+
+# cuBLAS picks its reduction order per call unless its workspace is fixed: this is PyTorch's documented setting for
+# deterministic matrix products on CUDA, read when cuBLAS starts (so set before the first product)
+CUBLAS_WORKSPACE = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
 
 
 @contextmanager
-def deterministic_algorithms(device: torch.device) -> Iterator[None]:
-    """On the CPU, torch's deterministic algorithms while training runs, and torch's settings as they were after.
+def torch_settings(device: torch.device, deterministic: bool = True) -> Iterator[None]:
+    """torch's settings while training runs on `device`, and torch's settings as they were after.
 
+    On the CPU: deterministic algorithms, always (they cost nothing measurable). On CUDA, `deterministic` (the
+    default) sets what PyTorch needs for the same bytes from the same seed on the same GPU and software:
+    deterministic algorithms, cuDNN's deterministic convolutions without autotuning, cuBLAS's fixed workspace;
+    `deterministic=False` lets cuDNN autotune (`cudnn.benchmark`) instead. TF32 stays off on CUDA either way: fp32
+    means IEEE fp32 here, so CPU and GPU compute the same function (bf16 and fp16 are the fast choices).
     Deterministic mode also fills each new tensor with NaN, to expose reads of uninitialised memory; nothing here
     reads any, and the fill (with its page faults) costs ~10% of a step, so it is off meanwhile."""
-    if device.type != "cpu":
-        yield
-        return
     settings: Any = torch.utils.deterministic  # its setting is a property of the module's class: not in torch's stubs
-    enabled, warn_only = (
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (
         torch.are_deterministic_algorithms_enabled(),
         torch.is_deterministic_algorithms_warn_only_enabled(),
+        settings.fill_uninitialized_memory,
+        cudnn.deterministic,
+        cudnn.benchmark,
+        cudnn.fp32_precision,
+        matmul.fp32_precision,
+        {name: os.environ.get(name) for name in CUBLAS_WORKSPACE},
     )
-    fill = settings.fill_uninitialized_memory
-    torch.use_deterministic_algorithms(True)
+    deterministic = deterministic or device.type == "cpu"
+    torch.use_deterministic_algorithms(deterministic)
     settings.fill_uninitialized_memory = False
+    if device.type == "cuda":
+        cudnn.deterministic, cudnn.benchmark = deterministic, not deterministic
+        cudnn.fp32_precision = matmul.fp32_precision = "ieee"  # no TF32
+        if deterministic:
+            os.environ.update({name: os.environ.get(name, value) for name, value in CUBLAS_WORKSPACE.items()})
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-        settings.fill_uninitialized_memory = fill
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        settings.fill_uninitialized_memory = saved[2]
+        cudnn.deterministic, cudnn.benchmark, cudnn.fp32_precision, matmul.fp32_precision = saved[3:7]
+        for name, value in saved[7].items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -344,16 +451,18 @@ def train(
 ) -> TrainResult:
     """Train a fresh encoder on uint8 `images` (N, C, H, W) with the examples from `contrastlab.pipeline.examples`.
 
-    `config.precision="bf16"` runs the encoder's forward passes under bfloat16 autocast; augmentation, loss,
-    weights and optimizer stay fp32. On the CPU it runs with deterministic algorithms (`deterministic_algorithms`).
-    `config.compile`: the forward passes run under `torch.compile` (`compiled_forward`; where it cannot, training
+    `config.precision="bf16"` runs the encoder's forward passes under bfloat16 autocast, "fp16" under float16 autocast
+    with a gradient scaler (CUDA only); augmentation, loss, weights and optimizer stay fp32 (`check_precision`
+    refuses what the device cannot run well). torch's settings while it runs: `torch_settings`.
+    `config.compile`: the forward passes run under `torch.compile` (`why_not_compiled`: where it cannot, training
     runs uncompiled and says so); the result's encoder is the module itself, whose state_dict saves as always.
     `checkpoint`: where to save the state after each epoch and to resume from if it holds an earlier
     state of the same training. `objective`: what to minimise instead of `config.loss` (the supervised baselines).
     """
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision={config.precision!r}; expected one of {', '.join(PRECISIONS)}")
-    with deterministic_algorithms(device):
+    check_precision(config.precision, device)
+    with torch_settings(device, config.deterministic):
         torch.manual_seed(config.seed)
         shuffle_rng = torch.Generator().manual_seed(config.seed)
         augment_rng = torch.Generator(device).manual_seed(config.seed + 1)
@@ -377,35 +486,39 @@ def train(
         head = objective.head(config.embedding_dim).to(device) if objective else nn.Identity()
         initial_norm = weight_norm(encoder)
         optimizer = make_optimizer([*encoder.parameters(), *head.parameters()], config)
+        scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")  # off: passes values through
         schedule = make_schedule(optimizer, config, -(-n_examples // config.batch_size))
-        forward = compiled_forward(encoder, device) if config.compile else encoder
-        if forward is None:
-            print(
-                "train.compile: no C++ compiler found for torch.compile's CPU backend (install g++, or name one in "
-                "CXX); training uncompiled"
-            )
-            forward = encoder
-        elif forward is not encoder and progress:
-            print(
-                "train.compile: the first step of each batch size compiles the encoder (about 30 s; seconds when "
-                "torch's cache holds it from an earlier run)"
-            )
+        # Inductor fuses the BatchNorm and activation passes between the convolutions (whether that pays on a given
+        # machine: BENCHMARKS.md). Each batch shape compiles once (`dynamic=False`: the full batches and the last,
+        # smaller one), into a cache that later processes on the machine reuse.
+        forward: nn.Module = encoder
+        if config.compile and (missing := why_not_compiled(device)):
+            print(f"train.compile: {missing}; training uncompiled")
+        elif config.compile:
+            forward = torch.compile(encoder, dynamic=False)  # type: ignore[assignment]  # an OptimizedModule: a Module
+            if progress:
+                print(
+                    "train.compile: the first step of each batch size compiles the encoder (about 30 s; seconds when "
+                    "torch's cache holds it from an earlier run)"
+                )
         fixed_views = (
             draw_fixed_views(images, members, augmented, augment, augment_rng) if config.views == "once" else None
         )
 
-        def inputs_for(rows: torch.Tensor) -> torch.Tensor:
-            """All members of the chosen examples as one normalised batch, member after member."""
-            index = members[rows].T.reshape(-1)
-            is_view = augmented[rows].T.reshape(-1)
-            x = torch.empty((len(index), *images.shape[1:]), dtype=torch.float32, device=device)
-            x[~is_view] = to_unit(images[index[~is_view]])
-            if is_view.any():
+        # Which member of a batch is a plain image and which an augmented view is known on the host before the epoch
+        # (`batch_plan`): a step then indexes with integer positions, never with a mask whose count the host must wait
+        # for.
+        source = examples["members"] if fixed_views is None else fixed_views[1].cpu().numpy()
+
+        def inputs_for(plan: BatchPlan) -> torch.Tensor:
+            """All members of the plan's examples as one normalised batch, member after member."""
+            x = torch.empty((plan.size, *images.shape[1:]), dtype=torch.float32, device=device)
+            x[plan.plain_at] = to_unit(images[plan.plain])
+            if plan.has_views:
                 if fixed_views is None:
-                    x[is_view] = augment(images[index[is_view]], augment_rng)
+                    x[plan.views_at] = augment(images[plan.views], augment_rng)
                 else:
-                    views_u8, slot = fixed_views
-                    x[is_view] = to_unit(views_u8[slot[rows].T.reshape(-1)[is_view]])
+                    x[plan.views_at] = to_unit(fixed_views[0][plan.views])
             return normalize(x).contiguous(memory_format=torch.channels_last)
 
         result = TrainResult(encoder, compiled=forward is not encoder)
@@ -417,6 +530,7 @@ def train(
                 optimizer.load_state_dict(saved["optimizer"])
                 if schedule is not None:
                     schedule.load_state_dict(saved["schedule"])
+                scaler.load_state_dict(saved["scaler"])
                 shuffle_rng.set_state(saved["shuffle_rng"])
                 augment_rng.set_state(saved["augment_rng"])
                 torch.set_rng_state(saved["torch_rng"])
@@ -431,14 +545,16 @@ def train(
         encoder.train()
         head.train()
         for epoch in range(len(result.epoch_losses) + 1, config.epochs + 1):
-            order = torch.randperm(n_examples, generator=shuffle_rng).to(device)
-            batches = range(0, n_examples, config.batch_size)
-            bar = EpochProgress(batches, f"epoch {epoch}/{config.epochs}", enabled=progress)
-            epoch_loss, epoch_start, epoch_images, step_losses = 0.0, time.perf_counter(), 0, []
-            for start in bar:
-                rows = order[start : start + config.batch_size]
-                x = inputs_for(rows)  # augmentation stays fp32: autocast would also turn the blur into bf16
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+            order = torch.randperm(n_examples, generator=shuffle_rng)
+            plans = batch_plans(order, examples["members"], examples["augmented"], source, config.batch_size, device)
+            bar = EpochProgress(plans, f"epoch {epoch}/{config.epochs}", enabled=progress)
+            losses, epoch_start, epoch_images = LossReader(bar, what, epoch, config), time.perf_counter(), 0
+            for plan in bar:
+                rows = plan.rows
+                x = inputs_for(plan)  # augmentation stays fp32: autocast would also turn the blur into bf16
+                with torch.autocast(
+                    device.type, dtype=AUTOCAST.get(config.precision), enabled=config.precision != "fp32"
+                ):
                     embeddings = [head(forward(member)).float() for member in x.chunk(k)]
                     if config.small_crops:  # multi-crop: all small crops of the batch in one pass of their own
                         crops = small_crops(
@@ -446,7 +562,7 @@ def train(
                         )
                         small = head(forward(normalize(crops).contiguous(memory_format=torch.channels_last))).float()
                 if mine:  # members are (anchor, positive, negative): the pool is every anchor and negative
-                    pool, pool_labels = torch.cat([embeddings[0], embeddings[2]]), labels[rows][:, [0, 2]].T.reshape(-1)
+                    pool, pool_labels = torch.cat([embeddings[0], embeddings[2]]), labels[rows][:, ::2].T.reshape(-1)
                     embeddings[2] = semi_hard_negatives(
                         embeddings[0], embeddings[1], pool, labels[rows, 0], pool_labels, config.margin
                     )
@@ -461,30 +577,21 @@ def train(
                     )
                 else:
                     batch_loss = loss_fn(embeddings, target[rows], labels[rows, 0], options)
-                loss_value = descend(
-                    batch_loss,
-                    what,
-                    epoch,
-                    start // config.batch_size + 1,
-                    optimizer,
-                    schedule,
-                    config,
-                )
-
-                epoch_loss += loss_value * len(rows)
-                step_losses.append(loss_value)
-                epoch_images += len(rows) * (k + config.small_crops)  # a small crop counts as an image
-                bar.step(loss_value, len(rows) * (k + config.small_crops))
+                descend(batch_loss, optimizer, scaler, schedule, config)
+                step_images = len(plan) * (k + config.small_crops)  # a small crop counts as an image
+                losses.add(batch_loss, len(plan), step_images)
+                epoch_images += step_images
+            losses.read()
             stop_if_weights_not_finite(encoder, epoch, config)
             result.train_time_s += time.perf_counter() - epoch_start
             result.images_seen += epoch_images
-            result.epoch_losses.append(epoch_loss / n_examples)
-            result.step_losses = step_losses
+            result.epoch_losses.append(losses.total / n_examples)
+            result.step_losses = losses.values
             bar.close(result.epoch_losses[-1])
             if checkpoint is not None:
                 save_checkpoint(checkpoint, {
                     "key": key, "encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict() if schedule is not None else None,
+                    "schedule": schedule.state_dict() if schedule is not None else None, "scaler": scaler.state_dict(),
                     "shuffle_rng": shuffle_rng.get_state(), "augment_rng": augment_rng.get_state(),
                     "torch_rng": torch.get_rng_state(), "epoch_losses": result.epoch_losses,
                     "step_losses": result.step_losses, "train_time_s": result.train_time_s,

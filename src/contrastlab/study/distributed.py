@@ -24,10 +24,11 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
 from contrastlab.infra.errors import ParamError
@@ -124,6 +125,15 @@ def use_worker_threads() -> str:
     return str(threads)
 
 
+def worker_gpu(worker: str, gpus: int, environ: Mapping[str, str]) -> dict[str, str]:
+    """The GPU a worker's stages see: with several GPUs and none assigned to the process already (a cluster's
+    scheduler sets CUDA_VISIBLE_DEVICES), worker N of the embedded cluster gets GPU N modulo their count, so
+    the workers spread over the GPUs instead of all training on the first. One GPU or none: nothing to choose."""
+    if gpus < 2 or "CUDA_VISIBLE_DEVICES" in environ or not worker.isdigit():
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": str(int(worker) % gpus)}
+
+
 def run_on_worker(source: Source, run: Run, *after) -> dict:
     """The Dask task: `run` in this worker's clone with the worker's threads, its experiment pushed to the
     clone's origin. Returns {"files": ...} for the results folder, or {"error": line} for a user's mistake.
@@ -144,6 +154,7 @@ def run_on_worker(source: Source, run: Run, *after) -> dict:
             "OMP_NUM_THREADS": threads,
             "MKL_NUM_THREADS": threads,
             "PYTHONUNBUFFERED": "1",
+            **worker_gpu(str(worker.name), torch.cuda.device_count(), os.environ),
         }  # its stages stop if this worker dies (run_child)
         log = clone.with_name(f"{clone.name}.log")
         try:

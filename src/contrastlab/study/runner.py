@@ -43,7 +43,7 @@ import yaml
 from contrastlab.infra import params as params_module
 from contrastlab.infra.errors import FileError, ParamError
 from contrastlab.infra.files import now_stamp, one_line
-from contrastlab.infra.machine import cpu_description
+from contrastlab.infra.machine import machine_description
 from contrastlab.infra.stage import WATCHED_PID
 from contrastlab.study.names import MAIN_AXES, BaselineRun, Scenario, safe
 
@@ -316,7 +316,7 @@ def run_child(cmd: list[str], cwd: Path, env: dict | None = None, output=None) -
 
 def finished(info: dict, start: float) -> str:
     """study.json: how, when and on what machine a run was made, and its wall time."""
-    stamp = {"wall_s": round(time.perf_counter() - start, 1), "finished": now_stamp(), "machine": cpu_description()}
+    stamp = {"wall_s": round(time.perf_counter() - start, 1), "finished": now_stamp(), "machine": machine_description()}
     return json.dumps({**info, **stamp}, indent=2) + "\n"
 
 
