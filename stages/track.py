@@ -109,6 +109,8 @@ def main() -> None:
                 "seed": str(p["seed"]),
                 **design,
                 "dvc_experiment": experiment or "workspace",
+                # where it trained: the device, and on a GPU its name, driver and CUDA (infra.machine.device_record)
+                **{key: str(trained[key]) for key in ("device", "gpu", "gpu_driver", "cuda") if key in trained},
                 **warnings_tag(trained, probed),
             },
             finished=finished_at(trained, args.train_metrics),

@@ -94,6 +94,7 @@ def test_first_repro_runs_every_stage_and_writes_every_output(repo, first_repro)
     assert sorted(mlflow_runs(path, "baseline")) == sorted((f"baseline-mnist-{name}-s0", name) for name in BASELINES)
     for tag, value in (("arch", "study"), ("features", "embedding"), ("probed_on", "test")):  # the UI's columns
         assert [found for _, found in mlflow_runs(path, tag)] == [value] * (1 + len(BASELINES))
+    assert mlflow_runs(path, "device") == [("mnist-triplet-simclr", "cpu")]  # where it trained (a GPU: by name too)
 
 
 EXPECTED = Path(__file__).with_name("tiny_scenario_expected.json")
